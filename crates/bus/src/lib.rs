@@ -1,0 +1,92 @@
+//! The bus: how agents hand readings and events to the services that consume them.
+//!
+//! Two streams: [`DeviceData`] (readings) and [`DeviceEvent`] (lifecycle and actuation).
+//! A subscriber is either
+//! - **durable** ([`Mode::Durable`]): it must [`Delivery::ack`] every message, and a
+//!   publish of device data resolves only once every durable subscriber acked it. This is
+//!   how "acknowledge to the device only after the data is committed" is kept: the
+//!   history writer is a durable subscriber that acks after its transaction commits.
+//!   A durable subscriber with a full queue slows publishers down (backpressure).
+//! - **lossy** ([`Mode::Lossy`]): best effort (real-time streams). A full queue drops the
+//!   message for that subscriber only, and counts it.
+//!
+//! Each subscriber sees messages in publish order, so readings of one device (published
+//! by one connection) stay in order. [`MemoryBus`] is the in-process implementation; a
+//! NATS JetStream one will implement the same [`Bus`] trait.
+
+mod memory;
+
+use std::sync::Arc;
+
+use model::{DeviceData, DeviceEvent};
+use tokio::sync::{mpsc, oneshot};
+
+pub use memory::MemoryBus;
+
+/// How a subscriber consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every message must be acked; publishers wait for the ack (see crate docs).
+    Durable,
+    /// Messages may be dropped when this subscriber falls behind.
+    Lossy,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// A durable subscriber dropped the message without acking it (e.g. its write failed).
+    #[error("a durable consumer failed to process the message")]
+    NotAcked,
+    /// The bus is shutting down.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// The bus as services see it.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes one reading; resolves when it is durable (see crate docs).
+    async fn publish_data(&self, data: DeviceData) -> Result<(), BusError>;
+    /// Publishes a lifecycle or actuation event; resolves once queued for every subscriber.
+    async fn publish_event(&self, event: DeviceEvent) -> Result<(), BusError>;
+    /// Subscribes to readings. `name` identifies the consumer in metrics.
+    fn subscribe_data(&self, name: &str, mode: Mode) -> Subscription<DeviceData>;
+    /// Subscribes to events.
+    fn subscribe_events(&self, name: &str, mode: Mode) -> Subscription<DeviceEvent>;
+}
+
+/// One message handed to a subscriber.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    pub msg: Arc<T>,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+impl<T> Delivery<T> {
+    /// Confirms the message is processed (for durable subscribers: durably stored).
+    /// Dropping a delivery without acking tells the publisher it failed.
+    pub fn ack(mut self) {
+        if let Some(tx) = self.ack.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A subscriber's queue of deliveries.
+pub struct Subscription<T> {
+    rx: mpsc::Receiver<Delivery<T>>,
+}
+
+impl<T> Subscription<T> {
+    /// The next delivery; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Delivery<T>> {
+        self.rx.recv().await
+    }
+
+    /// Waits for at least one delivery, then takes up to `limit` that are ready.
+    /// Returns 0 once the bus is gone.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Delivery<T>>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
+}

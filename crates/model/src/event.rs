@@ -1,0 +1,92 @@
+//! Device lifecycle events: dojot's `<tenant>.dojot.device-manager.device` messages.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// What happened to a device (or template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "create")]
+    Create,
+    #[serde(rename = "update")]
+    Update,
+    #[serde(rename = "remove")]
+    Remove,
+    /// Actuation: new values for a device's actuator attributes.
+    #[serde(rename = "configure")]
+    Configure,
+    /// A template changed; sent after one `update` per affected device (dojot #923).
+    #[serde(rename = "template.update")]
+    TemplateUpdate,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Remove => "remove",
+            Self::Configure => "configure",
+            Self::TemplateUpdate => "template.update",
+        }
+    }
+}
+
+/// A lifecycle event as published on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEvent {
+    pub kind: EventKind,
+    pub tenant: String,
+    /// For create/update/remove: the device as the API shows it. For configure:
+    /// `{"id", "attrs"}`. For template.update: `{"affected", "template"}`.
+    pub data: Value,
+    pub ts: DateTime<Utc>,
+}
+
+impl DeviceEvent {
+    /// An actuation request for `device_id`.
+    pub fn configure(tenant: &str, device_id: &str, attrs: Map<String, Value>, ts: DateTime<Utc>) -> Self {
+        Self { kind: EventKind::Configure, tenant: tenant.into(), data: json!({"id": device_id, "attrs": attrs}), ts }
+    }
+
+    /// The device this event is about, when it is about one device.
+    pub fn device_id(&self) -> Option<&str> {
+        self.data.get("id").and_then(Value::as_str)
+    }
+
+    /// For configure events: the attributes to send to the device.
+    pub fn configure_attrs(&self) -> Option<&Map<String, Value>> {
+        if self.kind != EventKind::Configure {
+            return None;
+        }
+        self.data.get("attrs").and_then(Value::as_object)
+    }
+
+    /// dojot's envelope: `{"event","data","meta":{"service"[,"timestamp"]}}`.
+    pub fn to_dojot_json(&self) -> Value {
+        let mut meta = json!({"service": self.tenant});
+        if self.kind == EventKind::Configure {
+            meta["timestamp"] = json!(self.ts.timestamp_millis());
+        }
+        json!({"event": self.kind.as_str(), "data": self.data, "meta": meta})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_envelope() {
+        let mut attrs = Map::new();
+        attrs.insert("fan".into(), json!(100));
+        let e = DeviceEvent::configure("admin", "0998", attrs, DateTime::UNIX_EPOCH);
+        assert_eq!(e.device_id(), Some("0998"));
+        assert_eq!(e.configure_attrs().unwrap()["fan"], json!(100));
+        assert_eq!(
+            e.to_dojot_json(),
+            json!({"event":"configure","data":{"id":"0998","attrs":{"fan":100}},"meta":{"service":"admin","timestamp":0}})
+        );
+    }
+}
