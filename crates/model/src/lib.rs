@@ -8,6 +8,7 @@
 pub mod data;
 pub mod event;
 pub mod ids;
+pub mod secret;
 pub mod time;
 pub mod topic;
 

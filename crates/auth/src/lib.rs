@@ -1,0 +1,45 @@
+//! Who may do what: tenants, users, passwords (argon2id), JWTs (HS256), login limits.
+//!
+//! Unlike dojot, whose services only base64-decoded the JWT behind Kong, every token is
+//! verified here (signature and expiry) on every request.
+
+mod jwt;
+mod limiter;
+mod password;
+mod service;
+
+pub use jwt::{Claims, JwtKeys};
+pub use limiter::LoginLimiter;
+pub use password::{hash_password, verify_password};
+pub use service::{AuthConfig, AuthService, NewUser, TenantSettings, UserUpdate, UserView};
+
+/// The one error type of the auth room.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("too many failed login attempts; retry in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cannot read or write the JWT key file: {0}")]
+    KeyFile(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Profiles (dojot "groups") and their numeric ids, which appear in the JWT `groups` claim.
+pub const PROFILES: &[(&str, i64)] = &[("admin", 1), ("user", 2)];
+
+/// The numeric group id of a profile.
+pub fn group_id(profile: &str) -> Option<i64> {
+    PROFILES.iter().find(|(p, _)| *p == profile).map(|(_, id)| *id)
+}

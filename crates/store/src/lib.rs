@@ -1,0 +1,153 @@
+//! Persistence for Ingot: an embedded SQLite database in the data directory.
+//!
+//! - One **write connection** behind a mutex: SQLite allows one writer at a time anyway,
+//!   and serialising in-process avoids `SQLITE_BUSY` retries.
+//! - A small **pool of read connections** (WAL mode lets them read while the writer writes).
+//! - All calls run on tokio's blocking pool ([`Store::read`], [`Store::write`]).
+//! - Durability: `synchronous=FULL` by default, so a committed transaction survives power
+//!   loss, not only a process crash. History batches many readings per transaction (group
+//!   commit), which is what keeps this fast.
+//!
+//! Each room's queries live in their own module ([`users`], [`catalog`], [`history`], …) as
+//! `impl Store` blocks, so the schema for a room is next to its queries.
+
+pub mod catalog;
+pub mod history;
+mod migrate;
+pub mod tenants;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+
+/// The one error type of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the data directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Number of read connections.
+    pub readers: usize,
+    /// `true`: fsync every commit (survives power loss). `false`: survives process crashes only.
+    pub sync_full: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { readers: 4, sync_full: true }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/ingot.db` and brings its schema up to date.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join("ingot.db");
+        let mut writer = Self::connect(&path, &options, false)?;
+        migrate::run(&mut writer)?;
+        let readers =
+            (0..options.readers.max(1)).map(|_| Self::connect(&path, &options, true)).collect::<Result<_, _>>()?;
+        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers: Mutex::new(readers), path, options }) })
+    }
+
+    fn connect(path: &Path, options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if !read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.pragma_update(None, "synchronous", if options.sync_full { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a read connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let conn = inner.readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                // Pool exhausted: open a temporary extra reader rather than queueing.
+                None => Self::connect(&inner.path, &inner.options, true)?,
+            };
+            let result = f(&conn);
+            let mut pool = inner.readers.lock().expect("reader pool lock");
+            if pool.len() < inner.options.readers.max(1) {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+    }
+
+    /// Runs `f` in a write transaction, committed if `f` returns `Ok`.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let mut conn = inner.writer.lock().expect("writer lock");
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

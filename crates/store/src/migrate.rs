@@ -1,0 +1,77 @@
+//! Schema migrations, applied in order at start. Never edit a released step: add one.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const STEPS: &[&str] = &[
+    // 1: tenants, users, catalog documents, history.
+    r#"
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        unsecured_mqtt INTEGER NOT NULL DEFAULT 0,
+        retention_days INTEGER NOT NULL DEFAULT 7
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL REFERENCES tenants(name),
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_date TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    -- Templates and devices are stored as the JSON documents the API shows; the devices
+    -- service keeps them in memory and writes through. Ids are per tenant, as in dojot
+    -- (one schema per tenant).
+    CREATE TABLE templates (
+        tenant TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE TABLE devices (
+        tenant TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        secret_hash TEXT,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE TABLE counters (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    -- One series per (tenant, device, attribute); readings reference it by integer so
+    -- the history index stays small.
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        attr TEXT NOT NULL,
+        UNIQUE (tenant, device_id, attr)
+    );
+    CREATE TABLE history (
+        series INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value TEXT NOT NULL
+    );
+    CREATE INDEX history_series_ts ON history (series, ts);
+    "#,
+];
+
+pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, step) in STEPS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
