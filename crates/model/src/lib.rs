@@ -5,6 +5,7 @@
 //! - [`topic`]: the MQTT topic forms devices use (`tenant:device/attrs`, `/tenant/device/attrs`).
 //! - [`time`]: the timestamp forms devices send (ms, s, ISO 8601).
 
+pub mod catalog;
 pub mod data;
 pub mod event;
 pub mod ids;
