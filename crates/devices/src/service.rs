@@ -1,0 +1,634 @@
+//! [`DeviceService`]: the catalog of templates and devices of every tenant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock as StdRwLock};
+
+use bus::Bus;
+use chrono::Utc;
+use ingest::{DeviceAuthError, DeviceDirectory};
+use model::catalog::{
+    AttrFormat, CatalogError, Device, DeviceRequest, Template, TemplateRequest, catalog_time, device_id_from,
+    indexed_labels, new_attrs, resolve_device,
+};
+use model::secret::{hash_secret, secret_matches};
+use model::{DeviceEvent, DeviceRef, EventKind};
+use rand::RngCore;
+use serde_json::{Map, Value, json};
+use store::Store;
+use store::catalog::{CatalogChange, DeviceRow};
+use tokio::sync::RwLock;
+
+use crate::query::{ListQuery, Page};
+use crate::DeviceError;
+
+/// Limits of the devices room.
+#[derive(Debug, Clone)]
+pub struct DevicesConfig {
+    /// Largest `count` of one `POST /device` (dojot #1231: bulk creation timed out).
+    pub max_devices_per_request: usize,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self { max_devices_per_request: 10_000 }
+    }
+}
+
+/// One tenant's templates and devices.
+#[derive(Default)]
+struct Catalog {
+    templates: BTreeMap<i64, Template>,
+    devices: BTreeMap<String, Device>,
+    /// device id → hash of its current secret
+    secrets: HashMap<String, String>,
+    last_template_id: i64,
+    last_attr_id: i64,
+}
+
+const TEMPLATE_COUNTER: &str = "template";
+const ATTR_COUNTER: &str = "attr";
+
+impl Catalog {
+    fn template(&self, id: i64) -> Option<&Template> {
+        self.templates.get(&id)
+    }
+
+    fn render_device(&self, d: &Device) -> Value {
+        d.render(|id| self.templates.get(&id))
+    }
+
+    fn device_row(&self, d: &Device) -> DeviceRow {
+        DeviceRow { id: d.id.clone(), doc: json!(d), secret_hash: self.secrets.get(&d.id).cloned() }
+    }
+
+    fn device(&self, id: &str) -> Result<&Device, CatalogError> {
+        self.devices.get(id).ok_or_else(|| CatalogError::NoSuchDevice(id.to_string()))
+    }
+
+    fn existing_template(&self, id: i64) -> Result<&Template, CatalogError> {
+        self.templates.get(&id).ok_or_else(|| CatalogError::NoSuchTemplate(id.to_string()))
+    }
+
+    fn devices_using(&self, template_id: i64) -> Vec<&Device> {
+        self.devices.values().filter(|d| d.templates.contains(&template_id)).collect()
+    }
+}
+
+/// What `POST /device` created.
+pub enum CreatedDevices {
+    /// `{"id","label"}` of each device.
+    Brief(Vec<Value>),
+    /// `verbose=true` (single device): the whole rendered device.
+    Verbose(Value),
+}
+
+/// Templates, devices, credentials and actuation of every tenant.
+pub struct DeviceService {
+    store: Store,
+    bus: Arc<dyn Bus>,
+    config: DevicesConfig,
+    tenants: StdRwLock<HashMap<String, Arc<RwLock<Catalog>>>>,
+}
+
+fn now() -> String {
+    catalog_time(Utc::now())
+}
+
+impl DeviceService {
+    /// Loads every tenant's catalog from the store.
+    pub async fn load(store: Store, bus: Arc<dyn Bus>, config: DevicesConfig) -> Result<Self, DeviceError> {
+        let rows = store.load_catalog().await?;
+        let mut tenants: HashMap<String, Catalog> = HashMap::new();
+        for (tenant, id, doc) in rows.templates {
+            let t: Template = serde_json::from_value(doc).map_err(store::StoreError::from)?;
+            tenants.entry(tenant).or_default().templates.insert(id, t);
+        }
+        for (tenant, id, doc, secret) in rows.devices {
+            let d: Device = serde_json::from_value(doc).map_err(store::StoreError::from)?;
+            let c = tenants.entry(tenant).or_default();
+            if let Some(h) = secret {
+                c.secrets.insert(id.clone(), h);
+            }
+            c.devices.insert(id, d);
+        }
+        for (tenant, name, value) in rows.counters {
+            let c = tenants.entry(tenant).or_default();
+            match name.as_str() {
+                TEMPLATE_COUNTER => c.last_template_id = value,
+                ATTR_COUNTER => c.last_attr_id = value,
+                _ => {}
+            }
+        }
+        let count: usize = tenants.values().map(|c| c.devices.len()).sum();
+        tracing::info!(tenants = tenants.len(), devices = count, "device catalog loaded");
+        let tenants = tenants.into_iter().map(|(k, v)| (k, Arc::new(RwLock::new(v)))).collect();
+        Ok(Self { store, bus, config, tenants: StdRwLock::new(tenants) })
+    }
+
+    fn catalog(&self, tenant: &str) -> Arc<RwLock<Catalog>> {
+        if let Some(c) = self.tenants.read().expect("tenants lock").get(tenant) {
+            return c.clone();
+        }
+        self.tenants.write().expect("tenants lock").entry(tenant.to_string()).or_default().clone()
+    }
+
+    fn existing_catalog(&self, tenant: &str) -> Option<Arc<RwLock<Catalog>>> {
+        self.tenants.read().expect("tenants lock").get(tenant).cloned()
+    }
+
+    async fn emit(&self, tenant: &str, kind: EventKind, data: Value) {
+        let event = DeviceEvent { kind, tenant: tenant.to_string(), data, ts: Utc::now() };
+        if let Err(e) = self.bus.publish_event(event).await {
+            tracing::warn!(error = %e, tenant, event = kind.as_str(), "could not publish device event");
+        }
+    }
+
+    // ----- templates -----
+
+    /// `POST /template`.
+    pub async fn create_template(&self, tenant: &str, body: &Value) -> Result<Value, DeviceError> {
+        let req = TemplateRequest::parse(body)?;
+        let cat = self.catalog(tenant);
+        let mut c = cat.write().await;
+        let id = c.last_template_id + 1;
+        let mut last_attr = c.last_attr_id;
+        let now = now();
+        let attrs = new_attrs(id, req.attrs, &now, &mut || {
+            last_attr += 1;
+            last_attr
+        });
+        let t = Template { id, label: req.label, created: now, updated: None, attrs };
+        let change = CatalogChange {
+            put_templates: vec![(id, json!(t))],
+            counters: vec![(TEMPLATE_COUNTER.into(), id), (ATTR_COUNTER.into(), last_attr)],
+            ..Default::default()
+        };
+        self.store.save_catalog(tenant, change).await?;
+        c.last_template_id = id;
+        c.last_attr_id = last_attr;
+        let rendered = t.render(AttrFormat::Both);
+        c.templates.insert(id, t);
+        Ok(rendered)
+    }
+
+    /// `GET /template`.
+    pub async fn list_templates(&self, tenant: &str, q: &ListQuery, fmt: AttrFormat) -> Page {
+        let Some(cat) = self.existing_catalog(tenant) else { return q.paginate(vec![]) };
+        let c = cat.read().await;
+        let mut list: Vec<&Template> = c
+            .templates
+            .values()
+            .filter(|t| q.label.as_ref().is_none_or(|l| t.label.contains(l.as_str())))
+            .filter(|t| q.attr_type.iter().all(|vt| t.attrs.iter().any(|a| &a.value_type == vt)))
+            .filter(|t| {
+                q.attr.iter().all(|(l, v)| t.attrs.iter().any(|a| &a.label == l && a.static_value.as_ref().is_some_and(|s| value_eq(s, v))))
+            })
+            .collect();
+        if q.sort_by_label {
+            list.sort_by(|a, b| a.label.cmp(&b.label));
+        }
+        q.paginate(list.into_iter().map(|t| t.render(fmt)).collect())
+    }
+
+    /// `GET /template/{id}`.
+    pub async fn get_template(&self, tenant: &str, id: &str, fmt: AttrFormat) -> Result<Value, DeviceError> {
+        let tid = parse_template_id(id)?;
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
+        let c = cat.read().await;
+        Ok(c.existing_template(tid)?.render(fmt))
+    }
+
+    /// `PUT /template/{id}`. Sends `update` for each affected device, then `template.update`.
+    pub async fn update_template(&self, tenant: &str, id: &str, body: &Value) -> Result<Value, DeviceError> {
+        let tid = parse_template_id(id)?;
+        let req = TemplateRequest::parse(body)?;
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
+        let mut c = cat.write().await;
+        let mut t = c.existing_template(tid)?.clone();
+        let mut last_attr = c.last_attr_id;
+        t.apply_update(req, &now(), &mut || {
+            last_attr += 1;
+            last_attr
+        });
+        let change = CatalogChange {
+            put_templates: vec![(tid, json!(t))],
+            counters: vec![(ATTR_COUNTER.into(), last_attr)],
+            ..Default::default()
+        };
+        self.store.save_catalog(tenant, change).await?;
+        c.last_attr_id = last_attr;
+        let rendered = t.render(AttrFormat::Both);
+        c.templates.insert(tid, t);
+        let affected: Vec<(String, Value)> =
+            c.devices_using(tid).into_iter().map(|d| (d.id.clone(), c.render_device(d))).collect();
+        drop(c);
+        let ids: Vec<&String> = affected.iter().map(|(id, _)| id).collect();
+        let summary = json!({"affected": ids, "template": rendered});
+        for (_, d) in &affected {
+            self.emit(tenant, EventKind::Update, d.clone()).await;
+        }
+        self.emit(tenant, EventKind::TemplateUpdate, summary).await;
+        Ok(rendered)
+    }
+
+    /// `DELETE /template/{id}`.
+    pub async fn delete_template(&self, tenant: &str, id: &str) -> Result<Value, DeviceError> {
+        let tid = parse_template_id(id)?;
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
+        let mut c = cat.write().await;
+        let rendered = c.existing_template(tid)?.render(AttrFormat::Both);
+        if !c.devices_using(tid).is_empty() {
+            return Err(CatalogError::TemplateInUse.into());
+        }
+        self.store.save_catalog(tenant, CatalogChange { remove_templates: vec![tid], ..Default::default() }).await?;
+        c.templates.remove(&tid);
+        Ok(rendered)
+    }
+
+    /// `DELETE /template`: all of the tenant's templates, refused if any is in use.
+    pub async fn delete_all_templates(&self, tenant: &str) -> Result<Vec<Value>, DeviceError> {
+        let Some(cat) = self.existing_catalog(tenant) else { return Ok(vec![]) };
+        let mut c = cat.write().await;
+        if !c.devices.is_empty() && c.devices.values().any(|d| !d.templates.is_empty()) {
+            return Err(CatalogError::TemplateInUse.into());
+        }
+        let ids: Vec<i64> = c.templates.keys().copied().collect();
+        self.store.save_catalog(tenant, CatalogChange { remove_templates: ids, ..Default::default() }).await?;
+        let removed = std::mem::take(&mut c.templates);
+        Ok(removed.values().map(|t| t.render(AttrFormat::Both)).collect())
+    }
+
+    // ----- devices -----
+
+    /// `POST /device?count=N&verbose=`.
+    pub async fn create_devices(
+        &self,
+        tenant: &str,
+        body: &Value,
+        count: usize,
+        verbose: bool,
+    ) -> Result<CreatedDevices, DeviceError> {
+        if count < 1 || count > self.config.max_devices_per_request {
+            return Err(CatalogError::BadRequest(format!(
+                "count must be between 1 and {}",
+                self.config.max_devices_per_request
+            ))
+            .into());
+        }
+        if verbose && count != 1 {
+            return Err(CatalogError::BadRequest("Verbose can only be used for single device creation".into()).into());
+        }
+        let req = DeviceRequest::parse(body)?;
+        let cat = self.catalog(tenant);
+        let mut c = cat.write().await;
+        let overrides = resolve_device(&req, |id| c.template(id))?;
+        let now = now();
+        let mut rng = rand::thread_rng();
+        let mut created: Vec<Device> = Vec::with_capacity(count);
+        let mut taken = std::collections::HashSet::new();
+        for label in indexed_labels(&req.label, count) {
+            let id = (0..10)
+                .map(|_| device_id_from(rng.next_u32()))
+                .find(|id| !c.devices.contains_key(id) && !taken.contains(id))
+                .ok_or(DeviceError::IdSpaceExhausted)?;
+            taken.insert(id.clone());
+            created.push(Device {
+                id,
+                label,
+                created: now.clone(),
+                updated: None,
+                templates: req.templates.clone(),
+                overrides: overrides.clone(),
+            });
+        }
+        let rows = created.iter().map(|d| c.device_row(d)).collect();
+        self.store.save_catalog(tenant, CatalogChange { put_devices: rows, ..Default::default() }).await?;
+        let rendered: Vec<Value> = created.iter().map(|d| c.render_device(d)).collect();
+        let brief: Vec<Value> = created.iter().map(|d| json!({"id": d.id, "label": d.label})).collect();
+        for d in created {
+            c.devices.insert(d.id.clone(), d);
+        }
+        drop(c);
+        for d in &rendered {
+            self.emit(tenant, EventKind::Create, d.clone()).await;
+        }
+        Ok(if verbose { CreatedDevices::Verbose(rendered.into_iter().next().unwrap_or_default()) } else { CreatedDevices::Brief(brief) })
+    }
+
+    /// `GET /device`: one page, or with `ids_only` every matching id.
+    pub async fn list_devices(&self, tenant: &str, q: &ListQuery, ids_only: bool) -> Result<Page, DeviceError> {
+        let Some(cat) = self.existing_catalog(tenant) else { return Ok(q.paginate(vec![])) };
+        let c = cat.read().await;
+        let mut list: Vec<&Device> = c.devices.values().filter(|d| device_matches(&c, d, q)).collect();
+        if q.sort_by_label {
+            list.sort_by(|a, b| a.label.cmp(&b.label).then_with(|| a.id.cmp(&b.id)));
+        }
+        if ids_only {
+            let ids: Vec<Value> = list.iter().map(|d| json!(d.id)).collect();
+            let mut page = ListQuery { page_size: ids.len().max(1), page_num: 1, ..q.clone() }.paginate(ids);
+            page.pagination.page = 1;
+            return Ok(page);
+        }
+        // Render only the requested page.
+        let page = q.paginate(list);
+        Ok(Page { items: page.items.into_iter().map(|d| c.render_device(d)).collect(), pagination: page.pagination })
+    }
+
+    /// `GET /device/template/{tid}`.
+    pub async fn devices_of_template(&self, tenant: &str, tid: &str, q: &ListQuery) -> Result<Page, DeviceError> {
+        let tid = parse_template_id(tid)?;
+        let q = ListQuery { template: Some(tid), ..q.clone() };
+        self.list_devices(tenant, &q, false).await
+    }
+
+    /// `GET /device/{id}`.
+    pub async fn get_device(&self, tenant: &str, id: &str) -> Result<Value, DeviceError> {
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let c = cat.read().await;
+        Ok(c.render_device(c.device(id)?))
+    }
+
+    /// Whether the device exists.
+    pub async fn device_exists(&self, tenant: &str, id: &str) -> bool {
+        match self.existing_catalog(tenant) {
+            Some(cat) => cat.read().await.devices.contains_key(id),
+            None => false,
+        }
+    }
+
+    /// Labels of the device's data attributes (history without `attr`).
+    pub async fn data_attr_labels(&self, tenant: &str, id: &str) -> Result<Vec<String>, DeviceError> {
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let c = cat.read().await;
+        let d = c.device(id)?;
+        Ok(d.templates
+            .iter()
+            .filter_map(|t| c.template(*t))
+            .flat_map(|t| t.attrs.iter().filter(|a| a.is_data()).map(|a| a.label.clone()))
+            .collect())
+    }
+
+    /// `PUT /device/{id}`: full replace of label, templates and overrides.
+    pub async fn update_device(&self, tenant: &str, id: &str, body: &Value) -> Result<Value, DeviceError> {
+        let req = DeviceRequest::parse(body)?;
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let mut c = cat.write().await;
+        let mut d = c.device(id)?.clone();
+        d.overrides = resolve_device(&req, |tid| c.template(tid))?;
+        d.label = req.label;
+        d.templates = req.templates;
+        d.updated = Some(now());
+        self.save_device(tenant, &mut c, d).await
+    }
+
+    /// `POST /device/{id}/template/{tid}` (add) and `DELETE …` (remove).
+    pub async fn set_device_template(&self, tenant: &str, id: &str, tid: &str, add: bool) -> Result<Value, DeviceError> {
+        let tid = parse_template_id(tid)?;
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let mut c = cat.write().await;
+        let mut d = c.device(id)?.clone();
+        c.existing_template(tid)?;
+        if add && !d.templates.contains(&tid) {
+            d.templates.push(tid);
+        } else if !add {
+            d.templates.retain(|t| *t != tid);
+            let attrs: Vec<i64> = c.template(tid).map(|t| t.attrs.iter().map(|a| a.id).collect()).unwrap_or_default();
+            d.overrides.retain(|o| !attrs.contains(&o.attr_id));
+        }
+        // Re-check label uniqueness across the new template set.
+        let probe = DeviceRequest { label: d.label.clone(), templates: d.templates.clone(), overrides: vec![] };
+        resolve_device(&probe, |t| c.template(t))?;
+        d.updated = Some(now());
+        self.save_device(tenant, &mut c, d).await
+    }
+
+    async fn save_device(&self, tenant: &str, c: &mut Catalog, d: Device) -> Result<Value, DeviceError> {
+        self.store.save_catalog(tenant, CatalogChange { put_devices: vec![c.device_row(&d)], ..Default::default() }).await?;
+        let rendered = c.render_device(&d);
+        c.devices.insert(d.id.clone(), d);
+        self.emit(tenant, EventKind::Update, rendered.clone()).await;
+        Ok(rendered)
+    }
+
+    /// `DELETE /device/{id}`.
+    pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<Value, DeviceError> {
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let mut c = cat.write().await;
+        let rendered = c.render_device(c.device(id)?);
+        self.store.save_catalog(tenant, CatalogChange { remove_devices: vec![id.to_string()], ..Default::default() }).await?;
+        c.devices.remove(id);
+        c.secrets.remove(id);
+        drop(c);
+        self.emit(tenant, EventKind::Remove, rendered.clone()).await;
+        Ok(rendered)
+    }
+
+    /// `DELETE /device`: every device of the tenant.
+    pub async fn delete_all_devices(&self, tenant: &str) -> Result<Vec<Value>, DeviceError> {
+        let Some(cat) = self.existing_catalog(tenant) else { return Ok(vec![]) };
+        let mut c = cat.write().await;
+        let ids: Vec<String> = c.devices.keys().cloned().collect();
+        self.store.save_catalog(tenant, CatalogChange { remove_devices: ids, ..Default::default() }).await?;
+        let removed: Vec<Value> = c.devices.values().map(|d| c.render_device(d)).collect();
+        c.devices.clear();
+        c.secrets.clear();
+        drop(c);
+        for d in &removed {
+            self.emit(tenant, EventKind::Remove, d.clone()).await;
+        }
+        Ok(removed)
+    }
+
+    /// `PUT /device/{id}/actuate`: sends new values of actuator attributes to the device.
+    pub async fn actuate(&self, tenant: &str, id: &str, attrs: Map<String, Value>) -> Result<(), DeviceError> {
+        if attrs.is_empty() {
+            return Err(CatalogError::BadRequest("attrs must name at least one actuator attribute".into()).into());
+        }
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        {
+            let c = cat.read().await;
+            let d = c.device(id)?;
+            let actuators: Vec<&str> = d
+                .templates
+                .iter()
+                .filter_map(|t| c.template(*t))
+                .flat_map(|t| t.attrs.iter().filter(|a| a.kind == "actuator").map(|a| a.label.as_str()))
+                .collect();
+            let refused: Vec<String> = attrs.keys().filter(|k| !actuators.contains(&k.as_str())).cloned().collect();
+            if !refused.is_empty() {
+                return Err(CatalogError::NotConfigurable(refused).into());
+            }
+        }
+        let event = DeviceEvent::configure(tenant, id, attrs, Utc::now());
+        self.bus.publish_event(event).await?;
+        Ok(())
+    }
+
+    /// `POST /device/{id}/secret`: a new credential, returned once; the old one stops working.
+    pub async fn new_secret(&self, tenant: &str, id: &str) -> Result<String, DeviceError> {
+        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+        let mut c = cat.write().await;
+        let d = c.device(id)?.clone();
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let secret = hex::encode(bytes);
+        let row = DeviceRow { id: d.id.clone(), doc: json!(d), secret_hash: Some(hash_secret(secret.as_bytes())) };
+        let hash = row.secret_hash.clone();
+        self.store.save_catalog(tenant, CatalogChange { put_devices: vec![row], ..Default::default() }).await?;
+        if let Some(h) = hash {
+            c.secrets.insert(d.id, h);
+        }
+        Ok(secret)
+    }
+}
+
+fn parse_template_id(id: &str) -> Result<i64, CatalogError> {
+    id.parse().map_err(|_| CatalogError::NoSuchTemplate(id.to_string()))
+}
+
+/// dojot compared static values as strings.
+fn value_eq(v: &Value, s: &str) -> bool {
+    match v {
+        Value::String(x) => x == s,
+        other => other.to_string() == s,
+    }
+}
+
+fn device_matches(c: &Catalog, d: &Device, q: &ListQuery) -> bool {
+    if q.label.as_ref().is_some_and(|l| !d.label.contains(l.as_str())) {
+        return false;
+    }
+    if q.template.is_some_and(|t| !d.templates.contains(&t)) {
+        return false;
+    }
+    let attrs = || d.templates.iter().filter_map(|t| c.template(*t)).flat_map(|t| t.attrs.iter());
+    q.attr_type.iter().all(|vt| attrs().any(|a| &a.value_type == vt))
+        && q.attr.iter().all(|(l, v)| attrs().any(|a| &a.label == l && d.static_value(a).is_some_and(|s| value_eq(s, v))))
+}
+
+#[async_trait::async_trait]
+impl DeviceDirectory for DeviceService {
+    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<(), DeviceAuthError> {
+        let cat = self.existing_catalog(&device.tenant).ok_or(DeviceAuthError::UnknownDevice)?;
+        let stored = {
+            let c = cat.read().await;
+            if !c.devices.contains_key(&device.device_id) {
+                return Err(DeviceAuthError::UnknownDevice);
+            }
+            c.secrets.get(&device.device_id).cloned()
+        };
+        match (secret.filter(|s| !s.is_empty()), stored) {
+            (Some(s), Some(hash)) if secret_matches(s, &hash) => Ok(()),
+            (Some(_), Some(_)) => Err(DeviceAuthError::BadSecret),
+            (given, _) => {
+                // No secret given, or the device has none yet: only unsecured tenants let it in.
+                let unsecured = self
+                    .store
+                    .tenant(&device.tenant)
+                    .await
+                    .map_err(|_| DeviceAuthError::Unavailable)?
+                    .is_some_and(|t| t.unsecured_mqtt);
+                match (unsecured, given) {
+                    (true, _) => Ok(()),
+                    (false, None) => Err(DeviceAuthError::SecretRequired),
+                    (false, Some(_)) => Err(DeviceAuthError::BadSecret),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::{MemoryBus, Mode};
+    use store::StoreOptions;
+
+    async fn service(dir: &std::path::Path, bus: Arc<dyn Bus>) -> DeviceService {
+        let store = Store::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap();
+        store.ensure_tenant("admin", 7).await.unwrap();
+        DeviceService::load(store, bus, DevicesConfig::default()).await.unwrap()
+    }
+
+    fn thermometer() -> Value {
+        json!({"label": "Thermometer Template", "attrs": [
+            {"label": "temperature", "type": "dynamic", "value_type": "float"},
+            {"label": "fan", "type": "actuator", "value_type": "float"},
+            {"label": "serial", "type": "static", "value_type": "string", "static_value": "none"}]})
+    }
+
+    #[tokio::test]
+    async fn catalog_survives_restart_and_is_tenant_scoped() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
+        let svc = service(dir.path(), bus.clone()).await;
+        let t = svc.create_template("admin", &thermometer()).await.unwrap();
+        assert_eq!(t["id"], 1);
+        let CreatedDevices::Brief(devs) = svc.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 12, false).await.unwrap()
+        else { panic!() };
+        assert_eq!(devs.len(), 12);
+        assert_eq!(devs[0]["label"], "d_00");
+        let id = devs[3]["id"].as_str().unwrap().to_string();
+        assert!((5..=6).contains(&id.len()));
+        drop(svc);
+
+        let svc = service(dir.path(), bus).await;
+        let d = svc.get_device("admin", &id).await.unwrap();
+        assert_eq!(d["attrs"]["1"][0]["label"], "temperature");
+        assert!(matches!(svc.get_device("other", &id).await, Err(DeviceError::Catalog(CatalogError::NoSuchDevice(_)))));
+        assert_eq!(svc.list_devices("other", &ListQuery::default(), false).await.unwrap().items.len(), 0);
+        let t2 = svc.create_template("admin", &thermometer()).await.unwrap();
+        assert_eq!(t2["id"], 2, "counters survive restart");
+        assert_eq!(t2["attrs"][0]["id"], 4);
+        // Another tenant numbers from 1 again.
+        assert_eq!(svc.create_template("other", &thermometer()).await.unwrap()["id"], 1);
+    }
+
+    #[tokio::test]
+    async fn filters_actuation_and_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
+        let mut events = bus.subscribe_events("test", Mode::Lossy);
+        let svc = service(dir.path(), bus).await;
+        svc.create_template("admin", &thermometer()).await.unwrap();
+        let body = json!({"label": "special", "templates": [1], "attrs": [{"id": 3, "static_value": "X1"}]});
+        let CreatedDevices::Verbose(d) = svc.create_devices("admin", &body, 1, true).await.unwrap() else { panic!() };
+        let id = d["id"].as_str().unwrap().to_string();
+        svc.create_devices("admin", &json!({"label": "plain", "templates": [1]}), 1, false).await.unwrap();
+        let q = |pairs: &[(&str, &str)]| {
+            ListQuery::from_pairs(&pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(), &[]).unwrap()
+        };
+        let labels = |p: Page| p.items.iter().map(|d| d["label"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(labels(svc.list_devices("admin", &q(&[("attr", "serial=X1")]), false).await.unwrap()), ["special"]);
+        assert_eq!(labels(svc.list_devices("admin", &q(&[("attr", "serial=none")]), false).await.unwrap()), ["plain"]);
+        assert_eq!(labels(svc.list_devices("admin", &q(&[("label", "spec")]), false).await.unwrap()), ["special"]);
+        assert_eq!(svc.list_devices("admin", &q(&[("attr_type", "float")]), false).await.unwrap().items.len(), 2);
+        assert_eq!(svc.list_devices("admin", &q(&[("attr_type", "geo:point")]), false).await.unwrap().items.len(), 0);
+
+        assert_eq!(events.recv().await.unwrap().msg.kind, EventKind::Create);
+        let mut attrs = Map::new();
+        attrs.insert("temperature".into(), json!(1));
+        let e = svc.actuate("admin", &id, attrs).await.unwrap_err();
+        assert!(matches!(e, DeviceError::Catalog(CatalogError::NotConfigurable(ref a)) if a == &["temperature"]));
+        let mut attrs = Map::new();
+        attrs.insert("fan".into(), json!(100));
+        svc.actuate("admin", &id, attrs).await.unwrap();
+        events.recv().await.unwrap(); // create of "plain"
+        let ev = events.recv().await.unwrap();
+        assert_eq!(ev.msg.configure_attrs().unwrap()["fan"], json!(100));
+
+        let dev = DeviceRef::new("admin", id.clone()).unwrap();
+        assert_eq!(svc.verify_device(&dev, None).await, Err(DeviceAuthError::SecretRequired));
+        let s1 = svc.new_secret("admin", &id).await.unwrap();
+        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Ok(()));
+        let s2 = svc.new_secret("admin", &id).await.unwrap();
+        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Err(DeviceAuthError::BadSecret));
+        assert_eq!(svc.verify_device(&dev, Some(s2.as_bytes())).await, Ok(()));
+        let ghost = DeviceRef::new("admin", "fffffff").unwrap();
+        assert_eq!(svc.verify_device(&ghost, Some(b"x")).await, Err(DeviceAuthError::UnknownDevice));
+        let foreign = DeviceRef::new("other", id.clone()).unwrap();
+        assert_eq!(svc.verify_device(&foreign, Some(s2.as_bytes())).await, Err(DeviceAuthError::UnknownDevice));
+
+        assert!(matches!(svc.delete_template("admin", "1").await, Err(DeviceError::Catalog(CatalogError::TemplateInUse))));
+    }
+}
