@@ -151,16 +151,28 @@ impl Store {
         .await
     }
 
-    /// Deletes a tenant's readings older than `cutoff_ms`; returns how many.
+    /// Deletes a tenant's readings older than `cutoff_ms`; returns how many. Works in
+    /// chunks so that device writes are not held up behind one huge transaction.
     pub async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let tenant = tenant.to_string();
-        self.write(move |tx| {
-            Ok(tx.execute(
-                "DELETE FROM history WHERE series IN (SELECT id FROM series WHERE tenant = ?1) AND ts < ?2",
-                params![tenant, cutoff_ms],
-            )?)
-        })
-        .await
+        const CHUNK: i64 = 10_000;
+        let mut total = 0;
+        loop {
+            let tenant = tenant.to_string();
+            let n = self
+                .write(move |tx| {
+                    Ok(tx.execute(
+                        "DELETE FROM history WHERE rowid IN (
+                           SELECT h.rowid FROM series s JOIN history h ON h.series = s.id
+                           WHERE s.tenant = ?1 AND h.ts < ?2 LIMIT ?3)",
+                        params![tenant, cutoff_ms, CHUNK],
+                    )?)
+                })
+                .await?;
+            total += n;
+            if (n as i64) < CHUNK {
+                return Ok(total);
+            }
+        }
     }
 }
 

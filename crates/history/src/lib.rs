@@ -1,0 +1,22 @@
+//! History: where readings are kept and how they are read back.
+//!
+//! - [`writer::run`] is the durable bus consumer: it takes whatever readings are queued
+//!   (up to a batch limit), writes them in one transaction and only then acks them, which
+//!   releases the devices' acknowledgements (group commit).
+//! - [`query`] implements dojot's `/history/device/{id}/history` parameters exactly.
+//! - [`retention`] deletes readings older than each tenant's retention in the background.
+
+pub mod query;
+pub mod retention;
+pub mod writer;
+
+pub use query::{HistoryParams, HistoryResult};
+
+/// The one error type of the history room.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}

@@ -1,0 +1,192 @@
+//! dojot's history query (`history@v0.5.2:history/api/models.py`), parameter for parameter.
+//!
+//! - `attr`: one or more labels (comma list or repeated). One label → a bare array, 404
+//!   when empty; several or none → an object keyed by label (empty lists allowed).
+//! - `firstN` (ascending) beats `lastN` (descending) beats `hLimit` (descending); with none
+//!   of them every reading is returned, newest first, up to the configured maximum.
+//! - `dateFrom` / `dateTo`: inclusive ISO 8601 bounds.
+
+use model::time::{format_dojot, from_ms, parse_iso};
+use serde_json::{Map, Value, json};
+use store::Store;
+use store::history::{HistoryQuery, Point};
+
+use crate::HistoryError;
+
+/// Parsed query parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryParams {
+    pub attrs: Vec<String>,
+    pub first_n: Option<u32>,
+    pub last_n: Option<u32>,
+    pub h_limit: Option<u32>,
+    pub date_from: Option<i64>,
+    pub date_to: Option<i64>,
+}
+
+impl HistoryParams {
+    /// From raw `(key, value)` pairs; non-integer limits and bad dates are 400s.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, HistoryError> {
+        let mut p = Self::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "attr" => p.attrs.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
+                "firstN" => p.first_n = Some(int(k, v)?),
+                "lastN" => p.last_n = Some(int(k, v)?),
+                "hLimit" => p.h_limit = Some(int(k, v)?),
+                "dateFrom" => p.date_from = Some(date(k, v)?),
+                "dateTo" => p.date_to = Some(date(k, v)?),
+                _ => {}
+            }
+        }
+        p.attrs.dedup();
+        Ok(p)
+    }
+
+    /// (newest first, limit) after dojot's precedence, capped at `max_points`.
+    fn order_and_limit(&self, max_points: u32) -> (bool, u32) {
+        let (newest_first, limit) = match (self.first_n, self.last_n, self.h_limit) {
+            (Some(n), _, _) => (false, n),
+            (None, Some(n), _) => (true, n),
+            (None, None, Some(n)) => (true, n),
+            (None, None, None) => (true, max_points),
+        };
+        (newest_first, limit.min(max_points))
+    }
+}
+
+fn int(k: &str, v: &str) -> Result<u32, HistoryError> {
+    v.trim().parse().map_err(|_| HistoryError::BadRequest(format!("{k} must be a non-negative integer")))
+}
+
+fn date(k: &str, v: &str) -> Result<i64, HistoryError> {
+    parse_iso(v.trim())
+        .map(|t| t.timestamp_millis())
+        .ok_or_else(|| HistoryError::BadRequest(format!("{k} must be an ISO 8601 date, e.g. 2024-01-31T12:00:00Z")))
+}
+
+/// What a history query found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryResult {
+    /// One attribute was asked for: a bare array.
+    Single(Value),
+    /// One attribute, no data: dojot's 404 "Attr not found".
+    AttrNotFound,
+    /// Several (or all) attributes: `{"label": [...]}`.
+    Many(Value),
+}
+
+fn point_json(device_id: &str, p: Point) -> Value {
+    json!({"device_id": device_id, "ts": format_dojot(&from_ms(p.ts_ms)), "value": p.value, "attr": p.attr, "metadata": {}})
+}
+
+/// Runs a history query. `all_labels` are the labels used when `attr` is absent (the
+/// device's data attributes plus any label it has history for).
+pub async fn history(
+    store: &Store,
+    tenant: &str,
+    device_id: &str,
+    params: &HistoryParams,
+    all_labels: Vec<String>,
+    max_points: u32,
+) -> Result<HistoryResult, HistoryError> {
+    let (newest_first, limit) = params.order_and_limit(max_points);
+    let single = params.attrs.len() == 1;
+    let labels = if params.attrs.is_empty() { all_labels } else { params.attrs.clone() };
+    let mut out = Map::new();
+    for attr in labels {
+        let q = HistoryQuery {
+            tenant: tenant.to_string(),
+            device_id: device_id.to_string(),
+            attr: attr.clone(),
+            from_ms: params.date_from,
+            to_ms: params.date_to,
+            newest_first,
+            limit: Some(limit),
+        };
+        let points: Vec<Value> = store.history(q).await?.into_iter().map(|p| point_json(device_id, p)).collect();
+        if single {
+            return Ok(if points.is_empty() { HistoryResult::AttrNotFound } else { HistoryResult::Single(json!(points)) });
+        }
+        out.insert(attr, Value::Array(points));
+    }
+    Ok(HistoryResult::Many(Value::Object(out)))
+}
+
+/// The newest value of each attribute of a device, as an array of history points.
+pub async fn latest(store: &Store, tenant: &str, device_id: &str) -> Result<Value, HistoryError> {
+    let points = store.latest(tenant, device_id).await?;
+    Ok(Value::Array(points.into_iter().map(|p| point_json(device_id, p)).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use model::DeviceData;
+    use std::sync::Arc;
+    use store::StoreOptions;
+    use store::history::HistoryWriter;
+
+    fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {
+        s.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn precedence_and_errors() {
+        let p = HistoryParams::from_pairs(&pairs(&[("lastN", "3"), ("firstN", "2"), ("attr", "a,b"), ("attr", "c")])).unwrap();
+        assert_eq!(p.attrs, ["a", "b", "c"]);
+        assert_eq!(p.order_and_limit(100), (false, 2));
+        let p = HistoryParams::from_pairs(&pairs(&[("hLimit", "5"), ("lastN", "3")])).unwrap();
+        assert_eq!(p.order_and_limit(100), (true, 3));
+        assert_eq!(HistoryParams::default().order_and_limit(100), (true, 100));
+        for (k, v) in [("lastN", "x"), ("firstN", "-1"), ("hLimit", "1.5"), ("dateFrom", "yesterday")] {
+            assert!(HistoryParams::from_pairs(&pairs(&[(k, v)])).is_err(), "{k}={v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let w = HistoryWriter::new(store.clone());
+        let batch = [10.6, 36.5, 15.6]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut attrs = Map::new();
+                attrs.insert("temperature".into(), json!(t));
+                Arc::new(DeviceData {
+                    tenant: "admin".into(),
+                    device_id: "0998".into(),
+                    ts: chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap(),
+                    attrs,
+                })
+            })
+            .collect();
+        w.write_batch(batch).await.unwrap();
+        let p = HistoryParams::from_pairs(&pairs(&[("lastN", "2"), ("attr", "temperature")])).unwrap();
+        let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else { panic!() };
+        assert_eq!(
+            v,
+            json!([
+                {"device_id": "0998", "ts": "1970-01-01T00:00:03.000000Z", "value": 15.6, "attr": "temperature", "metadata": {}},
+                {"device_id": "0998", "ts": "1970-01-01T00:00:02.000000Z", "value": 36.5, "attr": "temperature", "metadata": {}}
+            ])
+        );
+        let p = HistoryParams::from_pairs(&pairs(&[("attr", "humidity")])).unwrap();
+        assert_eq!(history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
+        let p = HistoryParams::from_pairs(&pairs(&[("firstN", "1")])).unwrap();
+        let HistoryResult::Many(v) =
+            history(&store, "admin", "0998", &p, vec!["temperature".into(), "fan".into()], 1000).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(v["temperature"][0]["value"], json!(10.6));
+        assert_eq!(v["fan"], json!([]));
+        // Tenant isolation: same device id, other tenant.
+        let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
+        assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
+        assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+    }
+}
