@@ -27,7 +27,15 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 
 impl Default for ListQuery {
     fn default() -> Self {
-        Self { page_size: 20, page_num: 1, attr: vec![], attr_type: vec![], label: None, template: None, sort_by_label: false }
+        Self {
+            page_size: 20,
+            page_num: 1,
+            attr: vec![],
+            attr_type: vec![],
+            label: None,
+            template: None,
+            sort_by_label: false,
+        }
     }
 }
 
@@ -95,7 +103,10 @@ impl ListQuery {
 
 fn parse_num(v: &str, name: &str) -> Result<usize, CatalogError> {
     // dojot answered 500 here for non-numeric values; this is a client error.
-    v.trim().parse::<i64>().map(|n| n.max(0) as usize).map_err(|_| CatalogError::BadRequest(format!("{name} must be an integer")))
+    v.trim()
+        .parse::<i64>()
+        .map(|n| n.max(0) as usize)
+        .map_err(|_| CatalogError::BadRequest(format!("{name} must be an integer")))
 }
 
 /// dojot's P.
@@ -137,7 +148,15 @@ mod tests {
 
     #[test]
     fn bogus_paging_is_400_not_500() {
-        for (k, v) in [("page_num", "0"), ("page_size", "0"), ("page_num", "abc"), ("page_size", "1e3"), ("page_size", "5000"), ("attr", "noequals"), ("sortBy", "x")] {
+        for (k, v) in [
+            ("page_num", "0"),
+            ("page_size", "0"),
+            ("page_num", "abc"),
+            ("page_size", "1e3"),
+            ("page_size", "5000"),
+            ("attr", "noequals"),
+            ("sortBy", "x"),
+        ] {
             assert!(ListQuery::from_pairs(&pairs(&[(k, v)]), &[]).is_err(), "{k}={v}");
         }
         let q = ListQuery::from_pairs(&pairs(&[("attr", "a=b=c"), ("attr", "x=1"), ("sortBy", "label")]), &[]).unwrap();

@@ -18,8 +18,8 @@ use store::Store;
 use store::catalog::{CatalogChange, DeviceRow};
 use tokio::sync::RwLock;
 
-use crate::query::{ListQuery, Page};
 use crate::DeviceError;
+use crate::query::{ListQuery, Page};
 
 /// Limits of the devices room.
 #[derive(Debug, Clone)]
@@ -181,7 +181,9 @@ impl DeviceService {
             .filter(|t| q.label.as_ref().is_none_or(|l| t.label.contains(l.as_str())))
             .filter(|t| q.attr_type.iter().all(|vt| t.attrs.iter().any(|a| &a.value_type == vt)))
             .filter(|t| {
-                q.attr.iter().all(|(l, v)| t.attrs.iter().any(|a| &a.label == l && a.static_value.as_ref().is_some_and(|s| value_eq(s, v))))
+                q.attr.iter().all(|(l, v)| {
+                    t.attrs.iter().any(|a| &a.label == l && a.static_value.as_ref().is_some_and(|s| value_eq(s, v)))
+                })
             })
             .collect();
         if q.sort_by_label {
@@ -283,7 +285,8 @@ impl DeviceService {
         let mut c = cat.write().await;
         let overrides = resolve_device(&req, |id| c.template(id))?;
         let now = now();
-        let mut rng = rand::thread_rng();
+        // OsRng, not thread_rng: the future must stay Send across the store write.
+        let mut rng = rand::rngs::OsRng;
         let mut created: Vec<Device> = Vec::with_capacity(count);
         let mut taken = std::collections::HashSet::new();
         for label in indexed_labels(&req.label, count) {
@@ -312,7 +315,11 @@ impl DeviceService {
         for d in &rendered {
             self.emit(tenant, EventKind::Create, d.clone()).await;
         }
-        Ok(if verbose { CreatedDevices::Verbose(rendered.into_iter().next().unwrap_or_default()) } else { CreatedDevices::Brief(brief) })
+        Ok(if verbose {
+            CreatedDevices::Verbose(rendered.into_iter().next().unwrap_or_default())
+        } else {
+            CreatedDevices::Brief(brief)
+        })
     }
 
     /// `GET /device`: one page, or with `ids_only` every matching id.
@@ -382,7 +389,13 @@ impl DeviceService {
     }
 
     /// `POST /device/{id}/template/{tid}` (add) and `DELETE …` (remove).
-    pub async fn set_device_template(&self, tenant: &str, id: &str, tid: &str, add: bool) -> Result<Value, DeviceError> {
+    pub async fn set_device_template(
+        &self,
+        tenant: &str,
+        id: &str,
+        tid: &str,
+        add: bool,
+    ) -> Result<Value, DeviceError> {
         let tid = parse_template_id(tid)?;
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
         let mut c = cat.write().await;
@@ -403,7 +416,9 @@ impl DeviceService {
     }
 
     async fn save_device(&self, tenant: &str, c: &mut Catalog, d: Device) -> Result<Value, DeviceError> {
-        self.store.save_catalog(tenant, CatalogChange { put_devices: vec![c.device_row(&d)], ..Default::default() }).await?;
+        self.store
+            .save_catalog(tenant, CatalogChange { put_devices: vec![c.device_row(&d)], ..Default::default() })
+            .await?;
         let rendered = c.render_device(&d);
         c.devices.insert(d.id.clone(), d);
         self.emit(tenant, EventKind::Update, rendered.clone()).await;
@@ -415,7 +430,9 @@ impl DeviceService {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
         let mut c = cat.write().await;
         let rendered = c.render_device(c.device(id)?);
-        self.store.save_catalog(tenant, CatalogChange { remove_devices: vec![id.to_string()], ..Default::default() }).await?;
+        self.store
+            .save_catalog(tenant, CatalogChange { remove_devices: vec![id.to_string()], ..Default::default() })
+            .await?;
         c.devices.remove(id);
         c.secrets.remove(id);
         drop(c);
@@ -503,7 +520,9 @@ fn device_matches(c: &Catalog, d: &Device, q: &ListQuery) -> bool {
     }
     let attrs = || d.templates.iter().filter_map(|t| c.template(*t)).flat_map(|t| t.attrs.iter());
     q.attr_type.iter().all(|vt| attrs().any(|a| &a.value_type == vt))
-        && q.attr.iter().all(|(l, v)| attrs().any(|a| &a.label == l && d.static_value(a).is_some_and(|s| value_eq(s, v))))
+        && q.attr
+            .iter()
+            .all(|(l, v)| attrs().any(|a| &a.label == l && d.static_value(a).is_some_and(|s| value_eq(s, v))))
 }
 
 #[async_trait::async_trait]
@@ -564,8 +583,11 @@ mod tests {
         let svc = service(dir.path(), bus.clone()).await;
         let t = svc.create_template("admin", &thermometer()).await.unwrap();
         assert_eq!(t["id"], 1);
-        let CreatedDevices::Brief(devs) = svc.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 12, false).await.unwrap()
-        else { panic!() };
+        let CreatedDevices::Brief(devs) =
+            svc.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 12, false).await.unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(devs.len(), 12);
         assert_eq!(devs[0]["label"], "d_00");
         let id = devs[3]["id"].as_str().unwrap().to_string();
@@ -596,7 +618,8 @@ mod tests {
         let id = d["id"].as_str().unwrap().to_string();
         svc.create_devices("admin", &json!({"label": "plain", "templates": [1]}), 1, false).await.unwrap();
         let q = |pairs: &[(&str, &str)]| {
-            ListQuery::from_pairs(&pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(), &[]).unwrap()
+            ListQuery::from_pairs(&pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(), &[])
+                .unwrap()
         };
         let labels = |p: Page| p.items.iter().map(|d| d["label"].as_str().unwrap().to_string()).collect::<Vec<_>>();
         assert_eq!(labels(svc.list_devices("admin", &q(&[("attr", "serial=X1")]), false).await.unwrap()), ["special"]);
@@ -629,6 +652,9 @@ mod tests {
         let foreign = DeviceRef::new("other", id.clone()).unwrap();
         assert_eq!(svc.verify_device(&foreign, Some(s2.as_bytes())).await, Err(DeviceAuthError::UnknownDevice));
 
-        assert!(matches!(svc.delete_template("admin", "1").await, Err(DeviceError::Catalog(CatalogError::TemplateInUse))));
+        assert!(matches!(
+            svc.delete_template("admin", "1").await,
+            Err(DeviceError::Catalog(CatalogError::TemplateInUse))
+        ));
     }
 }

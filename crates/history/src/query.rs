@@ -106,7 +106,11 @@ pub async fn history(
         };
         let points: Vec<Value> = store.history(q).await?.into_iter().map(|p| point_json(device_id, p)).collect();
         if single {
-            return Ok(if points.is_empty() { HistoryResult::AttrNotFound } else { HistoryResult::Single(json!(points)) });
+            return Ok(if points.is_empty() {
+                HistoryResult::AttrNotFound
+            } else {
+                HistoryResult::Single(json!(points))
+            });
         }
         out.insert(attr, Value::Array(points));
     }
@@ -134,7 +138,8 @@ mod tests {
 
     #[test]
     fn precedence_and_errors() {
-        let p = HistoryParams::from_pairs(&pairs(&[("lastN", "3"), ("firstN", "2"), ("attr", "a,b"), ("attr", "c")])).unwrap();
+        let p = HistoryParams::from_pairs(&pairs(&[("lastN", "3"), ("firstN", "2"), ("attr", "a,b"), ("attr", "c")]))
+            .unwrap();
         assert_eq!(p.attrs, ["a", "b", "c"]);
         assert_eq!(p.order_and_limit(100), (false, 2));
         let p = HistoryParams::from_pairs(&pairs(&[("hLimit", "5"), ("lastN", "3")])).unwrap();
@@ -166,7 +171,9 @@ mod tests {
             .collect();
         w.write_batch(batch).await.unwrap();
         let p = HistoryParams::from_pairs(&pairs(&[("lastN", "2"), ("attr", "temperature")])).unwrap();
-        let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else { panic!() };
+        let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(
             v,
             json!([

@@ -1,6 +1,8 @@
 //! `ingot`: the command line. Each subcommand wires services together and runs them;
 //! no logic lives here.
 
+mod serve;
+
 use clap::{Parser, Subcommand};
 
 /// Ingot: an IoT platform in one binary.
@@ -12,18 +14,26 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the platform: HTTP API, MQTT device agent, history (embedded storage, no external services).
+    Serve(serve::ServeArgs),
+}
 
 fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     // Logs go to stderr so that stdout stays free for command output (e.g. proxy stats).
-    fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move { match cli.command {} })
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+        }
+    })
 }

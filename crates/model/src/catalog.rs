@@ -142,7 +142,9 @@ fn reject_unknown(obj: &Map<String, Value>, allowed: &[&str], prefix: &str, erro
 fn string_field(obj: &Map<String, Value>, key: &str, prefix: &str, max: usize, errors: &mut Errors) -> String {
     match obj.get(key) {
         None | Some(Value::Null) => errors.add(format!("{prefix}{key}"), MISSING),
-        Some(Value::String(s)) if s.trim().is_empty() => errors.add(format!("{prefix}{key}"), "Field may not be empty."),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errors.add(format!("{prefix}{key}"), "Field may not be empty.")
+        }
         Some(Value::String(s)) if s.chars().count() > max => {
             errors.add(format!("{prefix}{key}"), &format!("Longer than maximum length {max}."))
         }
@@ -190,7 +192,12 @@ impl TemplateRequest {
     pub fn parse(body: &Value) -> Result<Self, CatalogError> {
         let obj = as_object(body, "template")?;
         let mut errors = Errors::default();
-        reject_unknown(obj, &["label", "attrs", "id", "created", "updated", "data_attrs", "config_attrs"], "", &mut errors);
+        reject_unknown(
+            obj,
+            &["label", "attrs", "id", "created", "updated", "data_attrs", "config_attrs"],
+            "",
+            &mut errors,
+        );
         let label = string_field(obj, "label", "", MAX_LABEL_LEN, &mut errors);
         let mut attrs = Vec::new();
         match obj.get("attrs") {
@@ -241,7 +248,12 @@ fn parse_attr(a: &Map<String, Value>, prefix: &str, errors: &mut Errors) -> Opti
                     errors.add(format!("{prefix}metadata.{j}"), "Invalid input type.");
                     continue;
                 };
-                reject_unknown(m, &["label", "type", "value_type", "static_value", "id", "created", "updated"], &mp, errors);
+                reject_unknown(
+                    m,
+                    &["label", "type", "value_type", "static_value", "id", "created", "updated"],
+                    &mp,
+                    errors,
+                );
                 metadata.push(MetaRequest {
                     label: string_field(m, "label", &mp, MAX_LABEL_LEN, errors),
                     kind: string_field(m, "type", &mp, MAX_TYPE_LEN, errors),
@@ -578,7 +590,13 @@ mod tests {
             n += 1;
             n
         };
-        Template { id: 1, label: req.label, created: "c".into(), updated: None, attrs: new_attrs(1, req.attrs, "c", &mut next) }
+        Template {
+            id: 1,
+            label: req.label,
+            created: "c".into(),
+            updated: None,
+            attrs: new_attrs(1, req.attrs, "c", &mut next),
+        }
     }
 
     #[test]
@@ -596,7 +614,8 @@ mod tests {
 
     #[test]
     fn template_schema_errors() {
-        let e = TemplateRequest::parse(&json!({"attrs": [{"label": "a b", "type": "dynamic"}], "bogus": 1})).unwrap_err();
+        let e =
+            TemplateRequest::parse(&json!({"attrs": [{"label": "a b", "type": "dynamic"}], "bogus": 1})).unwrap_err();
         let CatalogError::Schema(errors) = e else { panic!("{e:?}") };
         assert_eq!(errors["label"], [MISSING]);
         assert!(errors.contains_key("attrs.0.label"));
@@ -618,7 +637,10 @@ mod tests {
         .unwrap();
         let mut next = || 100;
         t.apply_update(req, "u", &mut next);
-        assert_eq!(t.attrs.iter().map(|a| (a.label.as_str(), a.id)).collect::<Vec<_>>(), [("temperature", 1), ("humidity", 100)]);
+        assert_eq!(
+            t.attrs.iter().map(|a| (a.label.as_str(), a.id)).collect::<Vec<_>>(),
+            [("temperature", 1), ("humidity", 100)]
+        );
         assert_eq!(t.attrs[0].value_type, "integer");
     }
 
@@ -629,14 +651,23 @@ mod tests {
             {"id": 3, "template_id": "1", "static_value": "F"}]}))
         .unwrap();
         let overrides = resolve_device(&req, |id| (id == 1).then_some(&t)).unwrap();
-        let d = Device { id: "0998".into(), label: "d".into(), created: "c".into(), updated: None, templates: vec![1], overrides };
+        let d = Device {
+            id: "0998".into(),
+            label: "d".into(),
+            created: "c".into(),
+            updated: None,
+            templates: vec![1],
+            overrides,
+        };
         let r = d.render(|id| (id == 1).then_some(&t));
         assert_eq!(r["templates"], json!([1]));
         assert_eq!(r["attrs"]["1"][2]["static_value"], "F");
         assert_eq!(r["attrs"]["1"][2]["is_static_overridden"], true);
         assert_eq!(d.static_value(&t.attrs[2]), Some(&json!("F")));
 
-        let bad = DeviceRequest::parse(&json!({"label": "d", "templates": [1], "attrs": [{"id": 99, "static_value": 1}]})).unwrap();
+        let bad =
+            DeviceRequest::parse(&json!({"label": "d", "templates": [1], "attrs": [{"id": 99, "static_value": 1}]}))
+                .unwrap();
         assert_eq!(resolve_device(&bad, |_| Some(&t)), Err(CatalogError::UnknownOverride(99)));
         let missing = DeviceRequest::parse(&json!({"label": "d", "templates": [7]})).unwrap();
         assert!(matches!(resolve_device(&missing, |_| None), Err(CatalogError::UnknownTemplate(_))));

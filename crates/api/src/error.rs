@@ -1,0 +1,116 @@
+//! Every error the API can answer with, and its status and body: the one mapping place.
+
+use auth::AuthError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use devices::{CatalogError, DeviceError};
+use history::HistoryError;
+use ingest::{DeviceAuthError, IngestError};
+use serde_json::{Value, json};
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    DeviceAuth(#[from] DeviceAuthError),
+    /// Not JSON, or not declared as JSON (dojot's wording).
+    #[error("Payload must be valid JSON, and Content-Type set accordingly")]
+    BadJson,
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("history: {0}")]
+    HistoryNotFound(&'static str, &'static str),
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+fn message(status: StatusCode, msg: impl Into<Value>) -> (StatusCode, Value) {
+    (status, json!({"message": msg.into(), "status": status.as_u16()}))
+}
+
+impl ApiError {
+    fn status_and_body(&self) -> (StatusCode, Value) {
+        use StatusCode as S;
+        match self {
+            Self::Auth(e) => match e {
+                AuthError::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),
+                AuthError::InvalidCredentials => message(S::UNAUTHORIZED, e.to_string()),
+                AuthError::TooManyAttempts { .. } => message(S::TOO_MANY_REQUESTS, e.to_string()),
+                AuthError::Unauthorized(m) => message(S::UNAUTHORIZED, m.as_str()),
+                AuthError::Forbidden(m) => message(S::FORBIDDEN, m.as_str()),
+                AuthError::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
+                AuthError::Conflict(m) => message(S::CONFLICT, m.as_str()),
+                AuthError::KeyFile(_) | AuthError::Store(_) => internal(self),
+            },
+            Self::Device(DeviceError::Catalog(e)) => match e {
+                CatalogError::Schema(errors) => {
+                    (S::BAD_REQUEST, json!({"message": "failed to parse input", "errors": errors}))
+                }
+                CatalogError::RepeatedDeviceAttrs(_) => message(S::BAD_REQUEST, json!([e.to_string()])),
+                CatalogError::NoSuchTemplate(_) | CatalogError::NoSuchDevice(_) => message(S::NOT_FOUND, e.to_string()),
+                CatalogError::NotConfigurable(attrs) => {
+                    (S::FORBIDDEN, json!({"status": e.to_string(), "attrs": attrs}))
+                }
+                _ => message(S::BAD_REQUEST, e.to_string()),
+            },
+            Self::Device(DeviceError::IdSpaceExhausted) => message(S::INTERNAL_SERVER_ERROR, self.to_string()),
+            Self::Device(_) => internal(self),
+            Self::History(HistoryError::BadRequest(m)) => {
+                (S::BAD_REQUEST, json!({"title": "Bad request", "description": m}))
+            }
+            Self::History(HistoryError::Store(_)) => internal(self),
+            Self::HistoryNotFound(title, description) => {
+                (S::NOT_FOUND, json!({"title": title, "description": description}))
+            }
+            Self::Ingest(e) => match e {
+                IngestError::Payload(_) | IngestError::BadTopic => message(S::BAD_REQUEST, e.to_string()),
+                IngestError::ForeignTopic => message(S::FORBIDDEN, e.to_string()),
+                IngestError::TooLarge(_) => message(S::PAYLOAD_TOO_LARGE, e.to_string()),
+                IngestError::Bus(_) => message(S::SERVICE_UNAVAILABLE, "the reading could not be stored; retry"),
+            },
+            Self::DeviceAuth(DeviceAuthError::Unavailable) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
+            Self::DeviceAuth(_) => message(S::UNAUTHORIZED, "invalid device credentials"),
+            Self::BadJson => message(S::BAD_REQUEST, self.to_string()),
+            Self::TooLarge(_) => message(S::PAYLOAD_TOO_LARGE, self.to_string()),
+            Self::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),
+            Self::Unauthorized(m) => message(S::UNAUTHORIZED, m.as_str()),
+            Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),
+            Self::MethodNotAllowed => message(S::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
+        }
+    }
+}
+
+fn internal(e: &ApiError) -> (StatusCode, Value) {
+    tracing::error!(error = %e, "internal error");
+    message(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Self::Auth(AuthError::TooManyAttempts { retry_after_secs }) = &self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if matches!(self, Self::DeviceAuth(_) | Self::Unauthorized(_)) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,52 @@
+//! The HTTP gateway: dojot v0.5's public API on one port.
+//!
+//! Handlers are thin: parse (extractors in [`extract`]), call a service, render. Every
+//! error becomes an HTTP status and JSON body in one place, [`error`], in the shape the
+//! dojot service behind that path used (`{"message","status"}` for device-manager and
+//! auth, `{"title","description"}` for history).
+
+pub mod error;
+pub mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use auth::AuthService;
+use axum::Router;
+use devices::DeviceService;
+use ingest::IngestService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use store::Store;
+
+pub use error::ApiError;
+
+/// Limits and settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most readings one history query returns.
+    pub max_history_points: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_history_points: 10_000 }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Arc<AuthService>,
+    pub devices: Arc<DeviceService>,
+    pub ingest: Arc<IngestService>,
+    pub store: Store,
+    pub metrics: Option<PrometheusHandle>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}

@@ -1,0 +1,52 @@
+//! `/history/device/{id}/history` and the latest-values endpoint.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use history::{HistoryParams, HistoryResult};
+use serde_json::Value;
+
+use crate::extract::{Caller, QueryPairs};
+use crate::{ApiError, AppState};
+
+const DEVICE_NOT_FOUND: ApiError =
+    ApiError::HistoryNotFound("Device not found", "No data for the given device could be found");
+
+/// dojot's history query; see `history::query` for the parameters.
+pub async fn history(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let params = HistoryParams::from_pairs(&q.0)?;
+    let known = s.devices.device_exists(&c.service, &id).await;
+    let mut labels = if known { s.devices.data_attr_labels(&c.service, &id).await? } else { vec![] };
+    let stored = s.store.history_attrs(&c.service, &id).await.map_err(history::HistoryError::from)?;
+    if !known && stored.is_empty() {
+        return Err(DEVICE_NOT_FOUND);
+    }
+    for l in stored {
+        if !labels.contains(&l) {
+            labels.push(l);
+        }
+    }
+    match history::query::history(&s.store, &c.service, &id, &params, labels, s.config.max_history_points).await? {
+        HistoryResult::Single(v) | HistoryResult::Many(v) => Ok(Json(v)),
+        HistoryResult::AttrNotFound => {
+            Err(ApiError::HistoryNotFound("Attr not found", "No data for the given attribute could be found"))
+        }
+    }
+}
+
+/// `GET /history/device/{id}/latest` (also `/device/{id}/latest`): newest value per attribute.
+pub async fn latest(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let v = history::query::latest(&s.store, &c.service, &id).await?;
+    if v.as_array().is_some_and(Vec::is_empty) && !s.devices.device_exists(&c.service, &id).await {
+        return Err(DEVICE_NOT_FOUND);
+    }
+    Ok(Json(v))
+}

@@ -1,0 +1,50 @@
+//! The route table. One module per dojot service behind the gateway.
+
+mod auth;
+mod catalog;
+mod history;
+mod ingest;
+mod ops;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::{ApiError, AppState};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        // auth (dojot: /auth, /auth/user via Kong)
+        .route("/auth", post(auth::login))
+        .route("/auth/user", get(auth::list_users).post(auth::create_user))
+        .route("/auth/user/{id}", get(auth::get_user).put(auth::update_user).delete(auth::delete_user))
+        .route("/auth/password/update", post(auth::change_password))
+        .route("/tenant/settings", get(auth::tenant_settings).put(auth::update_tenant_settings))
+        // device-manager
+        .route(
+            "/template",
+            get(catalog::list_templates).post(catalog::create_template).delete(catalog::delete_templates),
+        )
+        .route(
+            "/template/{id}",
+            get(catalog::get_template).put(catalog::update_template).delete(catalog::delete_template),
+        )
+        .route("/device", get(catalog::list_devices).post(catalog::create_devices).delete(catalog::delete_devices))
+        .route("/device/{id}", get(catalog::get_device).put(catalog::update_device).delete(catalog::delete_device))
+        .route("/device/template/{tid}", get(catalog::devices_of_template))
+        .route("/device/{id}/template/{tid}", post(catalog::add_template).delete(catalog::remove_template))
+        .route("/device/{id}/actuate", put(catalog::actuate))
+        .route("/device/{id}/secret", post(catalog::new_secret))
+        .route("/device/{id}/latest", get(history::latest))
+        // history
+        .route("/history/device/{id}/history", get(history::history))
+        .route("/history/device/{id}/latest", get(history::latest))
+        // device agent over HTTP
+        .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
+        // operations
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

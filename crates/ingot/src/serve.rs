@@ -1,0 +1,143 @@
+//! `ingot serve`: builds every service and listener of the platform and runs them until
+//! SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bus::{Bus, MemoryBus, Mode};
+use clap::Args;
+use model::data::PayloadLimits;
+
+/// Settings of `ingot serve`. Every flag can also be set with the `INGOT_*` variable shown.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where the database, keys and certificates live.
+    #[arg(long, env = "INGOT_DATA_DIR", default_value = "ingot-data")]
+    pub data_dir: PathBuf,
+    /// HTTP API address (dojot's gateway port).
+    #[arg(long, env = "INGOT_HTTP", default_value = "0.0.0.0:8000")]
+    pub http: SocketAddr,
+    /// MQTT device agent address.
+    #[arg(long, env = "INGOT_MQTT", default_value = "0.0.0.0:1883")]
+    pub mqtt: SocketAddr,
+    /// MQTT over TLS address (reserved: the TLS listeners come with the PKI).
+    #[arg(long, env = "INGOT_MQTTS", default_value = "0.0.0.0:8883")]
+    pub mqtts: SocketAddr,
+    /// HTTPS address (reserved: the TLS listeners come with the PKI).
+    #[arg(long, env = "INGOT_HTTPS", default_value = "0.0.0.0:8443")]
+    pub https: SocketAddr,
+    /// Largest HTTP request body in bytes (413 beyond).
+    #[arg(long, env = "INGOT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest device payload (MQTT or HTTP) in bytes.
+    #[arg(long, env = "INGOT_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Most attributes in one device message.
+    #[arg(long, env = "INGOT_MAX_ATTRS", default_value_t = 256)]
+    pub max_attrs: usize,
+    /// Most MQTT connections at once.
+    #[arg(long, env = "INGOT_MAX_MQTT_CONNECTIONS", default_value_t = 100_000)]
+    pub max_mqtt_connections: usize,
+    /// JWT lifetime in seconds (dojot: 420).
+    #[arg(long, env = "INGOT_TOKEN_TTL_SECS", default_value_t = 420)]
+    pub token_ttl_secs: u64,
+    /// Failed logins per user name or client address before a lock-out.
+    #[arg(long, env = "INGOT_MAX_FAILED_LOGINS", default_value_t = 10)]
+    pub max_failed_logins: u32,
+    /// Length of the failed-login window, in seconds.
+    #[arg(long, env = "INGOT_FAILED_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub failed_login_window_secs: u64,
+    /// Days of history kept for new tenants (per tenant: PUT /tenant/settings).
+    #[arg(long, env = "INGOT_HISTORY_RETENTION_DAYS", default_value_t = 7)]
+    pub history_retention_days: u32,
+    /// How often expired history is removed, in seconds.
+    #[arg(long, env = "INGOT_RETENTION_INTERVAL_SECS", default_value_t = 600)]
+    pub retention_interval_secs: u64,
+    /// Most readings written in one history transaction.
+    #[arg(long, env = "INGOT_HISTORY_BATCH", default_value_t = 4096)]
+    pub history_batch: usize,
+    /// Most readings one history query returns.
+    #[arg(long, env = "INGOT_MAX_HISTORY_POINTS", default_value_t = 10_000)]
+    pub max_history_points: u32,
+    /// Messages queued per bus consumer before publishers wait.
+    #[arg(long, env = "INGOT_BUS_CAPACITY", default_value_t = 65_536)]
+    pub bus_capacity: usize,
+    /// fsync every commit (survives power loss); "false" survives process crashes only.
+    #[arg(long, env = "INGOT_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync_full: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+
+    let store = store::Store::open(&args.data_dir, store::StoreOptions { readers: 4, sync_full: args.sync_full })
+        .with_context(|| format!("cannot open the database in {}", args.data_dir.display()))?;
+
+    let auth_config = auth::AuthConfig {
+        token_ttl: Duration::from_secs(args.token_ttl_secs),
+        max_failed_logins: args.max_failed_logins,
+        failed_login_window: Duration::from_secs(args.failed_login_window_secs),
+        default_retention_days: args.history_retention_days,
+        ..auth::AuthConfig::default()
+    };
+    let auth = Arc::new(auth::AuthService::new(store.clone(), &args.data_dir.join("jwt.secret"), auth_config)?);
+    let admin_password = std::env::var("INGOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    if let Some(generated) = auth.bootstrap(admin_password).await? {
+        // Printed, not logged: the one time this password is shown.
+        println!("ingot: created tenant 'admin' and user 'admin' with password: {generated}");
+        println!("ingot: it is shown only this once; change it with POST /auth/password/update");
+    }
+
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.bus_capacity));
+    // The history writer subscribes before any device can connect, so no reading is
+    // acknowledged without it.
+    let history_sub = bus.subscribe_data("history", Mode::Durable);
+    let history_task = tokio::spawn(history::writer::run(
+        history_sub,
+        store::history::HistoryWriter::new(store.clone()),
+        args.history_batch,
+    ));
+    tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
+
+    let devices =
+        Arc::new(devices::DeviceService::load(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?);
+    let limits = PayloadLimits { max_attrs: args.max_attrs, ..PayloadLimits::default() };
+    let ingest = Arc::new(ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes));
+
+    let state = api::AppState {
+        auth,
+        devices,
+        ingest,
+        store,
+        metrics: Some(prometheus),
+        config: Arc::new(api::ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+            max_history_points: args.max_history_points,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (is another server using it? use --http)", args.http))?;
+    println!("ingot: HTTP API listening on http://{}", listener.local_addr()?);
+
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("HTTP server stopped; shutting down");
+    history_task.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
