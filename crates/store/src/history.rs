@@ -30,11 +30,14 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+/// (tenant, device, attribute) → series id.
+type SeriesCache = HashMap<(String, String, String), i64>;
+
 /// Writes batches of readings, remembering series ids between batches.
 #[derive(Clone)]
 pub struct HistoryWriter {
     store: Store,
-    series: Arc<Mutex<HashMap<(String, String, String), i64>>>,
+    series: Arc<Mutex<SeriesCache>>,
 }
 
 impl HistoryWriter {
@@ -71,7 +74,7 @@ impl HistoryWriter {
 
 fn series_id(
     tx: &Transaction<'_>,
-    cache: &mut HashMap<(String, String, String), i64>,
+    cache: &mut SeriesCache,
     tenant: &str,
     device: &str,
     attr: &str,
