@@ -507,7 +507,7 @@ fn parse_template_id(id: &str) -> Result<i64, CatalogError> {
 fn value_eq(v: &Value, s: &str) -> bool {
     match v {
         Value::String(x) => x == s,
-        other => other.to_string() == s,
+        other => *s == other.to_string(),
     }
 }
 
