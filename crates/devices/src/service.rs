@@ -507,7 +507,15 @@ fn parse_template_id(id: &str) -> Result<i64, CatalogError> {
 fn value_eq(v: &Value, s: &str) -> bool {
     match v {
         Value::String(x) => x == s,
-        other => *s == other.to_string(),
+        Value::Number(n) => n.to_string() == s,
+        Value::Bool(b) => {
+            if *b {
+                s == "true"
+            } else {
+                s == "false"
+            }
+        }
+        _ => false,
     }
 }
 
