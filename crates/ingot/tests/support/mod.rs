@@ -1,0 +1,207 @@
+//! Test support: start the real `ingot` binary on ephemeral ports and talk to it over
+//! the network, as a user would.
+#![allow(dead_code)] // each test file uses a different part of the support code
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A running `ingot serve`.
+pub struct Server {
+    child: Child,
+    pub http: String,
+    pub mqtt: Option<String>,
+    pub data_dir: PathBuf,
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// Starts `ingot serve` on `data_dir` with ephemeral ports and the given extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[("INGOT_ADMIN_PASSWORD", ADMIN_PASSWORD)])
+    }
+
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
+        cmd.args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--sync-full", "false"])
+            .args(extra)
+            .env_remove("INGOT_ADMIN_PASSWORD")
+            .env("INGOT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start ingot");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server =
+            Server { child, http: String::new(), mqtt: None, data_dir: data_dir.to_path_buf(), stdout: vec![] };
+        while server.http.is_empty() {
+            let line = rx.recv_timeout(Duration::from_secs(30)).expect("ingot did not report its HTTP address in 30 s");
+            if let Some(addr) = line.strip_prefix("ingot: HTTP API listening on ") {
+                server.http = addr.trim().to_string();
+            }
+            if let Some(addr) = line.strip_prefix("ingot: MQTT listening on ") {
+                server.mqtt = Some(addr.trim().to_string());
+            }
+            server.stdout.push(line);
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client, optionally holding a JWT.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub jwt: Option<String>,
+}
+
+/// Status and JSON body (Null when the body is empty or not JSON).
+pub type Reply = (u16, Value);
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.to_string(), http: reqwest::Client::new(), jwt: None }
+    }
+
+    /// Logs in and returns a client carrying the JWT.
+    pub async fn login(base: &str, user: &str, password: &str) -> Self {
+        let mut api = Self::new(base);
+        let (status, body) = api.post("/auth", json!({"username": user, "passwd": password})).await;
+        assert_eq!(status, 200, "login as {user}: {body}");
+        api.jwt = Some(body["jwt"].as_str().expect("jwt").to_string());
+        api
+    }
+
+    pub async fn admin(server: &Server) -> Self {
+        Self::login(&server.http, "admin", ADMIN_PASSWORD).await
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.jwt {
+            Some(j) => rb.bearer_auth(j),
+            None => rb,
+        }
+    }
+
+    pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+        let resp = rb.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        Self::send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        Self::send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    /// Creates the tutorial's Thermometer Template; returns its id.
+    pub async fn thermometer_template(&self) -> i64 {
+        let (status, body) = self
+            .post(
+                "/template",
+                json!({"label": "Thermometer Template", "attrs": [
+                    {"label": "temperature", "type": "dynamic", "value_type": "float"},
+                    {"label": "fan", "type": "actuator", "value_type": "float"}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["template"]["id"].as_i64().expect("template id")
+    }
+
+    /// Creates a device on `template`; returns (id, secret).
+    pub async fn device_with_secret(&self, template: i64, label: &str) -> (String, String) {
+        let (status, body) = self.post("/device", json!({"label": label, "templates": [template.to_string()]})).await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["devices"][0]["id"].as_str().expect("device id").to_string();
+        let (status, body) = self.post(&format!("/device/{id}/secret"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        (id, body["secret"].as_str().expect("secret").to_string())
+    }
+
+    /// Sends a reading over the HTTP device agent.
+    pub async fn send_reading(&self, tenant: &str, device: &str, secret: &str, data: Value) -> Reply {
+        let rb = self
+            .http
+            .post(format!("{}/http-agent/v1/incoming-messages", self.base))
+            .basic_auth(format!("{tenant}:{device}"), Some(secret))
+            .json(&json!({"data": data}));
+        Self::send(rb).await
+    }
+}
+
+/// Whether an external command exists. In CI (`CI=true`) a missing prerequisite fails
+/// the test; elsewhere it is reported loudly and the caller skips.
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is missing (Debian package {package}); scripts/test.sh installs it");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPED: {tool} not installed (Debian package {package}); run scripts/test.sh to install it !!!!!\n"
+        );
+    }
+    found
+}
