@@ -31,9 +31,11 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--sync-full", "false"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
             .args(extra)
             .env_remove("INGOT_ADMIN_PASSWORD")
+            // Tests survive process crashes, not power loss: skip fsync unless a test asks.
+            .env("INGOT_SYNC_FULL", "false")
             .env("INGOT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
