@@ -291,6 +291,54 @@ async fn puback_waits_until_the_reading_is_durable() {
     }
 }
 
+/// Polls the event loop for a while so queued requests are sent; returns incoming packets.
+async fn drive5(el: &mut rumqttc::v5::EventLoop, for_: Duration) -> Vec<p5::Packet> {
+    let mut got = Vec::new();
+    let _ = timeout(for_, async {
+        while let Ok(event) = el.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = event {
+                got.push(p);
+            }
+        }
+    })
+    .await;
+    got
+}
+
+#[tokio::test]
+async fn storage_failure_v5_gets_unspecified_error_v3_is_closed_unacked() {
+    let mut h = Harness::start().await;
+    h.withhold.store(true, Ordering::SeqCst);
+
+    let (c5, mut el5) = connect5(&h, "c5", DEV1).await;
+    c5.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    let early = drive5(&mut el5, Duration::from_millis(200)).await;
+    assert!(early.is_empty(), "{early:?}");
+    h.reading().await;
+    h.held.lock().unwrap().clear(); // dropped unacked: the store failed
+    match next5(&mut el5).await {
+        Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, p5::PubAckReason::UnspecifiedError),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+
+    let (c3, mut el3) = connect3(&h, "c3", Some(("acme:dev2", "other"))).await;
+    c3.publish("acme:dev2/attrs", r3::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    let reader = async {
+        h.reading().await;
+        h.held.lock().unwrap().clear();
+    };
+    let conn = async {
+        loop {
+            match el3.poll().await {
+                Ok(r3::Event::Incoming(r3::Packet::PubAck(_))) => panic!("a failed store must not be acknowledged"),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let ((), ()) = timeout(WAIT, async { tokio::join!(reader, conn) }).await.expect("v3 connection closed");
+}
+
 #[tokio::test]
 async fn v5_refused_publishes_get_reason_codes_and_the_connection_stays() {
     let mut h = Harness::start().await;
@@ -312,6 +360,15 @@ async fn v5_refused_publishes_get_reason_codes_and_the_connection_stays() {
         }
     }
     assert_eq!(h.reading().await.attrs["ok"], json!(true));
+    h.no_reading().await;
+}
+
+#[tokio::test]
+async fn v5_qos2_publish_is_refused_with_qos_not_supported() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    c.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::ExactlyOnce, false, "{}").await.unwrap();
+    assert_eq!(server_disconnect(&mut el).await, p5::DisconnectReasonCode::QoSNotSupported);
     h.no_reading().await;
 }
 

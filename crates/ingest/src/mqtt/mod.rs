@@ -13,6 +13,11 @@
 //! - subscribe to its own `…/config` topic(s) and receive actuation (`configure` events
 //!   from the bus) there, at the QoS it subscribed with.
 //!
+//! QoS 2 is not offered: v5 CONNACK advertises maximum QoS 1, and a QoS 2 PUBLISH ends
+//! the connection (v5 DISCONNECT 0x9B QoS not supported, v3 plain close; ntex-mqtt
+//! enforces both). Downgrading silently would acknowledge with weaker guarantees than
+//! the device asked for.
+//!
 //! Modules: [`session`] per-connection logic, [`registry`] live and persistent sessions,
 //! `v3`/`v5` thin protocol adapters, `in_order` per-connection ordering.
 //!
