@@ -1,0 +1,375 @@
+//! Live sessions and the persistent session store.
+//!
+//! A session belongs to one device *and* one client id: keying by client id alone would let
+//! a device of one tenant take over (or read the actuation queue of) a session of another
+//! tenant that happens to use the same client id.
+//!
+//! A session holds the device's config subscriptions and its outbound queue. Every message
+//! for a device goes through that queue, whether the device is connected or not: the
+//! connection's outbound task drains it, and while a persistent session is offline it
+//! fills up to `max_queued` (oldest dropped first, counted).
+//!
+//! The store is in memory: persistent sessions survive reconnects, not a restart.
+//! One mutex guards it; it is touched on connect, subscribe, disconnect and actuation,
+//! never on the publish path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use model::DeviceRef;
+use model::topic::{DeviceTopic, TopicForm, TopicKind};
+use tokio::sync::Notify;
+
+/// The two QoS levels Ingot speaks (QoS 2 is refused at the protocol level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+/// One message waiting to go to a device.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    pub topic: String,
+    pub qos: Qos,
+    pub payload: Bytes,
+}
+
+/// Why a connection's outbound task must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Another connection with the same identity and client id took the session over.
+    TakenOver,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The connection is already gone; nothing to send.
+    Ended,
+}
+
+/// Wakes a connection's outbound task: a message was queued, or it must close.
+///
+/// `Send + Sync`, so the registry (any thread) can reach a connection that lives on an
+/// ntex worker thread.
+#[derive(Debug, Default)]
+pub(crate) struct LiveSignal {
+    notify: Notify,
+    close: Mutex<Option<CloseReason>>,
+}
+
+impl LiveSignal {
+    fn wake(&self) {
+        // `notify_one` stores a permit when nobody waits, so a wake-up is never lost.
+        self.notify.notify_one();
+    }
+
+    /// Asks the connection to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut close = self.close.lock().unwrap_or_else(|e| e.into_inner());
+        close.get_or_insert(reason);
+        drop(close);
+        self.wake();
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the next wake-up.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
+struct Live {
+    conn_id: u64,
+    signal: Arc<LiveSignal>,
+}
+
+struct Session {
+    /// Config topic forms the device subscribed to, with the granted QoS.
+    subscriptions: Vec<(TopicForm, Qos)>,
+    queue: VecDeque<Outbound>,
+    /// How long the session outlives its connection; `None`: it ends with it.
+    expiry: Option<Duration>,
+    live: Option<Live>,
+    offline_since: Option<Instant>,
+}
+
+impl Session {
+    fn new(expiry: Option<Duration>) -> Self {
+        Self { subscriptions: Vec::new(), queue: VecDeque::new(), expiry, live: None, offline_since: None }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        match (self.expiry, self.offline_since) {
+            (Some(expiry), Some(since)) => now.duration_since(since) >= expiry,
+            _ => false,
+        }
+    }
+}
+
+/// What [`Registry::attach`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attached {
+    /// A persistent session was resumed (CONNACK "session present").
+    pub session_present: bool,
+    /// A live connection of the same session was asked to close.
+    pub took_over: bool,
+}
+
+/// What happened to one actuation request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Messages queued for a connected device.
+    pub live: usize,
+    /// Messages queued for an offline persistent session.
+    pub offline: usize,
+    /// Older messages dropped because a queue was full.
+    pub dropped: usize,
+}
+
+/// All sessions of this node.
+pub(crate) struct Registry {
+    devices: Mutex<HashMap<DeviceRef, HashMap<String, Session>>>,
+    max_queued: usize,
+}
+
+impl Registry {
+    pub fn new(max_queued: usize) -> Self {
+        Self { devices: Mutex::new(HashMap::new()), max_queued: max_queued.max(1) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<DeviceRef, HashMap<String, Session>>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds connection `conn_id` to the session `(device, client_id)`.
+    ///
+    /// `clean_start` discards any stored state; otherwise a stored session is resumed
+    /// (subscriptions and queued messages). A live connection of the same session is
+    /// asked to close ([`CloseReason::TakenOver`]).
+    pub fn attach(
+        &self,
+        device: &DeviceRef,
+        client_id: &str,
+        conn_id: u64,
+        clean_start: bool,
+        expiry: Option<Duration>,
+        signal: Arc<LiveSignal>,
+    ) -> Attached {
+        let now = Instant::now();
+        let mut devices = self.lock();
+        let sessions = devices.entry(device.clone()).or_default();
+        let mut session = sessions.remove(client_id);
+        let mut took_over = false;
+        if let Some(live) = session.as_mut().and_then(|s| s.live.take()) {
+            live.signal.close(CloseReason::TakenOver);
+            took_over = true;
+        }
+        let resumable = session.filter(|s| !clean_start && s.expiry.is_some() && !s.expired(now));
+        let session_present = resumable.is_some();
+        let mut session = resumable.unwrap_or_else(|| Session::new(expiry));
+        session.expiry = expiry;
+        session.offline_since = None;
+        if !session.queue.is_empty() {
+            signal.wake();
+        }
+        session.live = Some(Live { conn_id, signal });
+        sessions.insert(client_id.to_string(), session);
+        Attached { session_present, took_over }
+    }
+
+    /// Unbinds connection `conn_id`; a persistent session stays, any other one ends.
+    /// Does nothing when the session was taken over by another connection meanwhile.
+    pub fn detach(&self, device: &DeviceRef, client_id: &str, conn_id: u64) {
+        let mut devices = self.lock();
+        let Some(sessions) = devices.get_mut(device) else { return };
+        let Some(session) = sessions.get_mut(client_id) else { return };
+        if session.live.as_ref().is_none_or(|l| l.conn_id != conn_id) {
+            return;
+        }
+        session.live = None;
+        if session.expiry.is_some() {
+            session.offline_since = Some(Instant::now());
+        } else {
+            sessions.remove(client_id);
+            if sessions.is_empty() {
+                devices.remove(device);
+            }
+        }
+    }
+
+    /// Runs `f` on the session if `conn_id` is still its live connection.
+    fn with_live<R>(
+        &self,
+        device: &DeviceRef,
+        client_id: &str,
+        conn_id: u64,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        let mut devices = self.lock();
+        let session = devices.get_mut(device)?.get_mut(client_id)?;
+        if session.live.as_ref().is_some_and(|l| l.conn_id == conn_id) { Some(f(session)) } else { None }
+    }
+
+    /// Records a subscription to the device's config topic in `form`.
+    pub fn subscribe(&self, device: &DeviceRef, client_id: &str, conn_id: u64, form: TopicForm, qos: Qos) {
+        self.with_live(device, client_id, conn_id, |s| match s.subscriptions.iter_mut().find(|(f, _)| *f == form) {
+            Some(existing) => existing.1 = qos,
+            None => s.subscriptions.push((form, qos)),
+        });
+    }
+
+    pub fn unsubscribe(&self, device: &DeviceRef, client_id: &str, conn_id: u64, form: TopicForm) {
+        self.with_live(device, client_id, conn_id, |s| s.subscriptions.retain(|(f, _)| *f != form));
+    }
+
+    /// Takes the next message for connection `conn_id`.
+    pub fn next_outbound(&self, device: &DeviceRef, client_id: &str, conn_id: u64) -> Option<Outbound> {
+        self.with_live(device, client_id, conn_id, |s| s.queue.pop_front()).flatten()
+    }
+
+    /// Puts back a message whose delivery did not complete, for the next connection of a
+    /// persistent session. Returns false when it was dropped (no persistent session, or
+    /// its queue is full).
+    pub fn requeue(&self, device: &DeviceRef, client_id: &str, msg: Outbound) -> bool {
+        let mut devices = self.lock();
+        let Some(session) = devices.get_mut(device).and_then(|s| s.get_mut(client_id)) else { return false };
+        if session.expiry.is_none() || session.queue.len() >= self.max_queued {
+            return false;
+        }
+        session.queue.push_front(msg);
+        true
+    }
+
+    /// Queues `payload` on every config topic the device's sessions subscribed to.
+    pub fn deliver(&self, device: &DeviceRef, payload: &Bytes) -> Delivery {
+        let now = Instant::now();
+        let mut outcome = Delivery::default();
+        let mut devices = self.lock();
+        let Some(sessions) = devices.get_mut(device) else { return outcome };
+        sessions.retain(|_, s| !s.expired(now));
+        for session in sessions.values_mut() {
+            for &(form, qos) in &session.subscriptions {
+                if session.queue.len() >= self.max_queued {
+                    session.queue.pop_front();
+                    outcome.dropped += 1;
+                }
+                let topic = DeviceTopic::format(device, TopicKind::Config, form);
+                session.queue.push_back(Outbound { topic, qos, payload: payload.clone() });
+                if session.live.is_some() {
+                    outcome.live += 1;
+                } else {
+                    outcome.offline += 1;
+                }
+            }
+            if let Some(live) = &session.live
+                && !session.subscriptions.is_empty()
+            {
+                live.signal.wake();
+            }
+        }
+        if sessions.is_empty() {
+            devices.remove(device);
+        }
+        outcome
+    }
+
+    /// Asks every live connection to close (server shutdown).
+    pub fn close_all(&self) {
+        for session in self.lock().values().flat_map(HashMap::values) {
+            if let Some(live) = &session.live {
+                live.signal.close(CloseReason::ServerShutdown);
+            }
+        }
+    }
+
+    /// Forgets offline sessions whose expiry passed.
+    pub fn purge_expired(&self) {
+        let now = Instant::now();
+        let mut devices = self.lock();
+        devices.retain(|_, sessions| {
+            sessions.retain(|_, s| !s.expired(now));
+            !sessions.is_empty()
+        });
+    }
+
+    #[cfg(test)]
+    fn session_count(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> DeviceRef {
+        DeviceRef::new("t", "d").unwrap()
+    }
+
+    const DAY: Option<Duration> = Some(Duration::from_secs(86_400));
+
+    #[test]
+    fn clean_session_ends_with_its_connection() {
+        let reg = Registry::new(10);
+        let a = reg.attach(&dev(), "c", 1, true, None, Arc::default());
+        assert_eq!(a, Attached { session_present: false, took_over: false });
+        reg.subscribe(&dev(), "c", 1, TopicForm::Colon, Qos::AtLeastOnce);
+        reg.detach(&dev(), "c", 1);
+        assert_eq!(reg.session_count(), 0);
+        assert_eq!(reg.deliver(&dev(), &Bytes::from_static(b"{}")), Delivery::default());
+    }
+
+    #[test]
+    fn persistent_session_queues_while_offline_and_drops_oldest() {
+        let reg = Registry::new(2);
+        reg.attach(&dev(), "c", 1, false, DAY, Arc::default());
+        reg.subscribe(&dev(), "c", 1, TopicForm::Mosca, Qos::AtLeastOnce);
+        reg.detach(&dev(), "c", 1);
+        for n in 0..3 {
+            reg.deliver(&dev(), &Bytes::from(format!("{{\"n\":{n}}}")));
+        }
+        let a = reg.attach(&dev(), "c", 2, false, DAY, Arc::default());
+        assert!(a.session_present);
+        assert!(reg.next_outbound(&dev(), "c", 1).is_none(), "not for a stale connection");
+        let got: Vec<_> = std::iter::from_fn(|| reg.next_outbound(&dev(), "c", 2)).collect();
+        assert_eq!(got.iter().map(|o| &o.payload[..]).collect::<Vec<_>>(), [&b"{\"n\":1}"[..], b"{\"n\":2}"]);
+        assert_eq!(got[0].topic, "/t/d/config");
+    }
+
+    #[test]
+    fn clean_start_discards_a_stored_session() {
+        let reg = Registry::new(10);
+        reg.attach(&dev(), "c", 1, false, DAY, Arc::default());
+        reg.subscribe(&dev(), "c", 1, TopicForm::Colon, Qos::AtMostOnce);
+        reg.detach(&dev(), "c", 1);
+        let a = reg.attach(&dev(), "c", 2, true, None, Arc::default());
+        assert!(!a.session_present);
+        assert_eq!(reg.deliver(&dev(), &Bytes::from_static(b"{}")), Delivery::default());
+    }
+
+    #[test]
+    fn takeover_closes_the_old_connection_and_ignores_its_detach() {
+        let reg = Registry::new(10);
+        let old = Arc::new(LiveSignal::default());
+        reg.attach(&dev(), "c", 1, true, None, old.clone());
+        let a = reg.attach(&dev(), "c", 2, true, None, Arc::default());
+        assert!(a.took_over);
+        assert_eq!(old.close_reason(), Some(CloseReason::TakenOver));
+        reg.detach(&dev(), "c", 1);
+        assert_eq!(reg.session_count(), 1, "the new connection keeps the session");
+    }
+
+    #[test]
+    fn expired_sessions_are_purged() {
+        let reg = Registry::new(10);
+        reg.attach(&dev(), "c", 1, false, Some(Duration::ZERO), Arc::default());
+        reg.detach(&dev(), "c", 1);
+        reg.purge_expired();
+        assert_eq!(reg.session_count(), 0);
+    }
+}

@@ -1,0 +1,343 @@
+//! Per-connection state, and what a device connection does whatever its protocol version.
+//!
+//! [`connect`] authenticates and attaches a session; the resulting [`Connection`] lives as
+//! long as the network connection (it is ntex-mqtt's session state) and handles publishes,
+//! subscriptions and the outbound (actuation) queue. Dropping it ends the connection's
+//! share of the session and, after an abnormal disconnect, publishes the will.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use model::DeviceRef;
+
+use super::Shared;
+use super::registry::{CloseReason, LiveSignal, Outbound, Qos};
+use crate::{DeviceAuthError, DeviceLogin, IngestError};
+
+/// The agent name readings and rejections are counted under.
+pub(crate) const AGENT: &str = "mqtt";
+
+/// MQTT protocol version of a connection, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    V3,
+    V5,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::V3 => "3.1.1",
+            Self::V5 => "5",
+        }
+    }
+}
+
+/// A will message, kept until the connection ends.
+#[derive(Debug, Clone)]
+pub(crate) struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// What a CONNECT asks for, independent of protocol version.
+pub(crate) struct ConnectParams<'a> {
+    pub protocol: Protocol,
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    pub clean_start: bool,
+    /// How long the session should outlive the connection; 0: it ends with it.
+    pub session_expiry_secs: u32,
+    pub keep_alive_secs: u16,
+    pub will: Option<Will>,
+}
+
+/// Why a CONNECT was refused; each adapter maps it to its CONNACK code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Wrong or missing device secret.
+    BadCredentials,
+    /// No such device.
+    UnknownDevice,
+    /// The identity is not `tenant:device`; `from_client_id` when it came from the client id.
+    BadIdentity { from_client_id: bool },
+    /// A persistent session needs a client id.
+    ClientIdRequired,
+    /// The device directory could not be asked.
+    Unavailable,
+    /// `max_connections` reached.
+    TooManyConnections,
+}
+
+impl Refusal {
+    /// Metric label: a fixed set, never anything the client sent.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::BadCredentials => "bad_credentials",
+            Self::UnknownDevice => "unknown_device",
+            Self::BadIdentity { .. } => "bad_identity",
+            Self::ClientIdRequired => "client_id_required",
+            Self::Unavailable => "unavailable",
+            Self::TooManyConnections => "too_many_connections",
+        }
+    }
+
+    fn from_auth(e: &DeviceAuthError, identity_from_client_id: bool) -> Self {
+        match e {
+            DeviceAuthError::BadSecret | DeviceAuthError::SecretRequired => Self::BadCredentials,
+            DeviceAuthError::UnknownDevice => Self::UnknownDevice,
+            DeviceAuthError::BadIdentity => Self::BadIdentity { from_client_id: identity_from_client_id },
+            DeviceAuthError::Unavailable => Self::Unavailable,
+        }
+    }
+}
+
+/// An accepted CONNECT.
+pub(crate) struct Accepted {
+    pub conn: Connection,
+    pub session_present: bool,
+    /// Set when the client sent an empty client id and the server chose one.
+    pub assigned_client_id: Option<String>,
+    /// Keep-alive the server enforces (the client's, capped at `max_keep_alive_secs`).
+    pub keep_alive_secs: u16,
+    /// True when `keep_alive_secs` differs from what the client asked for.
+    pub keep_alive_capped: bool,
+    /// Session expiry granted (v5 CONNACK tells the client when it is lower than asked).
+    pub session_expiry_secs: u32,
+}
+
+/// Holds one of the `max_connections` slots while a connection is up.
+pub(crate) struct ConnectionSlot(Arc<Shared>);
+
+impl ConnectionSlot {
+    fn acquire(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.max_connections;
+        shared.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        metrics::gauge!("ingot_mqtt_connections").increment(1.0);
+        Some(Self(shared.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("ingot_mqtt_connections").decrement(1.0);
+    }
+}
+
+/// Authenticates a CONNECT and attaches its session.
+pub(crate) async fn connect(shared: &Arc<Shared>, params: ConnectParams<'_>) -> Result<Accepted, Refusal> {
+    let outcome = try_connect(shared, &params).await;
+    match &outcome {
+        Ok(accepted) => {
+            metrics::counter!("ingot_mqtt_connects_total", "protocol" => params.protocol.label()).increment(1);
+            tracing::info!(
+                device = %accepted.conn.device, client_id = %accepted.conn.client_id, protocol = params.protocol.label(),
+                session_present = accepted.session_present, "mqtt device connected"
+            );
+        }
+        Err(refusal) => {
+            metrics::counter!("ingot_mqtt_connections_refused_total", "reason" => refusal.reason()).increment(1);
+            // The password is never logged; the client id and username are what the client claims.
+            tracing::warn!(
+                client_id = params.client_id,
+                username = params.username.unwrap_or(""),
+                protocol = params.protocol.label(),
+                reason = refusal.reason(),
+                "mqtt connection refused"
+            );
+        }
+    }
+    outcome
+}
+
+async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Accepted, Refusal> {
+    let protocol = p.protocol;
+    let slot = ConnectionSlot::acquire(shared).ok_or(Refusal::TooManyConnections)?;
+    let persistent = p.session_expiry_secs > 0 && !(protocol == Protocol::V3 && p.clean_start);
+    if p.client_id.is_empty() && (persistent || !p.clean_start) {
+        return Err(Refusal::ClientIdRequired);
+    }
+    let login = DeviceLogin { username: p.username, password: p.password, client_id: p.client_id };
+    let identity_from_client_id = p.username.is_none_or(str::is_empty);
+    let device =
+        shared.ingest.authenticate(login).await.map_err(|e| Refusal::from_auth(&e, identity_from_client_id))?;
+
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let assigned_client_id = p.client_id.is_empty().then(|| format!("ingot-{conn_id}"));
+    let client_id = assigned_client_id.clone().unwrap_or_else(|| p.client_id.to_string());
+    let session_expiry_secs = if persistent { p.session_expiry_secs.min(shared.config.session_expiry_secs) } else { 0 };
+    let expiry = (session_expiry_secs > 0).then(|| Duration::from_secs(session_expiry_secs.into()));
+    let max_keep_alive = shared.config.max_keep_alive_secs.max(1);
+    let keep_alive_secs = if p.keep_alive_secs == 0 { max_keep_alive } else { p.keep_alive_secs.min(max_keep_alive) };
+
+    let signal = Arc::new(LiveSignal::default());
+    let attached = shared.registry.attach(&device, &client_id, conn_id, p.clean_start, expiry, signal.clone());
+    if attached.took_over {
+        tracing::info!(device = %device, client_id = %client_id, "mqtt session taken over by a new connection");
+    }
+    let conn = Connection {
+        shared: shared.clone(),
+        device,
+        client_id,
+        conn_id,
+        protocol,
+        will: RefCell::new(p.will.clone()),
+        clean_disconnect: Cell::new(false),
+        signal,
+        _slot: slot,
+    };
+    Ok(Accepted {
+        conn,
+        session_present: attached.session_present,
+        assigned_client_id,
+        keep_alive_secs,
+        keep_alive_capped: keep_alive_secs != p.keep_alive_secs,
+        session_expiry_secs,
+    })
+}
+
+/// Where the outbound task writes: one implementation per protocol version.
+pub(crate) trait DeviceSink: 'static {
+    /// Sends a QoS 0 message; false when the connection is gone.
+    fn send_qos0(&self, msg: &Outbound) -> bool;
+    /// Sends a QoS 1 message and waits for its PUBACK; false when it did not come.
+    async fn send_qos1(&self, msg: &Outbound) -> bool;
+    /// Closes the connection for `reason` (v5 tells the client why).
+    fn close(&self, reason: CloseReason);
+}
+
+/// One authenticated device connection: ntex-mqtt's per-connection session state.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    pub device: DeviceRef,
+    pub client_id: String,
+    conn_id: u64,
+    protocol: Protocol,
+    will: RefCell<Option<Will>>,
+    clean_disconnect: Cell<bool>,
+    signal: Arc<LiveSignal>,
+    _slot: ConnectionSlot,
+}
+
+impl Connection {
+    /// Handles a PUBLISH: only the device's own attrs topic, payload stored durably.
+    /// Resolves once the reading is durable (or refused).
+    pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), IngestError> {
+        let ingest = &self.shared.ingest;
+        let outcome = match ingest.check_publish_topic(&self.device, topic) {
+            Ok(()) => ingest.ingest_payload(AGENT, &self.device, payload).await,
+            Err(e) => {
+                // ingest_payload counts its own rejections; topic refusals are counted here.
+                ingest.count_rejected(AGENT, &self.device.tenant, e.reason());
+                Err(e)
+            }
+        };
+        let label = match &outcome {
+            Ok(()) => "accepted",
+            Err(IngestError::Bus(_)) => "failed",
+            Err(_) => "refused",
+        };
+        metrics::counter!("ingot_mqtt_publishes_total", "outcome" => label).increment(1);
+        if let Err(e) = &outcome {
+            tracing::debug!(device = %self.device, topic, reason = e.reason(), error = %e, "mqtt publish not accepted");
+        }
+        outcome
+    }
+
+    /// Handles one SUBSCRIBE filter: only the device's own config topic, in either form.
+    /// Returns the granted QoS (at most 1).
+    pub fn subscribe(&self, filter: &str, requested: Qos) -> Result<Qos, IngestError> {
+        match self.shared.ingest.check_subscribe_topic(&self.device, filter) {
+            Ok(topic) => {
+                self.shared.registry.subscribe(&self.device, &self.client_id, self.conn_id, topic.form, requested);
+                Ok(requested)
+            }
+            Err(e) => {
+                tracing::info!(device = %self.device, filter, reason = e.reason(), "mqtt subscription refused");
+                metrics::counter!("ingot_mqtt_subscriptions_refused_total").increment(1);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, filter: &str) {
+        if let Ok(topic) = self.shared.ingest.check_subscribe_topic(&self.device, filter) {
+            self.shared.registry.unsubscribe(&self.device, &self.client_id, self.conn_id, topic.form);
+        }
+    }
+
+    /// The client sent DISCONNECT: no will, unless it asked for it (v5 reason 0x04).
+    pub fn disconnected_by_client(&self, keep_will: bool) {
+        self.clean_disconnect.set(!keep_will);
+    }
+
+    /// Delivers this session's queued messages until the connection ends or must close.
+    /// Spawned on the connection's ntex worker right after CONNACK.
+    pub fn outbound_task<S: DeviceSink>(&self, sink: S) -> impl Future<Output = ()> + 'static {
+        let (shared, signal) = (self.shared.clone(), self.signal.clone());
+        let (device, client_id, conn_id) = (self.device.clone(), self.client_id.clone(), self.conn_id);
+        async move {
+            loop {
+                if let Some(reason) = signal.close_reason() {
+                    sink.close(reason);
+                    return;
+                }
+                let Some(msg) = shared.registry.next_outbound(&device, &client_id, conn_id) else {
+                    signal.wait().await;
+                    continue;
+                };
+                let delivered = match msg.qos {
+                    Qos::AtMostOnce => sink.send_qos0(&msg),
+                    Qos::AtLeastOnce => sink.send_qos1(&msg).await,
+                };
+                let outcome = if delivered {
+                    "delivered"
+                } else if msg.qos == Qos::AtLeastOnce && shared.registry.requeue(&device, &client_id, msg) {
+                    "requeued"
+                } else {
+                    "dropped"
+                };
+                metrics::counter!("ingot_mqtt_actuations_total", "outcome" => outcome).increment(1);
+                if !delivered {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn publish_will(&self, will: Will) {
+        if let Err(e) = self.shared.ingest.check_publish_topic(&self.device, &will.topic) {
+            tracing::info!(device = %self.device, topic = %will.topic, reason = e.reason(), "mqtt will dropped: not the device's attrs topic");
+            return;
+        }
+        let ingest = self.shared.ingest.clone();
+        let device = self.device.clone();
+        // The connection is gone; the reading is stored by the main runtime.
+        self.shared.runtime.spawn(async move {
+            match ingest.ingest_payload(AGENT, &device, &will.payload).await {
+                Ok(()) => tracing::info!(device = %device, "mqtt will stored as a reading"),
+                Err(e) => tracing::info!(device = %device, reason = e.reason(), "mqtt will not stored"),
+            }
+        });
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.signal.close(CloseReason::Ended);
+        self.shared.registry.detach(&self.device, &self.client_id, self.conn_id);
+        let abnormal = !self.clean_disconnect.get();
+        if abnormal && let Some(will) = self.will.take() {
+            self.publish_will(will);
+        }
+        tracing::info!(
+            device = %self.device, client_id = %self.client_id, protocol = self.protocol.label(), abnormal,
+            "mqtt device disconnected"
+        );
+    }
+}

@@ -1,0 +1,596 @@
+//! The MQTT agent over real sockets: rumqttc (v3.1.1 and v5) and mosquitto clients against
+//! a server on an ephemeral port, with a real `IngestService` and `MemoryBus`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::{Bus, Delivery, MemoryBus, Mode};
+use chrono::Utc;
+use ingest::mqtt::{MqttConfig, MqttHandle, MqttServer};
+use ingest::{DeviceAuthError, DeviceDirectory, IngestService};
+use model::data::PayloadLimits;
+use model::{DeviceData, DeviceEvent, DeviceRef};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::{self as r3};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+const MAX_PAYLOAD: usize = 4096;
+
+/// Devices and secrets; tenant "open" is in unsecured mode (no secret needed), tenant
+/// "down" simulates a directory outage.
+struct Directory(HashMap<String, &'static str>);
+
+#[async_trait::async_trait]
+impl DeviceDirectory for Directory {
+    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<(), DeviceAuthError> {
+        if device.tenant == "down" {
+            return Err(DeviceAuthError::Unavailable);
+        }
+        let known = self.0.get(&device.to_string()).ok_or(DeviceAuthError::UnknownDevice)?;
+        match secret {
+            None if device.tenant == "open" => Ok(()),
+            None => Err(DeviceAuthError::SecretRequired),
+            Some(s) if s == known.as_bytes() => Ok(()),
+            Some(_) => Err(DeviceAuthError::BadSecret),
+        }
+    }
+}
+
+struct Harness {
+    bus: Arc<MemoryBus>,
+    server: MqttHandle,
+    readings: mpsc::UnboundedReceiver<DeviceData>,
+    /// While set, the durable subscriber keeps deliveries instead of acking them.
+    withhold: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<Delivery<DeviceData>>>>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    async fn with(tweak: impl FnOnce(&mut MqttConfig)) -> Self {
+        let bus = Arc::new(MemoryBus::new(1024));
+        let devices = [("acme:dev1", "s3cret"), ("acme:dev2", "other"), ("open:dev9", "unused")];
+        let directory = Directory(devices.iter().map(|(d, s)| (d.to_string(), *s)).collect());
+        let ingest =
+            Arc::new(IngestService::new(bus.clone(), Arc::new(directory), PayloadLimits::default(), MAX_PAYLOAD));
+        // The durable consumer (the history writer in Ingot): acks unless told to withhold.
+        let mut sub = bus.subscribe_data("history", Mode::Durable);
+        let (tx, readings) = mpsc::unbounded_channel();
+        let withhold = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (w, h) = (withhold.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Some(d) = sub.recv().await {
+                let _ = tx.send((*d.msg).clone());
+                if w.load(Ordering::SeqCst) { h.lock().unwrap().push(d) } else { d.ack() }
+            }
+        });
+        let mut config = MqttConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 1,
+            max_keep_alive_secs: 60,
+            ..MqttConfig::default()
+        };
+        tweak(&mut config);
+        let server = MqttServer::start(config, ingest).await.expect("server starts");
+        Self { bus, server, readings, withhold, held }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    async fn reading(&mut self) -> DeviceData {
+        timeout(WAIT, self.readings.recv()).await.expect("a reading in time").expect("bus open")
+    }
+
+    async fn no_reading(&mut self) {
+        if let Ok(Some(d)) = timeout(Duration::from_millis(300), self.readings.recv()).await {
+            panic!("unexpected reading {d:?}");
+        }
+    }
+
+    async fn actuate(&self, tenant: &str, device: &str, attrs: Value) {
+        let attrs = attrs.as_object().unwrap().clone();
+        self.bus.publish_event(DeviceEvent::configure(tenant, device, attrs, Utc::now())).await.unwrap();
+    }
+}
+
+// ---------- rumqttc helpers ----------
+
+fn v3_options(h: &Harness, client_id: &str, creds: Option<(&str, &str)>) -> r3::MqttOptions {
+    let mut o = r3::MqttOptions::new(client_id, "127.0.0.1", h.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((u, p)) = creds {
+        o.set_credentials(u, p);
+    }
+    o
+}
+
+fn v5_options(h: &Harness, client_id: &str, creds: Option<(&str, &str)>) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, "127.0.0.1", h.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = creds {
+        o.set_credentials(u, p);
+    }
+    o
+}
+
+/// Next incoming v3 packet (outgoing notifications skipped).
+async fn next3(el: &mut r3::EventLoop) -> Result<r3::Packet, r3::ConnectionError> {
+    timeout(WAIT, async {
+        loop {
+            if let r3::Event::Incoming(p) = el.poll().await? {
+                return Ok(p);
+            }
+        }
+    })
+    .await
+    .expect("an MQTT v3 packet in time")
+}
+
+async fn next5(el: &mut rumqttc::v5::EventLoop) -> Result<p5::Packet, rumqttc::v5::ConnectionError> {
+    timeout(WAIT, async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(p) = el.poll().await? {
+                return Ok(p);
+            }
+        }
+    })
+    .await
+    .expect("an MQTT v5 packet in time")
+}
+
+async fn connect3(h: &Harness, id: &str, creds: Option<(&str, &str)>) -> (r3::AsyncClient, r3::EventLoop) {
+    connect3_with(v3_options(h, id, creds)).await
+}
+
+async fn connect3_with(o: r3::MqttOptions) -> (r3::AsyncClient, r3::EventLoop) {
+    let (c, mut el) = r3::AsyncClient::new(o, 64);
+    match next3(&mut el).await {
+        Ok(r3::Packet::ConnAck(ack)) => assert_eq!(ack.code, r3::ConnectReturnCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    (c, el)
+}
+
+async fn connect5(
+    h: &Harness,
+    id: &str,
+    creds: Option<(&str, &str)>,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    let (c, mut el) = rumqttc::v5::AsyncClient::new(v5_options(h, id, creds), 64);
+    match next5(&mut el).await {
+        Ok(p5::Packet::ConnAck(ack)) => assert_eq!(ack.code, p5::ConnectReturnCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    (c, el)
+}
+
+async fn refused3(h: &Harness, id: &str, creds: Option<(&str, &str)>) -> r3::ConnectReturnCode {
+    let (_c, mut el) = r3::AsyncClient::new(v3_options(h, id, creds), 8);
+    match next3(&mut el).await {
+        Err(r3::ConnectionError::ConnectionRefused(code)) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn refused5(h: &Harness, id: &str, creds: Option<(&str, &str)>) -> p5::ConnectReturnCode {
+    let (_c, mut el) = rumqttc::v5::AsyncClient::new(v5_options(h, id, creds), 8);
+    match next5(&mut el).await {
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The reason code of the DISCONNECT the server sends next (rumqttc reports it as an error).
+async fn server_disconnect(el: &mut rumqttc::v5::EventLoop) -> p5::DisconnectReasonCode {
+    match next5(el).await {
+        Ok(p5::Packet::Disconnect(d)) => d.reason_code,
+        Err(rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+            reason_code, ..
+        })) => reason_code,
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+const DEV1: Option<(&str, &str)> = Some(("acme:dev1", "s3cret"));
+
+// ---------- tests ----------
+
+#[tokio::test]
+async fn v3_connack_codes() {
+    let h = Harness::start().await;
+    connect3(&h, "c1", DEV1).await;
+    connect3(&h, "open:dev9", None).await; // mosca form: identity from the client id, unsecured tenant
+    assert_eq!(refused3(&h, "c2", Some(("acme:dev1", "wrong"))).await, r3::ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(refused3(&h, "acme:dev1", None).await, r3::ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(refused3(&h, "c3", Some(("acme:nobody", "x"))).await, r3::ConnectReturnCode::NotAuthorized);
+    assert_eq!(refused3(&h, "no-colon", None).await, r3::ConnectReturnCode::NotAuthorized);
+    assert_eq!(refused3(&h, "c4", Some(("down:dev1", "x"))).await, r3::ConnectReturnCode::ServiceUnavailable);
+}
+
+#[tokio::test]
+async fn v5_connack_codes() {
+    let h = Harness::start().await;
+    connect5(&h, "c1", DEV1).await;
+    assert_eq!(refused5(&h, "c2", Some(("acme:dev1", "wrong"))).await, p5::ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(refused5(&h, "c3", Some(("acme:nobody", "x"))).await, p5::ConnectReturnCode::NotAuthorized);
+    assert_eq!(refused5(&h, "no-colon", None).await, p5::ConnectReturnCode::ClientIdentifierNotValid);
+    assert_eq!(refused5(&h, "c4", Some(("down:dev1", "x"))).await, p5::ConnectReturnCode::ServerUnavailable);
+}
+
+#[tokio::test]
+async fn max_connections_refuses_with_quota_exceeded() {
+    let h = Harness::with(|c| c.max_connections = 1).await;
+    let (_c, _el) = connect5(&h, "first", DEV1).await;
+    assert_eq!(refused5(&h, "second", Some(("acme:dev2", "other"))).await, p5::ConnectReturnCode::QuotaExceeded);
+    assert_eq!(refused3(&h, "third", Some(("acme:dev2", "other"))).await, r3::ConnectReturnCode::ServiceUnavailable);
+}
+
+#[tokio::test]
+async fn v3_publishes_reach_the_bus_in_order() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect3(&h, "c1", DEV1).await;
+    let driver = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < 40 {
+            if let r3::Event::Incoming(r3::Packet::PubAck(_)) = el.poll().await.unwrap() {
+                acks += 1;
+            }
+        }
+    });
+    // Pipelined, both topic forms, both QoS levels.
+    for n in 0..60 {
+        let (topic, qos) = match n % 3 {
+            0 => ("acme:dev1/attrs", r3::QoS::AtLeastOnce),
+            1 => ("/acme/dev1/attrs", r3::QoS::AtLeastOnce),
+            _ => ("acme:dev1/attrs", r3::QoS::AtMostOnce),
+        };
+        c.publish(topic, qos, false, json!({"n": n}).to_string()).await.unwrap();
+    }
+    for n in 0..60 {
+        let d = h.reading().await;
+        assert_eq!((d.tenant.as_str(), d.device_id.as_str(), &d.attrs["n"]), ("acme", "dev1", &json!(n)));
+    }
+    timeout(WAIT, driver).await.expect("40 PUBACKs").unwrap();
+}
+
+#[tokio::test]
+async fn puback_waits_until_the_reading_is_durable() {
+    let mut h = Harness::start().await;
+    h.withhold.store(true, Ordering::SeqCst);
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    c.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"t":1}"#).await.unwrap();
+    // Polling the event loop sends the PUBLISH; no PUBACK may come while the ack is withheld.
+    let early = timeout(Duration::from_millis(400), async {
+        loop {
+            if let Ok(rumqttc::v5::Event::Incoming(p5::Packet::PubAck(_))) = el.poll().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(early.is_err(), "PUBACK before the durable consumer acked");
+    assert_eq!(h.reading().await.attrs["t"], json!(1));
+    let delivery = h.held.lock().unwrap().pop().expect("held delivery");
+    delivery.ack();
+    match next5(&mut el).await {
+        Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, p5::PubAckReason::Success),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+/// Polls the event loop for a while so queued requests are sent; returns incoming packets.
+async fn drive5(el: &mut rumqttc::v5::EventLoop, for_: Duration) -> Vec<p5::Packet> {
+    let mut got = Vec::new();
+    let _ = timeout(for_, async {
+        while let Ok(event) = el.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = event {
+                got.push(p);
+            }
+        }
+    })
+    .await;
+    got
+}
+
+#[tokio::test]
+async fn storage_failure_v5_gets_unspecified_error_v3_is_closed_unacked() {
+    let mut h = Harness::start().await;
+    h.withhold.store(true, Ordering::SeqCst);
+
+    let (c5, mut el5) = connect5(&h, "c5", DEV1).await;
+    c5.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    let early = drive5(&mut el5, Duration::from_millis(200)).await;
+    assert!(early.is_empty(), "{early:?}");
+    h.reading().await;
+    h.held.lock().unwrap().clear(); // dropped unacked: the store failed
+    match next5(&mut el5).await {
+        Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, p5::PubAckReason::UnspecifiedError),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+
+    let (c3, mut el3) = connect3(&h, "c3", Some(("acme:dev2", "other"))).await;
+    c3.publish("acme:dev2/attrs", r3::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    let reader = async {
+        h.reading().await;
+        h.held.lock().unwrap().clear();
+    };
+    let conn = async {
+        loop {
+            match el3.poll().await {
+                Ok(r3::Event::Incoming(r3::Packet::PubAck(_))) => panic!("a failed store must not be acknowledged"),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let ((), ()) = timeout(WAIT, async { tokio::join!(reader, conn) }).await.expect("v3 connection closed");
+}
+
+#[tokio::test]
+async fn v5_refused_publishes_get_reason_codes_and_the_connection_stays() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    let qos1 = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    let cases = [
+        ("acme:dev2/attrs", "{}".to_string(), p5::PubAckReason::NotAuthorized),
+        ("acme:dev1/other", "{}".to_string(), p5::PubAckReason::TopicNameInvalid),
+        ("acme:dev1/attrs", "not json".to_string(), p5::PubAckReason::PayloadFormatInvalid),
+        ("acme:dev1/attrs", "[1,2]".to_string(), p5::PubAckReason::PayloadFormatInvalid),
+        ("acme:dev1/attrs", format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_PAYLOAD)), p5::PubAckReason::QuotaExceeded),
+        ("acme:dev1/attrs", r#"{"ok":true}"#.to_string(), p5::PubAckReason::Success),
+    ];
+    for (topic, payload, expected) in cases {
+        c.publish(topic, qos1, false, payload).await.unwrap();
+        match next5(&mut el).await {
+            Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, expected, "{topic}"),
+            other => panic!("expected PUBACK for {topic}, got {other:?}"),
+        }
+    }
+    assert_eq!(h.reading().await.attrs["ok"], json!(true));
+    h.no_reading().await;
+}
+
+#[tokio::test]
+async fn v5_qos2_publish_is_refused_with_qos_not_supported() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    c.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::ExactlyOnce, false, "{}").await.unwrap();
+    assert_eq!(server_disconnect(&mut el).await, p5::DisconnectReasonCode::QoSNotSupported);
+    h.no_reading().await;
+}
+
+#[tokio::test]
+async fn v3_refused_publishes_are_acked_and_dropped() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect3(&h, "c1", DEV1).await;
+    for (topic, payload) in
+        [("acme:dev2/attrs", "{}"), ("/acme/dev1/attrs", "not json"), ("acme:dev1/attrs", r#"{"ok":1}"#)]
+    {
+        c.publish(topic, r3::QoS::AtLeastOnce, false, payload).await.unwrap();
+        assert!(matches!(next3(&mut el).await, Ok(r3::Packet::PubAck(_))), "{topic}");
+    }
+    assert_eq!(h.reading().await.attrs["ok"], json!(1));
+    h.no_reading().await;
+}
+
+#[tokio::test]
+async fn v3_subscribe_own_config_and_receive_actuation() {
+    let h = Harness::start().await;
+    let (c, mut el) = connect3(&h, "c1", DEV1).await;
+    c.subscribe("acme:dev1/config", r3::QoS::AtLeastOnce).await.unwrap();
+    c.subscribe("acme:dev2/config", r3::QoS::AtLeastOnce).await.unwrap();
+    c.subscribe("#", r3::QoS::AtMostOnce).await.unwrap();
+    let mut codes = Vec::new();
+    while codes.len() < 3 {
+        if let Ok(r3::Packet::SubAck(ack)) = next3(&mut el).await {
+            codes.extend(ack.return_codes);
+        }
+    }
+    use r3::SubscribeReasonCode as S;
+    assert_eq!(codes, [S::Success(r3::QoS::AtLeastOnce), S::Failure, S::Failure]);
+    h.actuate("acme", "dev1", json!({"fan": 100})).await;
+    h.actuate("acme", "dev2", json!({"fan": 1})).await; // not ours
+    match next3(&mut el).await {
+        Ok(r3::Packet::Publish(p)) => {
+            assert_eq!((p.topic.as_str(), p.qos), ("acme:dev1/config", r3::QoS::AtLeastOnce));
+            assert_eq!(serde_json::from_slice::<Value>(&p.payload).unwrap(), json!({"fan": 100}));
+        }
+        other => panic!("expected actuation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn v5_subscribe_refusal_and_mosca_actuation() {
+    let h = Harness::start().await;
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    let qos0 = rumqttc::v5::mqttbytes::QoS::AtMostOnce;
+    c.subscribe("/acme/dev1/config", qos0).await.unwrap();
+    c.subscribe("/acme/dev2/config", qos0).await.unwrap();
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        if let Ok(p5::Packet::SubAck(ack)) = next5(&mut el).await {
+            codes.extend(ack.return_codes);
+        }
+    }
+    assert_eq!(codes, [p5::SubscribeReasonCode::Success(qos0), p5::SubscribeReasonCode::NotAuthorized]);
+    h.actuate("acme", "dev1", json!({"led": "on"})).await;
+    match next5(&mut el).await {
+        Ok(p5::Packet::Publish(p)) => {
+            assert_eq!((&p.topic[..], p.qos), (&b"/acme/dev1/config"[..], qos0));
+            assert_eq!(serde_json::from_slice::<Value>(&p.payload).unwrap(), json!({"led": "on"}));
+        }
+        other => panic!("expected actuation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn persistent_session_keeps_subscriptions_and_queues_while_offline() {
+    let h = Harness::start().await;
+    let mut o = v3_options(&h, "keeper", DEV1);
+    o.set_clean_session(false);
+    let (c, mut el) = connect3_with(o.clone()).await;
+    c.subscribe("acme:dev1/config", r3::QoS::AtLeastOnce).await.unwrap();
+    assert!(matches!(next3(&mut el).await, Ok(r3::Packet::SubAck(_))));
+    c.disconnect().await.unwrap();
+    while el.poll().await.is_ok() {}
+
+    h.actuate("acme", "dev1", json!({"n": 1})).await;
+    h.actuate("acme", "dev1", json!({"n": 2})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (_c, mut el) = r3::AsyncClient::new(o, 8);
+    match next3(&mut el).await {
+        Ok(r3::Packet::ConnAck(ack)) => assert!(ack.session_present, "session resumed"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    for n in 1..=2 {
+        match next3(&mut el).await {
+            Ok(r3::Packet::Publish(p)) => {
+                assert_eq!(serde_json::from_slice::<Value>(&p.payload).unwrap(), json!({"n": n}))
+            }
+            other => panic!("expected queued actuation {n}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let h = Harness::start().await;
+    let (_a, mut a_el) = connect5(&h, "same", DEV1).await;
+    let (_b, _b_el) = connect5(&h, "same", DEV1).await;
+    assert_eq!(server_disconnect(&mut a_el).await, p5::DisconnectReasonCode::SessionTakenOver);
+}
+
+#[tokio::test]
+async fn will_is_stored_after_an_abnormal_disconnect_only() {
+    let mut h = Harness::start().await;
+    let mut o = v3_options(&h, "willing", DEV1);
+    o.set_last_will(r3::LastWill::new("acme:dev1/attrs", r#"{"online":false}"#, r3::QoS::AtLeastOnce, false));
+    let (_c, el) = connect3_with(o.clone()).await;
+    drop(el); // the TCP connection goes away without DISCONNECT
+    assert_eq!(h.reading().await.attrs["online"], json!(false));
+
+    let (c, mut el) = connect3_with(o).await;
+    c.disconnect().await.unwrap();
+    while el.poll().await.is_ok() {}
+    h.no_reading().await;
+}
+
+/// A hand-made MQTT 3.1.1 CONNECT (client side only; the server uses ntex-mqtt's codec).
+fn raw_connect(client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
+    let field = |s: &str| [&(s.len() as u16).to_be_bytes()[..], s.as_bytes()].concat();
+    let mut body = [&field("MQTT")[..], &[4, 0b1100_0010], &keep_alive.to_be_bytes()].concat();
+    body.extend(field(client_id));
+    body.extend(field(username));
+    body.extend(field(password));
+    [&[0x10, body.len() as u8][..], &body].concat()
+}
+
+#[tokio::test]
+async fn keep_alive_is_enforced() {
+    let h = Harness::start().await;
+    let mut s = tokio::net::TcpStream::connect(h.server.local_addr()).await.unwrap();
+    s.write_all(&raw_connect("idle", "acme:dev1", "s3cret", 1)).await.unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = timeout(Duration::from_secs(4), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "server must close a silent connection");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the keep-alive");
+}
+
+#[tokio::test]
+async fn garbage_closes_that_connection_only() {
+    let mut h = Harness::start().await;
+    let mut s = tokio::net::TcpStream::connect(h.server.local_addr()).await.unwrap();
+    s.write_all(b"\xff\xff\xff\xff\xffGET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut rest)).await.expect("closed").ok();
+    let (c, _el) = connect3(&h, "after", DEV1).await;
+    c.publish("acme:dev1/attrs", r3::QoS::AtMostOnce, false, r#"{"still":"up"}"#).await.unwrap();
+    let mut el = _el;
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    assert_eq!(h.reading().await.attrs["still"], json!("up"));
+}
+
+#[tokio::test]
+async fn oversize_packet_closes_the_connection() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect3(&h, "big", DEV1).await;
+    let huge = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_PAYLOAD + 4096));
+    c.publish("acme:dev1/attrs", r3::QoS::AtLeastOnce, false, huge).await.unwrap();
+    let closed = timeout(WAIT, async {
+        loop {
+            if el.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "connection must be closed");
+    h.no_reading().await;
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_clients() {
+    let h = Harness::start().await;
+    let (_c, mut el) = connect5(&h, "c1", DEV1).await;
+    let shutdown = tokio::spawn(h.server.shutdown());
+    assert_eq!(server_disconnect(&mut el).await, p5::DisconnectReasonCode::ServerShuttingDown);
+    timeout(Duration::from_secs(10), shutdown).await.expect("shutdown completes").unwrap();
+}
+
+/// The real mosquitto command-line clients (Debian `mosquitto-clients`).
+#[tokio::test]
+async fn mosquitto_clients_publish_and_receive_actuation() {
+    if std::process::Command::new("mosquitto_pub").arg("--help").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "mosquitto-clients must be installed in CI");
+        eprintln!("SKIPPED: mosquitto-clients not installed (apt-get install mosquitto-clients)");
+        return;
+    }
+    let mut h = Harness::start().await;
+    let port = h.port().to_string();
+    let status = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-i", "mpub", "-u", "acme:dev1", "-P", "s3cret"])
+        .args(["-t", "acme:dev1/attrs", "-m", r#"{"temp":21.5}"#])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(h.reading().await.attrs["temp"], json!(21.5));
+
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-i", "msub", "-u", "acme:dev1", "-P", "s3cret"])
+        .args(["-t", "acme:dev1/config", "-C", "1", "-W", "5"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Actuate until the subscription is in place (mosquitto_sub prints once it gets one).
+    let out = tokio::spawn(sub.wait_with_output());
+    for _ in 0..40 {
+        if out.is_finished() {
+            break;
+        }
+        h.actuate("acme", "dev1", json!({"fan": 3})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = out.await.unwrap().unwrap();
+    assert!(out.status.success(), "mosquitto_sub failed: {out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(line.trim()).unwrap(), json!({"fan": 3}));
+}
