@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bus::{Bus, MemoryBus, Mode};
 use clap::Args;
+use ingest::mqtt::{MqttConfig, MqttServer};
 use model::data::PayloadLimits;
 
 /// Settings of `ingot serve`. Every flag can also be set with the `INGOT_*` variable shown.
@@ -41,6 +42,18 @@ pub struct ServeArgs {
     /// Most MQTT connections at once.
     #[arg(long, env = "INGOT_MAX_MQTT_CONNECTIONS", default_value_t = 100_000)]
     pub max_mqtt_connections: usize,
+    /// Longest MQTT keep-alive the server accepts, in seconds.
+    #[arg(long, env = "INGOT_MQTT_MAX_KEEP_ALIVE_SECS", default_value_t = 300)]
+    pub mqtt_max_keep_alive_secs: u16,
+    /// Unacknowledged QoS 1 messages in flight per MQTT connection, each way.
+    #[arg(long, env = "INGOT_MQTT_MAX_INFLIGHT", default_value_t = 32)]
+    pub mqtt_max_inflight: u16,
+    /// How long a persistent MQTT session outlives its connection, in seconds.
+    #[arg(long, env = "INGOT_MQTT_SESSION_EXPIRY_SECS", default_value_t = 86_400)]
+    pub mqtt_session_expiry_secs: u32,
+    /// Actuation messages kept per offline persistent session (oldest dropped beyond).
+    #[arg(long, env = "INGOT_MQTT_MAX_QUEUED", default_value_t = 100)]
+    pub mqtt_max_queued: usize,
     /// JWT lifetime in seconds (dojot: 420).
     #[arg(long, env = "INGOT_TOKEN_TTL_SECS", default_value_t = 420)]
     pub token_ttl_secs: u64,
@@ -109,6 +122,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = PayloadLimits { max_attrs: args.max_attrs, ..PayloadLimits::default() };
     let ingest = Arc::new(ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes));
 
+    let mqtt_config = MqttConfig {
+        listen: args.mqtt,
+        max_connections: args.max_mqtt_connections,
+        max_keep_alive_secs: args.mqtt_max_keep_alive_secs,
+        max_inflight: args.mqtt_max_inflight,
+        session_expiry_secs: args.mqtt_session_expiry_secs,
+        max_queued_per_session: args.mqtt_max_queued,
+        ..MqttConfig::default()
+    };
+    let mqtt = MqttServer::start(mqtt_config, ingest.clone()).await.with_context(|| {
+        format!("cannot start the MQTT agent on {} (is another broker using it? use --mqtt)", args.mqtt)
+    })?;
+    println!("ingot: MQTT listening on {}", mqtt.local_addr());
+
     let state = api::AppState {
         auth,
         devices,
@@ -127,7 +154,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("HTTP server stopped; shutting down");
+    tracing::info!("HTTP server stopped; closing MQTT connections");
+    mqtt.shutdown().await;
+    // Devices are disconnected: whatever is still queued was never acknowledged to them.
     history_task.abort();
     Ok(())
 }
