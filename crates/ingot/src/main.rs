@@ -23,8 +23,12 @@ fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     // Logs go to stderr so that stdout stays free for command output (e.g. proxy stats).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("INGOT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
