@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod https;
 mod routes;
 
 use std::sync::Arc;

@@ -24,12 +24,19 @@ pub struct ServeArgs {
     /// MQTT device agent address.
     #[arg(long, env = "INGOT_MQTT", default_value = "0.0.0.0:1883")]
     pub mqtt: SocketAddr,
-    /// MQTT over TLS address (reserved: the TLS listeners come with the PKI).
+    /// MQTT over TLS address (reserved for the mutual-TLS device agent).
     #[arg(long, env = "INGOT_MQTTS", default_value = "0.0.0.0:8883")]
     pub mqtts: SocketAddr,
-    /// HTTPS address (reserved: the TLS listeners come with the PKI).
+    /// HTTPS address: the whole API over TLS, with a certificate from Ingot's CA
+    /// (`<data-dir>/tls/ca.pem`) unless --tls-cert/--tls-key are given.
     #[arg(long, env = "INGOT_HTTPS", default_value = "0.0.0.0:8443")]
     pub https: SocketAddr,
+    /// A PEM certificate chain to serve instead of the generated one (with --tls-key).
+    #[arg(long, env = "INGOT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "INGOT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Largest HTTP request body in bytes (413 beyond).
     #[arg(long, env = "INGOT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -147,14 +154,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_history_points: args.max_history_points,
         }),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,
+        _ => pki::TlsMaterial::load_or_create(&args.data_dir.join("tls"), &pki::default_server_names())?,
+    };
+    let tls_config = tls.server_config(api::https::ALPN)?;
+
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {} (is another server using it? use --http)", args.http))?;
+    let tls_listener = tokio::net::TcpListener::bind(args.https).await.with_context(|| {
+        format!("cannot listen for HTTPS on {} (is another server using it? use --https)", args.https)
+    })?;
     println!("ingot: HTTP API listening on http://{}", listener.local_addr()?);
+    match &tls.ca_path {
+        Some(ca) => println!(
+            "ingot: HTTPS listening on https://{} (CA certificate: {})",
+            tls_listener.local_addr()?,
+            ca.display()
+        ),
+        None => println!("ingot: HTTPS listening on https://{}", tls_listener.local_addr()?),
+    }
 
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("HTTP server stopped; closing MQTT connections");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let router = api::router(state);
+    let https = tokio::spawn(api::https::serve(tls_listener, router.clone(), tls_config, stopped(stop_rx.clone())));
+    let http = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stopped(stop_rx));
+    let http = tokio::spawn(async move { http.await });
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    http.await??;
+    https.await?;
+    tracing::info!("HTTP and HTTPS stopped; closing MQTT connections");
     mqtt.shutdown().await;
     // Devices are disconnected: whatever is still queued was never acknowledged to them.
     history_task.abort();

@@ -17,6 +17,7 @@ pub struct Server {
     child: Child,
     pub http: String,
     pub mqtt: Option<String>,
+    pub https: Option<String>,
     pub data_dir: PathBuf,
     pub stdout: Vec<String>,
 }
@@ -31,7 +32,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0"])
             .args(extra)
             .env_remove("INGOT_ADMIN_PASSWORD")
             // Tests survive process crashes, not power loss: skip fsync unless a test asks.
@@ -52,12 +53,21 @@ impl Server {
                 }
             }
         });
-        let mut server =
-            Server { child, http: String::new(), mqtt: None, data_dir: data_dir.to_path_buf(), stdout: vec![] };
-        while server.http.is_empty() {
+        let mut server = Server {
+            child,
+            http: String::new(),
+            mqtt: None,
+            https: None,
+            data_dir: data_dir.to_path_buf(),
+            stdout: vec![],
+        };
+        while server.http.is_empty() || server.https.is_none() {
             let line = rx.recv_timeout(Duration::from_secs(30)).expect("ingot did not report its HTTP address in 30 s");
             if let Some(addr) = line.strip_prefix("ingot: HTTP API listening on ") {
                 server.http = addr.trim().to_string();
+            }
+            if let Some(rest) = line.strip_prefix("ingot: HTTPS listening on ") {
+                server.https = rest.split_whitespace().next().map(str::to_string);
             }
             if let Some(addr) = line.strip_prefix("ingot: MQTT listening on ") {
                 server.mqtt = Some(addr.trim().to_string());
