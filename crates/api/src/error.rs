@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use devices::{CatalogError, DeviceError};
 use history::HistoryError;
 use ingest::{DeviceAuthError, IngestError};
+use seats::SeatError;
 use serde_json::{Value, json};
 
 /// An error answer of the API.
@@ -21,6 +22,11 @@ pub enum ApiError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     DeviceAuth(#[from] DeviceAuthError),
+    #[error(transparent)]
+    Seat(#[from] SeatError),
+    /// fakeiot's contract: a missing, empty, wrong or revoked token is 403, not 401.
+    #[error("access denied: {0}")]
+    Forbidden(&'static str),
     /// Not JSON, or not declared as JSON (dojot's wording).
     #[error("Payload must be valid JSON, and Content-Type set accordingly")]
     BadJson,
@@ -84,6 +90,13 @@ impl ApiError {
             },
             Self::DeviceAuth(DeviceAuthError::Unavailable) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
             Self::DeviceAuth(_) => message(S::UNAUTHORIZED, "invalid device credentials"),
+            Self::Seat(e) => match e {
+                SeatError::NoSuchAccount => message(S::NOT_FOUND, e.to_string()),
+                SeatError::TooManyAccounts(_) => message(S::TOO_MANY_REQUESTS, e.to_string()),
+                SeatError::Bus(_) => message(S::SERVICE_UNAVAILABLE, "the login could not be stored; retry"),
+                SeatError::Store(_) => internal(self),
+            },
+            Self::Forbidden(_) => message(S::FORBIDDEN, self.to_string()),
             Self::BadJson => message(S::BAD_REQUEST, self.to_string()),
             Self::TooLarge(_) => message(S::PAYLOAD_TOO_LARGE, self.to_string()),
             Self::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),

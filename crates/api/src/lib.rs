@@ -41,6 +41,7 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub auth: Arc<AuthService>,
     pub devices: Arc<DeviceService>,
+    pub seats: Arc<seats::SeatService>,
     pub ingest: Arc<IngestService>,
     pub store: Store,
     pub metrics: Option<PrometheusHandle>,

@@ -7,11 +7,13 @@ mod jwt;
 mod limiter;
 mod password;
 mod service;
+mod tokens;
 
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, verify_password};
 pub use service::{AuthConfig, AuthService, NewUser, TenantSettings, UserUpdate, UserView};
+pub use tokens::{SCOPES, TokenPrincipal, TokenView};
 
 /// The one error type of the auth room.
 #[derive(Debug, thiserror::Error)]

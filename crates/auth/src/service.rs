@@ -134,6 +134,10 @@ impl AuthService {
         &self.config
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// On an empty database: creates tenant `admin` and user `admin` with `password`, or a
     /// random one, which is returned so the caller can show it once.
     pub async fn bootstrap(&self, password: Option<String>) -> Result<Option<String>, AuthError> {
@@ -369,7 +373,7 @@ impl AuthService {
     }
 }
 
-fn require_admin(caller: &Claims) -> Result<(), AuthError> {
+pub(crate) fn require_admin(caller: &Claims) -> Result<(), AuthError> {
     if caller.is_admin() { Ok(()) } else { Err(AuthError::Forbidden("admin profile required".into())) }
 }
 
@@ -460,6 +464,26 @@ mod tests {
             let _ = auth.login("admin", "wrong", ip()).await;
         }
         assert!(matches!(auth.login("admin", "right password", ip()).await, Err(AuthError::TooManyAttempts { .. })));
+    }
+
+    #[tokio::test]
+    async fn api_tokens_are_shown_once_scoped_and_revocable() {
+        let (auth, _dir) = service().await;
+        auth.bootstrap(Some("admin password".into())).await.unwrap();
+        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+        let (view, token) = auth.create_token(&root, "fakeiot", &["metrics".into()]).await.unwrap();
+        assert!(token.len() > 64 && token.starts_with("ingot_"));
+        let p = auth.verify_api_token(&token, "metrics").await.unwrap().unwrap();
+        assert_eq!((p.tenant.as_str(), p.token_id.as_str()), ("admin", view.id.as_str()));
+        assert!(auth.verify_api_token(&token, "other").await.unwrap().is_none(), "scope");
+        assert!(auth.verify_api_token(&format!("{token}x"), "metrics").await.unwrap().is_none());
+        assert!(auth.verify_api_token("", "metrics").await.unwrap().is_none());
+        let listed = auth.list_tokens(&root).await.unwrap();
+        assert_eq!(listed, vec![view.clone()]);
+        assert!(matches!(auth.create_token(&root, "x", &["admin".into()]).await, Err(AuthError::BadRequest(_))));
+        auth.revoke_token(&root, &view.id).await.unwrap();
+        assert!(auth.verify_api_token(&token, "metrics").await.unwrap().is_none(), "revoked at once");
+        assert!(matches!(auth.revoke_token(&root, &view.id).await, Err(AuthError::NotFound(_))));
     }
 
     #[tokio::test]

@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Actuation messages kept per offline persistent session (oldest dropped beyond).
     #[arg(long, env = "INGOT_MQTT_MAX_QUEUED", default_value_t = 100)]
     pub mqtt_max_queued: usize,
+    /// Most seat-metering accounts one tenant may have (new accounts beyond get 429).
+    #[arg(long, env = "INGOT_MAX_SEAT_ACCOUNTS", default_value_t = 1000)]
+    pub max_seat_accounts: i64,
     /// JWT lifetime in seconds (dojot: 420).
     #[arg(long, env = "INGOT_TOKEN_TTL_SECS", default_value_t = 420)]
     pub token_ttl_secs: u64,
@@ -143,9 +146,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     println!("ingot: MQTT listening on {}", mqtt.local_addr());
 
+    let seats = Arc::new(seats::SeatService::new(store.clone(), bus.clone(), args.max_seat_accounts));
     let state = api::AppState {
         auth,
         devices,
+        seats,
         ingest,
         store,
         metrics: Some(prometheus),

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod data;
 pub mod event;
 pub mod ids;
+pub mod seats;
 pub mod secret;
 pub mod time;
 pub mod topic;

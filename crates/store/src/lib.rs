@@ -14,7 +14,9 @@
 pub mod catalog;
 pub mod history;
 mod migrate;
+pub mod seats;
 pub mod tenants;
+pub mod tokens;
 pub mod users;
 
 use std::path::{Path, PathBuf};

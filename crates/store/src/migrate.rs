@@ -62,6 +62,33 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX history_series_ts ON history (series, ts);
     "#,
+    // 2: API tokens (bearer tokens for machines, e.g. fakeiot) and seat metering.
+    r#"
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE seat_accounts (
+        tenant TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        users INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, account_id)
+    );
+    CREATE TABLE seat_users (
+        tenant TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, account_id, user_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {

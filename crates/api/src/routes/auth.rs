@@ -119,3 +119,36 @@ pub async fn update_tenant_settings(
         serde_json::from_value(body).map_err(|e| AuthError::BadRequest(format!("invalid settings: {e}")))?;
     Ok(Json(s.auth.update_tenant_settings(&c, settings).await?))
 }
+
+/// `POST /auth/tokens` `{"name","scopes"}` → 201 `{"id","name","token"}` (token shown once).
+pub async fn create_token(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    JsonBody(body): JsonBody,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewToken {
+        name: String,
+        scopes: Vec<String>,
+    }
+    let req: NewToken = field(body)?;
+    let (view, token) = s.auth.create_token(&c, &req.name, &req.scopes).await?;
+    let body = json!({"id": view.id, "name": view.name, "scopes": view.scopes, "token": token});
+    Ok((axum::http::StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /auth/tokens`: without secrets.
+pub async fn list_tokens(State(s): State<AppState>, Caller(c): Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"tokens": s.auth.list_tokens(&c).await?})))
+}
+
+/// `DELETE /auth/tokens/{id}`: revoked at once.
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth.revoke_token(&c, &id).await?;
+    Ok(Json(json!({"message": "token revoked", "status": 200})))
+}

@@ -5,6 +5,7 @@ mod catalog;
 mod history;
 mod ingest;
 mod ops;
+mod seats;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -18,6 +19,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/user", get(auth::list_users).post(auth::create_user))
         .route("/auth/user/{id}", get(auth::get_user).put(auth::update_user).delete(auth::delete_user))
         .route("/auth/password/update", post(auth::change_password))
+        .route("/auth/tokens", get(auth::list_tokens).post(auth::create_token))
+        .route("/auth/tokens/{id}", axum::routing::delete(auth::revoke_token))
         .route("/tenant/settings", get(auth::tenant_settings).put(auth::update_tenant_settings))
         // device-manager
         .route(
@@ -40,9 +43,14 @@ pub fn router(state: AppState) -> Router {
         .route("/history/device/{id}/latest", get(history::latest))
         // device agent over HTTP
         .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
+        // seat metering (fakeiot): POST /metrics shares its path with the Prometheus GET
+        .route("/metrics", get(ops::metrics).post(seats::report_login))
+        .route("//metrics", post(seats::report_login))
+        .route("/seats/accounts", get(seats::accounts))
+        .route("/seats/accounts/{id}", get(seats::account))
+        .route("/seats/accounts/{id}/upgrade", post(seats::upgrade))
         // operations
         .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::trace::TraceLayer::new_for_http())

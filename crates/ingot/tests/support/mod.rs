@@ -125,7 +125,12 @@ impl Api {
 
     /// Logs in and returns a client carrying the JWT.
     pub async fn login(base: &str, user: &str, password: &str) -> Self {
-        let mut api = Self::new(base);
+        Self::login_with(reqwest::Client::new(), base, user, password).await
+    }
+
+    /// Like [`Api::login`] with a given HTTP client (e.g. one trusting Ingot's CA).
+    pub async fn login_with(http: reqwest::Client, base: &str, user: &str, password: &str) -> Self {
+        let mut api = Self { base: base.to_string(), http, jwt: None };
         let (status, body) = api.post("/auth", json!({"username": user, "passwd": password})).await;
         assert_eq!(status, 200, "login as {user}: {body}");
         api.jwt = Some(body["jwt"].as_str().expect("jwt").to_string());

@@ -1,0 +1,172 @@
+//! Seat metering (fakeiot, seed 000): every login a device reports names an account and a
+//! user; an account's seats are its distinct users, limited by its plan.
+//!
+//! Past the limit nothing is lost: the login is recorded and the account is marked over
+//! its limit. Each login is also published on the bus as a [`model::DeviceData`] (see
+//! [`model::seats::LoginEvent::to_device_data`]), so it reaches history like any reading;
+//! the 2xx answer waits until that reading is durable. Account changes are broadcast for
+//! live views ([`SeatService::subscribe`]).
+
+use std::sync::Arc;
+
+use bus::{Bus, BusError};
+use model::seats::{ENTERPRISE, LoginEvent, Plan, STARTUP};
+use serde::Serialize;
+use store::seats::{AccountRecord, LoginOutcome};
+use store::{Store, StoreError};
+use tokio::sync::broadcast;
+
+/// The one error type of the seats room.
+#[derive(Debug, thiserror::Error)]
+pub enum SeatError {
+    #[error("no such account")]
+    NoSuchAccount,
+    #[error("this tenant already has the maximum of {0} accounts")]
+    TooManyAccounts(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the login could not be stored: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// An account as the API and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountView {
+    pub account_id: String,
+    /// The plan's display name, e.g. "Startup Plan".
+    pub plan: String,
+    pub limit: i64,
+    pub users: i64,
+    pub over_limit: bool,
+}
+
+impl AccountView {
+    fn from_record(r: &AccountRecord) -> Self {
+        let plan = Plan::by_key(&r.plan);
+        Self {
+            account_id: r.account_id.clone(),
+            plan: plan.name.into(),
+            limit: plan.limit,
+            users: r.users,
+            over_limit: r.users > plan.limit,
+        }
+    }
+
+    /// At or past the limit: the dashboard shows the alert and the upgrade button.
+    pub fn at_limit(&self) -> bool {
+        self.users >= self.limit
+    }
+}
+
+/// A change to one account, for live views.
+#[derive(Debug, Clone)]
+pub struct AccountUpdate {
+    pub tenant: String,
+    pub account: AccountView,
+}
+
+/// Accounts, plans and seat counting.
+pub struct SeatService {
+    store: Store,
+    bus: Arc<dyn Bus>,
+    max_accounts: i64,
+    updates: broadcast::Sender<AccountUpdate>,
+}
+
+impl SeatService {
+    /// `max_accounts`: most accounts one tenant may have (new accounts beyond are refused).
+    pub fn new(store: Store, bus: Arc<dyn Bus>, max_accounts: i64) -> Self {
+        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0 }
+    }
+
+    /// Records a login; resolves once it is stored and its reading is durable.
+    pub async fn record_login(&self, tenant: &str, event: &LoginEvent) -> Result<AccountView, SeatError> {
+        let outcome =
+            self.store.record_login(tenant, &event.account_id, &event.user_id, STARTUP.key, self.max_accounts).await?;
+        let LoginOutcome::Recorded { account, new_user, new_account } = outcome else {
+            metrics::counter!("ingot_seat_logins_refused_total", "reason" => "too_many_accounts").increment(1);
+            return Err(SeatError::TooManyAccounts(self.max_accounts));
+        };
+        if new_account {
+            tracing::info!(tenant, account = %event.account_id, "new account on the Startup plan");
+        }
+        self.bus.publish_data(event.to_device_data(tenant, new_user)).await?;
+        metrics::counter!("ingot_seat_logins_total").increment(1);
+        let view = AccountView::from_record(&account);
+        if new_user {
+            let _ = self.updates.send(AccountUpdate { tenant: tenant.to_string(), account: view.clone() });
+        }
+        Ok(view)
+    }
+
+    pub async fn accounts(&self, tenant: &str) -> Result<Vec<AccountView>, SeatError> {
+        Ok(self.store.accounts(tenant).await?.iter().map(AccountView::from_record).collect())
+    }
+
+    pub async fn account(&self, tenant: &str, account_id: &str) -> Result<AccountView, SeatError> {
+        let r = self.store.account(tenant, account_id).await?.ok_or(SeatError::NoSuchAccount)?;
+        Ok(AccountView::from_record(&r))
+    }
+
+    /// Moves an account to the Enterprise plan; every user is kept.
+    pub async fn upgrade(&self, tenant: &str, account_id: &str) -> Result<AccountView, SeatError> {
+        let r = self.store.set_plan(tenant, account_id, ENTERPRISE.key).await?.ok_or(SeatError::NoSuchAccount)?;
+        let view = AccountView::from_record(&r);
+        let _ = self.updates.send(AccountUpdate { tenant: tenant.to_string(), account: view.clone() });
+        Ok(view)
+    }
+
+    /// Account changes of every tenant (filter by tenant!).
+    pub fn subscribe(&self) -> broadcast::Receiver<AccountUpdate> {
+        self.updates.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::{MemoryBus, Mode};
+    use store::StoreOptions;
+
+    fn login(account: &str, user: &str) -> LoginEvent {
+        let body = serde_json::json!({"account_id": account, "user_id": user, "timestamp": "2024-01-31T12:00:00Z"});
+        LoginEvent::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn distinct_users_limits_upgrade_and_isolation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
+        let bus = Arc::new(MemoryBus::new(4096));
+        let mut history = bus.subscribe_data("history", Mode::Durable);
+        tokio::spawn(async move {
+            while let Some(d) = history.recv().await {
+                d.ack();
+            }
+        });
+        let seats = Arc::new(SeatService::new(store, bus, 3));
+        // 120 distinct users, each twice, concurrently.
+        let mut tasks = Vec::new();
+        for _round in 0..2 {
+            for u in 0..120 {
+                let seats = seats.clone();
+                tasks.push(tokio::spawn(
+                    async move { seats.record_login("t", &login("acme", &format!("user-{u}"))).await },
+                ));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let a = seats.account("t", "acme").await.unwrap();
+        assert_eq!((a.users, a.limit, a.over_limit, a.plan.as_str()), (120, 100, true, "Startup Plan"));
+        let up = seats.upgrade("t", "acme").await.unwrap();
+        assert_eq!((up.users, up.limit, up.over_limit, up.plan.as_str()), (120, 1000, false, "Enterprise Plan"));
+        assert!(matches!(seats.account("other", "acme").await, Err(SeatError::NoSuchAccount)));
+        assert!(seats.accounts("other").await.unwrap().is_empty());
+        seats.record_login("t", &login("b", "u")).await.unwrap();
+        seats.record_login("t", &login("c", "u")).await.unwrap();
+        assert!(matches!(seats.record_login("t", &login("d", "u")).await, Err(SeatError::TooManyAccounts(3))));
+        seats.record_login("t", &login("acme", "new")).await.unwrap();
+    }
+}

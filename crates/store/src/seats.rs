@@ -1,0 +1,128 @@
+//! Seat metering: accounts and the distinct users that logged in to them.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::{Store, StoreError, now_ms};
+
+/// An account's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub tenant: String,
+    pub account_id: String,
+    pub plan: String,
+    /// Distinct users seen.
+    pub users: i64,
+    pub created_ms: i64,
+}
+
+const COLUMNS: &str = "tenant, account_id, plan, users, created_ms";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<AccountRecord> {
+    Ok(AccountRecord {
+        tenant: r.get(0)?,
+        account_id: r.get(1)?,
+        plan: r.get(2)?,
+        users: r.get(3)?,
+        created_ms: r.get(4)?,
+    })
+}
+
+/// What recording a login did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Recorded; `new_user` when this (account, user) was not seen before.
+    Recorded { account: AccountRecord, new_user: bool, new_account: bool },
+    /// The account is new and the tenant already has `max_accounts`.
+    TooManyAccounts,
+}
+
+impl Store {
+    /// Records that `user_id` logged in to `account_id`, creating the account on
+    /// `default_plan` if needed. One transaction: exact under concurrent requests.
+    pub async fn record_login(
+        &self,
+        tenant: &str,
+        account_id: &str,
+        user_id: &str,
+        default_plan: &str,
+        max_accounts: i64,
+    ) -> Result<LoginOutcome, StoreError> {
+        let (tenant, account_id, user_id, plan) =
+            (tenant.to_string(), account_id.to_string(), user_id.to_string(), default_plan.to_string());
+        self.write(move |tx| {
+            let exists: bool = tx
+                .prepare_cached("SELECT 1 FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2")?
+                .query_row(params![tenant, account_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                let count: i64 = tx
+                    .prepare_cached("SELECT count(*) FROM seat_accounts WHERE tenant = ?1")?
+                    .query_row([&tenant], |r| r.get(0))?;
+                if count >= max_accounts {
+                    return Ok(LoginOutcome::TooManyAccounts);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO seat_accounts (tenant, account_id, plan, users, created_ms) VALUES (?1, ?2, ?3, 0, ?4)",
+                )?
+                .execute(params![tenant, account_id, plan, now_ms()])?;
+            }
+            let new_user = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seat_users (tenant, account_id, user_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![tenant, account_id, user_id, now_ms()])?
+                == 1;
+            if new_user {
+                tx.prepare_cached("UPDATE seat_accounts SET users = users + 1 WHERE tenant = ?1 AND account_id = ?2")?
+                    .execute(params![tenant, account_id])?;
+            }
+            let account = tx
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
+                .query_row(params![tenant, account_id], from_row)?;
+            Ok(LoginOutcome::Recorded { account, new_user, new_account: !exists })
+        })
+        .await
+    }
+
+    pub async fn account(&self, tenant: &str, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let (tenant, account_id) = (tenant.to_string(), account_id.to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
+                .query_row(params![tenant, account_id], from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn accounts(&self, tenant: &str) -> Result<Vec<AccountRecord>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            let mut st =
+                c.prepare(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 ORDER BY account_id"))?;
+            Ok(st.query_map([tenant], from_row)?.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Changes an account's plan; `None` if there is no such account.
+    pub async fn set_plan(
+        &self,
+        tenant: &str,
+        account_id: &str,
+        plan: &str,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let (tenant, account_id, plan) = (tenant.to_string(), account_id.to_string(), plan.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE seat_accounts SET plan = ?3 WHERE tenant = ?1 AND account_id = ?2",
+                params![tenant, account_id, plan],
+            )?;
+            Ok(tx
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
+                .query_row(params![tenant, account_id], from_row)
+                .optional()?)
+        })
+        .await
+    }
+}
