@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prerequisites the end-to-end tests use: real MQTT clients.
+# Prerequisites the end-to-end tests use: real MQTT clients, a real browser.
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     echo "==> installing test prerequisites: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

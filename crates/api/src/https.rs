@@ -20,6 +20,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Marks a request that arrived over TLS (e.g. to set `Secure` on cookies).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaTls;
+
 /// ALPN protocols offered, most preferred first.
 pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
@@ -60,6 +64,7 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Arc<ServerConfig>
             };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(ViaTls);
                 router.clone().oneshot(req)
             });
             let builder = Builder::new(TokioExecutor::new());

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Most seat-metering accounts one tenant may have (new accounts beyond get 429).
     #[arg(long, env = "INGOT_MAX_SEAT_ACCOUNTS", default_value_t = 1000)]
     pub max_seat_accounts: i64,
+    /// Console sessions end after this many seconds without a request.
+    #[arg(long, env = "INGOT_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    pub console_idle_timeout_secs: u64,
     /// JWT lifetime in seconds (dojot: 420).
     #[arg(long, env = "INGOT_TOKEN_TTL_SECS", default_value_t = 420)]
     pub token_ttl_secs: u64,
@@ -185,7 +188,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let router = api::router(state);
+    let console_config = console::ConsoleConfig {
+        idle_timeout: Duration::from_secs(args.console_idle_timeout_secs),
+        ..console::ConsoleConfig::default()
+    };
+    let router = api::router(state.clone()).merge(console::router(state, console_config));
     let https = tokio::spawn(api::https::serve(tls_listener, router.clone(), tls_config, stopped(stop_rx.clone())));
     let http = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stopped(stop_rx));

@@ -1,0 +1,39 @@
+//! The web console at `/console/`: sign in with user name or e-mail and password, then the
+//! "User Management Dashboard" of seat metering (fakeiot, seed 000), live over SSE.
+//!
+//! Security: server-side sessions ([`session`]) in an HttpOnly, SameSite=Strict cookie
+//! (Secure when served over HTTPS) with an idle timeout; logout ends the session on the
+//! server; every state change needs the session's CSRF token in `X-CSRF-Token`; a strict
+//! Content-Security-Policy with no inline script or style; the page writes only with
+//! `textContent`, so nothing the server sends is interpreted as HTML. Assets are compiled
+//! into the binary: no Node build step.
+
+mod routes;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+pub use session::SessionStore;
+
+/// Settings of the console.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// A session unused this long is over.
+    pub idle_timeout: Duration,
+    /// Most sessions kept at once (the least recently used go first).
+    pub max_sessions: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { idle_timeout: Duration::from_secs(30 * 60), max_sessions: 10_000 }
+    }
+}
+
+/// The console's routes, to merge into the API router.
+pub fn router(state: api::AppState, config: ConsoleConfig) -> Router {
+    routes::router(routes::ConsoleState { app: state, sessions: Arc::new(SessionStore::new(config)) })
+}
