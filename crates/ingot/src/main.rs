@@ -12,7 +12,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
+    Proxy(proxy::ProxyArgs),
+}
 
 fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
@@ -25,5 +28,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move { match cli.command {} })
+    rt.block_on(async move {
+        match cli.command {
+            Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
+        }
+    })
 }

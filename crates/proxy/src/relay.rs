@@ -1,0 +1,182 @@
+//! One proxied connection: bytes copied both ways, unchanged, while the lines are counted.
+//!
+//! Each direction is a loop of "wait until readable, read what is there, count the lines,
+//! write it all out". Both directions run concurrently inside the connection's task, so
+//! pipelined requests and responses flow independently (no lock-step).
+//!
+//! Memory per connection is bounded: a direction reads into at most one [`CHUNK_BYTES`]
+//! buffer and does not read again until that buffer has been written, so a peer that
+//! never reads stops the other side through TCP backpressure instead of growing a queue.
+//! The buffer is released whenever the socket has nothing more to read, so idle
+//! connections hold no buffer at all.
+//!
+//! End of stream in one direction is passed on with `shutdown(Write)` (half-close) while
+//! the other direction keeps going. If the remaining direction then sees no traffic for
+//! [`RelayConfig::half_closed_idle`], the connection is closed, so a peer that vanished
+//! without the other side noticing cannot hold it forever.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use crate::scanner::{LineScanner, LineTooLong, Tally};
+use crate::stats::Stats;
+
+/// Read buffer per direction while data is flowing.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RelayConfig {
+    /// Longest line (without its newline) accepted in either direction.
+    pub max_line_bytes: usize,
+    /// After one direction has ended, how long the other may stay silent.
+    pub half_closed_idle: Duration,
+}
+
+/// Which way bytes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::ClientToServer => "client->server",
+            Direction::ServerToClient => "server->client",
+        })
+    }
+}
+
+/// Why a connection ended other than by both sides closing.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("{direction}: {source}")]
+    LineTooLong { direction: Direction, source: LineTooLong },
+    #[error("{direction}: {source}")]
+    Io { direction: Direction, source: io::Error },
+    #[error("{direction} silent for {idle:?} after the other direction closed")]
+    HalfClosedIdle { direction: Direction, idle: Duration },
+}
+
+/// How a connection that ended normally went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelaySummary {
+    pub client_to_server_bytes: u64,
+    pub server_to_client_bytes: u64,
+}
+
+/// Relays between `client` and `server` until both directions are closed or one fails.
+/// Both sockets are closed when this returns.
+pub async fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    config: RelayConfig,
+    stats: &Stats,
+) -> Result<RelaySummary, RelayError> {
+    let (client_read, mut client_write) = client.split();
+    let (server_read, mut server_write) = server.split();
+    let started = Instant::now();
+    // Milliseconds since `started` of the last read, shared by both directions.
+    let last_activity = AtomicU64::new(0);
+
+    let upstream =
+        pump(Direction::ClientToServer, &client_read, &mut server_write, config, stats, started, &last_activity);
+    let downstream =
+        pump(Direction::ServerToClient, &server_read, &mut client_write, config, stats, started, &last_activity);
+    tokio::pin!(upstream, downstream);
+
+    let mut summary = RelaySummary::default();
+    let remaining = tokio::select! {
+        bytes = &mut upstream => {
+            summary.client_to_server_bytes = bytes?;
+            Direction::ServerToClient
+        }
+        bytes = &mut downstream => {
+            summary.server_to_client_bytes = bytes?;
+            Direction::ClientToServer
+        }
+    };
+
+    // One side is half-closed; finish the other, but not forever if it stays silent.
+    let idle = config.half_closed_idle;
+    loop {
+        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+        let deadline = tokio::time::Instant::from_std(started + last + idle);
+        let finished = tokio::select! {
+            bytes = &mut upstream, if remaining == Direction::ClientToServer => Some(bytes),
+            bytes = &mut downstream, if remaining == Direction::ServerToClient => Some(bytes),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        match finished {
+            Some(bytes) => {
+                match remaining {
+                    Direction::ClientToServer => summary.client_to_server_bytes = bytes?,
+                    Direction::ServerToClient => summary.server_to_client_bytes = bytes?,
+                }
+                return Ok(summary);
+            }
+            None => {
+                let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+                if started.elapsed() >= last + idle {
+                    return Err(RelayError::HalfClosedIdle { direction: remaining, idle });
+                }
+            }
+        }
+    }
+}
+
+/// Copies one direction until end of stream (then half-closes `dst`) or an error.
+/// Returns the number of bytes forwarded.
+async fn pump(
+    direction: Direction,
+    src: &ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    config: RelayConfig,
+    stats: &Stats,
+    started: Instant,
+    last_activity: &AtomicU64,
+) -> Result<u64, RelayError> {
+    let io_err = |source: io::Error| RelayError::Io { direction, source };
+    let mut scanner = LineScanner::new(config.max_line_bytes);
+    let mut forwarded = 0u64;
+    loop {
+        src.readable().await.map_err(io_err)?;
+        // Allocated only while there is data: idle connections hold no buffer.
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
+        loop {
+            match src.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    let mut tally = Tally::default();
+                    scanner.finish(&mut tally);
+                    stats.record(&tally);
+                    // The peer may already be gone; the connection ends either way.
+                    let _ = dst.shutdown().await;
+                    return Ok(forwarded);
+                }
+                Ok(_) => {
+                    let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    last_activity.store(millis, Ordering::Relaxed);
+                    let mut tally = Tally::default();
+                    let scanned = scanner.scan(&buf, &mut tally);
+                    stats.record(&tally);
+                    if let Err(too_long) = scanned {
+                        dst.write_all(&buf[..too_long.forwardable]).await.map_err(io_err)?;
+                        return Err(RelayError::LineTooLong { direction, source: too_long });
+                    }
+                    dst.write_all(&buf).await.map_err(io_err)?;
+                    forwarded += buf.len() as u64;
+                    buf.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+}
