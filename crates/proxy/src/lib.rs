@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
@@ -274,9 +274,27 @@ async fn save_blocking(stats: &Arc<Stats>, path: &Path) -> Result<(), String> {
     }
 }
 
+/// Connection storms should queue, not be dropped: std's default backlog (128) is small.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: &str) -> Result<TcpListener, ProxyError> {
     let addr = with_default_host(addr, "0.0.0.0");
-    TcpListener::bind(&addr).await.map_err(|source| ProxyError::Bind { addr, source })
+    let bind_err = |source: io::Error| ProxyError::Bind { addr: addr.clone(), source };
+    let mut last_error = io::Error::new(io::ErrorKind::AddrNotAvailable, "address resolves to nothing");
+    for socket_addr in tokio::net::lookup_host(&addr).await.map_err(bind_err)? {
+        let socket = if socket_addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        // SO_REUSEADDR lets a restarted proxy bind while old connections sit in TIME_WAIT.
+        let listener = socket.and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(socket_addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        });
+        match listener {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(bind_err(last_error))
 }
 
 fn local_addr(listener: &TcpListener, addr: &str) -> Result<SocketAddr, ProxyError> {

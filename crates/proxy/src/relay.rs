@@ -19,9 +19,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::scanner::{LineScanner, LineTooLong, Tally};
 use crate::stats::Stats;
@@ -74,21 +73,17 @@ pub struct RelaySummary {
 /// Relays between `client` and `server` until both directions are closed or one fails.
 /// Both sockets are closed when this returns.
 pub async fn relay(
-    mut client: TcpStream,
-    mut server: TcpStream,
+    client: TcpStream,
+    server: TcpStream,
     config: RelayConfig,
     stats: &Stats,
 ) -> Result<RelaySummary, RelayError> {
-    let (client_read, mut client_write) = client.split();
-    let (server_read, mut server_write) = server.split();
     let started = Instant::now();
     // Milliseconds since `started` of the last read, shared by both directions.
     let last_activity = AtomicU64::new(0);
 
-    let upstream =
-        pump(Direction::ClientToServer, &client_read, &mut server_write, config, stats, started, &last_activity);
-    let downstream =
-        pump(Direction::ServerToClient, &server_read, &mut client_write, config, stats, started, &last_activity);
+    let upstream = pump(Direction::ClientToServer, &client, &server, config, stats, started, &last_activity);
+    let downstream = pump(Direction::ServerToClient, &server, &client, config, stats, started, &last_activity);
     tokio::pin!(upstream, downstream);
 
     let mut summary = RelaySummary::default();
@@ -135,8 +130,8 @@ pub async fn relay(
 /// Returns the number of bytes forwarded.
 async fn pump(
     direction: Direction,
-    src: &ReadHalf<'_>,
-    dst: &mut WriteHalf<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
     config: RelayConfig,
     stats: &Stats,
     started: Instant,
@@ -150,33 +145,88 @@ async fn pump(
         // Allocated only while there is data: idle connections hold no buffer.
         let mut buf = Vec::with_capacity(CHUNK_BYTES);
         loop {
-            match src.try_read_buf(&mut buf) {
-                Ok(0) => {
+            let read = match read_chunk(src, &mut buf) {
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            match read {
+                Read::Nothing => break,
+                Read::End => {
                     let mut tally = Tally::default();
                     scanner.finish(&mut tally);
                     stats.record(&tally);
                     // The peer may already be gone; the connection ends either way.
-                    let _ = dst.shutdown().await;
+                    let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
                     return Ok(forwarded);
                 }
-                Ok(_) => {
+                Read::Data { drained } => {
                     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     last_activity.store(millis, Ordering::Relaxed);
                     let mut tally = Tally::default();
                     let scanned = scanner.scan(&buf, &mut tally);
                     stats.record(&tally);
                     if let Err(too_long) = scanned {
-                        dst.write_all(&buf[..too_long.forwardable]).await.map_err(io_err)?;
+                        write_all(dst, &buf[..too_long.forwardable]).await.map_err(io_err)?;
                         return Err(RelayError::LineTooLong { direction, source: too_long });
                     }
-                    dst.write_all(&buf).await.map_err(io_err)?;
+                    write_all(dst, &buf).await.map_err(io_err)?;
                     forwarded += buf.len() as u64;
                     buf.clear();
+                    if drained {
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(e)),
             }
         }
     }
+}
+
+enum Read {
+    /// Nothing to read now: wait for readiness.
+    Nothing,
+    /// The peer closed its sending side.
+    End,
+    /// `buf` holds new bytes; `drained` when the read did not fill the buffer.
+    Data { drained: bool },
+}
+
+/// One non-blocking read into `buf`'s spare capacity.
+///
+/// A read that does not fill the buffer has emptied the socket, so the readiness is
+/// cleared right away (reported to tokio as "would block"); the next wait then goes to
+/// epoll instead of costing one more `read` that fails with EAGAIN. Data that arrives
+/// meanwhile raises a new readiness event, which tokio does not let this clear lose.
+fn read_chunk(src: &TcpStream, buf: &mut Vec<u8>) -> io::Result<Read> {
+    let mut read = Read::Nothing;
+    let result = src.try_io(Interest::READABLE, || {
+        let n = src.try_read_buf(buf)?;
+        if n == 0 {
+            read = Read::End;
+            return Ok(());
+        }
+        let drained = buf.len() < buf.capacity();
+        read = Read::Data { drained };
+        if drained { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match result {
+        Ok(()) => Ok(read),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(read),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes all of `data`, waiting for the socket to accept more when its buffer is full
+/// (this wait is the backpressure on the other side).
+async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match dst.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
