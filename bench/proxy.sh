@@ -2,15 +2,16 @@
 # Foo proxy benchmark (issue 4): the same Foo load, side by side on loopback, in one run:
 #   (a) direct to a Foo server, (b) through `ingot proxy`, (c) through HAProxy (TCP mode).
 # Then latency at half of (a)'s rate, and the proxy's RSS with ~10,000 idle connections.
-# Bounded: about 2 minutes. Loopback only. Prints a Markdown report on stdout.
+# Bounded: about 2 minutes with the defaults. Loopback only. Prints a Markdown report on stdout.
 #
-# Knobs (environment): CONNS=64 DEPTH=16 RUN_SECONDS=10 HALF_SECONDS=5 IDLE_CONNS=9900
+# Knobs (environment): CONNS=64 DEPTH=16 RUN_SECONDS=5 HALF_SECONDS=5 ROUNDS=3 IDLE_CONNS=9900
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CONNS=${CONNS:-64}
 DEPTH=${DEPTH:-16}
-RUN_SECONDS=${RUN_SECONDS:-10}
+RUN_SECONDS=${RUN_SECONDS:-5}
+ROUNDS=${ROUNDS:-3}
 HALF_SECONDS=${HALF_SECONDS:-5}
 # Each proxied connection costs the proxy two descriptors; the per-process limit here is
 # 20,000, so 10,000 connections cannot fit: stay just below.
@@ -41,7 +42,6 @@ trap cleanup EXIT
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-field() { sed -E "s/.*\"$2\":([^,}]*).*/\1/" <<<"$1"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 "$BIN/examples/foo_bench" server --listen "$SERVER" & SERVER_PID=$!; PIDS+=("$SERVER_PID")
@@ -63,6 +63,7 @@ backend foo_server
     server s1 $SERVER
 CFG
 wait_port "$SERVER"; wait_port "$PROXY"
+kill -0 "$SERVER_PID" && kill -0 "$PROXY_PID" || { echo "server or proxy did not start" >&2; cat "$WORK/proxy.log" >&2; exit 1; }
 
 # One load run against $2; HAProxy only runs during its own runs so it never competes idle.
 run() { # name target [load args...]
@@ -82,19 +83,34 @@ run() { # name target [load args...]
     echo "$out" | sed -E "s/}\$/,\"server_cpu_s\":$server_cpu,\"proxy_cpu_s\":$proxy_cpu}/"
 }
 
-echo "closed loop: $CONNS connections x $DEPTH pipelined, ${RUN_SECONDS}s each" >&2
-DIRECT=$(run direct "$SERVER" --depth "$DEPTH" --seconds "$RUN_SECONDS"); echo "direct  $DIRECT" >&2
-INGOT=$(run ingot "$PROXY" --depth "$DEPTH" --seconds "$RUN_SECONDS"); echo "ingot   $INGOT" >&2
-HAP=$(run haproxy "$HAPROXY" --depth "$DEPTH" --seconds "$RUN_SECONDS"); echo "haproxy $HAP" >&2
+# The paths take turns, ROUNDS times, and the report gives each figure's median over the
+# rounds: a background job on this small machine then disturbs one round, not one path.
+measure() { # phase load-args...
+    local phase=$1; shift
+    for round in $(seq "$ROUNDS"); do
+        for path in direct ingot haproxy; do
+            local target=$SERVER
+            [ "$path" = ingot ] && target=$PROXY
+            [ "$path" = haproxy ] && target=$HAPROXY
+            local out; out=$(run "$path" "$target" "$@")
+            echo "$phase round $round $path $out" >&2
+            echo "$out" >>"$WORK/$phase-$path.jsonl"
+        done
+    done
+}
+med() { # phase path key
+    sed -E "s/.*\"$3\":([^,}]*).*/\1/" "$WORK/$1-$2.jsonl" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+echo "closed loop: $CONNS connections x $DEPTH pipelined, ${RUN_SECONDS}s per run, $ROUNDS rounds" >&2
+measure closed --depth "$DEPTH" --seconds "$RUN_SECONDS"
 
 # Half load: half of the lowest maximum, so that all three paths carry the same rate and
 # none of them is overloaded.
-HALF_RATE=$(awk -v a="$(field "$DIRECT" msgs_per_s)" -v b="$(field "$INGOT" msgs_per_s)" -v c="$(field "$HAP" msgs_per_s)" \
-    'BEGIN {m = a; if (b < m) m = b; if (c < m) m = c; printf "%d", m / 2}')
-echo "open loop at half of the lowest maximum: $HALF_RATE req/s, ${HALF_SECONDS}s each" >&2
-HDIRECT=$(run direct "$SERVER" --rate "$HALF_RATE" --seconds "$HALF_SECONDS"); echo "direct  $HDIRECT" >&2
-HINGOT=$(run ingot "$PROXY" --rate "$HALF_RATE" --seconds "$HALF_SECONDS"); echo "ingot   $HINGOT" >&2
-HHAP=$(run haproxy "$HAPROXY" --rate "$HALF_RATE" --seconds "$HALF_SECONDS"); echo "haproxy $HHAP" >&2
+HALF_RATE=$(awk -v a="$(med closed direct msgs_per_s)" -v b="$(med closed ingot msgs_per_s)" \
+    -v c="$(med closed haproxy msgs_per_s)" 'BEGIN {m = a; if (b < m) m = b; if (c < m) m = c; printf "%d", m / 2}')
+echo "open loop at half of the lowest maximum: $HALF_RATE req/s, ${HALF_SECONDS}s per run" >&2
+measure half --rate "$HALF_RATE" --seconds "$HALF_SECONDS"
 
 echo "idle: $IDLE_CONNS connections through ingot proxy" >&2
 RSS_BEFORE=$(rss_kib "$PROXY_PID")
@@ -108,34 +124,35 @@ wait "$IDLE_PID" || true
 STATS=$(curl -s "http://$HTTP/stats" || true)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-added() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", a - b}'; }
-row() { # label json
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" msgs_per_s)" "$(field "$2" p50_us)" \
-        "$(field "$2" p99_us)" "$(field "$2" server_cpu_s)" "$(field "$2" proxy_cpu_s)" "$(field "$2" loadgen_cpu_s)"
+row() { # label phase path
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(med "$2" "$3" msgs_per_s)" "$(med "$2" "$3" p50_us)" \
+        "$(med "$2" "$3" p99_us)" "$(med "$2" "$3" server_cpu_s)" "$(med "$2" "$3" proxy_cpu_s)" \
+        "$(med "$2" "$3" loadgen_cpu_s)"
 }
+HEADER='| path | req/s | p50 µs | p99 µs | server CPU s | proxy CPU s | loadgen CPU s |
+|---|---|---|---|---|---|---|'
 cat <<REPORT
 Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr), HAProxy $(haproxy -v | head -1 | awk '{print $3}').
-Command: \`bench/proxy.sh\` (CONNS=$CONNS DEPTH=$DEPTH RUN_SECONDS=$RUN_SECONDS HALF_SECONDS=$HALF_SECONDS IDLE_CONNS=$IDLE_CONNS), release build.
+Command: \`bench/proxy.sh\` (CONNS=$CONNS DEPTH=$DEPTH RUN_SECONDS=$RUN_SECONDS HALF_SECONDS=$HALF_SECONDS ROUNDS=$ROUNDS IDLE_CONNS=$IDLE_CONNS), release build.
+Figures are medians over $ROUNDS rounds (the paths take turns in each round); one request = one REQ + one reply.
 
-Max rate, closed loop ($CONNS connections, $DEPTH requests in flight each, ${RUN_SECONDS} s):
+Max rate, closed loop ($CONNS connections, $DEPTH requests in flight each, ${RUN_SECONDS} s per run):
 
-| path | req/s | p50 µs | p99 µs | server CPU s | proxy CPU s | loadgen CPU s |
-|---|---|---|---|---|---|---|
-$(row "(a) direct" "$DIRECT")
-$(row "(b) ingot proxy" "$INGOT")
-$(row "(c) haproxy" "$HAP")
+$HEADER
+$(row "(a) direct" closed direct)
+$(row "(b) ingot proxy" closed ingot)
+$(row "(c) haproxy" closed haproxy)
 
-Ratios: (b)/(a) = $(ratio "$(field "$INGOT" msgs_per_s)" "$(field "$DIRECT" msgs_per_s)"), (b)/(c) = $(ratio "$(field "$INGOT" msgs_per_s)" "$(field "$HAP" msgs_per_s)").
+Ratios: (b)/(a) = $(ratio "$(med closed ingot msgs_per_s)" "$(med closed direct msgs_per_s)"), (b)/(c) = $(ratio "$(med closed ingot msgs_per_s)" "$(med closed haproxy msgs_per_s)").
 
-Half load, open loop at $HALF_RATE req/s (half of the lowest maximum above; each connection writes the requests due every 1 ms), ${HALF_SECONDS} s:
+Half load, open loop at $HALF_RATE req/s (half of the lowest maximum above; each connection writes the requests due every 1 ms), ${HALF_SECONDS} s per run:
 
-| path | req/s | p50 µs | p99 µs | server CPU s | proxy CPU s | loadgen CPU s |
-|---|---|---|---|---|---|---|
-$(row "(a) direct" "$HDIRECT")
-$(row "(b) ingot proxy" "$HINGOT")
-$(row "(c) haproxy" "$HHAP")
+$HEADER
+$(row "(a) direct" half direct)
+$(row "(b) ingot proxy" half ingot)
+$(row "(c) haproxy" half haproxy)
 
-Added p99 latency at half load: ingot $(added "$(field "$HINGOT" p99_us)" "$(field "$HDIRECT" p99_us)") µs, haproxy $(added "$(field "$HHAP" p99_us)" "$(field "$HDIRECT" p99_us)") µs.
+Added latency at half load (median p50 / p99 minus direct's): ingot +$(awk -v a="$(med half ingot p50_us)" -v b="$(med half direct p50_us)" 'BEGIN {printf "%.0f", a - b}') / +$(awk -v a="$(med half ingot p99_us)" -v b="$(med half direct p99_us)" 'BEGIN {printf "%.0f", a - b}') µs, haproxy +$(awk -v a="$(med half haproxy p50_us)" -v b="$(med half direct p50_us)" 'BEGIN {printf "%.0f", a - b}') / +$(awk -v a="$(med half haproxy p99_us)" -v b="$(med half direct p99_us)" 'BEGIN {printf "%.0f", a - b}') µs.
 
 Idle connections: $IDLE_MSG; proxy RSS $RSS_BEFORE KiB before, $RSS_IDLE KiB with them open ($FDS_IDLE descriptors).
 Proxy stats after the run: \`$STATS\`

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Parser)]
 struct Cli {
@@ -73,7 +73,11 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn server(listen: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
+    // SO_REUSEADDR: the previous run's connections may still be in TIME_WAIT.
+    let socket = if listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    let listener = socket.listen(4096)?;
     loop {
         let (mut stream, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -117,6 +121,9 @@ struct ConnResult {
 
 async fn load(target: SocketAddr, conns: usize, depth: usize, seconds: u64, rate: Option<f64>) -> std::io::Result<()> {
     let duration = Duration::from_secs(seconds);
+    if rate.is_some_and(|r| !(r.is_finite() && r >= 1.0)) || conns == 0 || depth == 0 {
+        return Err(std::io::Error::other("--rate must be at least 1, --conns and --depth at least 1"));
+    }
     let mut tasks = Vec::new();
     let start = Instant::now() + Duration::from_millis(200);
     for i in 0..conns {

@@ -19,6 +19,7 @@ pub mod recovery;
 pub mod relay;
 pub mod scanner;
 pub mod stats;
+pub mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::relay::{RelayConfig, RelayError};
 use crate::stats::{Counters, Stats, unix_now};
+use crate::workers::Workers;
 
 /// How long to wait for the Foo server to accept a connection.
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,6 +79,8 @@ pub enum ProxyError {
     RecoveryDir { path: PathBuf, source: io::Error },
     #[error("cannot install signal handler: {0}")]
     Signal(io::Error),
+    #[error("cannot start connection workers: {0}")]
+    Workers(io::Error),
     #[error("HTTP server: {0}")]
     Http(io::Error),
 }
@@ -107,8 +111,13 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     info!(listen = %listen_addr, http = %http_addr, forward = %forward, "foo proxy ready");
 
     let config = RelayConfig { max_line_bytes: args.max_line_bytes, half_closed_idle: HALF_CLOSED_IDLE };
+    let worker_stats = Arc::clone(&stats);
+    let workers = Workers::start(worker_count(), move |client, peer| {
+        serve_client(client, peer, Arc::clone(&forward), config, Arc::clone(&worker_stats))
+    })
+    .map_err(ProxyError::Workers)?;
     let outcome = tokio::select! {
-        () = accept_loop(listener, forward, config, Arc::clone(&stats)) => Ok(()),
+        () = accept_loop(listener, &workers) => Ok(()),
         _ = term.recv() => { info!("SIGTERM received, stopping"); Ok(()) }
         _ = interrupt.recv() => { info!("SIGINT received, stopping"); Ok(()) }
         http = &mut http_task => Err(ProxyError::Http(match http {
@@ -126,13 +135,16 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     outcome
 }
 
-/// Accepts clients forever; each gets its own task.
-async fn accept_loop(listener: TcpListener, forward: Arc<str>, config: RelayConfig, stats: Arc<Stats>) {
+/// One connection worker per core.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Accepts clients forever; each is handed to a connection worker.
+async fn accept_loop(listener: TcpListener, workers: &Workers) {
     loop {
         match listener.accept().await {
-            Ok((client, peer)) => {
-                tokio::spawn(serve_client(client, peer, Arc::clone(&forward), config, Arc::clone(&stats)));
-            }
+            Ok((client, peer)) => workers.dispatch(client, peer),
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning; the
                 // pending connection stays in the backlog until descriptors are free again.
