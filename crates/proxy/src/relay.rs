@@ -230,3 +230,79 @@ async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of sockets: (the end the test drives, the end given to the relay).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (outer.expect("connect"), accepted.expect("accept").0)
+    }
+
+    fn config(max_line_bytes: usize, half_closed_idle: Duration) -> RelayConfig {
+        RelayConfig { max_line_bytes, half_closed_idle }
+    }
+
+    #[tokio::test]
+    async fn half_closed_connection_with_a_silent_peer_is_closed_after_the_idle_time() {
+        let (mut client, client_inner) = socket_pair().await;
+        let (_server, server_inner) = socket_pair().await;
+        let stats = Stats::default();
+        let relay = relay(client_inner, server_inner, config(1024, Duration::from_millis(200)), &stats);
+        let started = Instant::now();
+        client.shutdown().await.expect("half-close");
+        let result = tokio::time::timeout(Duration::from_secs(5), relay).await.expect("relay ends");
+        assert!(
+            matches!(result, Err(RelayError::HalfClosedIdle { direction: Direction::ServerToClient, .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn over_long_line_forwards_the_complete_lines_before_it_then_fails() {
+        let (mut client, client_inner) = socket_pair().await;
+        let (mut server, server_inner) = socket_pair().await;
+        let relay = tokio::spawn(async move {
+            let stats = Stats::default();
+            relay(client_inner, server_inner, config(16, Duration::from_secs(60)), &stats).await
+        });
+        client.write_all(b"REQ 1\nREQ 2\nREQ 3 this line is far too long\n").await.expect("write");
+        let result = tokio::time::timeout(Duration::from_secs(5), relay).await.expect("relay ends").expect("join");
+        assert!(matches!(result, Err(RelayError::LineTooLong { direction: Direction::ClientToServer, .. })));
+        let mut forwarded = Vec::new();
+        server.read_to_end(&mut forwarded).await.expect("read");
+        assert_eq!(forwarded, b"REQ 1\nREQ 2\n");
+    }
+
+    #[tokio::test]
+    async fn both_directions_flow_and_are_counted() {
+        let (mut client, client_inner) = socket_pair().await;
+        let (mut server, server_inner) = socket_pair().await;
+        let stats = std::sync::Arc::new(Stats::default());
+        let relay_stats = std::sync::Arc::clone(&stats);
+        let relay = tokio::spawn(async move {
+            relay(client_inner, server_inner, config(1024, Duration::from_secs(60)), &relay_stats).await
+        });
+        client.write_all(b"REQ 1\nREQ 2\nbad\n").await.expect("write");
+        client.shutdown().await.expect("half-close");
+        let mut to_server = Vec::new();
+        server.read_to_end(&mut to_server).await.expect("read");
+        assert_eq!(to_server, b"REQ 1\nREQ 2\nbad\n");
+        server.write_all(b"ACK 1\nNAK 2\nNAK 0 ERRDECODE").await.expect("write");
+        server.shutdown().await.expect("close");
+        let mut to_client = Vec::new();
+        client.read_to_end(&mut to_client).await.expect("read");
+        assert_eq!(to_client, b"ACK 1\nNAK 2\nNAK 0 ERRDECODE");
+        let summary = relay.await.expect("join").expect("relay ok");
+        assert_eq!((summary.client_to_server_bytes, summary.server_to_client_bytes), (16, 27));
+        let report = stats.report();
+        assert_eq!((report.msg_req, report.msg_ack, report.msg_nak, report.msg_malformed), (2, 1, 2, 1));
+    }
+}
