@@ -112,8 +112,13 @@ HALF_RATE=$(awk -v a="$(med closed direct msgs_per_s)" -v b="$(med closed ingot 
 echo "open loop at half of the lowest maximum: $HALF_RATE req/s, ${HALF_SECONDS}s per run" >&2
 measure half --rate "$HALF_RATE" --seconds "$HALF_SECONDS"
 
+# The cost of the extra hop alone: one connection, one request at a time, no queueing.
+echo "ping-pong: 1 connection, 1 request in flight, ${HALF_SECONDS}s per run" >&2
+CONNS=1 measure pingpong --depth 1 --seconds "$HALF_SECONDS"
+
 echo "idle: $IDLE_CONNS connections through ingot proxy" >&2
 RSS_BEFORE=$(rss_kib "$PROXY_PID")
+: >"$WORK/idle.out"
 "$BIN/examples/foo_bench" idle --target "$PROXY" --conns "$IDLE_CONNS" --seconds 8 >"$WORK/idle.out" & IDLE_PID=$!
 for _ in $(seq 600); do grep -q ready "$WORK/idle.out" && break; sleep 0.1; done
 sleep 1
@@ -153,6 +158,13 @@ $(row "(b) ingot proxy" half ingot)
 $(row "(c) haproxy" half haproxy)
 
 Added latency at half load (median p50 / p99 minus direct's): ingot +$(awk -v a="$(med half ingot p50_us)" -v b="$(med half direct p50_us)" 'BEGIN {printf "%.0f", a - b}') / +$(awk -v a="$(med half ingot p99_us)" -v b="$(med half direct p99_us)" 'BEGIN {printf "%.0f", a - b}') µs, haproxy +$(awk -v a="$(med half haproxy p50_us)" -v b="$(med half direct p50_us)" 'BEGIN {printf "%.0f", a - b}') / +$(awk -v a="$(med half haproxy p99_us)" -v b="$(med half direct p99_us)" 'BEGIN {printf "%.0f", a - b}') µs.
+
+Ping-pong (1 connection, 1 request in flight, ${HALF_SECONDS} s per run), the hop's own cost:
+
+$HEADER
+$(row "(a) direct" pingpong direct)
+$(row "(b) ingot proxy" pingpong ingot)
+$(row "(c) haproxy" pingpong haproxy)
 
 Idle connections: $IDLE_MSG; proxy RSS $RSS_BEFORE KiB before, $RSS_IDLE KiB with them open ($FDS_IDLE descriptors).
 Proxy stats after the run: \`$STATS\`

@@ -8,7 +8,8 @@
 //!
 //! Modules, bottom up: [`frame`] (classify one line), [`scanner`] (find lines in a
 //! stream), [`stats`] (totals and the sliding window), [`recovery`] (the state file),
-//! [`relay`] (one connection), [`http`] (reporting endpoints); this file wires them up.
+//! [`relay`] (one connection), [`workers`] (connection threads), [`http`] (reporting
+//! endpoints); this file wires them up.
 //!
 //! Crate choices: tokio for I/O and signals, axum 0.8 for HTTP (the project's choice),
 //! serde_json with a struct to keep the report's key order, memchr to find newlines fast.
