@@ -30,6 +30,7 @@ cargo build --release -p ingot -p proxy --bin ingot --example foo_bench >&2
 BIN=$CARGO_TARGET_DIR/release
 ulimit -n "$(ulimit -Hn)"
 
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -139,6 +140,7 @@ HEADER='| path | req/s | p50 µs | p99 µs | server CPU s | proxy CPU s | loadge
 cat <<REPORT
 Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr), HAProxy $(haproxy -v | head -1 | awk '{print $3}').
 Command: \`bench/proxy.sh\` (CONNS=$CONNS DEPTH=$DEPTH RUN_SECONDS=$RUN_SECONDS HALF_SECONDS=$HALF_SECONDS ROUNDS=$ROUNDS IDLE_CONNS=$IDLE_CONNS), release build.
+Load average before the run: $LOAD_AT_START; after: $(cut -d' ' -f1-3 /proc/loadavg) (anything above ~2 means other jobs shared the 2 cores).
 Figures are medians over $ROUNDS rounds (the paths take turns in each round); one request = one REQ + one reply.
 
 Max rate, closed loop ($CONNS connections, $DEPTH requests in flight each, ${RUN_SECONDS} s per run):
