@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the platform: HTTP API, MQTT device agent, history (embedded storage, no external services).
     Serve(serve::ServeArgs),
+    /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn init_logging() {
@@ -38,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
         }
     })
 }

@@ -2,6 +2,11 @@
 //! the network, as a user would.
 #![allow(dead_code)] // each test file uses a different part of the support code
 
+/// A Foo server and client (proxy tests).
+pub mod foo;
+/// A handle on a real `ingot proxy` process (proxy tests).
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
