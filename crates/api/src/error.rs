@@ -34,6 +34,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     BadRequest(String),
+    #[error("too many requests for this token; retry in {0} s")]
+    RateLimited(u64),
     #[error("{0}")]
     Unauthorized(String),
     #[error("history: {0}")]
@@ -100,6 +102,7 @@ impl ApiError {
             Self::BadJson => message(S::BAD_REQUEST, self.to_string()),
             Self::TooLarge(_) => message(S::PAYLOAD_TOO_LARGE, self.to_string()),
             Self::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),
+            Self::RateLimited(_) => message(S::TOO_MANY_REQUESTS, self.to_string()),
             Self::Unauthorized(m) => message(S::UNAUTHORIZED, m.as_str()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),
             Self::MethodNotAllowed => message(S::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
@@ -116,8 +119,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Self::Auth(AuthError::TooManyAttempts { retry_after_secs }) = &self
-            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        let retry_after = match &self {
+            Self::Auth(AuthError::TooManyAttempts { retry_after_secs }) | Self::RateLimited(retry_after_secs) => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

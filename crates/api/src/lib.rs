@@ -8,6 +8,7 @@
 pub mod error;
 pub mod extract;
 pub mod https;
+pub mod ratelimit;
 mod routes;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Option<PrometheusHandle>,
     pub config: Arc<ApiConfig>,
+    /// Per-token limit of `POST /metrics`.
+    pub token_limiter: Arc<ratelimit::RateLimiter>,
 }
 
 /// The whole HTTP API.

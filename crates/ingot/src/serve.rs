@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Most seat-metering accounts one tenant may have (new accounts beyond get 429).
     #[arg(long, env = "INGOT_MAX_SEAT_ACCOUNTS", default_value_t = 1000)]
     pub max_seat_accounts: i64,
+    /// `POST /metrics` requests per second per API token, bursts of as many (0: unlimited).
+    #[arg(long, env = "INGOT_METRICS_RATE_PER_TOKEN", default_value_t = 1000.0)]
+    pub metrics_rate_per_token: f64,
     /// Console sessions end after this many seconds without a request.
     #[arg(long, env = "INGOT_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     pub console_idle_timeout_secs: u64,
@@ -161,6 +164,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_history_points: args.max_history_points,
         }),
+        token_limiter: Arc::new(api::ratelimit::RateLimiter::new(
+            args.metrics_rate_per_token,
+            args.metrics_rate_per_token,
+        )),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,

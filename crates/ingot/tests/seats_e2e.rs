@@ -171,3 +171,30 @@ async fn tls_versions_protocols_and_no_sni() {
     assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
     assert_eq!(c.get(format!("{https}/health")).send().await.unwrap().status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn metrics_are_rate_limited_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--metrics-rate-per-token", "5"]);
+    let https = server.https.clone().unwrap();
+    let client = tls_client(&server, Version::TLS_1_2, Version::TLS_1_3, false);
+    let admin = Api::login_with(client.clone(), &https, "admin", support::ADMIN_PASSWORD).await;
+    let mut tokens = Vec::new();
+    for name in ["a", "b"] {
+        let (_, tok) = admin.post("/auth/tokens", json!({"name": name, "scopes": ["metrics"]})).await;
+        tokens.push(tok["token"].as_str().unwrap().to_string());
+    }
+    let url = format!("{https}/metrics");
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            post_metrics(&client, &url, Some(&tokens[0]), "application/json", &login("acct", &format!("u{i}"))).await,
+        );
+    }
+    assert!(statuses[..5].iter().all(|(s, _, _)| *s == 200), "the burst passes");
+    let (status, ct, body) = &statuses[7];
+    assert_eq!((*status, ct.as_str()), (429, "application/json"), "{body}");
+    let (status, _, _) =
+        post_metrics(&client, &url, Some(&tokens[1]), "application/json", &login("acct", "other")).await;
+    assert_eq!(status, 200, "another token has its own budget");
+}

@@ -27,6 +27,7 @@ pub async fn report_login(State(s): State<AppState>, req: Request) -> Result<Jso
         .ok_or(ApiError::Forbidden("a bearer token is required"))?;
     let principal =
         s.auth.verify_api_token(&token, "metrics").await?.ok_or(ApiError::Forbidden("invalid or revoked token"))?;
+    s.token_limiter.check(&principal.token_id).map_err(ApiError::RateLimited)?;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
