@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the platform: HTTP API, MQTT device agent, history (embedded storage, no external services).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
     Proxy(proxy::ProxyArgs),
 }
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
         }
     })
