@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/seats/accounts/{id}/upgrade", post(seats::upgrade))
         // operations
         .route("/health", get(ops::health))
+        .route("/ping", get(ops::ping).post(ops::ping))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -18,6 +18,12 @@ pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Liveness: answers without touching anything (also the "bare handler" benchmarks
+/// compare `POST /metrics` with).
+pub async fn ping() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let body = s.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
