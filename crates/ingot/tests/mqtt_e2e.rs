@@ -176,6 +176,17 @@ async fn mqtt_tenant_isolation_and_unsecured_switch() {
     // Its own readings go to its own tenant only.
     client.publish(format!("evil:{own}/attrs"), QoS5::AtLeastOnce, false, r#"{"temperature": 1}"#).await.unwrap();
     assert_eq!(next_puback(&mut ev).await, Some(PubAckReason::Success));
+    // The payload's timestamp (ISO 8601, seconds or milliseconds) is the reading's time (dojot #2186).
+    for (payload, ts) in [
+        (r#"{"temperature": 2, "timestamp": "2020-01-01T00:00:00Z"}"#, "2020-01-01T00:00:00.000000Z"),
+        (r#"{"temperature": 3, "timestamp": 1577836801}"#, "2020-01-01T00:00:01.000000Z"),
+        (r#"{"temperature": 4, "timestamp": 1577836802500}"#, "2020-01-01T00:00:02.500000Z"),
+    ] {
+        client.publish(format!("/evil/{own}/attrs"), QoS5::AtLeastOnce, false, payload).await.unwrap();
+        assert_eq!(next_puback(&mut ev).await, Some(PubAckReason::Success));
+        let (_, hist) = evil.get(&format!("/history/device/{own}/history?attr=temperature&lastN=10")).await;
+        assert!(hist.as_array().unwrap().iter().any(|p| p["ts"] == ts), "{ts} not in {hist}");
+    }
     client.publish(format!("evil:{own}/attrs"), QoS5::AtLeastOnce, false, "not json").await.unwrap();
     assert_eq!(next_puback(&mut ev).await, Some(PubAckReason::PayloadFormatInvalid), "connection stays up");
     assert_eq!(admin.get(&format!("/history/device/{victim}/history?attr=temperature")).await.0, 404);
