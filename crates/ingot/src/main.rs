@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the platform: HTTP API, MQTT device agent, history (embedded storage, no external services).
     Serve(serve::ServeArgs),
+    /// Load generator / device simulator against a running Ingot (loopback only).
+    Load(load::LoadArgs),
 }
 
 fn init_logging() {
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Load(args) => Ok(load::run(args).await?),
         }
     })
 }
