@@ -7,7 +7,7 @@
 #   bench/mqtt.sh                     # every scenario, 15 s each
 #   DURATION=5s bench/mqtt.sh         # shorter
 #   SCENARIOS="max-1000 idle-10k" bench/mqtt.sh
-#   PERF=1 bench/mqtt.sh              # also perf-profile the server during max-1000
+#   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
 #
 # The load generator runs on the same machine as the server and competes with it for
 # the CPUs; each report says how busy each of them was.
@@ -58,15 +58,32 @@ stop_server() {
     SERVER_PID=
 }
 
-# The history writer's own view (Prometheus summaries at /metrics).
+# The history writer's own view (/metrics). Only sums and counts: the exporter's
+# quantiles cover a recent window, not the run.
 writer_metrics() {
     curl -s "$HTTP/metrics" | awk '
-        /^ingot_history_write_seconds\{quantile="0.5"\}/ { w50 = $2 * 1000 }
-        /^ingot_history_write_seconds\{quantile="0.99"\}/ { w99 = $2 * 1000 }
+        /^ingot_history_write_seconds_sum/ { ws = $2 }
         /^ingot_history_write_seconds_count/ { n = $2 }
-        /^ingot_history_batch_size\{quantile="0.5"\}/ { b50 = $2 }
-        /^ingot_history_batch_size_sum/ { bsum = $2 }
-        END { if (n > 0) printf "history writer: %d transactions, batch p50 %.0f (mean %.0f) readings, write+commit p50 %.1f ms, p99 %.1f ms\n", n, b50, bsum / n, w50, w99 }'
+        /^ingot_history_batch_size_sum/ { bs = $2 }
+        /^ingot_mqtt_publishes_total/ { pubs = pubs " " $1 "=" $2 }
+        END {
+            if (n > 0) printf "history writer: %d transactions of %.0f readings on average, %.2f ms each (write+commit); busy %.1f s in all\n", n, bs / n, ws * 1000 / n, ws
+            print "server counters:" pubs
+        }'
+}
+
+# Where the server's CPU went: inclusive share of its samples for a few frames (nested
+# frames overlap; the percentages are of the server's CPU time, not of wall time).
+perf_summary() {
+    perf report -i "$1" --children --sort sym --stdio -g none --percent-limit 0.3 >"$1.txt" 2>/dev/null || return 0
+    echo "perf: server CPU profile ($(sed -n 's/^# Samples: \(.*\) of event.*/\1/p' "$1.txt") samples at 499 Hz over 5 s), inclusive:"
+    awk '
+        BEGIN {
+            n = split("store::Store::write::|Statement::execute_with_bound_parameters|Transaction::commit |pagerWalFrames|walCheckpoint|[k] do_fsync|ntex_mqtt::io::Dispatcher<P,C,U,E> as core::future|ingest::mqtt::v3::publish|bus::memory|axum::serve::handle_connection|store::Store::read::|[k] __schedule", pat, "|")
+            split("history writer transaction (Store::write)|  INSERT statements|  COMMIT|    WAL frames written (pwrite)|    WAL checkpoint|    fsync|MQTT connections (ntex dispatcher, all of it)|  ingest publish (parse, bus, wait)|in-memory bus|HTTP API (the load generator polling history)|  history queries (Store::read)|kernel scheduler (context switches)", label, "|")
+        }
+        /^ +[0-9.]+%/ { for (i = 1; i <= n; i++) if (!(i in seen) && index($0, pat[i])) { seen[i] = $1 } }
+        END { for (i = 1; i <= n; i++) if (i in seen) printf "  %6s  %s\n", seen[i], label[i] }' "$1.txt"
 }
 
 # scenario NAME DEVICES RATE(0=max|idle) [serve flags...]
@@ -77,9 +94,10 @@ scenario() {
     echo "==> $name: $devices connections, ${rate/#0/max rate}, $DURATION; serve $*"
     start_server "$dir" "$@"
     local perf_pid=
-    if [ "${PERF:-0}" = 1 ] && [ "$name" = max-1000 ] && command -v perf >/dev/null; then
-        # Samples the server (software clock: no hardware counters in this VM) mid-run.
-        (sleep 8; perf record -F 999 -g -p "$SERVER_PID" -o "$dir/perf.data" -- sleep 8 >/dev/null 2>&1) &
+    if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
+        # Samples the server mid-run (software clock: this VM has no hardware counters;
+        # DWARF call graphs: the release build has debug info but no frame pointers).
+        (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$dir/perf.data" -- sleep 5 >/dev/null 2>&1) &
         perf_pid=$!
     fi
     "$BIN" load mqtt --http "$HTTP" --mqtt "$MQTT" --password "$PASSWORD" --devices "$devices" \
@@ -87,9 +105,7 @@ scenario() {
     [ "$rate" = idle ] || writer_metrics
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
-        perf report -i "$dir/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | head -40 >"${PERF_OUT:-bench/perf-max-1000.txt}" || true
-        echo "perf: top of the server profile in ${PERF_OUT:-bench/perf-max-1000.txt}"
+        perf_summary "$dir/perf.data"
     fi
     stop_server
     echo

@@ -82,7 +82,7 @@ pub struct MqttArgs {
     #[arg(long, default_value = "60s", value_parser = pacing::parse_duration)]
     pub keep_alive: Duration,
     /// One publish→visible-in-history sample is taken at most this often (0 = none).
-    #[arg(long, default_value = "10ms", value_parser = pacing::parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = pacing::parse_duration)]
     pub sample_interval: Duration,
     /// How long to wait for outstanding PUBACKs, and then for history, after publishing.
     #[arg(long, default_value = "60s", value_parser = pacing::parse_duration)]
