@@ -19,6 +19,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
     Proxy(proxy::ProxyArgs),
+    /// Load generator / device simulator against a running Ingot (loopback only).
+    Load(load::LoadArgs),
 }
 
 fn init_logging() {
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
+            Command::Load(args) => Ok(load::run(args).await?),
         }
     })
 }
