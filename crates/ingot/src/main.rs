@@ -43,7 +43,14 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
-            Command::Load(args) => Ok(load::run(args).await?),
+            Command::Load(args) => match load::run(args).await {
+                // fakeiot's exit code for a failed check.
+                Err(load::LoadError::Check(msg)) => {
+                    eprintln!("FAIL: {msg}");
+                    std::process::exit(255);
+                }
+                other => Ok(other?),
+            },
         }
     })
 }

@@ -198,3 +198,38 @@ async fn metrics_are_rate_limited_per_token() {
         post_metrics(&client, &url, Some(&tokens[1]), "application/json", &login("acct", "other")).await;
     assert_eq!(status, 200, "another token has its own budget");
 }
+
+/// fakeiot's own commands (re-implemented as `ingot load fakeiot`) against the server,
+/// as the issue runs them: `test`, then `run --users=120`.
+#[tokio::test]
+async fn fakeiot_client_test_and_run_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let https = server.https.clone().unwrap();
+    let client = tls_client(&server, Version::TLS_1_2, Version::TLS_1_3, false);
+    let admin = Api::login_with(client.clone(), &https, "admin", support::ADMIN_PASSWORD).await;
+    let (_, tok) = admin.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
+    let token = tok["token"].as_str().unwrap().to_string();
+    let ca = dir.path().join("tls/ca.pem");
+    let fakeiot = |token: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .args(["load", "fakeiot", &format!("--token={token}"), &format!("--url={https}")])
+            .arg(format!("--ca-cert={}", ca.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = fakeiot(&token, &["test"]);
+    assert!(
+        out.status.success(),
+        "fakeiot test: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fakeiot("ingot_wrong", &["test"]);
+    assert_eq!(out.status.code(), Some(255), "a failed check exits 255");
+    let out = fakeiot(&token, &["run", "--users=120", "--period=3s", "--freq=10ms", "--account-id=fleet"]);
+    assert!(out.status.success(), "fakeiot run: {}", String::from_utf8_lossy(&out.stderr));
+    let (_, acct) = admin.get("/seats/accounts/fleet").await;
+    assert_eq!((acct["users"].as_i64(), acct["over_limit"].as_bool()), (Some(120), Some(true)), "{acct}");
+}

@@ -12,6 +12,7 @@
 //! load someone else's server.
 
 mod api;
+pub mod fakeiot;
 pub mod mqtt;
 pub mod pacing;
 mod procfs;
@@ -40,6 +41,9 @@ pub enum LoadCommand {
     /// MQTT devices publishing QoS 1 readings (or holding idle connections); reports
     /// messages/s end to end, PUBACK and history-visibility latency.
     Mqtt(MqttArgs),
+    /// fakeiot's client (seed 000): `test` (compliance), `run` (traffic), `bench`
+    /// (POST /metrics throughput and latency).
+    Fakeiot(fakeiot::FakeiotArgs),
 }
 
 /// Settings of `ingot load mqtt`.
@@ -111,12 +115,16 @@ pub enum LoadError {
     NoConnection(String),
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A fakeiot check or run failed (fakeiot exits with 255 then).
+    #[error("check failed: {0}")]
+    Check(String),
 }
 
 /// Runs one `ingot load` command to completion.
 pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     match args.command {
         LoadCommand::Mqtt(args) => mqtt::run(args).await,
+        LoadCommand::Fakeiot(args) => fakeiot::run(args).await,
     }
 }
 
