@@ -95,7 +95,7 @@ fn first_certificate(pem: &[u8]) -> Option<Vec<u8>> {
     let start = text.find("-----BEGIN CERTIFICATE-----")?;
     let end_marker = "-----END CERTIFICATE-----";
     let end = text[start..].find(end_marker)? + start + end_marker.len();
-    Some(text[start..end].as_bytes().to_vec())
+    Some(text.as_bytes()[start..end].to_vec())
 }
 
 fn login_body(account: &str, user: &str) -> String {
@@ -143,7 +143,9 @@ pub async fn run(args: FakeiotArgs) -> Result<(), LoadError> {
 async fn test(client: &Client, url: &str, auth: &str) -> Result<(), LoadError> {
     let good = login_body("testacct-0000-0000-0000-000000000000", "testuser-0000-0000-0000-000000000000");
     let empty = json!({"account_id": "", "user_id": "", "timestamp": "0001-01-01T00:00:00Z"}).to_string();
-    let checks: [(&str, String, &str, String, fn(StatusCode) -> bool); 5] = [
+    // (what is checked, Authorization header, Content-Type, body, expected status)
+    type Check<'a> = (&'a str, String, &'a str, String, fn(StatusCode) -> bool);
+    let checks: [Check; 5] = [
         ("valid login is accepted", auth.to_string(), "application/json", good.clone(), |s| s.is_success()),
         ("empty ids are a bad request", auth.to_string(), "application/json", empty, |s| s == StatusCode::BAD_REQUEST),
         (
