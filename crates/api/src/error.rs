@@ -96,7 +96,7 @@ impl ApiError {
                 SeatError::NoSuchAccount => message(S::NOT_FOUND, e.to_string()),
                 SeatError::TooManyAccounts(_) => message(S::TOO_MANY_REQUESTS, e.to_string()),
                 SeatError::Bus(_) => message(S::SERVICE_UNAVAILABLE, "the login could not be stored; retry"),
-                SeatError::Store(_) => internal(self),
+                SeatError::Store(_) | SeatError::Write(_) | SeatError::WriterGone => internal(self),
             },
             Self::Forbidden(_) => message(S::FORBIDDEN, self.to_string()),
             Self::BadJson => message(S::BAD_REQUEST, self.to_string()),

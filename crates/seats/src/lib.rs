@@ -12,9 +12,9 @@ use std::sync::Arc;
 use bus::{Bus, BusError};
 use model::seats::{ENTERPRISE, LoginEvent, Plan, STARTUP};
 use serde::Serialize;
-use store::seats::{AccountRecord, LoginOutcome};
+use store::seats::{AccountRecord, LoginOutcome, LoginRow};
 use store::{Store, StoreError};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The one error type of the seats room.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,10 @@ pub enum SeatError {
     Store(#[from] StoreError),
     #[error("the login could not be stored: {0}")]
     Bus(#[from] BusError),
+    #[error("the seat writer failed: {0}")]
+    Write(String),
+    #[error("the seat writer has stopped")]
+    WriterGone,
 }
 
 /// An account as the API and the dashboard show it.
@@ -65,24 +69,43 @@ pub struct AccountUpdate {
     pub account: AccountView,
 }
 
+/// A login waiting for the seat writer.
+struct LoginJob {
+    row: LoginRow,
+    reply: oneshot::Sender<Result<LoginOutcome, String>>,
+}
+
+/// Most logins one seat transaction takes.
+const MAX_BATCH: usize = 1024;
+
 /// Accounts, plans and seat counting.
 pub struct SeatService {
     store: Store,
     bus: Arc<dyn Bus>,
     max_accounts: i64,
     updates: broadcast::Sender<AccountUpdate>,
+    writer: mpsc::Sender<LoginJob>,
 }
 
 impl SeatService {
     /// `max_accounts`: most accounts one tenant may have (new accounts beyond are refused).
+    /// Starts the seat writer task: call from a tokio runtime.
     pub fn new(store: Store, bus: Arc<dyn Bus>, max_accounts: i64) -> Self {
-        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0 }
+        let (writer, jobs) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(write_logins(store.clone(), jobs, max_accounts));
+        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0, writer }
     }
 
     /// Records a login; resolves once it is stored and its reading is durable.
     pub async fn record_login(&self, tenant: &str, event: &LoginEvent) -> Result<AccountView, SeatError> {
-        let outcome =
-            self.store.record_login(tenant, &event.account_id, &event.user_id, STARTUP.key, self.max_accounts).await?;
+        let row = LoginRow {
+            tenant: tenant.to_string(),
+            account_id: event.account_id.clone(),
+            user_id: event.user_id.clone(),
+        };
+        let (reply, outcome) = oneshot::channel();
+        self.writer.send(LoginJob { row, reply }).await.map_err(|_| SeatError::WriterGone)?;
+        let outcome = outcome.await.map_err(|_| SeatError::WriterGone)?.map_err(SeatError::Write)?;
         let LoginOutcome::Recorded { account, new_user, new_account } = outcome else {
             metrics::counter!("ingot_seat_logins_refused_total", "reason" => "too_many_accounts").increment(1);
             return Err(SeatError::TooManyAccounts(self.max_accounts));
@@ -119,6 +142,28 @@ impl SeatService {
     /// Account changes of every tenant (filter by tenant!).
     pub fn subscribe(&self) -> broadcast::Receiver<AccountUpdate> {
         self.updates.subscribe()
+    }
+}
+
+/// The seat writer: takes every queued login (up to [`MAX_BATCH`]) into one transaction,
+/// so concurrent logins share a commit (and its fsync) instead of queueing for one each.
+async fn write_logins(store: Store, mut jobs: mpsc::Receiver<LoginJob>, max_accounts: i64) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let rows = batch.iter().map(|j| j.row.clone()).collect();
+        match store.record_logins(rows, STARTUP.key, max_accounts).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, logins = batch.len(), "seat batch failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Seat metering: accounts and the distinct users that logged in to them.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::{Store, StoreError, now_ms};
 
@@ -36,53 +36,65 @@ pub enum LoginOutcome {
     TooManyAccounts,
 }
 
+/// One login to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRow {
+    pub tenant: String,
+    pub account_id: String,
+    pub user_id: String,
+}
+
+fn record_login_tx(
+    tx: &Transaction<'_>,
+    l: &LoginRow,
+    plan: &str,
+    max_accounts: i64,
+) -> Result<LoginOutcome, StoreError> {
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2")?
+        .query_row(params![l.tenant, l.account_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        let count: i64 = tx
+            .prepare_cached("SELECT count(*) FROM seat_accounts WHERE tenant = ?1")?
+            .query_row([&l.tenant], |r| r.get(0))?;
+        if count >= max_accounts {
+            return Ok(LoginOutcome::TooManyAccounts);
+        }
+        tx.prepare_cached(
+            "INSERT INTO seat_accounts (tenant, account_id, plan, users, created_ms) VALUES (?1, ?2, ?3, 0, ?4)",
+        )?
+        .execute(params![l.tenant, l.account_id, plan, now_ms()])?;
+    }
+    let new_user = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO seat_users (tenant, account_id, user_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![l.tenant, l.account_id, l.user_id, now_ms()])?
+        == 1;
+    if new_user {
+        tx.prepare_cached("UPDATE seat_accounts SET users = users + 1 WHERE tenant = ?1 AND account_id = ?2")?
+            .execute(params![l.tenant, l.account_id])?;
+    }
+    let account = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
+        .query_row(params![l.tenant, l.account_id], from_row)?;
+    Ok(LoginOutcome::Recorded { account, new_user, new_account: !exists })
+}
+
 impl Store {
-    /// Records that `user_id` logged in to `account_id`, creating the account on
-    /// `default_plan` if needed. One transaction: exact under concurrent requests.
-    pub async fn record_login(
+    /// Records a batch of logins in one transaction (group commit), in order. Each login
+    /// creates its account on `default_plan` if needed, unless the tenant already has
+    /// `max_accounts`. Exact under concurrency: all writes go through one transaction at a time.
+    pub async fn record_logins(
         &self,
-        tenant: &str,
-        account_id: &str,
-        user_id: &str,
+        logins: Vec<LoginRow>,
         default_plan: &str,
         max_accounts: i64,
-    ) -> Result<LoginOutcome, StoreError> {
-        let (tenant, account_id, user_id, plan) =
-            (tenant.to_string(), account_id.to_string(), user_id.to_string(), default_plan.to_string());
-        self.write(move |tx| {
-            let exists: bool = tx
-                .prepare_cached("SELECT 1 FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2")?
-                .query_row(params![tenant, account_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists {
-                let count: i64 = tx
-                    .prepare_cached("SELECT count(*) FROM seat_accounts WHERE tenant = ?1")?
-                    .query_row([&tenant], |r| r.get(0))?;
-                if count >= max_accounts {
-                    return Ok(LoginOutcome::TooManyAccounts);
-                }
-                tx.prepare_cached(
-                    "INSERT INTO seat_accounts (tenant, account_id, plan, users, created_ms) VALUES (?1, ?2, ?3, 0, ?4)",
-                )?
-                .execute(params![tenant, account_id, plan, now_ms()])?;
-            }
-            let new_user = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO seat_users (tenant, account_id, user_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![tenant, account_id, user_id, now_ms()])?
-                == 1;
-            if new_user {
-                tx.prepare_cached("UPDATE seat_accounts SET users = users + 1 WHERE tenant = ?1 AND account_id = ?2")?
-                    .execute(params![tenant, account_id])?;
-            }
-            let account = tx
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
-                .query_row(params![tenant, account_id], from_row)?;
-            Ok(LoginOutcome::Recorded { account, new_user, new_account: !exists })
-        })
-        .await
+    ) -> Result<Vec<LoginOutcome>, StoreError> {
+        let plan = default_plan.to_string();
+        self.write(move |tx| logins.iter().map(|l| record_login_tx(tx, l, &plan, max_accounts)).collect()).await
     }
 
     pub async fn account(&self, tenant: &str, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
