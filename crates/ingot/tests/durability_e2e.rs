@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use support::{Api, Server};
 async fn http_acknowledged_readings_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     // Full sync (the default) is what a user runs.
-    let mut server = Server::start(dir.path(), &["--sync-full", "true"]);
+    let server = Server::start(dir.path(), &["--sync-full", "true"]);
     let api = Api::admin(&server).await;
     let template = api.thermometer_template().await;
     let mut devices = Vec::new();
@@ -41,25 +40,5 @@ async fn http_acknowledged_readings_survive_sigkill() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill9();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "the load should have produced acknowledged readings, got {}", acked.len());
-
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::admin(&server).await;
-    for (id, _) in &devices {
-        let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=10000")).await;
-        let stored: BTreeSet<i64> = if status == 200 {
-            hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
-        } else {
-            BTreeSet::new()
-        };
-        let missing: Vec<i64> = acked.iter().filter(|(d, s)| d == id && !stored.contains(s)).map(|(_, s)| *s).collect();
-        assert!(missing.is_empty(), "device {id}: acknowledged readings lost after SIGKILL: {missing:?}");
-    }
-    eprintln!("durability: {} acknowledged readings, all present after SIGKILL", acked.len());
+    support::assert_acked_survive_sigkill(server, &devices, &acked, tasks, "acknowledged").await;
 }

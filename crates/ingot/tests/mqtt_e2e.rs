@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -209,7 +208,7 @@ async fn mqtt_tenant_isolation_and_unsecured_switch() {
 #[tokio::test]
 async fn mqtt_acknowledged_readings_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--sync-full", "true"]);
+    let server = Server::start(dir.path(), &["--sync-full", "true"]);
     let mqtt = server.mqtt.clone().unwrap();
     let api = Api::admin(&server).await;
     let template = api.thermometer_template().await;
@@ -238,27 +237,7 @@ async fn mqtt_acknowledged_readings_survive_sigkill() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill9();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "the load should have produced PUBACKs, got {}", acked.len());
-
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::admin(&server).await;
-    for (id, _) in &devices {
-        let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=10000")).await;
-        let stored: BTreeSet<i64> = if status == 200 {
-            hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
-        } else {
-            BTreeSet::new()
-        };
-        let missing: Vec<i64> = acked.iter().filter(|(d, s)| d == id && !stored.contains(s)).map(|(_, s)| *s).collect();
-        assert!(missing.is_empty(), "device {id}: PUBACKed readings lost after SIGKILL: {missing:?}");
-    }
-    eprintln!("durability (MQTT): {} PUBACKed readings, all present after SIGKILL", acked.len());
+    support::assert_acked_survive_sigkill(server, &devices, &acked, tasks, "PUBACKed").await;
 }
 
 /// Garbage on the MQTT port closes that connection only; the server keeps serving.

@@ -233,3 +233,36 @@ async fn fakeiot_client_test_and_run_pass() {
     let (_, acct) = admin.get("/seats/accounts/fleet").await;
     assert_eq!((acct["users"].as_i64(), acct["over_limit"].as_bool()), (Some(120), Some(true)), "{acct}");
 }
+
+/// A token creating account after account hits the per-tenant limit: a clear 429, and
+/// existing accounts keep working.
+#[tokio::test]
+async fn account_creation_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-seat-accounts", "20"]);
+    let https = server.https.clone().unwrap();
+    let client = tls_client(&server, Version::TLS_1_2, Version::TLS_1_3, false);
+    let admin = Api::login_with(client.clone(), &https, "admin", support::ADMIN_PASSWORD).await;
+    let (_, tok) = admin.post("/auth/tokens", json!({"name": "greedy", "scopes": ["metrics"]})).await;
+    let token = tok["token"].as_str().unwrap().to_string();
+    let url = format!("{https}/metrics");
+    let mut refused = 0;
+    for i in 0..30 {
+        let (status, ct, body) =
+            post_metrics(&client, &url, Some(&token), "application/json", &login(&format!("acct-{i}"), "u")).await;
+        assert_eq!(ct, "application/json");
+        match status {
+            200 => assert!(i < 20, "account {i} should have been refused"),
+            429 => {
+                assert!(body["message"].as_str().unwrap().contains("maximum of 20 accounts"), "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(refused, 10);
+    let (status, _, _) =
+        post_metrics(&client, &url, Some(&token), "application/json", &login("acct-3", "another")).await;
+    assert_eq!(status, 200, "existing accounts still take logins");
+    assert_eq!(admin.get("/seats/accounts").await.1["accounts"].as_array().unwrap().len(), 20);
+}

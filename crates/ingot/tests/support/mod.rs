@@ -227,3 +227,35 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     }
     found
 }
+
+/// The durability check: SIGKILLs `server` after the load has run for a while, restarts
+/// it on the same data and asserts that every acknowledged `(device, value)` reading of
+/// attribute `temperature` is in history. `acked` is filled by the load while it runs.
+pub async fn assert_acked_survive_sigkill(
+    mut server: Server,
+    devices: &[(String, String)],
+    acked: &std::sync::Mutex<Vec<(String, i64)>>,
+    load: Vec<tokio::task::JoinHandle<()>>,
+    what: &str,
+) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9();
+    for t in load {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load should have produced acknowledged readings, got {}", acked.len());
+    let server = Server::start(&server.data_dir.clone(), &[]);
+    let api = Api::admin(&server).await;
+    for (id, _) in devices {
+        let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=10000")).await;
+        let stored: std::collections::BTreeSet<i64> = if status == 200 {
+            hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
+        } else {
+            Default::default()
+        };
+        let missing: Vec<i64> = acked.iter().filter(|(d, s)| d == id && !stored.contains(s)).map(|(_, s)| *s).collect();
+        assert!(missing.is_empty(), "device {id}: {what} readings lost after SIGKILL: {missing:?}");
+    }
+    eprintln!("durability: {} {what} readings, all present after SIGKILL", acked.len());
+}
