@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 
 /// Ingot: an IoT platform in one binary.
 #[derive(Parser)]
-#[command(name = "ingot", version, about)]
+#[command(
+    name = "ingot",
+    version,
+    about = "Ingot: an IoT platform in one binary (dojot-compatible API, MQTT, history, seat metering, Foo proxy)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the platform: HTTP API, MQTT device agent, history (embedded storage, no external services).
+    /// Run the platform: HTTP(S) API, MQTT device agent, history, console (embedded storage, no external services).
     Serve(Box<serve::ServeArgs>),
     /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
     Proxy(proxy::ProxyArgs),
