@@ -61,7 +61,11 @@ stop_server() {
 # The history writer's own view (/metrics). Only sums and counts: the exporter's
 # quantiles cover a recent window, not the run.
 writer_metrics() {
-    curl -s "$HTTP/metrics" | awk '
+    # /metrics is for operators: the bootstrap admin's JWT.
+    local jwt
+    jwt=$(curl -s -X POST "$HTTP/auth" -H 'Content-Type: application/json' \
+        -d "{\"username\":\"admin\",\"passwd\":\"$PASSWORD\"}" | sed 's/.*"jwt":"\([^"]*\)".*/\1/')
+    curl -s -H "Authorization: Bearer $jwt" "$HTTP/metrics" | awk '
         /^ingot_history_write_seconds_sum/ { ws = $2 }
         /^ingot_history_write_seconds_count/ { n = $2 }
         /^ingot_history_batch_size_sum/ { bs = $2 }

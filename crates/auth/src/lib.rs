@@ -12,7 +12,7 @@ mod tokens;
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, verify_password};
-pub use service::{AuthConfig, AuthService, NewUser, TenantSettings, UserUpdate, UserView};
+pub use service::{AuthConfig, AuthService, BOOTSTRAP_TENANT, NewUser, TenantSettings, UserUpdate, UserView};
 pub use tokens::{SCOPES, TokenPrincipal, TokenView};
 
 /// The one error type of the auth room.

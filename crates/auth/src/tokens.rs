@@ -9,8 +9,10 @@ use crate::AuthError;
 use crate::jwt::Claims;
 use crate::service::{AuthService, random_token, require_admin};
 
-/// Scopes a token may carry.
-pub const SCOPES: &[&str] = &["metrics"];
+/// Scopes a token may carry: `metrics` (fakeiot's POST /metrics), `prometheus` (scraping
+/// GET /metrics; honoured only for tokens of the bootstrap tenant, since the exposition
+/// covers every tenant).
+pub const SCOPES: &[&str] = &["metrics", "prometheus"];
 
 /// Prefix that makes Ingot tokens recognisable (e.g. by secret scanners).
 const TOKEN_PREFIX: &str = "ingot_";

@@ -119,6 +119,18 @@ async fn no_route_reveals_another_tenants_data() {
     assert_eq!(alice.get("/auth/user/admin").await.0, 404);
     assert_eq!(alice.get("/auth/user/1").await.0, 404);
     assert_eq!(alice.delete("/auth/user/1").await.0, 404);
+    // Metrics name every tenant: operators only.
+    assert_eq!(Api::new(&server.http).get("/metrics").await.0, 401);
+    assert_eq!(alice.get("/metrics").await.0, 403, "another tenant's admin");
+    let (_, acme_token) = alice.post("/auth/tokens", json!({"name": "scraper", "scopes": ["prometheus"]})).await;
+    let scraper = Api { jwt: acme_token["token"].as_str().map(String::from), ..Api::new(&server.http) };
+    assert_eq!(scraper.get("/metrics").await.0, 403, "a tenant's own scraper token does not cover every tenant");
+    let (_, op_token) = admin.post("/auth/tokens", json!({"name": "scraper", "scopes": ["prometheus"]})).await;
+    let operator = Api { jwt: op_token["token"].as_str().map(String::from), ..Api::new(&server.http) };
+    let resp = operator.request(reqwest::Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.unwrap().contains("ingot_messages_in_total"));
+    assert_eq!(admin.request(reqwest::Method::GET, "/metrics").send().await.unwrap().status().as_u16(), 200);
     // Device agent: another tenant's device with the right secret is refused.
     assert_eq!(alice.send_reading("acme", &id, &secret, json!({"temperature": 9})).await.0, 401);
     // Alice's own catalog numbers from 1 and does not touch admin's.

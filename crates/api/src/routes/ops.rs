@@ -1,11 +1,12 @@
 //! `/health` and `/metrics` (Prometheus exposition).
 
+use auth::BOOTSTRAP_TENANT;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::AppState;
+use crate::{ApiError, AppState};
 
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     // A trivial read proves the database answers.
@@ -24,7 +25,29 @@ pub async fn ping() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: Prometheus exposition. Its labels name every tenant, so only
+/// operators may read it: an admin of the bootstrap tenant (JWT) or a `prometheus`-scoped
+/// API token of that tenant (what a scraper is given).
+pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("a bearer token (operator JWT or prometheus token) is required".into())
+        })?;
+    let operator = match s.auth.verify_api_token(token, "prometheus").await? {
+        Some(p) => p.tenant == BOOTSTRAP_TENANT,
+        None => {
+            let claims = s.auth.verify_token(token)?;
+            claims.is_admin() && claims.service == BOOTSTRAP_TENANT
+        }
+    };
+    if !operator {
+        return Err(auth::AuthError::Forbidden("metrics cover every tenant: operators only".into()).into());
+    }
     let body = s.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
