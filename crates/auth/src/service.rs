@@ -120,6 +120,9 @@ pub struct AuthService {
     keys: JwtKeys,
     limiter: LoginLimiter,
     config: AuthConfig,
+    /// Valid API tokens by hash (see `tokens`): requests skip the database. One process
+    /// owns the tokens table, so revocation clears it directly.
+    token_cache: std::sync::RwLock<std::collections::HashMap<String, crate::TokenPrincipal>>,
 }
 
 impl AuthService {
@@ -127,7 +130,7 @@ impl AuthService {
     pub fn new(store: Store, key_path: &Path, config: AuthConfig) -> Result<Self, AuthError> {
         let keys = JwtKeys::load_or_create(key_path)?;
         let limiter = LoginLimiter::new(config.max_failed_logins, config.failed_login_window);
-        Ok(Self { store, keys, limiter, config })
+        Ok(Self { store, keys, limiter, config, token_cache: Default::default() })
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -136,6 +139,10 @@ impl AuthService {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn token_cache(&self) -> &std::sync::RwLock<std::collections::HashMap<String, crate::TokenPrincipal>> {
+        &self.token_cache
     }
 
     /// On an empty database: creates tenant `admin` and user `admin` with `password`, or a

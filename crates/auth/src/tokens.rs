@@ -14,6 +14,9 @@ use crate::service::{AuthService, random_token, require_admin};
 /// covers every tenant).
 pub const SCOPES: &[&str] = &["metrics", "prometheus"];
 
+/// Most valid tokens remembered in memory.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
 /// Prefix that makes Ingot tokens recognisable (e.g. by secret scanners).
 const TOKEN_PREFIX: &str = "ingot_";
 
@@ -87,6 +90,8 @@ impl AuthService {
     pub async fn revoke_token(&self, caller: &Claims, id: &str) -> Result<(), AuthError> {
         require_admin(caller)?;
         if self.store().delete_token(&caller.service, id).await? {
+            // Immediate: the cache forgets it in the same call.
+            self.token_cache().write().expect("token cache lock").retain(|_, p| p.token_id != id);
             Ok(())
         } else {
             Err(AuthError::NotFound("No such token".into()))
@@ -99,11 +104,26 @@ impl AuthService {
         if !token.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let Some(t) = self.store().token_by_hash(&hash_secret(token.as_bytes())).await? else { return Ok(None) };
-        let principal = TokenPrincipal {
-            token_id: t.id,
-            tenant: t.tenant,
-            scopes: t.scopes.split(',').map(String::from).collect(),
+        let hash = hash_secret(token.as_bytes());
+        let cached = self.token_cache().read().expect("token cache lock").get(&hash).cloned();
+        let principal = match cached {
+            Some(p) => p,
+            None => {
+                let Some(t) = self.store().token_by_hash(&hash).await? else { return Ok(None) };
+                let p = TokenPrincipal {
+                    token_id: t.id,
+                    tenant: t.tenant,
+                    scopes: t.scopes.split(',').map(String::from).collect(),
+                };
+                // Only valid tokens are cached, so random tokens cannot fill it; the bound
+                // is a backstop.
+                let mut cache = self.token_cache().write().expect("token cache lock");
+                if cache.len() >= TOKEN_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(hash, p.clone());
+                p
+            }
         };
         Ok(principal.scopes.iter().any(|s| s == scope).then_some(principal))
     }

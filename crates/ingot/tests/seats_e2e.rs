@@ -131,7 +131,7 @@ async fn fakeiot_contract_over_https() {
 
     // Each login is a reading in history (device acct-<hash of account id>).
     let device = model_device_id("acme");
-    let (status, hist) = admin.get(&format!("/history/device/{device}/history?attr=user_id&lastN=1000")).await;
+    let (status, hist) = admin.get(&format!("/history/device/{device}/history?attr=login&lastN=1000")).await;
     assert_eq!(status, 200, "{hist}");
     assert_eq!(hist.as_array().unwrap().len(), 240);
 

@@ -66,15 +66,16 @@ impl LoginEvent {
         Ok(Self { account_id, user_id, timestamp })
     }
 
-    /// The reading this login becomes on the bus (documented in ARCHITECTURE.md):
+    /// The reading this login becomes on the bus (documented in README.md):
     /// device `acct-<first 20 hex of SHA-256(account_id)>` of the token's tenant (account
-    /// ids are opaque strings, device ids are not), time = the login's timestamp,
-    /// attributes `account_id`, `user_id`, `new_user`.
+    /// ids are opaque strings, device ids are not), time = the login's timestamp, one
+    /// attribute `login` = `{"account_id","user_id","new_user"}` (one history row per login).
     pub fn to_device_data(&self, tenant: &str, new_user: bool) -> DeviceData {
         let mut attrs = Map::new();
-        attrs.insert("account_id".into(), json!(self.account_id));
-        attrs.insert("user_id".into(), json!(self.user_id));
-        attrs.insert("new_user".into(), json!(new_user));
+        attrs.insert(
+            "login".into(),
+            json!({"account_id": self.account_id, "user_id": self.user_id, "new_user": new_user}),
+        );
         DeviceData {
             tenant: tenant.to_string(),
             device_id: account_device_id(&self.account_id),
@@ -122,6 +123,7 @@ mod tests {
         let d = e.to_device_data("admin", true);
         assert!(crate::ids::validate_id("device", &d.device_id).is_ok());
         assert_eq!(d.device_id, account_device_id("weird/id with spaces"));
-        assert_eq!(d.attrs["new_user"], json!(true));
+        assert_eq!(d.attrs["login"]["new_user"], json!(true));
+        assert_eq!(d.attrs.len(), 1, "one history row per login");
     }
 }
