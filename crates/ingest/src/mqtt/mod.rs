@@ -349,6 +349,23 @@ fn mqtt_service(
             })))
 }
 
+/// A requested QoS as the session keeps it: QoS 2 subscriptions are granted QoS 1.
+/// (ntex-mqtt's `QoS` is one type for v3 and v5.)
+fn qos_in(qos: ntex_mqtt::QoS) -> registry::Qos {
+    match qos {
+        ntex_mqtt::QoS::AtMostOnce => registry::Qos::AtMostOnce,
+        ntex_mqtt::QoS::AtLeastOnce | ntex_mqtt::QoS::ExactlyOnce => registry::Qos::AtLeastOnce,
+    }
+}
+
+/// The session's QoS on the wire.
+fn qos_out(qos: registry::Qos) -> ntex_mqtt::QoS {
+    match qos {
+        registry::Qos::AtMostOnce => ntex_mqtt::QoS::AtMostOnce,
+        registry::Qos::AtLeastOnce => ntex_mqtt::QoS::AtLeastOnce,
+    }
+}
+
 /// Relays `configure` events from the bus to the devices' config topics.
 async fn relay_actuation(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>) {
     let mut purge = tokio::time::interval(Duration::from_secs(60));

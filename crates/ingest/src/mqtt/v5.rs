@@ -12,7 +12,7 @@ use ntex_mqtt::v5::{self, codec};
 
 use super::ConnectionError;
 use super::Shared;
-use super::registry::{CloseReason, Outbound, Qos};
+use super::registry::{CloseReason, Outbound};
 use super::session::{self, ConnectParams, Connection, DeviceSink, Protocol, Refusal, Will};
 use crate::IngestError;
 
@@ -113,8 +113,8 @@ pub(super) async fn protocol(
     Ok(match msg {
         v5::ProtocolMessage::Subscribe(mut subscribe) => {
             for mut sub in subscribe.iter_mut() {
-                match conn.subscribe(sub.topic(), qos_in(sub.options().qos)) {
-                    Ok(granted) => sub.confirm(qos_out(granted)),
+                match conn.subscribe(sub.topic(), super::qos_in(sub.options().qos)) {
+                    Ok(granted) => sub.confirm(super::qos_out(granted)),
                     Err(_) => sub.fail(codec::SubscribeAckReason::NotAuthorized),
                 }
             }
@@ -133,21 +133,6 @@ pub(super) async fn protocol(
         }
         other => other.ack(),
     })
-}
-
-fn qos_in(qos: codec::QoS) -> Qos {
-    match qos {
-        codec::QoS::AtMostOnce => Qos::AtMostOnce,
-        // QoS 2 subscriptions are granted QoS 1.
-        codec::QoS::AtLeastOnce | codec::QoS::ExactlyOnce => Qos::AtLeastOnce,
-    }
-}
-
-fn qos_out(qos: Qos) -> codec::QoS {
-    match qos {
-        Qos::AtMostOnce => codec::QoS::AtMostOnce,
-        Qos::AtLeastOnce => codec::QoS::AtLeastOnce,
-    }
 }
 
 struct V5Sink(v5::MqttSink);
