@@ -39,3 +39,34 @@ pub async fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_b
         }
     }
 }
+
+/// Persists actuation (`configure` events) as readings of the device, as dojot's history
+/// did: `PUT /device/{id}/actuate {"attrs":{"fan":100}}` appears in the device's history
+/// for `fan`. Other events are ignored.
+pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: HistoryWriter, max_batch: usize) {
+    let mut buf = Vec::with_capacity(max_batch);
+    loop {
+        if sub.recv_many(&mut buf, max_batch).await == 0 {
+            return;
+        }
+        let readings: Vec<_> = buf
+            .drain(..)
+            .filter_map(|d| {
+                let e = &d.msg;
+                let (attrs, device_id) = (e.configure_attrs()?, e.device_id()?);
+                Some(std::sync::Arc::new(DeviceData {
+                    tenant: e.tenant.clone(),
+                    device_id: device_id.to_string(),
+                    ts: e.ts,
+                    attrs: attrs.clone(),
+                }))
+            })
+            .collect();
+        if readings.is_empty() {
+            continue;
+        }
+        if let Err(e) = writer.write_batch(readings).await {
+            tracing::error!(error = %e, "could not store actuation history");
+        }
+    }
+}

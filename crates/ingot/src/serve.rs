@@ -126,11 +126,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The history writer subscribes before any device can connect, so no reading is
     // acknowledged without it.
     let history_sub = bus.subscribe_data("history", Mode::Durable);
-    let history_task = tokio::spawn(history::writer::run(
-        history_sub,
-        store::history::HistoryWriter::new(store.clone()),
-        args.history_batch,
-    ));
+    let history_writer = store::history::HistoryWriter::new(store.clone());
+    let history_task = tokio::spawn(history::writer::run(history_sub, history_writer.clone(), args.history_batch));
+    // Actuation is history too (as in dojot); a durable subscription never drops one.
+    let configure_sub = bus.subscribe_events("history-configure", Mode::Durable);
+    tokio::spawn(history::writer::run_configure(configure_sub, history_writer, args.history_batch));
     tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
 
     let devices =

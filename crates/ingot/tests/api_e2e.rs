@@ -41,11 +41,25 @@ async fn tutorial_over_http_agent_survives_restart() {
 
     let (status, body) = api.put(&format!("/device/{id}/actuate"), json!({"attrs": {"fan": 100}})).await;
     assert_eq!((status, body), (200, json!({" status": "configuration sent to device"})));
+    // Actuation is kept in history, as dojot did.
+    let mut fan = Value::Null;
+    for _ in 0..50 {
+        let (status, h) = api.get(&format!("/history/device/{id}/history?attr=fan")).await;
+        if status == 200 {
+            fan = h;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(fan[0]["value"], json!(100), "actuation in history: {fan}");
     let (status, body) = api.put(&format!("/device/{id}/actuate"), json!({"attrs": {"temperature": 1}})).await;
     assert_eq!((status, &body["attrs"]), (403, &json!(["temperature"])));
 
     let (status, latest) = api.get(&format!("/device/{id}/latest")).await;
-    assert_eq!((status, &latest[0]["value"]), (200, &json!(10.6)));
+    assert_eq!(status, 200);
+    let value_of =
+        |attr: &str| latest.as_array().unwrap().iter().find(|p| p["attr"] == attr).map(|p| p["value"].clone());
+    assert_eq!((value_of("temperature"), value_of("fan")), (Some(json!(10.6)), Some(json!(100))));
 
     assert!(server.terminate(), "SIGTERM must stop ingot cleanly");
     let server = Server::start(dir.path(), &[]);
