@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use crate::extract::bearer_token;
 use crate::{ApiError, AppState};
 
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
@@ -29,15 +30,9 @@ pub async fn ping() -> axum::Json<serde_json::Value> {
 /// operators may read it: an admin of the bootstrap tenant (JWT) or a `prometheus`-scoped
 /// API token of that tenant (what a scraper is given).
 pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("a bearer token (operator JWT or prometheus token) is required".into())
-        })?;
+    let token = bearer_token(&headers).ok_or_else(|| {
+        ApiError::Unauthorized("a bearer token (operator JWT or prometheus token) is required".into())
+    })?;
     let operator = match s.auth.verify_api_token(token, "prometheus").await? {
         Some(p) => p.tenant == BOOTSTRAP_TENANT,
         None => {

@@ -5,37 +5,23 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use model::seats::LoginEvent;
 use seats::AccountView;
 use serde_json::{Value, json};
 
-use crate::extract::{Caller, read_limited};
+use crate::extract::{Caller, bearer_token, is_json, read_limited};
 use crate::{ApiError, AppState};
 
 /// `POST /metrics` (and `//metrics`): a device reports that a user logged in.
 /// 403 for any token problem (checked first), 400 for a bad body, 2xx once stored.
 pub async fn report_login(State(s): State<AppState>, req: Request) -> Result<Json<AccountView>, ApiError> {
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Forbidden("a bearer token is required"))?;
+    let token = bearer_token(req.headers()).ok_or(ApiError::Forbidden("a bearer token is required"))?.to_string();
     let principal =
         s.auth.verify_api_token(&token, "metrics").await?.ok_or(ApiError::Forbidden("invalid or revoked token"))?;
     s.token_limiter.check(&principal.token_id).map_err(ApiError::RateLimited)?;
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let declared_json = is_json(req.headers());
     let body = read_limited(req, s.config.max_body_bytes).await?;
-    if !is_json {
+    if !declared_json {
         return Err(ApiError::BadRequest("Content-Type must be application/json".into()));
     }
     let event = LoginEvent::parse(&body).map_err(ApiError::BadRequest)?;
