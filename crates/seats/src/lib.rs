@@ -6,8 +6,14 @@
 //! [`model::seats::LoginEvent::to_device_data`]), so it reaches history like any reading;
 //! the 2xx answer waits until that reading is durable. Account changes are broadcast for
 //! live views ([`SeatService::subscribe`]).
+//!
+//! All seat writes go through one writer task, in order: that makes the count exact under
+//! concurrency and lets concurrent logins share a commit. What the writer has committed is
+//! mirrored in memory ([`Committed`]), so a repeated login (the common case: devices report
+//! the same users again and again) needs no seat transaction at all, only its history row.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use bus::{Bus, BusError};
 use model::seats::{ENTERPRISE, LoginEvent, Plan, STARTUP};
@@ -69,10 +75,49 @@ pub struct AccountUpdate {
     pub account: AccountView,
 }
 
-/// A login waiting for the seat writer.
-struct LoginJob {
-    row: LoginRow,
-    reply: oneshot::Sender<Result<LoginOutcome, String>>,
+/// Work for the seat writer.
+enum Job {
+    Login { row: LoginRow, reply: oneshot::Sender<Result<LoginOutcome, String>> },
+    Upgrade { tenant: String, account_id: String, reply: oneshot::Sender<Result<Option<AccountRecord>, String>> },
+}
+
+/// The seat state the writer has committed, by tenant then account. An account's `users`
+/// set holds only users whose seat row is committed (not necessarily all of them: it starts
+/// empty after a restart), so finding a user there proves the login is not a new seat;
+/// not finding it sends the login to the writer, which asks the database.
+///
+/// Memory: one entry per account (bounded by the per-tenant account limit) and one string
+/// per distinct user seen since start.
+#[derive(Default)]
+struct Committed {
+    tenants: HashMap<String, HashMap<String, CommittedAccount>>,
+}
+
+struct CommittedAccount {
+    record: AccountRecord,
+    users: HashSet<String>,
+}
+
+impl Committed {
+    /// The account, if `user_id` is a committed seat of it.
+    fn repeated_login(&self, tenant: &str, account_id: &str, user_id: &str) -> Option<AccountRecord> {
+        let account = self.tenants.get(tenant)?.get(account_id)?;
+        account.users.contains(user_id).then(|| account.record.clone())
+    }
+
+    /// After a commit: `record` is the account's newest state, `user_id` one of its seats.
+    fn committed(&mut self, record: &AccountRecord, user_id: Option<&str>) {
+        let accounts = self.tenants.entry(record.tenant.clone()).or_default();
+        let account = accounts
+            .entry(record.account_id.clone())
+            .or_insert_with(|| CommittedAccount { record: record.clone(), users: HashSet::new() });
+        account.record = record.clone();
+        if let Some(user_id) = user_id
+            && !account.users.contains(user_id)
+        {
+            account.users.insert(user_id.to_string());
+        }
+    }
 }
 
 /// Most logins one seat transaction takes.
@@ -84,7 +129,8 @@ pub struct SeatService {
     bus: Arc<dyn Bus>,
     max_accounts: i64,
     updates: broadcast::Sender<AccountUpdate>,
-    writer: mpsc::Sender<LoginJob>,
+    writer: mpsc::Sender<Job>,
+    committed: Arc<Mutex<Committed>>,
 }
 
 impl SeatService {
@@ -92,19 +138,27 @@ impl SeatService {
     /// Starts the seat writer task: call from a tokio runtime.
     pub fn new(store: Store, bus: Arc<dyn Bus>, max_accounts: i64) -> Self {
         let (writer, jobs) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_logins(store.clone(), jobs, max_accounts));
-        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0, writer }
+        let committed = Arc::new(Mutex::new(Committed::default()));
+        tokio::spawn(run_writer(store.clone(), jobs, max_accounts, committed.clone()));
+        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0, writer, committed }
     }
 
     /// Records a login; resolves once it is stored and its reading is durable.
     pub async fn record_login(&self, tenant: &str, event: &LoginEvent) -> Result<AccountView, SeatError> {
+        let repeated =
+            self.committed.lock().expect("seat cache").repeated_login(tenant, &event.account_id, &event.user_id);
+        if let Some(account) = repeated {
+            self.bus.publish_data(event.to_device_data(tenant, false)).await?;
+            metrics::counter!("ingot_seat_logins_total").increment(1);
+            return Ok(AccountView::from_record(&account));
+        }
         let row = LoginRow {
             tenant: tenant.to_string(),
             account_id: event.account_id.clone(),
             user_id: event.user_id.clone(),
         };
         let (reply, outcome) = oneshot::channel();
-        self.writer.send(LoginJob { row, reply }).await.map_err(|_| SeatError::WriterGone)?;
+        self.writer.send(Job::Login { row, reply }).await.map_err(|_| SeatError::WriterGone)?;
         let outcome = outcome.await.map_err(|_| SeatError::WriterGone)?.map_err(SeatError::Write)?;
         let LoginOutcome::Recorded { account, new_user, new_account } = outcome else {
             metrics::counter!("ingot_seat_logins_refused_total", "reason" => "too_many_accounts").increment(1);
@@ -133,7 +187,14 @@ impl SeatService {
 
     /// Moves an account to the Enterprise plan; every user is kept.
     pub async fn upgrade(&self, tenant: &str, account_id: &str) -> Result<AccountView, SeatError> {
-        let r = self.store.set_plan(tenant, account_id, ENTERPRISE.key).await?.ok_or(SeatError::NoSuchAccount)?;
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Upgrade { tenant: tenant.to_string(), account_id: account_id.to_string(), reply };
+        self.writer.send(job).await.map_err(|_| SeatError::WriterGone)?;
+        let r = outcome
+            .await
+            .map_err(|_| SeatError::WriterGone)?
+            .map_err(SeatError::Write)?
+            .ok_or(SeatError::NoSuchAccount)?;
         let view = AccountView::from_record(&r);
         let _ = self.updates.send(AccountUpdate { tenant: tenant.to_string(), account: view.clone() });
         Ok(view)
@@ -145,23 +206,58 @@ impl SeatService {
     }
 }
 
-/// The seat writer: takes every queued login (up to [`MAX_BATCH`]) into one transaction,
-/// so concurrent logins share a commit (and its fsync) instead of queueing for one each.
-async fn write_logins(store: Store, mut jobs: mpsc::Receiver<LoginJob>, max_accounts: i64) {
+/// The seat writer: takes every queued job (up to [`MAX_BATCH`]); consecutive logins share
+/// one transaction, so concurrent logins share a commit (and its fsync) instead of queueing
+/// for one each. Every commit is mirrored into `committed` before anyone is answered.
+async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_accounts: i64, committed: Arc<Mutex<Committed>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut logins = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows = batch.iter().map(|j| j.row.clone()).collect();
-        match store.record_logins(rows, STARTUP.key, max_accounts).await {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+        for job in batch.drain(..) {
+            match job {
+                Job::Login { row, reply } => logins.push((row, reply)),
+                Job::Upgrade { tenant, account_id, reply } => {
+                    write_logins(&store, &mut logins, max_accounts, &committed).await;
+                    let result = store.set_plan(&tenant, &account_id, ENTERPRISE.key).await.map_err(|e| e.to_string());
+                    if let Ok(Some(record)) = &result {
+                        committed.lock().expect("seat cache").committed(record, None);
+                    }
+                    let _ = reply.send(result);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, logins = batch.len(), "seat batch failed");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(e.to_string()));
+        }
+        write_logins(&store, &mut logins, max_accounts, &committed).await;
+    }
+}
+
+/// Commits `logins` in one transaction and answers each.
+async fn write_logins(
+    store: &Store,
+    logins: &mut Vec<(LoginRow, oneshot::Sender<Result<LoginOutcome, String>>)>,
+    max_accounts: i64,
+    committed: &Mutex<Committed>,
+) {
+    if logins.is_empty() {
+        return;
+    }
+    let rows = logins.iter().map(|(row, _)| row.clone()).collect();
+    match store.record_logins(rows, STARTUP.key, max_accounts).await {
+        Ok(outcomes) => {
+            let mut committed = committed.lock().expect("seat cache");
+            for ((row, _), outcome) in logins.iter().zip(&outcomes) {
+                if let LoginOutcome::Recorded { account, .. } = outcome {
+                    committed.committed(account, Some(&row.user_id));
                 }
+            }
+            drop(committed);
+            for ((_, reply), outcome) in logins.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, logins = logins.len(), "seat batch failed");
+            for (_, reply) in logins.drain(..) {
+                let _ = reply.send(Err(e.to_string()));
             }
         }
     }
@@ -207,11 +303,42 @@ mod tests {
         assert_eq!((a.users, a.limit, a.over_limit, a.plan.as_str()), (120, 100, true, "Startup Plan"));
         let up = seats.upgrade("t", "acme").await.unwrap();
         assert_eq!((up.users, up.limit, up.over_limit, up.plan.as_str()), (120, 1000, false, "Enterprise Plan"));
+        // A repeated login is answered from the committed state: it must show the upgrade.
+        let again = seats.record_login("t", &login("acme", "user-7")).await.unwrap();
+        assert_eq!((again.users, again.plan.as_str()), (120, "Enterprise Plan"));
         assert!(matches!(seats.account("other", "acme").await, Err(SeatError::NoSuchAccount)));
         assert!(seats.accounts("other").await.unwrap().is_empty());
         seats.record_login("t", &login("b", "u")).await.unwrap();
         seats.record_login("t", &login("c", "u")).await.unwrap();
         assert!(matches!(seats.record_login("t", &login("d", "u")).await, Err(SeatError::TooManyAccounts(3))));
-        seats.record_login("t", &login("acme", "new")).await.unwrap();
+        let grown = seats.record_login("t", &login("acme", "new")).await.unwrap();
+        assert_eq!(grown.users, 121);
+    }
+
+    /// After a restart the in-memory state is empty; the database still knows every seat.
+    #[tokio::test]
+    async fn repeated_users_after_restart_are_not_new_seats() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let bus = || {
+            let bus = Arc::new(MemoryBus::new(64));
+            let mut history = bus.subscribe_data("history", Mode::Durable);
+            tokio::spawn(async move {
+                while let Some(d) = history.recv().await {
+                    d.ack();
+                }
+            });
+            bus
+        };
+        let seats = SeatService::new(open(), bus(), 10);
+        for u in ["a", "b", "a"] {
+            seats.record_login("t", &login("acme", u)).await.unwrap();
+        }
+        drop(seats);
+        let seats = SeatService::new(open(), bus(), 10);
+        for u in ["a", "b", "c", "a", "c"] {
+            seats.record_login("t", &login("acme", u)).await.unwrap();
+        }
+        assert_eq!(seats.account("t", "acme").await.unwrap().users, 3);
     }
 }
