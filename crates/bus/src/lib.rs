@@ -89,4 +89,9 @@ impl<T> Subscription<T> {
     pub async fn recv_many(&mut self, buf: &mut Vec<Delivery<T>>, limit: usize) -> usize {
         self.rx.recv_many(buf, limit).await
     }
+
+    /// [`Self::recv_many`] for a thread outside the async runtime (it blocks the thread).
+    pub fn blocking_recv_many(&mut self, buf: &mut Vec<Delivery<T>>, limit: usize) -> usize {
+        self.rx.blocking_recv_many(buf, limit)
+    }
 }

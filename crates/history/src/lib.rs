@@ -1,6 +1,6 @@
 //! History: where readings are kept and how they are read back.
 //!
-//! - [`writer::run`] is the durable bus consumer: it takes whatever readings are queued
+//! - [`writer::spawn`] starts the durable bus consumer, a thread of its own: it takes whatever readings are queued
 //!   (up to a batch limit), writes them in one transaction and only then acks them, which
 //!   releases the devices' acknowledgements (group commit).
 //! - [`query`] implements dojot's `/history/device/{id}/history` parameters exactly.

@@ -6,25 +6,36 @@ use bus::{Delivery, Subscription};
 use model::DeviceData;
 use store::history::HistoryWriter;
 
-/// Consumes `sub` until the bus closes, writing batches of at most `max_batch` readings.
+/// Starts the history writer on a thread of its own, consuming `sub` until the bus closes,
+/// in batches of at most `max_batch` readings.
+///
+/// Its own thread rather than a task plus `spawn_blocking` per batch: every device and
+/// request waiting for durability waits on this loop, and each hop between a task and a
+/// blocking-pool thread adds a wake-up to that wait.
 ///
 /// A batch is acked only after its transaction committed; if the write fails, the batch
 /// is dropped unacked, so every publisher waiting on it gets an error and no device is
 /// told its reading was stored.
-pub async fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
+pub fn spawn(sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) -> std::io::Result<()> {
+    std::thread::Builder::new().name("history-writer".into()).spawn(move || run(sub, writer, max_batch))?;
+    Ok(())
+}
+
+fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
     let latency = metrics::histogram!("ingot_history_write_seconds");
     let batch_size = metrics::histogram!("ingot_history_batch_size");
     let written = metrics::counter!("ingot_history_values_written_total");
     let failures = metrics::counter!("ingot_history_write_failures_total");
     let mut buf: Vec<Delivery<DeviceData>> = Vec::with_capacity(max_batch);
+    let mut readings = Vec::with_capacity(max_batch);
     loop {
-        if sub.recv_many(&mut buf, max_batch).await == 0 {
+        if sub.blocking_recv_many(&mut buf, max_batch) == 0 {
             tracing::info!("history writer stopped: bus closed");
             return;
         }
-        let readings = buf.iter().map(|d| d.msg.clone()).collect();
+        readings.extend(buf.iter().map(|d| d.msg.clone()));
         let started = Instant::now();
-        match writer.write_batch(readings).await {
+        match writer.write_batch_blocking(&readings) {
             Ok(values) => {
                 latency.record(started.elapsed().as_secs_f64());
                 batch_size.record(buf.len() as f64);
@@ -37,6 +48,7 @@ pub async fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_b
                 buf.clear();
             }
         }
+        readings.clear();
     }
 }
 

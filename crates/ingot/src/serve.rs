@@ -127,7 +127,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // acknowledged without it.
     let history_sub = bus.subscribe_data("history", Mode::Durable);
     let history_writer = store::history::HistoryWriter::new(store.clone());
-    let history_task = tokio::spawn(history::writer::run(history_sub, history_writer.clone(), args.history_batch));
+    history::writer::spawn(history_sub, history_writer.clone(), args.history_batch)
+        .context("could not start the history writer thread")?;
     // Actuation is history too (as in dojot); a durable subscription never drops one.
     let configure_sub = bus.subscribe_events("history-configure", Mode::Durable);
     tokio::spawn(history::writer::run_configure(configure_sub, history_writer, args.history_batch));
@@ -210,8 +211,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     https.await?;
     tracing::info!("HTTP and HTTPS stopped; closing MQTT connections");
     mqtt.shutdown().await;
-    // Devices are disconnected: whatever is still queued was never acknowledged to them.
-    history_task.abort();
+    // Devices are disconnected: whatever is still queued was never acknowledged to them,
+    // and the history writer thread ends with the process.
     Ok(())
 }
 

@@ -30,8 +30,9 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
-/// (tenant, device, attribute) → series id.
-type SeriesCache = HashMap<(String, String, String), i64>;
+/// tenant → device → attribute → series id. Nested so that a lookup (once per stored
+/// value, the writer's hot path) borrows the reading's strings instead of allocating a key.
+type SeriesCache = HashMap<String, HashMap<String, HashMap<String, i64>>>;
 
 /// Writes batches of readings, remembering series ids between batches.
 #[derive(Clone)]
@@ -48,13 +49,20 @@ impl HistoryWriter {
     /// Stores every attribute of every reading in one transaction (group commit).
     /// Returns the number of values written.
     pub async fn write_batch(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError> {
-        let series = self.series.clone();
+        let writer = self.clone();
+        tokio::task::spawn_blocking(move || writer.write_batch_blocking(&batch))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`Self::write_batch`] on the calling thread (see [`Store::write_blocking`]).
+    pub fn write_batch_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
         self.store
-            .write(move |tx| {
-                let mut cache = series.lock().expect("series cache lock");
+            .write_blocking(|tx| {
+                let mut cache = self.series.lock().expect("series cache lock");
                 let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
                 let mut n = 0;
-                for data in &batch {
+                for data in batch {
                     let ts = data.ts.timestamp_millis();
                     for (attr, value) in &data.attrs {
                         let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
@@ -64,7 +72,6 @@ impl HistoryWriter {
                 }
                 Ok(n)
             })
-            .await
             .inspect_err(|_| {
                 // A failed transaction may have rolled back series rows the cache now names.
                 self.series.lock().expect("series cache lock").clear();
@@ -79,8 +86,7 @@ fn series_id(
     device: &str,
     attr: &str,
 ) -> Result<i64, StoreError> {
-    let key = (tenant.to_string(), device.to_string(), attr.to_string());
-    if let Some(id) = cache.get(&key) {
+    if let Some(id) = cache.get(tenant).and_then(|d| d.get(device)).and_then(|a| a.get(attr)) {
         return Ok(*id);
     }
     tx.prepare_cached("INSERT OR IGNORE INTO series (tenant, device_id, attr) VALUES (?1, ?2, ?3)")?
@@ -88,7 +94,7 @@ fn series_id(
     let id = tx
         .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
         .query_row(params![tenant, device, attr], |r| r.get(0))?;
-    cache.insert(key, id);
+    cache.entry(tenant.to_string()).or_default().entry(device.to_string()).or_default().insert(attr.to_string(), id);
     Ok(id)
 }
 
