@@ -2,8 +2,11 @@
 # POST /metrics over TLS benchmark (issue 3). Builds the release binary, starts a fresh
 # `ingot serve`, creates a metrics token, then in one run, side by side:
 #   1. a bare handler (GET /ping) on the same TLS listener, 64 keep-alive connections;
-#   2. POST /metrics (a login per request, 16 accounts, distinct users), 64 connections;
-#   3. POST /metrics at half of the throughput measured in 2 (latency at half load).
+#   2. POST /metrics, every login a new seat (16 accounts, each request a user not seen
+#      before), 64 connections: the seat writer and the history writer both commit;
+#   3. POST /metrics, the same users logging in again (fakeiot's steady state: a device
+#      reports the same users over and over), 64 connections: only the history row;
+#   4. POST /metrics at half of the throughput measured in 3 (latency at half load).
 # Each line printed is a JSON report from `ingot load fakeiot bench`.
 #
 #   bench/metrics.sh                 # 10 s per phase
@@ -37,11 +40,14 @@ TOKEN=$(curl -s --cacert "$CA" -X POST "$HTTPS/auth/tokens" -H "Authorization: B
 bench() { "$BIN" load fakeiot --token "$TOKEN" --url "$HTTPS" --ca-cert "$CA" bench --connections 64 --duration "$DURATION" "$@" 2>/dev/null; }
 
 echo "server: $HTTPS (pid $SERVER), $(nproc) cores; 64 keep-alive HTTP/1.1 connections over TLS, $DURATION per phase"
-BARE=$(bench --path /ping); echo "$BARE"
-FULL=$(bench --path /metrics); echo "$FULL"
+BARE=$(bench --path /ping); echo "bare handler:   $BARE"
+NEW=$(bench --path /metrics --users 1000000); echo "new seats:      $NEW"
+# Phase 2 logged in users u<conn>-0 … u<conn>-N of every connection; 300 of each are repeats now.
+FULL=$(bench --path /metrics --users 300); echo "repeat logins:  $FULL"
 PEAK=$(echo "$FULL" | sed 's/.*"req_per_s":\([0-9.]*\).*/\1/')
 HALF=$(awk "BEGIN { printf \"%d\", $PEAK / 2 }")
-HALFRUN=$(bench --path /metrics --rate "$HALF"); echo "$HALFRUN"
-awk -v b="$(echo "$BARE" | sed 's/.*"req_per_s":\([0-9.]*\).*/\1/')" -v m="$PEAK" \
-    'BEGIN { printf "ratio POST /metrics / bare handler: %.2f\n", m / b }'
+HALFRUN=$(bench --path /metrics --users 300 --rate "$HALF"); echo "half load:      $HALFRUN"
+rate() { echo "$1" | sed 's/.*"req_per_s":\([0-9.]*\).*/\1/'; }
+awk -v b="$(rate "$BARE")" -v n="$(rate "$NEW")" -v m="$PEAK" \
+    'BEGIN { printf "ratio POST /metrics / bare handler: %.2f repeat logins, %.2f new seats\n", m / b, n / b }'
 echo "server peak RSS: $(grep VmHWM /proc/$SERVER/status | awk '{print $2, $3}')"
