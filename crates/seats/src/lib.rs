@@ -86,12 +86,18 @@ enum Job {
 /// empty after a restart), so finding a user there proves the login is not a new seat;
 /// not finding it sends the login to the writer, which asks the database.
 ///
-/// Memory: one entry per account (bounded by the per-tenant account limit) and one string
-/// per distinct user seen since start.
+/// Memory: one entry per account (bounded by the per-tenant account limit) and at most
+/// [`MIRRORED_USERS_PER_ACCOUNT`] user ids per account; users beyond that are simply not
+/// mirrored, and their logins take the writer's path.
 #[derive(Default)]
 struct Committed {
     tenants: HashMap<String, HashMap<String, CommittedAccount>>,
 }
+
+/// Most users mirrored per account: ten times the largest plan, so any account within
+/// reach of its limit is fully mirrored, while a token inventing user ids cannot grow the
+/// mirror without bound.
+const MIRRORED_USERS_PER_ACCOUNT: usize = if cfg!(test) { 100 } else { 10_000 };
 
 struct CommittedAccount {
     record: AccountRecord,
@@ -113,6 +119,7 @@ impl Committed {
             .or_insert_with(|| CommittedAccount { record: record.clone(), users: HashSet::new() });
         account.record = record.clone();
         if let Some(user_id) = user_id
+            && account.users.len() < MIRRORED_USERS_PER_ACCOUNT
             && !account.users.contains(user_id)
         {
             account.users.insert(user_id.to_string());
@@ -303,9 +310,18 @@ mod tests {
         assert_eq!((a.users, a.limit, a.over_limit, a.plan.as_str()), (120, 100, true, "Startup Plan"));
         let up = seats.upgrade("t", "acme").await.unwrap();
         assert_eq!((up.users, up.limit, up.over_limit, up.plan.as_str()), (120, 1000, false, "Enterprise Plan"));
-        // A repeated login is answered from the committed state: it must show the upgrade.
-        let again = seats.record_login("t", &login("acme", "user-7")).await.unwrap();
-        assert_eq!((again.users, again.plan.as_str()), (120, "Enterprise Plan"));
+        // 100 of the 120 users are mirrored (the cap in tests); a login of one of them is
+        // answered from the mirror and must show the upgrade, one of the others from the database.
+        let mirrored: Vec<String> = (0..120)
+            .map(|u| format!("user-{u}"))
+            .filter(|u| seats.committed.lock().unwrap().repeated_login("t", "acme", u).is_some())
+            .collect();
+        assert_eq!(mirrored.len(), MIRRORED_USERS_PER_ACCOUNT);
+        let unmirrored = (0..120).map(|u| format!("user-{u}")).find(|u| !mirrored.contains(u)).unwrap();
+        for user in [&mirrored[0], &unmirrored] {
+            let again = seats.record_login("t", &login("acme", user)).await.unwrap();
+            assert_eq!((again.users, again.plan.as_str()), (120, "Enterprise Plan"));
+        }
         assert!(matches!(seats.account("other", "acme").await, Err(SeatError::NoSuchAccount)));
         assert!(seats.accounts("other").await.unwrap().is_empty());
         seats.record_login("t", &login("b", "u")).await.unwrap();
