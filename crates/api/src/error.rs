@@ -76,6 +76,7 @@ impl ApiError {
                 _ => message(S::BAD_REQUEST, e.to_string()),
             },
             Self::Device(DeviceError::IdSpaceExhausted) => message(S::INTERNAL_SERVER_ERROR, self.to_string()),
+            Self::Device(DeviceError::Bus(_)) => message(S::SERVICE_UNAVAILABLE, "the change could not be delivered; retry"),
             Self::Device(_) => internal(self),
             Self::History(HistoryError::BadRequest(m)) => {
                 (S::BAD_REQUEST, json!({"title": "Bad request", "description": m}))
@@ -88,7 +89,11 @@ impl ApiError {
                 IngestError::Payload(_) | IngestError::BadTopic => message(S::BAD_REQUEST, e.to_string()),
                 IngestError::ForeignTopic => message(S::FORBIDDEN, e.to_string()),
                 IngestError::TooLarge(_) => message(S::PAYLOAD_TOO_LARGE, e.to_string()),
-                IngestError::Bus(_) => message(S::SERVICE_UNAVAILABLE, "the reading could not be stored; retry"),
+                IngestError::TooManyAttributes(_) => message(S::BAD_REQUEST, e.to_string()),
+                IngestError::Revoked => message(S::UNAUTHORIZED, "invalid device credentials"),
+                IngestError::Bus(_) | IngestError::Unavailable => {
+                    message(S::SERVICE_UNAVAILABLE, "the reading could not be stored; retry")
+                }
             },
             Self::DeviceAuth(DeviceAuthError::Unavailable) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
             Self::DeviceAuth(_) => message(S::UNAUTHORIZED, "invalid device credentials"),

@@ -7,6 +7,11 @@
 //!   how "acknowledge to the device only after the data is committed" is kept: the
 //!   history writer is a durable subscriber that acks after its transaction commits.
 //!   A durable subscriber with a full queue slows publishers down (backpressure).
+//!   Its name is a **durable group**: once subscribed, the group exists until the bus
+//!   ends. If its consumer goes away (its task panicked, its thread died), every publish
+//!   fails with [`BusError::NoConsumer`] until a consumer of the same name subscribes
+//!   again: a message nobody will store must never be acknowledged to a device.
+//!   [`Bus::dead_groups`] names such groups for health checks.
 //! - **lossy** ([`Mode::Lossy`]): best effort (real-time streams). A full queue drops the
 //!   message for that subscriber only, and counts it.
 //!
@@ -38,9 +43,9 @@ pub enum BusError {
     /// A durable subscriber dropped the message without acking it (e.g. its write failed).
     #[error("a durable consumer failed to process the message")]
     NotAcked,
-    /// The bus is shutting down.
-    #[error("the bus is closed")]
-    Closed,
+    /// A durable group has no live consumer (see crate docs); nothing was queued.
+    #[error("the durable consumer '{0}' is not running")]
+    NoConsumer(String),
 }
 
 /// The bus as services see it.
@@ -54,6 +59,9 @@ pub trait Bus: Send + Sync + 'static {
     fn subscribe_data(&self, name: &str, mode: Mode) -> Subscription<DeviceData>;
     /// Subscribes to events.
     fn subscribe_events(&self, name: &str, mode: Mode) -> Subscription<DeviceEvent>;
+    /// Durable groups (`topic/name`) that have no live consumer now: while one is listed,
+    /// publishes on its topic fail.
+    fn dead_groups(&self) -> Vec<String>;
 }
 
 /// One message handed to a subscriber.

@@ -1,9 +1,16 @@
 //! [`MemoryBus`]: the in-process bus of a single node.
+//!
+//! The subscriber list is read on every publish and changed only when somebody
+//! subscribes (or a lossy subscriber is found gone), so it is an [`ArcSwap`]: a publish
+//! takes a reference-counted snapshot without any lock, and changes are serialised by a
+//! mutex that publishers never touch.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use metrics::{Counter, Gauge};
 use model::{DeviceData, DeviceEvent};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Bus, BusError, Delivery, Mode, Subscription};
@@ -18,10 +25,13 @@ pub struct MemoryBus {
 
 struct Topic<T> {
     name: &'static str,
-    subscribers: RwLock<Vec<Subscriber<T>>>,
+    subscribers: ArcSwap<Vec<Subscriber<T>>>,
+    /// Serialises changes to `subscribers` (publishers only read it).
+    changes: Mutex<()>,
 }
 
 struct Subscriber<T> {
+    name: String,
     tx: mpsc::Sender<Delivery<T>>,
     mode: Mode,
     queued: Gauge,
@@ -30,7 +40,13 @@ struct Subscriber<T> {
 
 impl<T> Clone for Subscriber<T> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), mode: self.mode, queued: self.queued.clone(), dropped: self.dropped.clone() }
+        Self {
+            name: self.name.clone(),
+            tx: self.tx.clone(),
+            mode: self.mode,
+            queued: self.queued.clone(),
+            dropped: self.dropped.clone(),
+        }
     }
 }
 
@@ -43,45 +59,77 @@ impl MemoryBus {
 
 impl<T: Send + Sync + 'static> Topic<T> {
     fn new(name: &'static str) -> Arc<Self> {
-        Arc::new(Self { name, subscribers: RwLock::new(Vec::new()) })
+        Arc::new(Self { name, subscribers: ArcSwap::from_pointee(Vec::new()), changes: Mutex::new(()) })
     }
 
+    /// Runs `f` on a copy of the subscriber list and publishes the result.
+    fn change(&self, f: impl FnOnce(&mut Vec<Subscriber<T>>)) {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = Vec::clone(&self.subscribers.load());
+        f(&mut subs);
+        self.subscribers.store(Arc::new(subs));
+    }
+
+    /// A durable subscription replaces any earlier one of the same name: one consumer
+    /// per durable group, the newest (a restarted consumer takes its group back).
     fn subscribe(&self, consumer: &str, mode: Mode, capacity: usize) -> Subscription<T> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let labels = [("topic", self.name.to_string()), ("consumer", consumer.to_string())];
         let sub = Subscriber {
+            name: consumer.to_string(),
             tx,
             mode,
             queued: metrics::gauge!("ingot_bus_queued_messages", &labels),
             dropped: metrics::counter!("ingot_bus_dropped_total", &labels),
         };
-        self.subscribers.write().expect("bus lock").push(sub);
+        self.change(|subs| {
+            subs.retain(|s| match s.mode {
+                Mode::Durable => !(mode == Mode::Durable && s.name == consumer),
+                Mode::Lossy => !s.tx.is_closed(),
+            });
+            subs.push(sub);
+        });
         Subscription { rx }
     }
 
-    fn snapshot(&self) -> Vec<Subscriber<T>> {
-        let mut subs = self.subscribers.write().expect("bus lock");
-        subs.retain(|s| !s.tx.is_closed());
-        subs.clone()
+    fn forget_closed_lossy(&self) {
+        self.change(|subs| subs.retain(|s| s.mode == Mode::Durable || !s.tx.is_closed()));
+    }
+
+    fn dead_groups(&self) -> impl Iterator<Item = String> {
+        let subs = self.subscribers.load_full();
+        let dead: Vec<String> = subs
+            .iter()
+            .filter(|s| s.mode == Mode::Durable && s.tx.is_closed())
+            .map(|s| format!("{}/{}", self.name, s.name))
+            .collect();
+        dead.into_iter()
     }
 
     /// Queues `msg` for every subscriber; returns the ack receivers of durable ones.
+    /// Fails, queueing nothing, when a durable group has no live consumer.
     async fn publish(&self, msg: T) -> Result<Vec<oneshot::Receiver<()>>, BusError> {
+        let subs = self.subscribers.load_full();
+        if let Some(dead) = subs.iter().find(|s| s.mode == Mode::Durable && s.tx.is_closed()) {
+            return Err(BusError::NoConsumer(dead.name.clone()));
+        }
         let msg = Arc::new(msg);
         let mut acks = Vec::new();
-        for sub in self.snapshot() {
+        for sub in subs.iter() {
             match sub.mode {
                 Mode::Durable => {
                     let (ack, rx) = oneshot::channel();
                     let delivery = Delivery { msg: msg.clone(), ack: Some(ack) };
-                    sub.tx.send(delivery).await.map_err(|_| BusError::Closed)?;
+                    // Closed since the check above: the consumer died meanwhile.
+                    sub.tx.send(delivery).await.map_err(|_| BusError::NoConsumer(sub.name.clone()))?;
                     acks.push(rx);
                 }
-                Mode::Lossy => {
-                    if sub.tx.try_send(Delivery { msg: msg.clone(), ack: None }).is_err() {
-                        sub.dropped.increment(1);
-                    }
-                }
+                Mode::Lossy => match sub.tx.try_send(Delivery { msg: msg.clone(), ack: None }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => sub.dropped.increment(1),
+                    Err(TrySendError::Closed(_)) => self.forget_closed_lossy(),
+                },
             }
             sub.queued.set((sub.tx.max_capacity() - sub.tx.capacity()) as f64);
         }
@@ -110,13 +158,17 @@ impl Bus for MemoryBus {
     fn subscribe_events(&self, name: &str, mode: Mode) -> Subscription<DeviceEvent> {
         self.events.subscribe(name, mode, self.capacity)
     }
+
+    fn dead_groups(&self) -> Vec<String> {
+        self.data.dead_groups().chain(self.events.dead_groups()).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Utc;
-    use model::DeviceData;
+    use model::{DeviceData, DeviceEvent};
     use serde_json::Map;
     use std::time::Duration;
 
@@ -164,9 +216,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn closed_subscribers_are_forgotten() {
+    async fn closed_lossy_subscribers_are_forgotten() {
         let bus = MemoryBus::new(2);
-        drop(bus.subscribe_data("gone", Mode::Durable));
+        drop(bus.subscribe_data("gone", Mode::Lossy));
         bus.publish_data(reading(1)).await.unwrap();
+        assert!(bus.data.subscribers.load().is_empty());
+        assert!(bus.dead_groups().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_durable_group_without_consumer_fails_publishes_until_it_resubscribes() {
+        let bus = MemoryBus::new(16);
+        let mut lossy = bus.subscribe_data("ws", Mode::Lossy);
+        drop(bus.subscribe_data("history", Mode::Durable));
+        let e = bus.publish_data(reading(1)).await.unwrap_err();
+        assert!(matches!(e, BusError::NoConsumer(ref n) if n == "history"), "{e:?}");
+        assert!(lossy.rx.try_recv().is_err(), "a refused publish reaches nobody");
+        assert_eq!(bus.dead_groups(), ["device-data/history"]);
+
+        // A restarted consumer takes the group back.
+        let mut sub = bus.subscribe_data("history", Mode::Durable);
+        assert!(bus.dead_groups().is_empty());
+        let b = bus.clone();
+        let publish = tokio::spawn(async move { b.publish_data(reading(2)).await });
+        sub.recv().await.unwrap().ack();
+        publish.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_consumer_dying_with_queued_messages_fails_their_publishes() {
+        let bus = MemoryBus::new(16);
+        let sub = bus.subscribe_data("history", Mode::Durable);
+        let b = bus.clone();
+        let publish = tokio::spawn(async move { b.publish_data(reading(1)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(sub); // queued, never acked: the consumer is gone
+        assert!(matches!(publish.await.unwrap(), Err(BusError::NotAcked)));
+        assert!(matches!(bus.publish_data(reading(2)).await, Err(BusError::NoConsumer(_))));
+        assert!(matches!(
+            bus.publish_event(DeviceEvent::configure("t", "d", Map::new(), Utc::now())).await,
+            Ok(())
+        ));
     }
 }

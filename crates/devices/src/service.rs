@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock as StdRwLock};
 
 use bus::Bus;
 use chrono::Utc;
-use ingest::{DeviceAuthError, DeviceDirectory};
+use ingest::{DeviceAuth, DeviceAuthError, DeviceDirectory};
 use model::catalog::{
     AttrFormat, CatalogError, Device, DeviceRequest, Template, TemplateRequest, catalog_time, device_id_from,
     indexed_labels, new_attrs, resolve_device,
@@ -495,7 +495,17 @@ impl DeviceService {
         if let Some(h) = hash {
             c.secrets.insert(d.id, h);
         }
+        drop(c);
+        // Connections that authenticated with the old secret must end (see ingest::mqtt).
+        self.emit(tenant, EventKind::Credentials, json!({"id": id})).await;
         Ok(secret)
+    }
+
+    /// The tenant left dojot's unsecured mode (`PUT /tenant/settings`): devices connected
+    /// without a secret are told to go (see ingest::mqtt); new ones are refused already,
+    /// since every connect reads the setting.
+    pub async fn tenant_secured(&self, tenant: &str) {
+        self.emit(tenant, EventKind::TenantSecured, json!({})).await;
     }
 }
 
@@ -535,7 +545,14 @@ fn device_matches(c: &Catalog, d: &Device, q: &ListQuery) -> bool {
 
 #[async_trait::async_trait]
 impl DeviceDirectory for DeviceService {
-    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<(), DeviceAuthError> {
+    async fn stored_attrs(&self, device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError> {
+        self.store.history_attrs(&device.tenant, &device.device_id).await.map_err(|e| {
+            tracing::warn!(device = %device, error = %e, "cannot read a device's attributes");
+            DeviceAuthError::Unavailable
+        })
+    }
+
+    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<DeviceAuth, DeviceAuthError> {
         let cat = self.existing_catalog(&device.tenant).ok_or(DeviceAuthError::UnknownDevice)?;
         let stored = {
             let c = cat.read().await;
@@ -545,7 +562,7 @@ impl DeviceDirectory for DeviceService {
             c.secrets.get(&device.device_id).cloned()
         };
         match (secret.filter(|s| !s.is_empty()), stored) {
-            (Some(s), Some(hash)) if secret_matches(s, &hash) => Ok(()),
+            (Some(s), Some(hash)) if secret_matches(s, &hash) => Ok(DeviceAuth::Secret),
             (Some(_), Some(_)) => Err(DeviceAuthError::BadSecret),
             (given, _) => {
                 // No secret given, or the device has none yet: only unsecured tenants let it in.
@@ -556,7 +573,7 @@ impl DeviceDirectory for DeviceService {
                     .map_err(|_| DeviceAuthError::Unavailable)?
                     .is_some_and(|t| t.unsecured_mqtt);
                 match (unsecured, given) {
-                    (true, _) => Ok(()),
+                    (true, _) => Ok(DeviceAuth::Unsecured),
                     (false, None) => Err(DeviceAuthError::SecretRequired),
                     (false, Some(_)) => Err(DeviceAuthError::BadSecret),
                 }
@@ -651,10 +668,10 @@ mod tests {
         let dev = DeviceRef::new("admin", id.clone()).unwrap();
         assert_eq!(svc.verify_device(&dev, None).await, Err(DeviceAuthError::SecretRequired));
         let s1 = svc.new_secret("admin", &id).await.unwrap();
-        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Ok(()));
+        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Ok(DeviceAuth::Secret));
         let s2 = svc.new_secret("admin", &id).await.unwrap();
         assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Err(DeviceAuthError::BadSecret));
-        assert_eq!(svc.verify_device(&dev, Some(s2.as_bytes())).await, Ok(()));
+        assert_eq!(svc.verify_device(&dev, Some(s2.as_bytes())).await, Ok(DeviceAuth::Secret));
         let ghost = DeviceRef::new("admin", "fffffff").unwrap();
         assert_eq!(svc.verify_device(&ghost, Some(b"x")).await, Err(DeviceAuthError::UnknownDevice));
         let foreign = DeviceRef::new("other", id.clone()).unwrap();

@@ -5,6 +5,10 @@
 //! - `firstN` (ascending) beats `lastN` (descending) beats `hLimit` (descending); with none
 //!   of them every reading is returned, newest first, up to the configured maximum.
 //! - `dateFrom` / `dateTo`: inclusive ISO 8601 bounds.
+//!
+//! One answer holds at most the configured maximum of points over all its attributes
+//! (each of N attributes gets at most maximum / N): a device with many labels must not
+//! turn one request into labels × maximum rows.
 
 use model::time::{format_dojot, from_ms, parse_iso};
 use serde_json::{Map, Value, json};
@@ -93,6 +97,13 @@ pub async fn history(
     let (newest_first, limit) = params.order_and_limit(max_points);
     let single = params.attrs.len() == 1;
     let labels = if params.attrs.is_empty() { all_labels } else { params.attrs.clone() };
+    // `max_points` bounds the whole answer: with several attributes each gets its share.
+    let Some(share) = u32::try_from(labels.len()).ok().filter(|n| *n <= max_points.max(1)) else {
+        return Err(HistoryError::BadRequest(format!(
+            "at most {max_points} attributes in one query; ask for fewer with attr="
+        )));
+    };
+    let limit = limit.min(max_points / share.max(1));
     let mut out = Map::new();
     for attr in labels {
         let q = HistoryQuery {
@@ -195,5 +206,31 @@ mod tests {
         let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
         assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
         assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+    }
+
+    #[tokio::test]
+    async fn one_answer_is_bounded_over_all_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let w = HistoryWriter::new(store.clone());
+        let labels: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+        let batch = (0..20)
+            .map(|t| {
+                let attrs = labels.iter().map(|l| (l.clone(), json!(t))).collect();
+                let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
+                Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
+            })
+            .collect();
+        w.write_batch(batch).await.unwrap();
+        let HistoryResult::Many(v) = history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
+        else {
+            panic!()
+        };
+        let total: usize = v.as_object().unwrap().values().map(|a| a.as_array().unwrap().len()).sum();
+        assert_eq!(total, 50, "10 attributes × 5 points, not 10 × 50");
+        let p = HistoryParams::from_pairs(&pairs(&[("attr", "a1")])).unwrap();
+        let HistoryResult::Single(v) = history(&store, "t", "d", &p, vec![], 50).await.unwrap() else { panic!() };
+        assert_eq!(v.as_array().unwrap().len(), 20, "one attribute gets the whole maximum");
+        assert!(history(&store, "t", "d", &HistoryParams::default(), labels, 5).await.is_err());
     }
 }

@@ -1,5 +1,7 @@
 //! Retention: readings older than their tenant's `retention_days` are deleted
-//! periodically (dojot #735/#2251: its expiry setting was ineffective).
+//! periodically (dojot #735/#2251: its expiry setting was ineffective), and so are the
+//! leftovers that would otherwise grow forever: readings of deleted devices, and series
+//! (attribute labels) with no readings left.
 
 use std::time::Duration;
 
@@ -26,5 +28,12 @@ pub async fn purge_once(store: &Store, now_ms: i64) -> Result<usize, store::Stor
         total += store.purge_history(&t.name, cutoff).await?;
     }
     metrics::counter!("ingot_history_values_expired_total").increment(total as u64);
-    Ok(total)
+    let orphans = store.purge_orphan_history().await?;
+    metrics::counter!("ingot_history_values_orphaned_total").increment(orphans as u64);
+    let series = store.purge_empty_series().await?;
+    metrics::counter!("ingot_history_series_purged_total").increment(series as u64);
+    if series > 0 {
+        tracing::info!(series, "history series without readings removed");
+    }
+    Ok(total + orphans)
 }

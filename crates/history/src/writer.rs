@@ -1,13 +1,31 @@
-//! The history writer: a durable bus consumer with group commit.
+//! The history writer: a durable bus consumer with group commit, and its supervisor.
+//!
+//! Every device acknowledgement waits on this writer, so it must never be silently gone:
+//! it runs on a thread of its own under a supervisor thread. If the writer thread dies
+//! (a panic: a bug, an injected fault), its bus subscription dies with it, so the bus
+//! fails every publish at once (devices get an error, never an ack for a reading nobody
+//! stores) and `/health` lists the group (see `bus::Bus::dead_groups`). The supervisor
+//! logs the panic, waits (1 s, doubling up to 30 s while it keeps failing) and starts a
+//! new writer that subscribes to the same durable group again.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bus::{Delivery, Subscription};
+use bus::{Bus, Delivery, Mode, Subscription};
 use model::DeviceData;
 use store::history::HistoryWriter;
 
-/// Starts the history writer on a thread of its own, consuming `sub` until the bus closes,
-/// in batches of at most `max_batch` readings.
+/// The durable group of the history writer on the data topic.
+pub const GROUP: &str = "history";
+
+/// First wait before a crashed writer is restarted; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A writer that ran this long before failing restarts after [`FIRST_BACKOFF`] again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Subscribes the history writer to `bus` (before returning, so no reading is
+/// acknowledged without it) and runs it, supervised, in batches of at most `max_batch`.
 ///
 /// Its own thread rather than a task plus `spawn_blocking` per batch: every device and
 /// request waiting for durability waits on this loop, and each hop between a task and a
@@ -16,9 +34,49 @@ use store::history::HistoryWriter;
 /// A batch is acked only after its transaction committed; if the write fails, the batch
 /// is dropped unacked, so every publisher waiting on it gets an error and no device is
 /// told its reading was stored.
-pub fn spawn(sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) -> std::io::Result<()> {
-    std::thread::Builder::new().name("history-writer".into()).spawn(move || run(sub, writer, max_batch))?;
+pub fn spawn(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) -> std::io::Result<()> {
+    let sub = bus.subscribe_data(GROUP, Mode::Durable);
+    std::thread::Builder::new().name("history-supervisor".into()).spawn(move || supervise(bus, sub, writer, max_batch))?;
     Ok(())
+}
+
+fn supervise(bus: Arc<dyn Bus>, mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
+    let restarts = metrics::counter!("ingot_history_writer_restarts_total");
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let w = writer.clone();
+        let worker = std::thread::Builder::new().name("history-writer".into()).spawn(move || run(sub, w, max_batch));
+        let outcome = match worker {
+            Ok(handle) => handle.join().map_err(|panic| panic_message(&panic)),
+            Err(e) => Err(format!("cannot start a thread: {e}")),
+        };
+        match outcome {
+            Ok(()) => return, // the bus is gone: shutting down
+            Err(why) => {
+                if started.elapsed() >= STABLE_AFTER {
+                    backoff = FIRST_BACKOFF;
+                }
+                restarts.increment(1);
+                tracing::error!(
+                    reason = %why, restart_in = ?backoff,
+                    "the history writer died; devices get errors until it is back"
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                sub = bus.subscribe_data(GROUP, Mode::Durable);
+                tracing::info!("history writer restarted");
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
@@ -50,6 +108,32 @@ fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usiz
         }
         readings.clear();
     }
+}
+
+/// The durable group of the actuation writer on the event topic.
+pub const CONFIGURE_GROUP: &str = "history-configure";
+
+/// Subscribes the actuation writer ([`run_configure`]) and runs it as a supervised task:
+/// a panic restarts it (after the same backoff as the reading writer) with a new
+/// subscription, since a dead durable group makes every event publish fail.
+pub fn spawn_configure(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) {
+    let mut sub = bus.subscribe_events(CONFIGURE_GROUP, Mode::Durable);
+    tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let task = tokio::spawn(run_configure(sub, writer.clone(), max_batch));
+            match task.await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!("ingot_history_writer_restarts_total").increment(1);
+                    tracing::error!(error = %e, restart_in = ?backoff, "the actuation history writer died");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    sub = bus.subscribe_events(CONFIGURE_GROUP, Mode::Durable);
+                }
+            }
+        }
+    });
 }
 
 /// Persists actuation (`configure` events) as readings of the device, as dojot's history

@@ -4,7 +4,10 @@
 //! topic, turn a payload into [`model::DeviceData`] and publish it on the bus, waiting
 //! until it is durable. Protocol modules (`mqtt`, `http`) stay thin and call it.
 
+mod budget;
 pub mod mqtt;
 mod service;
 
-pub use service::{DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService};
+pub use service::{
+    DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth, DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService,
+};

@@ -9,12 +9,25 @@ use model::topic::{DeviceTopic, TopicKind};
 use model::{DeviceData, DeviceRef, PayloadError};
 use serde_json::{Map, Value};
 
+use crate::budget::{Admission, AttrBudget};
+
 /// Where agents look devices up: implemented by the `devices` service.
 #[async_trait::async_trait]
 pub trait DeviceDirectory: Send + Sync + 'static {
     /// Checks that `device` exists and that `secret` is its current credential.
     /// `None` is accepted only for a tenant in dojot's "unsecured mode".
-    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<(), DeviceAuthError>;
+    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<DeviceAuth, DeviceAuthError>;
+    /// The attribute labels `device` has history for (its distinct attributes so far).
+    async fn stored_attrs(&self, device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError>;
+}
+
+/// How a device that was let in proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAuth {
+    /// With its current secret.
+    Secret,
+    /// Without one: its tenant is in dojot's unsecured mode.
+    Unsecured,
 }
 
 /// Why a device was not let in.
@@ -66,6 +79,13 @@ pub enum IngestError {
     Payload(#[from] PayloadError),
     #[error("payload larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the device would have more than {0} distinct attributes; send fewer labels or delete and recreate it")]
+    TooManyAttributes(usize),
+    /// The device was deleted or its credentials changed while it was connected.
+    #[error("the device's credentials are no longer valid")]
+    Revoked,
+    #[error("the device directory is unavailable")]
+    Unavailable,
     #[error("could not store the reading: {0}")]
     Bus(#[from] BusError),
 }
@@ -78,10 +98,17 @@ impl IngestError {
             Self::BadTopic => "bad_topic",
             Self::Payload(_) => "bad_payload",
             Self::TooLarge(_) => "too_large",
-            Self::Bus(_) => "unavailable",
+            Self::TooManyAttributes(_) => "too_many_attributes",
+            Self::Revoked => "revoked",
+            Self::Bus(_) | Self::Unavailable => "unavailable",
         }
     }
 }
+
+/// Default cap on distinct attribute labels per device (`--max-attrs-per-device`).
+pub const DEFAULT_MAX_ATTRS_PER_DEVICE: usize = 1000;
+/// Devices whose labels the attribute budget keeps in memory at most.
+const BUDGET_DEVICES: usize = 100_000;
 
 /// The shared logic of device agents.
 pub struct IngestService {
@@ -89,6 +116,7 @@ pub struct IngestService {
     directory: Arc<dyn DeviceDirectory>,
     limits: PayloadLimits,
     max_payload: usize,
+    budget: AttrBudget,
 }
 
 impl IngestService {
@@ -98,7 +126,20 @@ impl IngestService {
         limits: PayloadLimits,
         max_payload: usize,
     ) -> Self {
-        Self { bus, directory, limits, max_payload }
+        let budget = AttrBudget::new(DEFAULT_MAX_ATTRS_PER_DEVICE, BUDGET_DEVICES);
+        Self { bus, directory, limits, max_payload, budget }
+    }
+
+    /// At most `max` distinct attribute labels per device (default
+    /// [`DEFAULT_MAX_ATTRS_PER_DEVICE`]); readings beyond are refused.
+    pub fn with_max_attrs_per_device(mut self, max: usize) -> Self {
+        self.budget = AttrBudget::new(max, BUDGET_DEVICES);
+        self
+    }
+
+    /// Forgets what is known of a deleted device (its history went with it).
+    pub fn forget_device(&self, device: &DeviceRef) {
+        self.budget.forget(device);
     }
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
@@ -113,10 +154,16 @@ impl IngestService {
     /// Authenticates a connecting device. The identity comes from the username
     /// (`tenant:device`), or, when there is none, from a `tenant:device` client id (mosca).
     pub async fn authenticate(&self, login: DeviceLogin<'_>) -> Result<DeviceRef, DeviceAuthError> {
+        self.authenticate_how(login).await.map(|(device, _)| device)
+    }
+
+    /// [`Self::authenticate`], also saying how the device proved itself (the MQTT agent
+    /// ends unsecured connections when their tenant leaves unsecured mode).
+    pub async fn authenticate_how(&self, login: DeviceLogin<'_>) -> Result<(DeviceRef, DeviceAuth), DeviceAuthError> {
         let ident = login.username.filter(|u| !u.is_empty()).unwrap_or(login.client_id);
         let device = DeviceRef::parse_colon(ident).map_err(|_| DeviceAuthError::BadIdentity)?;
-        self.directory.verify_device(&device, login.password).await?;
-        Ok(device)
+        let how = self.directory.verify_device(&device, login.password).await?;
+        Ok((device, how))
     }
 
     /// Checks that `device` may publish readings on `topic`.
@@ -179,7 +226,10 @@ impl IngestService {
         data: Result<DeviceData, IngestError>,
     ) -> Result<(), IngestError> {
         let outcome = match data {
-            Ok(data) => self.bus.publish_data(data).await.map_err(IngestError::from),
+            Ok(data) => match self.admit_attrs(device, &data.attrs).await {
+                Ok(()) => self.bus.publish_data(data).await.map_err(IngestError::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match &outcome {
@@ -188,6 +238,20 @@ impl IngestService {
             Err(e) => self.count_rejected(agent, &device.tenant, e.reason()),
         }
         outcome
+    }
+
+    /// Checks the reading against the device's attribute budget (see [`AttrBudget`]).
+    async fn admit_attrs(&self, device: &DeviceRef, attrs: &Map<String, Value>) -> Result<(), IngestError> {
+        let mut admission = self.budget.admit(device, attrs);
+        if admission == Admission::Unknown {
+            let stored = self.directory.stored_attrs(device).await.map_err(|_| IngestError::Unavailable)?;
+            self.budget.load(device, stored);
+            admission = self.budget.admit(device, attrs);
+        }
+        match admission {
+            Admission::OverLimit => Err(IngestError::TooManyAttributes(self.budget.max_per_device())),
+            Admission::Admitted | Admission::Unknown => Ok(()),
+        }
     }
 
     /// Counts a rejected message (or connection) for metrics.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use bus::{Bus, Delivery, MemoryBus, Mode};
 use chrono::Utc;
 use ingest::mqtt::{MqttConfig, MqttHandle, MqttServer};
-use ingest::{DeviceAuthError, DeviceDirectory, IngestService};
+use ingest::{DeviceAuth, DeviceAuthError, DeviceDirectory, IngestService};
 use model::data::PayloadLimits;
-use model::{DeviceData, DeviceEvent, DeviceRef};
+use model::{DeviceData, DeviceEvent, DeviceRef, EventKind};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{self as r3};
 use serde_json::{Value, json};
@@ -28,23 +28,30 @@ struct Directory(HashMap<String, &'static str>);
 
 #[async_trait::async_trait]
 impl DeviceDirectory for Directory {
-    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<(), DeviceAuthError> {
+    async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<DeviceAuth, DeviceAuthError> {
         if device.tenant == "down" {
             return Err(DeviceAuthError::Unavailable);
         }
         let known = self.0.get(&device.to_string()).ok_or(DeviceAuthError::UnknownDevice)?;
         match secret {
-            None if device.tenant == "open" => Ok(()),
+            None if device.tenant == "open" => Ok(DeviceAuth::Unsecured),
             None => Err(DeviceAuthError::SecretRequired),
-            Some(s) if s == known.as_bytes() => Ok(()),
+            Some(s) if s == known.as_bytes() => Ok(DeviceAuth::Secret),
             Some(_) => Err(DeviceAuthError::BadSecret),
         }
+    }
+
+    /// No device has history yet in these tests.
+    async fn stored_attrs(&self, _device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError> {
+        Ok(Vec::new())
     }
 }
 
 struct Harness {
     bus: Arc<MemoryBus>,
     server: MqttHandle,
+    /// The durable consumer's task: aborting it kills the consumer.
+    consumer: tokio::task::JoinHandle<()>,
     readings: mpsc::UnboundedReceiver<DeviceData>,
     /// While set, the durable subscriber keeps deliveries instead of acking them.
     withhold: Arc<AtomicBool>,
@@ -57,18 +64,29 @@ impl Harness {
     }
 
     async fn with(tweak: impl FnOnce(&mut MqttConfig)) -> Self {
+        Self::with_service(|s| s, tweak).await
+    }
+
+    async fn with_service(
+        service: impl FnOnce(IngestService) -> IngestService,
+        tweak: impl FnOnce(&mut MqttConfig),
+    ) -> Self {
         let bus = Arc::new(MemoryBus::new(1024));
         let devices = [("acme:dev1", "s3cret"), ("acme:dev2", "other"), ("open:dev9", "unused")];
         let directory = Directory(devices.iter().map(|(d, s)| (d.to_string(), *s)).collect());
-        let ingest =
-            Arc::new(IngestService::new(bus.clone(), Arc::new(directory), PayloadLimits::default(), MAX_PAYLOAD));
+        let ingest = Arc::new(service(IngestService::new(
+            bus.clone(),
+            Arc::new(directory),
+            PayloadLimits::default(),
+            MAX_PAYLOAD,
+        )));
         // The durable consumer (the history writer in Ingot): acks unless told to withhold.
         let mut sub = bus.subscribe_data("history", Mode::Durable);
         let (tx, readings) = mpsc::unbounded_channel();
         let withhold = Arc::new(AtomicBool::new(false));
         let held = Arc::new(Mutex::new(Vec::new()));
         let (w, h) = (withhold.clone(), held.clone());
-        tokio::spawn(async move {
+        let consumer = tokio::spawn(async move {
             while let Some(d) = sub.recv().await {
                 let _ = tx.send((*d.msg).clone());
                 if w.load(Ordering::SeqCst) { h.lock().unwrap().push(d) } else { d.ack() }
@@ -82,7 +100,7 @@ impl Harness {
         };
         tweak(&mut config);
         let server = MqttServer::start(config, ingest).await.expect("server starts");
-        Self { bus, server, readings, withhold, held }
+        Self { bus, server, consumer, readings, withhold, held }
     }
 
     fn port(&self) -> u16 {
@@ -97,6 +115,10 @@ impl Harness {
         if let Ok(Some(d)) = timeout(Duration::from_millis(300), self.readings.recv()).await {
             panic!("unexpected reading {d:?}");
         }
+    }
+
+    async fn event(&self, event: DeviceEvent) {
+        self.bus.publish_event(event).await.unwrap();
     }
 
     async fn actuate(&self, tenant: &str, device: &str, attrs: Value) {
@@ -337,6 +359,137 @@ async fn storage_failure_v5_gets_unspecified_error_v3_is_closed_unacked() {
         }
     };
     let ((), ()) = timeout(WAIT, async { tokio::join!(reader, conn) }).await.expect("v3 connection closed");
+}
+
+/// Waits until the v3 connection ends; a PUBACK before that is a failure.
+async fn closed_without_puback(el: &mut r3::EventLoop) {
+    let closed = async {
+        loop {
+            match el.poll().await {
+                Ok(r3::Event::Incoming(r3::Packet::PubAck(_))) => panic!("nothing may be acknowledged here"),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    timeout(WAIT, closed).await.expect("the v3 connection is closed");
+}
+
+#[tokio::test]
+async fn a_dead_durable_consumer_fails_publishes_instead_of_acking_them() {
+    let mut h = Harness::start().await;
+    let (c5, mut el5) = connect5(&h, "c5", DEV1).await;
+    let (c3, mut el3) = connect3(&h, "c3", Some(("acme:dev2", "other"))).await;
+    h.consumer.abort(); // the history writer dies: nobody will store anything
+    let _ = (&mut h.consumer).await;
+    assert_eq!(h.bus.dead_groups(), ["device-data/history"]);
+
+    c5.publish("acme:dev1/attrs", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    match next5(&mut el5).await {
+        Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, p5::PubAckReason::UnspecifiedError),
+        other => panic!("expected an error PUBACK, got {other:?}"),
+    }
+    c3.publish("acme:dev2/attrs", r3::QoS::AtLeastOnce, false, r#"{"a":1}"#).await.unwrap();
+    closed_without_puback(&mut el3).await;
+}
+
+#[tokio::test]
+async fn deleted_or_rekeyed_devices_are_disconnected_as_not_authorized() {
+    let h = Harness::start().await;
+    let qos1 = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    let now = Utc::now;
+
+    // Deleted (dojot's `remove` event): v5 hears why, v3 is closed; within a second.
+    let (_c5, mut el5) = connect5(&h, "c5", DEV1).await;
+    let (c3, mut el3) = connect3(&h, "c3", DEV1).await;
+    let removed = DeviceEvent { kind: EventKind::Remove, tenant: "acme".into(), data: json!({"id": "dev1"}), ts: now() };
+    let started = std::time::Instant::now();
+    h.event(removed).await;
+    assert_eq!(server_disconnect(&mut el5).await, p5::DisconnectReasonCode::NotAuthorized);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    let _ = c3.publish("acme:dev1/attrs", r3::QoS::AtLeastOnce, false, "{}").await;
+    closed_without_puback(&mut el3).await;
+
+    // A new secret: every connection of that device goes; other devices stay.
+    let (c5, mut el5) = connect5(&h, "c5", DEV1).await;
+    let (other, mut other_el) = connect5(&h, "other", Some(("acme:dev2", "other"))).await;
+    h.event(DeviceEvent::credentials("acme", "dev1", now())).await;
+    assert_eq!(server_disconnect(&mut el5).await, p5::DisconnectReasonCode::NotAuthorized);
+    drop(c5);
+    other.publish("acme:dev2/attrs", qos1, false, r#"{"still":1}"#).await.unwrap();
+    assert!(matches!(next5(&mut other_el).await, Ok(p5::Packet::PubAck(a)) if a.reason == p5::PubAckReason::Success));
+
+    // The tenant leaves unsecured mode: the device that came in without a secret goes.
+    let (_open, mut open_el) = connect5(&h, "open:dev9", None).await;
+    h.event(DeviceEvent::tenant_secured("acme", now())).await;
+    other.publish("acme:dev2/attrs", qos1, false, "{}").await.unwrap();
+    assert!(matches!(next5(&mut other_el).await, Ok(p5::Packet::PubAck(_))), "a device with a secret stays");
+    h.event(DeviceEvent::tenant_secured("open", now())).await;
+    assert_eq!(server_disconnect(&mut open_el).await, p5::DisconnectReasonCode::NotAuthorized);
+}
+
+#[tokio::test]
+async fn distinct_attributes_per_device_are_capped() {
+    let mut h = Harness::with_service(|s| s.with_max_attrs_per_device(3), |_| {}).await;
+    let (c, mut el) = connect5(&h, "c1", DEV1).await;
+    let qos1 = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    let cases = [
+        (r#"{"a":1,"b":2}"#, p5::PubAckReason::Success),
+        (r#"{"c":1,"d":2}"#, p5::PubAckReason::QuotaExceeded),
+        (r#"{"a":3,"c":1}"#, p5::PubAckReason::Success),
+        (r#"{"x1":1}"#, p5::PubAckReason::QuotaExceeded),
+        (r#"{"a":4,"b":5,"c":6}"#, p5::PubAckReason::Success),
+    ];
+    for (payload, expected) in cases {
+        c.publish("acme:dev1/attrs", qos1, false, payload).await.unwrap();
+        match next5(&mut el).await {
+            Ok(p5::Packet::PubAck(ack)) => assert_eq!(ack.reason, expected, "{payload}"),
+            other => panic!("expected PUBACK for {payload}, got {other:?}"),
+        }
+    }
+    for _ in 0..3 {
+        h.reading().await;
+    }
+    h.no_reading().await;
+    // Another device has a budget of its own.
+    let (c2, mut el2) = connect5(&h, "c2", Some(("acme:dev2", "other"))).await;
+    c2.publish("acme:dev2/attrs", qos1, false, r#"{"x1":1,"x2":2,"x3":3}"#).await.unwrap();
+    assert!(matches!(next5(&mut el2).await, Ok(p5::Packet::PubAck(a)) if a.reason == p5::PubAckReason::Success));
+}
+
+#[tokio::test]
+async fn sessions_per_device_are_capped() {
+    let h = Harness::with(|c| c.max_sessions_per_device = 2).await;
+    let persistent = |id: &str| {
+        let mut o = v5_options(&h, id, DEV1);
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let connect = |o: rumqttc::v5::MqttOptions| async move {
+        let (c, mut el) = rumqttc::v5::AsyncClient::new(o, 8);
+        let ack = match next5(&mut el).await {
+            Ok(p5::Packet::ConnAck(ack)) => Ok(ack),
+            Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Err(code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        (c, el, ack)
+    };
+    // "a" goes offline; "b" and "c" connect: "a" (offline longest) is evicted for "c".
+    let (a, mut a_el, _) = connect(persistent("a")).await;
+    a.disconnect().await.unwrap();
+    let _ = drive5(&mut a_el, Duration::from_millis(100)).await;
+    let (_b, _b_el, b_ack) = connect(persistent("b")).await;
+    assert!(b_ack.is_ok());
+    let (_c, _c_el, c_ack) = connect(persistent("c")).await;
+    assert!(c_ack.is_ok());
+    // Both sessions are live: a third client id is refused, and "a" is gone.
+    let (_d, _d_el, d_ack) = connect(persistent("d")).await;
+    assert_eq!(d_ack.unwrap_err(), p5::ConnectReturnCode::QuotaExceeded);
+    drop((_b, _b_el));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_a, _a_el, a_ack) = connect(persistent("a")).await;
+    assert!(!a_ack.unwrap().session_present, "a's session was evicted");
 }
 
 #[tokio::test]

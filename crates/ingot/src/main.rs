@@ -48,6 +48,9 @@ fn init_logging() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
+    // Fault injection (the `FAILPOINTS` variable) exists only in test builds, where the
+    // end-to-end tests use it to kill the history writer; release builds compile it out.
+    let _failpoints = fail::has_failpoints().then(fail::FailScenario::setup);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {

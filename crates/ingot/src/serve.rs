@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bus::{Bus, MemoryBus, Mode};
+use bus::{Bus, MemoryBus};
 use clap::Args;
 use ingest::mqtt::{MqttConfig, MqttServer};
 use model::data::PayloadLimits;
@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Most attributes in one device message.
     #[arg(long, env = "INGOT_MAX_ATTRS", default_value_t = 256)]
     pub max_attrs: usize,
+    /// Most distinct attribute labels one device may have in history (readings that would
+    /// add more are refused: MQTT v5 PUBACK 0x97, HTTP 400).
+    #[arg(long, env = "INGOT_MAX_ATTRS_PER_DEVICE", default_value_t = ingest::DEFAULT_MAX_ATTRS_PER_DEVICE)]
+    pub max_attrs_per_device: usize,
     /// Most MQTT connections at once.
     #[arg(long, env = "INGOT_MAX_MQTT_CONNECTIONS", default_value_t = 100_000)]
     pub max_mqtt_connections: usize,
@@ -61,6 +65,10 @@ pub struct ServeArgs {
     /// Actuation messages kept per offline persistent session (oldest dropped beyond).
     #[arg(long, env = "INGOT_MQTT_MAX_QUEUED", default_value_t = 100)]
     pub mqtt_max_queued: usize,
+    /// MQTT sessions (live or persistent) per device; a new client id beyond evicts the
+    /// one offline longest, or is refused when all are connected.
+    #[arg(long, env = "INGOT_MQTT_MAX_SESSIONS_PER_DEVICE", default_value_t = 16)]
+    pub mqtt_max_sessions_per_device: usize,
     /// Most seat-metering accounts one tenant may have (new accounts beyond get 429).
     #[arg(long, env = "INGOT_MAX_SEAT_ACCOUNTS", default_value_t = 1000)]
     pub max_seat_accounts: i64,
@@ -88,9 +96,12 @@ pub struct ServeArgs {
     /// Most readings written in one history transaction.
     #[arg(long, env = "INGOT_HISTORY_BATCH", default_value_t = 4096)]
     pub history_batch: usize,
-    /// Most readings one history query returns.
+    /// Most readings one history answer returns, over all its attributes.
     #[arg(long, env = "INGOT_MAX_HISTORY_POINTS", default_value_t = 10_000)]
     pub max_history_points: u32,
+    /// History series (device, attribute) whose ids the writer keeps in memory.
+    #[arg(long, env = "INGOT_HISTORY_SERIES_CACHE", default_value_t = 100_000)]
+    pub history_series_cache: usize,
     /// Messages queued per bus consumer before publishers wait.
     #[arg(long, env = "INGOT_BUS_CAPACITY", default_value_t = 65_536)]
     pub bus_capacity: usize,
@@ -124,20 +135,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.bus_capacity));
     // The history writer subscribes before any device can connect, so no reading is
-    // acknowledged without it.
-    let history_sub = bus.subscribe_data("history", Mode::Durable);
+    // acknowledged without it; it is supervised (restarted if it dies).
+    store.set_series_cache_limit(args.history_series_cache);
     let history_writer = store::history::HistoryWriter::new(store.clone());
-    history::writer::spawn(history_sub, history_writer.clone(), args.history_batch)
+    history::writer::spawn(bus.clone(), history_writer.clone(), args.history_batch)
         .context("could not start the history writer thread")?;
     // Actuation is history too (as in dojot); a durable subscription never drops one.
-    let configure_sub = bus.subscribe_events("history-configure", Mode::Durable);
-    tokio::spawn(history::writer::run_configure(configure_sub, history_writer, args.history_batch));
+    history::writer::spawn_configure(bus.clone(), history_writer, args.history_batch);
     tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
 
     let devices =
         Arc::new(devices::DeviceService::load(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?);
     let limits = PayloadLimits { max_attrs: args.max_attrs, ..PayloadLimits::default() };
-    let ingest = Arc::new(ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes));
+    let ingest = Arc::new(
+        ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes)
+            .with_max_attrs_per_device(args.max_attrs_per_device),
+    );
 
     let mqtt_config = MqttConfig {
         listen: args.mqtt,
@@ -146,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_inflight: args.mqtt_max_inflight,
         session_expiry_secs: args.mqtt_session_expiry_secs,
         max_queued_per_session: args.mqtt_max_queued,
+        max_sessions_per_device: args.mqtt_max_sessions_per_device,
         ..MqttConfig::default()
     };
     let mqtt = MqttServer::start(mqtt_config, ingest.clone()).await.with_context(|| {

@@ -19,6 +19,14 @@ pub enum EventKind {
     /// A template changed; sent after one `update` per affected device (dojot #923).
     #[serde(rename = "template.update")]
     TemplateUpdate,
+    /// Ingot's own: the device got a new secret; connections that authenticated with the
+    /// old one must end. `data`: `{"id"}`.
+    #[serde(rename = "credentials")]
+    Credentials,
+    /// Ingot's own: the tenant left dojot's unsecured mode; connections that
+    /// authenticated without a secret must end. `data`: `{}`.
+    #[serde(rename = "tenant.secured")]
+    TenantSecured,
 }
 
 impl EventKind {
@@ -29,6 +37,8 @@ impl EventKind {
             Self::Remove => "remove",
             Self::Configure => "configure",
             Self::TemplateUpdate => "template.update",
+            Self::Credentials => "credentials",
+            Self::TenantSecured => "tenant.secured",
         }
     }
 }
@@ -48,6 +58,16 @@ impl DeviceEvent {
     /// An actuation request for `device_id`.
     pub fn configure(tenant: &str, device_id: &str, attrs: Map<String, Value>, ts: DateTime<Utc>) -> Self {
         Self { kind: EventKind::Configure, tenant: tenant.into(), data: json!({"id": device_id, "attrs": attrs}), ts }
+    }
+
+    /// A device's secret changed.
+    pub fn credentials(tenant: &str, device_id: &str, ts: DateTime<Utc>) -> Self {
+        Self { kind: EventKind::Credentials, tenant: tenant.into(), data: json!({"id": device_id}), ts }
+    }
+
+    /// The tenant left unsecured mode.
+    pub fn tenant_secured(tenant: &str, ts: DateTime<Utc>) -> Self {
+        Self { kind: EventKind::TenantSecured, tenant: tenant.into(), data: json!({}), ts }
     }
 
     /// The device this event is about, when it is about one device.

@@ -90,9 +90,23 @@ pub fn account_device_id(account_id: &str) -> String {
     format!("acct-{}", &hash_secret(account_id.as_bytes())[..20])
 }
 
+/// Whether `id` is an [`account_device_id`] (history for it exists without a device in
+/// the catalog).
+pub fn is_account_device_id(id: &str) -> bool {
+    id.strip_prefix("acct-").is_some_and(|h| h.len() == 20 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_device_ids_are_recognised() {
+        assert!(is_account_device_id(&account_device_id("testacct")));
+        for id in ["acct-", "acct-xyz", "0998", "acct-0123456789abcdef0123x"] {
+            assert!(!is_account_device_id(id), "{id}");
+        }
+    }
 
     #[test]
     fn parses_fakeiot_bodies() {

@@ -48,9 +48,11 @@ impl Store {
     }
 
     /// Writes templates and devices of one tenant in one transaction, deleting the ids
-    /// listed in `remove_*`, and saving `counters`.
+    /// listed in `remove_*`, and saving `counters`. A removed device's history goes with
+    /// it: its series are deleted at once (its readings later, by retention).
     pub async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError> {
         let tenant = tenant.to_string();
+        let inner = self.inner.clone();
         self.write(move |tx| {
             {
                 let mut put =
@@ -71,6 +73,7 @@ impl Store {
                 let mut del = tx.prepare_cached("DELETE FROM devices WHERE tenant = ?1 AND id = ?2")?;
                 for id in &change.remove_devices {
                     del.execute(params![tenant, id])?;
+                    crate::history::forget_device(&inner, tx, &tenant, id)?;
                 }
                 let mut ctr =
                     tx.prepare_cached("INSERT OR REPLACE INTO counters (tenant, name, value) VALUES (?1, ?2, ?3)")?;

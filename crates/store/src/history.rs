@@ -1,7 +1,7 @@
 //! Readings over time: one row per (series, ts), a series being (tenant, device, attribute).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use model::DeviceData;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -30,20 +30,89 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
-/// tenant → device → attribute → series id. Nested so that a lookup (once per stored
-/// value, the writer's hot path) borrows the reading's strings instead of allocating a key.
-type SeriesCache = HashMap<String, HashMap<String, HashMap<String, i64>>>;
+/// Default bound of the series cache, in series.
+pub const DEFAULT_SERIES_CACHE: usize = 100_000;
 
-/// Writes batches of readings, remembering series ids between batches.
+/// Series ids the writer has seen, bounded: tenant → device → attribute → id.
+///
+/// Nested so that a lookup (once per stored value, the writer's hot path) borrows the
+/// reading's strings instead of allocating a key. Beyond `max` series, a whole device's
+/// entries are evicted (an arbitrary one: no bookkeeping on the hot path); a miss costs
+/// two indexed statements, so eviction only costs time, never correctness.
+///
+/// It lives in the store, not in the writer, because it must change in the same
+/// transaction as the `series` rows: deleting a device or purging empty series evicts
+/// them here too, so no id in the cache ever names a deleted series.
+#[derive(Debug)]
+pub(crate) struct SeriesCache {
+    map: HashMap<String, HashMap<String, HashMap<String, i64>>>,
+    len: usize,
+    max: usize,
+}
+
+impl SeriesCache {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { map: HashMap::new(), len: 0, max: max.max(1) }
+    }
+
+    fn get(&self, tenant: &str, device: &str, attr: &str) -> Option<i64> {
+        self.map.get(tenant)?.get(device)?.get(attr).copied()
+    }
+
+    fn insert(&mut self, tenant: &str, device: &str, attr: &str, id: i64) {
+        while self.len >= self.max && self.evict_one_device() {}
+        let attrs = self.map.entry(tenant.to_string()).or_default().entry(device.to_string()).or_default();
+        if attrs.insert(attr.to_string(), id).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn evict_one_device(&mut self) -> bool {
+        let Some(tenant) = self.map.keys().next().cloned() else { return false };
+        let devices = self.map.get_mut(&tenant).expect("key just seen");
+        if let Some(device) = devices.keys().next().cloned() {
+            self.len -= devices.remove(&device).map_or(0, |a| a.len());
+        }
+        if devices.is_empty() {
+            self.map.remove(&tenant);
+        }
+        metrics::counter!("ingot_history_series_cache_evictions_total").increment(1);
+        true
+    }
+
+    fn forget_device(&mut self, tenant: &str, device: &str) {
+        if let Some(devices) = self.map.get_mut(tenant) {
+            self.len -= devices.remove(device).map_or(0, |a| a.len());
+        }
+    }
+
+    fn forget(&mut self, tenant: &str, device: &str, attr: &str) {
+        if let Some(attrs) = self.map.get_mut(tenant).and_then(|d| d.get_mut(device))
+            && attrs.remove(attr).is_some()
+        {
+            self.len -= 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.len = 0;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Writes batches of readings (group commit).
 #[derive(Clone)]
 pub struct HistoryWriter {
     store: Store,
-    series: Arc<Mutex<SeriesCache>>,
 }
 
 impl HistoryWriter {
     pub fn new(store: Store) -> Self {
-        Self { store, series: Arc::default() }
+        Self { store }
     }
 
     /// Stores every attribute of every reading in one transaction (group commit).
@@ -57,9 +126,10 @@ impl HistoryWriter {
 
     /// [`Self::write_batch`] on the calling thread (see [`Store::write_blocking`]).
     pub fn write_batch_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+        let inner = &self.store.inner;
         self.store
             .write_blocking(|tx| {
-                let mut cache = self.series.lock().expect("series cache lock");
+                let mut cache = inner.series_cache();
                 let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
                 let mut n = 0;
                 for data in batch {
@@ -70,12 +140,26 @@ impl HistoryWriter {
                         n += 1;
                     }
                 }
+                fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
                 Ok(n)
             })
             .inspect_err(|_| {
                 // A failed transaction may have rolled back series rows the cache now names.
-                self.series.lock().expect("series cache lock").clear();
+                inner.series_cache().clear();
             })
+    }
+}
+
+impl crate::Inner {
+    /// The series cache; a panic while it was held leaves at worst ids of rolled-back
+    /// series behind, so a poisoned cache is cleared, not trusted.
+    fn series_cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
+        self.series.lock().unwrap_or_else(|poisoned| {
+            self.series.clear_poison();
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
     }
 }
 
@@ -86,16 +170,33 @@ fn series_id(
     device: &str,
     attr: &str,
 ) -> Result<i64, StoreError> {
-    if let Some(id) = cache.get(tenant).and_then(|d| d.get(device)).and_then(|a| a.get(attr)) {
-        return Ok(*id);
+    if let Some(id) = cache.get(tenant, device, attr) {
+        return Ok(id);
     }
     tx.prepare_cached("INSERT OR IGNORE INTO series (tenant, device_id, attr) VALUES (?1, ?2, ?3)")?
         .execute(params![tenant, device, attr])?;
     let id = tx
         .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
         .query_row(params![tenant, device, attr], |r| r.get(0))?;
-    cache.entry(tenant.to_string()).or_default().entry(device.to_string()).or_default().insert(attr.to_string(), id);
+    cache.insert(tenant, device, attr, id);
     Ok(id)
+}
+
+/// Deletes a device's series and evicts them from the cache, inside the caller's write
+/// transaction. Its readings are left for retention to remove in chunks (listed in
+/// `dead_series`), so deleting a device with millions of readings stays one quick
+/// transaction; series ids are never reused (AUTOINCREMENT), so they cannot resurface.
+pub(crate) fn forget_device(
+    inner: &crate::Inner,
+    tx: &Transaction<'_>,
+    tenant: &str,
+    device: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT OR IGNORE INTO dead_series (id) SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2")?
+        .execute(params![tenant, device])?;
+    tx.prepare_cached("DELETE FROM series WHERE tenant = ?1 AND device_id = ?2")?.execute(params![tenant, device])?;
+    inner.series_cache().forget_device(tenant, device);
+    Ok(())
 }
 
 impl Store {
@@ -163,25 +264,90 @@ impl Store {
     /// Deletes a tenant's readings older than `cutoff_ms`; returns how many. Works in
     /// chunks so that device writes are not held up behind one huge transaction.
     pub async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let tenant = tenant.to_string();
+        self.delete_in_chunks(move |tx, chunk| {
+            Ok(tx.execute(
+                "DELETE FROM history WHERE rowid IN (
+                   SELECT h.rowid FROM series s JOIN history h ON h.series = s.id
+                   WHERE s.tenant = ?1 AND h.ts < ?2 LIMIT ?3)",
+                params![tenant, cutoff_ms, chunk],
+            )?)
+        })
+        .await
+    }
+
+    /// Deletes the readings of deleted devices (series listed in `dead_series`); returns
+    /// how many.
+    pub async fn purge_orphan_history(&self) -> Result<usize, StoreError> {
+        let n = self
+            .delete_in_chunks(|tx, chunk| {
+                Ok(tx.execute(
+                    "DELETE FROM history WHERE rowid IN (
+                       SELECT h.rowid FROM dead_series d JOIN history h ON h.series = d.id LIMIT ?1)",
+                    params![chunk],
+                )?)
+            })
+            .await?;
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM dead_series WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.series = dead_series.id)",
+                [],
+            )?)
+        })
+        .await?;
+        Ok(n)
+    }
+
+    /// Deletes series that have no readings left (all expired, or never written), so
+    /// labels a device sent once do not stay forever; returns how many.
+    pub async fn purge_empty_series(&self) -> Result<usize, StoreError> {
+        let inner = self.inner.clone();
+        self.delete_in_chunks(move |tx, chunk| {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM series WHERE id IN (
+                   SELECT s.id FROM series s WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.series = s.id)
+                   LIMIT ?1)
+                 RETURNING tenant, device_id, attr",
+            )?;
+            let mut rows = st.query(params![chunk])?;
+            let mut cache = inner.series_cache();
+            let mut n = 0;
+            while let Some(r) = rows.next()? {
+                cache.forget(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?, &r.get::<_, String>(2)?);
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Runs `delete(tx, chunk)` in transactions of its own until it deletes fewer than a
+    /// chunk; returns the total.
+    async fn delete_in_chunks(
+        &self,
+        delete: impl Fn(&Transaction<'_>, i64) -> Result<usize, StoreError> + Send + Sync + 'static,
+    ) -> Result<usize, StoreError> {
         const CHUNK: i64 = 10_000;
+        let delete = Arc::new(delete);
         let mut total = 0;
         loop {
-            let tenant = tenant.to_string();
-            let n = self
-                .write(move |tx| {
-                    Ok(tx.execute(
-                        "DELETE FROM history WHERE rowid IN (
-                           SELECT h.rowid FROM series s JOIN history h ON h.series = s.id
-                           WHERE s.tenant = ?1 AND h.ts < ?2 LIMIT ?3)",
-                        params![tenant, cutoff_ms, CHUNK],
-                    )?)
-                })
-                .await?;
+            let delete = delete.clone();
+            let n = self.write(move |tx| delete(tx, CHUNK)).await?;
             total += n;
             if (n as i64) < CHUNK {
                 return Ok(total);
             }
         }
+    }
+
+    /// Bounds the series cache of the history writer to `max` series.
+    pub fn set_series_cache_limit(&self, max: usize) {
+        self.inner.series_cache().max = max.max(1);
+    }
+
+    /// Series in the cache now (for tests and metrics).
+    pub fn series_cached(&self) -> usize {
+        self.inner.series_cache().len()
     }
 }
 
@@ -234,5 +400,96 @@ mod tests {
         // Another tenant's device with the same id sees nothing.
         let other = HistoryQuery { tenant: "u".into(), ..q(false, None, None, None) };
         assert!(store.history(other).await.unwrap().is_empty());
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap()
+    }
+
+    fn query(device: &str, attr: &str) -> HistoryQuery {
+        HistoryQuery {
+            tenant: "t".into(),
+            device_id: device.into(),
+            attr: attr.into(),
+            from_ms: None,
+            to_ms: None,
+            newest_first: false,
+            limit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_series_cache_is_bounded_and_eviction_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.set_series_cache_limit(10);
+        let w = HistoryWriter::new(store.clone());
+        for round in 0..3 {
+            let batch = (0..8).map(|d| reading(&format!("d{d}"), round, serde_json::json!({"a": round, "b": d}))).collect();
+            w.write_batch(batch).await.unwrap();
+            assert!(store.series_cached() <= 10, "{} series cached", store.series_cached());
+        }
+        for d in 0..8 {
+            let vals: Vec<_> = store.history(query(&format!("d{d}"), "a")).await.unwrap();
+            assert_eq!(vals.len(), 3, "device d{d} kept every reading across evictions");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_devices_history_is_gone_and_its_id_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let w = HistoryWriter::new(store.clone());
+        w.write_batch(vec![reading("gone", 1, serde_json::json!({"a": 1})), reading("kept", 1, serde_json::json!({"a": 2}))])
+            .await
+            .unwrap();
+        let remove = crate::catalog::CatalogChange { remove_devices: vec!["gone".into()], ..Default::default() };
+        store.save_catalog("t", remove).await.unwrap();
+        assert!(store.history_attrs("t", "gone").await.unwrap().is_empty());
+        assert!(store.history(query("gone", "a")).await.unwrap().is_empty());
+
+        // A device created later with the same id does not see the old readings, even
+        // before retention removed them, and its own readings are stored (the writer's
+        // cache forgot the old series).
+        w.write_batch(vec![reading("gone", 5, serde_json::json!({"a": 5}))]).await.unwrap();
+        let vals: Vec<_> = store.history(query("gone", "a")).await.unwrap().into_iter().map(|p| p.value).collect();
+        assert_eq!(vals, [serde_json::json!(5)]);
+        assert_eq!(store.purge_orphan_history().await.unwrap(), 1, "the old reading is removed by retention");
+        assert_eq!(store.history(query("gone", "a")).await.unwrap().len(), 1);
+        assert_eq!(store.history(query("kept", "a")).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn series_without_readings_are_purged_and_can_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let w = HistoryWriter::new(store.clone());
+        w.write_batch(vec![reading("d", 1, serde_json::json!({"once": 1, "always": 1}))]).await.unwrap();
+        w.write_batch(vec![reading("d", 10_000, serde_json::json!({"always": 2}))]).await.unwrap();
+        store.purge_history("t", 5_000).await.unwrap();
+        assert_eq!(store.purge_empty_series().await.unwrap(), 1);
+        assert_eq!(store.history_attrs("t", "d").await.unwrap(), ["always"]);
+        // The label may be sent again: the writer must not reuse the purged series id.
+        w.write_batch(vec![reading("d", 20_000, serde_json::json!({"once": 3}))]).await.unwrap();
+        assert_eq!(store.history(query("d", "once")).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_leaves_a_working_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let w = HistoryWriter::new(store.clone());
+        let s = store.clone();
+        let panicked = std::thread::spawn(move || {
+            s.write_blocking(|tx| -> Result<(), StoreError> {
+                tx.execute("INSERT INTO series (tenant, device_id, attr) VALUES ('t', 'x', 'y')", [])?;
+                panic!("a bug in a write");
+            })
+        })
+        .join();
+        assert!(panicked.is_err());
+        w.write_batch(vec![reading("d", 1, serde_json::json!({"a": 1}))]).await.unwrap();
+        assert_eq!(store.history(query("d", "a")).await.unwrap().len(), 1);
+        assert!(store.history_attrs("t", "x").await.unwrap().is_empty(), "the panicked transaction rolled back");
     }
 }

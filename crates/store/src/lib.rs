@@ -62,6 +62,9 @@ pub struct Store {
 
 struct Inner {
     writer: Mutex<Connection>,
+    /// Series ids by (tenant, device, attribute). Changed only while `writer` is held,
+    /// in the same transaction as the `series` rows it mirrors (see [`history`]).
+    series: Mutex<history::SeriesCache>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     options: StoreOptions,
@@ -76,7 +79,9 @@ impl Store {
         migrate::run(&mut writer)?;
         let readers =
             (0..options.readers.max(1)).map(|_| Self::connect(&path, &options, true)).collect::<Result<_, _>>()?;
-        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers: Mutex::new(readers), path, options }) })
+        let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
+        let inner = Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     fn connect(path: &Path, options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {
@@ -141,7 +146,14 @@ impl Store {
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     {
-        let mut conn = self.inner.writer.lock().expect("writer lock");
+        // A panic inside `f` poisons the lock, but leaves a consistent connection behind:
+        // the transaction was rolled back as it unwound. Refusing every later write would
+        // turn one bad batch into a dead store.
+        let mut conn = self.inner.writer.lock().unwrap_or_else(|poisoned| {
+            tracing::warn!("a database write panicked earlier; its transaction was rolled back");
+            self.inner.writer.clear_poison();
+            poisoned.into_inner()
+        });
         let tx = conn.transaction()?;
         let value = f(&tx)?;
         tx.commit()?;

@@ -117,7 +117,12 @@ pub async fn update_tenant_settings(
 ) -> Result<Json<TenantSettings>, ApiError> {
     let settings: TenantSettings =
         serde_json::from_value(body).map_err(|e| AuthError::BadRequest(format!("invalid settings: {e}")))?;
-    Ok(Json(s.auth.update_tenant_settings(&c, settings).await?))
+    let updated = s.auth.update_tenant_settings(&c, settings).await?;
+    if !updated.unsecured_mqtt {
+        // Devices let in without a secret while the tenant was unsecured must go now.
+        s.devices.tenant_secured(&c.service).await;
+    }
+    Ok(Json(updated))
 }
 
 /// `POST /auth/tokens` `{"name","scopes"}` → 201 `{"id","name","token"}` (token shown once).

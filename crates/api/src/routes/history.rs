@@ -19,12 +19,9 @@ pub async fn history(
     q: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let params = HistoryParams::from_pairs(&q.0)?;
-    let known = s.devices.device_exists(&c.service, &id).await;
+    let known = has_history(&s, &c.service, &id).await?;
     let mut labels = if known { s.devices.data_attr_labels(&c.service, &id).await? } else { vec![] };
     let stored = s.store.history_attrs(&c.service, &id).await.map_err(history::HistoryError::from)?;
-    if !known && stored.is_empty() {
-        return Err(DEVICE_NOT_FOUND);
-    }
     for l in stored {
         if !labels.contains(&l) {
             labels.push(l);
@@ -44,9 +41,19 @@ pub async fn latest(
     Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = history::query::latest(&s.store, &c.service, &id).await?;
-    if v.as_array().is_some_and(Vec::is_empty) && !s.devices.device_exists(&c.service, &id).await {
-        return Err(DEVICE_NOT_FOUND);
+    has_history(&s, &c.service, &id).await?;
+    Ok(Json(history::query::latest(&s.store, &c.service, &id).await?))
+}
+
+/// Whether `id` may have history: a device of the catalog (`Ok(true)`), or a seat
+/// account's login device (`Ok(false)`). Anything else — a deleted device included —
+/// is dojot's 404, whatever readings of it are still waiting for retention.
+async fn has_history(s: &AppState, tenant: &str, id: &str) -> Result<bool, ApiError> {
+    if s.devices.device_exists(tenant, id).await {
+        Ok(true)
+    } else if model::seats::is_account_device_id(id) {
+        Ok(false)
+    } else {
+        Err(DEVICE_NOT_FOUND)
     }
-    Ok(Json(v))
 }

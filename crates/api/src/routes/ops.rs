@@ -9,14 +9,24 @@ use serde_json::json;
 use crate::extract::bearer_token;
 use crate::{ApiError, AppState};
 
+/// `GET /health`: 200 `{"status":"ok"}`, or 503 `{"status":"unavailable","reasons":[…]}`
+/// when the database does not answer or a durable consumer (the history writer) is not
+/// running — then devices are refused, never acknowledged. The reasons are short and
+/// fixed; details go to the log, not to unauthenticated callers.
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
     // A trivial read proves the database answers.
-    match s.store.tenants().await {
-        Ok(_) => (axum::http::StatusCode::OK, axum::Json(json!({"status": "ok"}))),
-        Err(e) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unavailable", "error": e.to_string()})),
-        ),
+    if let Err(e) = s.store.tenants().await {
+        tracing::warn!(error = %e, "health: the database does not answer");
+        reasons.push("database unavailable".to_string());
+    }
+    for group in s.ingest.bus().dead_groups() {
+        reasons.push(format!("consumer {group} is not running"));
+    }
+    if reasons.is_empty() {
+        (axum::http::StatusCode::OK, axum::Json(json!({"status": "ok"})))
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "reasons": reasons})))
     }
 }
 

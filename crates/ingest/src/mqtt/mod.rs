@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use bus::{BusError, Mode, Subscription};
+use bus::{Mode, Subscription};
 use bytes::Bytes;
-use model::{DeviceEvent, DeviceRef};
+use model::{DeviceEvent, DeviceRef, EventKind};
 use ntex_mqtt::{v3 as mqtt3, v5 as mqtt5};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::fn_service;
@@ -81,6 +81,10 @@ pub struct MqttConfig {
     /// Actuation messages kept per session while its device is offline; the oldest is
     /// dropped (and counted) beyond. Default 100.
     pub max_queued_per_session: usize,
+    /// Sessions (live or stored) per device. A new client id beyond it evicts the session
+    /// offline longest, or is refused (v3 ServerUnavailable, v5 0x97) when all are live.
+    /// Default 16.
+    pub max_sessions_per_device: usize,
     /// ntex worker threads. Default: the number of CPUs.
     pub workers: usize,
 }
@@ -95,6 +99,7 @@ impl Default for MqttConfig {
             max_inflight: 32,
             session_expiry_secs: 86_400,
             max_queued_per_session: 100,
+            max_sessions_per_device: 16,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
@@ -117,7 +122,9 @@ pub enum MqttError {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectionError {
     #[error("could not store a reading: {0}")]
-    Storage(BusError),
+    Storage(String),
+    #[error("the device's credentials were revoked")]
+    Revoked,
     #[error("could not read a payload: {0}")]
     Payload(String),
     #[error("connection service failed to start")]
@@ -168,10 +175,11 @@ impl MqttServer {
             .map_err(|source| MqttError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| MqttError::Bind { addr: config.listen, source })?;
 
-        // Subscribed before accepting connections, so no actuation request slips by.
-        let events = ingest.bus().subscribe_events("mqtt", Mode::Lossy);
+        // Subscribed before accepting connections, so no actuation request slips by;
+        // durable, so that no revocation (device deleted, secret changed) is ever dropped.
+        let events = ingest.bus().subscribe_events("mqtt", Mode::Durable);
         let shared = Arc::new(Shared {
-            registry: Registry::new(config.max_queued_per_session),
+            registry: Registry::new(config.max_queued_per_session, config.max_sessions_per_device),
             ingest,
             config,
             connections: AtomicUsize::new(0),
@@ -190,7 +198,7 @@ impl MqttServer {
             Ok(Err(e)) => return Err(MqttError::Start(e.to_string())),
             Err(_) => return Err(MqttError::Start("the server thread ended early".into())),
         };
-        let relay = runtime.spawn(relay_actuation(shared.clone(), events));
+        let relay = runtime.spawn(relay_events(shared.clone(), events));
         tracing::info!(%local_addr, "mqtt server listening");
         Ok(MqttHandle { local_addr, server: Some(server), thread: Some(thread), relay, shared })
     }
@@ -202,6 +210,9 @@ fn validate(config: &MqttConfig) -> Result<(), MqttError> {
     }
     if config.max_connections == 0 {
         return Err(MqttError::Config("max_connections must be at least 1"));
+    }
+    if config.max_sessions_per_device == 0 {
+        return Err(MqttError::Config("max_sessions_per_device must be at least 1"));
     }
     if config.max_payload.saturating_add(PACKET_HEADROOM) > u32::MAX as usize {
         return Err(MqttError::Config("max_payload is too large"));
@@ -366,18 +377,42 @@ fn qos_out(qos: registry::Qos) -> ntex_mqtt::QoS {
     }
 }
 
-/// Relays `configure` events from the bus to the devices' config topics.
-async fn relay_actuation(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>) {
+/// Relays `configure` events from the bus to the devices' config topics, and ends the
+/// sessions of devices that were deleted or whose credentials changed.
+async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>) {
     let mut purge = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             delivery = events.recv() => {
                 let Some(delivery) = delivery else { break };
-                relay_one(&shared, &delivery.msg);
+                match delivery.msg.kind {
+                    EventKind::Configure => relay_one(&shared, &delivery.msg),
+                    EventKind::Remove | EventKind::Credentials | EventKind::TenantSecured => revoke(&shared, &delivery.msg),
+                    EventKind::Create | EventKind::Update | EventKind::TemplateUpdate => {}
+                }
                 delivery.ack();
             }
             _ = purge.tick() => shared.registry.purge_expired(),
         }
+    }
+}
+
+/// Ends the connections an event makes unauthorised: a deleted device's (and its stored
+/// sessions), a re-keyed device's, or a tenant's unsecured ones.
+fn revoke(shared: &Shared, event: &DeviceEvent) {
+    let closed = if event.kind == EventKind::TenantSecured {
+        shared.registry.revoke_unsecured(&event.tenant)
+    } else {
+        let Some(device) = event.device_id().and_then(|id| DeviceRef::new(&event.tenant, id).ok()) else { return };
+        let deleted = event.kind == EventKind::Remove;
+        if deleted {
+            shared.ingest.forget_device(&device);
+        }
+        shared.registry.revoke_device(&device, deleted)
+    };
+    if closed > 0 {
+        metrics::counter!("ingot_mqtt_connections_revoked_total").increment(closed as u64);
+        tracing::info!(tenant = %event.tenant, event = event.kind.as_str(), closed, "mqtt connections revoked");
     }
 }
 

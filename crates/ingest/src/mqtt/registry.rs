@@ -46,6 +46,8 @@ pub(crate) enum CloseReason {
     ServerShutdown,
     /// The connection is already gone; nothing to send.
     Ended,
+    /// The device was deleted, or its credentials were revoked or changed.
+    NotAuthorized,
 }
 
 /// Wakes a connection's outbound task: a message was queued, or it must close.
@@ -85,6 +87,8 @@ impl LiveSignal {
 struct Live {
     conn_id: u64,
     signal: Arc<LiveSignal>,
+    /// Whether the connection proved a secret (else it came in through unsecured mode).
+    with_secret: bool,
 }
 
 struct Session {
@@ -110,6 +114,24 @@ impl Session {
     }
 }
 
+/// A connection being bound to a session by [`Registry::attach`].
+pub(crate) struct NewConnection {
+    pub conn_id: u64,
+    pub signal: Arc<LiveSignal>,
+    /// Whether it proved a secret (see [`Registry::revoke_unsecured`]).
+    pub with_secret: bool,
+}
+
+/// Asks the live connections of `sessions` that match `which` to close as not authorized.
+fn close_live<'a>(sessions: impl Iterator<Item = &'a Session>, which: impl Fn(&Live) -> bool) -> usize {
+    let mut closed = 0;
+    for live in sessions.filter_map(|s| s.live.as_ref()).filter(|l| which(l)) {
+        live.signal.close(CloseReason::NotAuthorized);
+        closed += 1;
+    }
+    closed
+}
+
 /// What [`Registry::attach`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attached {
@@ -130,15 +152,23 @@ pub(crate) struct Delivery {
     pub dropped: usize,
 }
 
+/// [`Registry::attach`] found the device at its session cap with every session live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManySessions;
+
 /// All sessions of this node.
 pub(crate) struct Registry {
     devices: Mutex<HashMap<DeviceRef, HashMap<String, Session>>>,
     max_queued: usize,
+    max_sessions: usize,
 }
 
 impl Registry {
-    pub fn new(max_queued: usize) -> Self {
-        Self { devices: Mutex::new(HashMap::new()), max_queued: max_queued.max(1) }
+    /// `max_queued` messages per offline session; `max_sessions` sessions (live or
+    /// stored) per device: each client id a device invents with a persistent session
+    /// would otherwise keep a queue for a day.
+    pub fn new(max_queued: usize, max_sessions: usize) -> Self {
+        Self { devices: Mutex::new(HashMap::new()), max_queued: max_queued.max(1), max_sessions: max_sessions.max(1) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<DeviceRef, HashMap<String, Session>>> {
@@ -150,19 +180,33 @@ impl Registry {
     ///
     /// `clean_start` discards any stored state; otherwise a stored session is resumed
     /// (subscriptions and queued messages). A live connection of the same session is
-    /// asked to close ([`CloseReason::TakenOver`]).
+    /// asked to close ([`CloseReason::TakenOver`]). A new session beyond the device's
+    /// cap evicts the session that has been offline longest, or is refused when every
+    /// session of the device is live.
     pub fn attach(
         &self,
         device: &DeviceRef,
         client_id: &str,
-        conn_id: u64,
+        conn: NewConnection,
         clean_start: bool,
         expiry: Option<Duration>,
-        signal: Arc<LiveSignal>,
-    ) -> Attached {
+    ) -> Result<Attached, TooManySessions> {
+        let NewConnection { conn_id, signal, with_secret } = conn;
         let now = Instant::now();
         let mut devices = self.lock();
         let sessions = devices.entry(device.clone()).or_default();
+        sessions.retain(|_, s| !s.expired(now));
+        if !sessions.contains_key(client_id) && sessions.len() >= self.max_sessions {
+            let oldest_offline =
+                sessions.iter().filter_map(|(id, s)| Some((s.offline_since?, id))).min().map(|(_, id)| id.clone());
+            match oldest_offline {
+                Some(id) => {
+                    sessions.remove(&id);
+                    metrics::counter!("ingot_mqtt_sessions_evicted_total").increment(1);
+                }
+                None => return Err(TooManySessions),
+            }
+        }
         let mut session = sessions.remove(client_id);
         let mut took_over = false;
         if let Some(live) = session.as_mut().and_then(|s| s.live.take()) {
@@ -177,9 +221,33 @@ impl Registry {
         if !session.queue.is_empty() {
             signal.wake();
         }
-        session.live = Some(Live { conn_id, signal });
+        session.live = Some(Live { conn_id, signal, with_secret });
         sessions.insert(client_id.to_string(), session);
-        Attached { session_present, took_over }
+        Ok(Attached { session_present, took_over })
+    }
+
+    /// Ends every live connection of `device` ([`CloseReason::NotAuthorized`]); with
+    /// `drop_sessions` (the device was deleted) its stored sessions go too. Returns the
+    /// number of connections told to close.
+    pub fn revoke_device(&self, device: &DeviceRef, drop_sessions: bool) -> usize {
+        let mut devices = self.lock();
+        let Some(sessions) = devices.get_mut(device) else { return 0 };
+        let closed = close_live(sessions.values(), |_| true);
+        if drop_sessions {
+            devices.remove(device);
+        }
+        closed
+    }
+
+    /// Ends the live connections of `tenant` that came in without a secret (the tenant
+    /// left unsecured mode). Returns how many were told to close.
+    pub fn revoke_unsecured(&self, tenant: &str) -> usize {
+        let devices = self.lock();
+        devices
+            .iter()
+            .filter(|(d, _)| d.tenant == tenant)
+            .map(|(_, sessions)| close_live(sessions.values(), |l| !l.with_secret))
+            .sum()
     }
 
     /// Unbinds connection `conn_id`; a persistent session stays, any other one ends.
@@ -313,10 +381,14 @@ mod tests {
 
     const DAY: Option<Duration> = Some(Duration::from_secs(86_400));
 
+    fn conn(conn_id: u64, signal: Arc<LiveSignal>) -> NewConnection {
+        NewConnection { conn_id, signal, with_secret: true }
+    }
+
     #[test]
     fn clean_session_ends_with_its_connection() {
-        let reg = Registry::new(10);
-        let a = reg.attach(&dev(), "c", 1, true, None, Arc::default());
+        let reg = Registry::new(10, 4);
+        let a = reg.attach(&dev(), "c", conn(1, Arc::default()), true, None).unwrap();
         assert_eq!(a, Attached { session_present: false, took_over: false });
         reg.subscribe(&dev(), "c", 1, TopicForm::Colon, Qos::AtLeastOnce);
         reg.detach(&dev(), "c", 1);
@@ -326,14 +398,14 @@ mod tests {
 
     #[test]
     fn persistent_session_queues_while_offline_and_drops_oldest() {
-        let reg = Registry::new(2);
-        reg.attach(&dev(), "c", 1, false, DAY, Arc::default());
+        let reg = Registry::new(2, 4);
+        reg.attach(&dev(), "c", conn(1, Arc::default()), false, DAY).unwrap();
         reg.subscribe(&dev(), "c", 1, TopicForm::Mosca, Qos::AtLeastOnce);
         reg.detach(&dev(), "c", 1);
         for n in 0..3 {
             reg.deliver(&dev(), &Bytes::from(format!("{{\"n\":{n}}}")));
         }
-        let a = reg.attach(&dev(), "c", 2, false, DAY, Arc::default());
+        let a = reg.attach(&dev(), "c", conn(2, Arc::default()), false, DAY).unwrap();
         assert!(a.session_present);
         assert!(reg.next_outbound(&dev(), "c", 1).is_none(), "not for a stale connection");
         let got: Vec<_> = std::iter::from_fn(|| reg.next_outbound(&dev(), "c", 2)).collect();
@@ -343,21 +415,21 @@ mod tests {
 
     #[test]
     fn clean_start_discards_a_stored_session() {
-        let reg = Registry::new(10);
-        reg.attach(&dev(), "c", 1, false, DAY, Arc::default());
+        let reg = Registry::new(10, 4);
+        reg.attach(&dev(), "c", conn(1, Arc::default()), false, DAY).unwrap();
         reg.subscribe(&dev(), "c", 1, TopicForm::Colon, Qos::AtMostOnce);
         reg.detach(&dev(), "c", 1);
-        let a = reg.attach(&dev(), "c", 2, true, None, Arc::default());
+        let a = reg.attach(&dev(), "c", conn(2, Arc::default()), true, None).unwrap();
         assert!(!a.session_present);
         assert_eq!(reg.deliver(&dev(), &Bytes::from_static(b"{}")), Delivery::default());
     }
 
     #[test]
     fn takeover_closes_the_old_connection_and_ignores_its_detach() {
-        let reg = Registry::new(10);
+        let reg = Registry::new(10, 4);
         let old = Arc::new(LiveSignal::default());
-        reg.attach(&dev(), "c", 1, true, None, old.clone());
-        let a = reg.attach(&dev(), "c", 2, true, None, Arc::default());
+        reg.attach(&dev(), "c", conn(1, old.clone()), true, None).unwrap();
+        let a = reg.attach(&dev(), "c", conn(2, Arc::default()), true, None).unwrap();
         assert!(a.took_over);
         assert_eq!(old.close_reason(), Some(CloseReason::TakenOver));
         reg.detach(&dev(), "c", 1);
@@ -366,10 +438,46 @@ mod tests {
 
     #[test]
     fn expired_sessions_are_purged() {
-        let reg = Registry::new(10);
-        reg.attach(&dev(), "c", 1, false, Some(Duration::ZERO), Arc::default());
+        let reg = Registry::new(10, 4);
+        reg.attach(&dev(), "c", conn(1, Arc::default()), false, Some(Duration::ZERO)).unwrap();
         reg.detach(&dev(), "c", 1);
         reg.purge_expired();
         assert_eq!(reg.session_count(), 0);
+    }
+
+    #[test]
+    fn sessions_per_device_are_capped_evicting_the_oldest_offline() {
+        let reg = Registry::new(10, 2);
+        reg.attach(&dev(), "a", conn(1, Arc::default()), false, DAY).unwrap();
+        reg.detach(&dev(), "a", 1);
+        reg.attach(&dev(), "b", conn(2, Arc::default()), false, DAY).unwrap();
+        reg.detach(&dev(), "b", 2);
+        reg.attach(&dev(), "c", conn(3, Arc::default()), false, DAY).unwrap();
+        assert_eq!(reg.session_count(), 2);
+        // "a" (offline longest) went; "b" is still there to resume.
+        assert!(reg.attach(&dev(), "b", conn(4, Arc::default()), false, DAY).unwrap().session_present);
+        // Both sessions live now: a third client id is refused, not let in.
+        assert_eq!(reg.attach(&dev(), "d", conn(5, Arc::default()), false, DAY), Err(TooManySessions));
+        assert!(reg.attach(&dev(), "a", conn(6, Arc::default()), true, None).is_err());
+        // Another device has its own cap.
+        let other = DeviceRef::new("t", "other").unwrap();
+        assert!(reg.attach(&other, "a", conn(7, Arc::default()), false, DAY).is_ok());
+    }
+
+    #[test]
+    fn revocation_closes_live_connections_and_drops_a_deleted_devices_sessions() {
+        let reg = Registry::new(10, 4);
+        let (s1, s2) = (Arc::new(LiveSignal::default()), Arc::new(LiveSignal::default()));
+        reg.attach(&dev(), "a", conn(1, s1.clone()), false, DAY).unwrap();
+        let unsecured = NewConnection { conn_id: 2, signal: s2.clone(), with_secret: false };
+        reg.attach(&dev(), "b", unsecured, false, DAY).unwrap();
+        assert_eq!(reg.revoke_unsecured("other-tenant"), 0);
+        assert_eq!(reg.revoke_unsecured("t"), 1);
+        assert_eq!((s1.close_reason(), s2.close_reason()), (None, Some(CloseReason::NotAuthorized)));
+        assert_eq!(reg.revoke_device(&dev(), false), 2);
+        assert_eq!(s1.close_reason(), Some(CloseReason::NotAuthorized));
+        assert_eq!(reg.session_count(), 2, "a new secret keeps the stored sessions");
+        reg.revoke_device(&dev(), true);
+        assert_eq!(reg.session_count(), 0, "a deleted device keeps nothing");
     }
 }

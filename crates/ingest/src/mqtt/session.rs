@@ -14,8 +14,8 @@ use bytes::Bytes;
 use model::DeviceRef;
 
 use super::Shared;
-use super::registry::{CloseReason, LiveSignal, Outbound, Qos};
-use crate::{DeviceAuthError, DeviceLogin, IngestError};
+use super::registry::{CloseReason, LiveSignal, NewConnection, Outbound, Qos};
+use crate::{DeviceAuth, DeviceAuthError, DeviceLogin, IngestError};
 
 /// The agent name readings and rejections are counted under.
 pub(crate) const AGENT: &str = "mqtt";
@@ -71,6 +71,8 @@ pub(crate) enum Refusal {
     Unavailable,
     /// `max_connections` reached.
     TooManyConnections,
+    /// The device has `max_sessions_per_device` sessions, all of them live.
+    TooManySessions,
 }
 
 impl Refusal {
@@ -83,6 +85,7 @@ impl Refusal {
             Self::ClientIdRequired => "client_id_required",
             Self::Unavailable => "unavailable",
             Self::TooManyConnections => "too_many_connections",
+            Self::TooManySessions => "too_many_sessions",
         }
     }
 
@@ -164,8 +167,8 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     }
     let login = DeviceLogin { username: p.username, password: p.password, client_id: p.client_id };
     let identity_from_client_id = p.username.is_none_or(str::is_empty);
-    let device =
-        shared.ingest.authenticate(login).await.map_err(|e| Refusal::from_auth(&e, identity_from_client_id))?;
+    let (device, how) =
+        shared.ingest.authenticate_how(login).await.map_err(|e| Refusal::from_auth(&e, identity_from_client_id))?;
 
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let assigned_client_id = p.client_id.is_empty().then(|| format!("ingot-{conn_id}"));
@@ -176,7 +179,11 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     let keep_alive_secs = if p.keep_alive_secs == 0 { max_keep_alive } else { p.keep_alive_secs.min(max_keep_alive) };
 
     let signal = Arc::new(LiveSignal::default());
-    let attached = shared.registry.attach(&device, &client_id, conn_id, p.clean_start, expiry, signal.clone());
+    let new = NewConnection { conn_id, signal: signal.clone(), with_secret: how == DeviceAuth::Secret };
+    let attached = shared.registry.attach(&device, &client_id, new, p.clean_start, expiry).map_err(|_| {
+        tracing::info!(device = %device, client_id = %client_id, "mqtt session refused: every session of the device is live");
+        Refusal::TooManySessions
+    })?;
     if attached.took_over {
         tracing::info!(device = %device, client_id = %client_id, "mqtt session taken over by a new connection");
     }
@@ -229,7 +236,11 @@ impl Connection {
     /// Resolves once the reading is durable (or refused).
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), IngestError> {
         let ingest = &self.shared.ingest;
-        let outcome = match ingest.check_publish_topic(&self.device, topic) {
+        // Deleted or re-keyed while connected: nothing more is accepted, even before the
+        // outbound task has closed the connection.
+        let revoked = self.signal.close_reason() == Some(CloseReason::NotAuthorized);
+        let checked = if revoked { Err(IngestError::Revoked) } else { ingest.check_publish_topic(&self.device, topic) };
+        let outcome = match checked {
             Ok(()) => ingest.ingest_payload(AGENT, &self.device, payload).await,
             Err(e) => {
                 // ingest_payload counts its own rejections; topic refusals are counted here.
@@ -239,7 +250,7 @@ impl Connection {
         };
         let label = match &outcome {
             Ok(()) => "accepted",
-            Err(IngestError::Bus(_)) => "failed",
+            Err(IngestError::Bus(_) | IngestError::Unavailable) => "failed",
             Err(_) => "refused",
         };
         metrics::counter!("ingot_mqtt_publishes_total", "outcome" => label).increment(1);

@@ -60,7 +60,9 @@ fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
         Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
         Refusal::UnknownDevice | Refusal::BadIdentity { .. } => codec::ConnectAckReason::NotAuthorized,
         Refusal::ClientIdRequired => codec::ConnectAckReason::IdentifierRejected,
-        Refusal::Unavailable | Refusal::TooManyConnections => codec::ConnectAckReason::ServiceUnavailable,
+        Refusal::Unavailable | Refusal::TooManyConnections | Refusal::TooManySessions => {
+            codec::ConnectAckReason::ServiceUnavailable
+        }
     }
 }
 
@@ -69,7 +71,11 @@ pub(super) async fn publish(conn: &Connection, publish: v3::Publish) -> Result<(
     let payload = publish.read_all().await.map_err(|e| ConnectionError::Payload(e.to_string()))?;
     match conn.publish(publish.publish_topic(), &payload).await {
         Ok(()) => Ok(()),
-        Err(IngestError::Bus(e)) => Err(ConnectionError::Storage(e)),
+        Err(IngestError::Bus(e)) => Err(ConnectionError::Storage(e.to_string())),
+        // Not stored and not acked: the connection closes, the device resends later.
+        Err(e @ IngestError::Unavailable) => Err(ConnectionError::Storage(e.to_string())),
+        // v3 cannot refuse a PUBLISH; the connection is closing anyway.
+        Err(IngestError::Revoked) => Err(ConnectionError::Revoked),
         // Refused (counted and logged by the connection): ack and drop.
         Err(_) => Ok(()),
     }

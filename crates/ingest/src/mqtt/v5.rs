@@ -79,7 +79,7 @@ fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
             codec::ConnectAckReason::ClientIdentifierNotValid
         }
         Refusal::Unavailable => codec::ConnectAckReason::ServerUnavailable,
-        Refusal::TooManyConnections => codec::ConnectAckReason::QuotaExceeded,
+        Refusal::TooManyConnections | Refusal::TooManySessions => codec::ConnectAckReason::QuotaExceeded,
     }
 }
 
@@ -100,8 +100,9 @@ fn puback_code(e: &IngestError) -> codec::PublishAckReason {
         IngestError::ForeignTopic => codec::PublishAckReason::NotAuthorized,
         IngestError::BadTopic => codec::PublishAckReason::TopicNameInvalid,
         IngestError::Payload(_) => codec::PublishAckReason::PayloadFormatInvalid,
-        IngestError::TooLarge(_) => codec::PublishAckReason::QuotaExceeded,
-        IngestError::Bus(_) => codec::PublishAckReason::UnspecifiedError,
+        IngestError::TooLarge(_) | IngestError::TooManyAttributes(_) => codec::PublishAckReason::QuotaExceeded,
+        IngestError::Revoked => codec::PublishAckReason::NotAuthorized,
+        IngestError::Bus(_) | IngestError::Unavailable => codec::PublishAckReason::UnspecifiedError,
     }
 }
 
@@ -156,6 +157,7 @@ impl DeviceSink for V5Sink {
             CloseReason::TakenOver => codec::DisconnectReasonCode::SessionTakenOver,
             CloseReason::ServerShutdown => codec::DisconnectReasonCode::ServerShuttingDown,
             CloseReason::Ended => codec::DisconnectReasonCode::NormalDisconnection,
+            CloseReason::NotAuthorized => codec::DisconnectReasonCode::NotAuthorized,
         };
         self.0.close_with_reason(codec::Disconnect::new(code));
     }
