@@ -79,13 +79,18 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-fn run(mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
+fn run(sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
     let latency = metrics::histogram!("ingot_history_write_seconds");
     let batch_size = metrics::histogram!("ingot_history_batch_size");
     let written = metrics::counter!("ingot_history_values_written_total");
     let failures = metrics::counter!("ingot_history_write_failures_total");
     let mut buf: Vec<Delivery<DeviceData>> = Vec::with_capacity(max_batch);
     let mut readings = Vec::with_capacity(max_batch);
+    // Declared after `buf` on purpose: if a batch panics, locals drop in reverse order,
+    // so the subscription (and with it the durable group) is dead before the batch's
+    // publishers hear of the failure — by the time a device gets its error, `/health`
+    // already says why.
+    let mut sub = sub;
     loop {
         if sub.blocking_recv_many(&mut buf, max_batch) == 0 {
             tracing::info!("history writer stopped: bus closed");
