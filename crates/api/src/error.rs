@@ -76,7 +76,9 @@ impl ApiError {
                 _ => message(S::BAD_REQUEST, e.to_string()),
             },
             Self::Device(DeviceError::IdSpaceExhausted) => message(S::INTERNAL_SERVER_ERROR, self.to_string()),
-            Self::Device(DeviceError::Bus(_)) => message(S::SERVICE_UNAVAILABLE, "the change could not be delivered; retry"),
+            Self::Device(DeviceError::Bus(_)) => {
+                message(S::SERVICE_UNAVAILABLE, "the change could not be delivered; retry")
+            }
             Self::Device(_) => internal(self),
             Self::History(HistoryError::BadRequest(m)) => {
                 (S::BAD_REQUEST, json!({"title": "Bad request", "description": m}))

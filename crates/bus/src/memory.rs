@@ -253,9 +253,6 @@ mod tests {
         drop(sub); // queued, never acked: the consumer is gone
         assert!(matches!(publish.await.unwrap(), Err(BusError::NotAcked)));
         assert!(matches!(bus.publish_data(reading(2)).await, Err(BusError::NoConsumer(_))));
-        assert!(matches!(
-            bus.publish_event(DeviceEvent::configure("t", "d", Map::new(), Utc::now())).await,
-            Ok(())
-        ));
+        assert!(matches!(bus.publish_event(DeviceEvent::configure("t", "d", Map::new(), Utc::now())).await, Ok(())));
     }
 }

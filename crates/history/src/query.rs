@@ -222,7 +222,8 @@ mod tests {
             })
             .collect();
         w.write_batch(batch).await.unwrap();
-        let HistoryResult::Many(v) = history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
+        let HistoryResult::Many(v) =
+            history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
         else {
             panic!()
         };

@@ -36,7 +36,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// told its reading was stored.
 pub fn spawn(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) -> std::io::Result<()> {
     let sub = bus.subscribe_data(GROUP, Mode::Durable);
-    std::thread::Builder::new().name("history-supervisor".into()).spawn(move || supervise(bus, sub, writer, max_batch))?;
+    std::thread::Builder::new()
+        .name("history-supervisor".into())
+        .spawn(move || supervise(bus, sub, writer, max_batch))?;
     Ok(())
 }
 

@@ -402,7 +402,8 @@ async fn deleted_or_rekeyed_devices_are_disconnected_as_not_authorized() {
     // Deleted (dojot's `remove` event): v5 hears why, v3 is closed; within a second.
     let (_c5, mut el5) = connect5(&h, "c5", DEV1).await;
     let (c3, mut el3) = connect3(&h, "c3", DEV1).await;
-    let removed = DeviceEvent { kind: EventKind::Remove, tenant: "acme".into(), data: json!({"id": "dev1"}), ts: now() };
+    let removed =
+        DeviceEvent { kind: EventKind::Remove, tenant: "acme".into(), data: json!({"id": "dev1"}), ts: now() };
     let started = std::time::Instant::now();
     h.event(removed).await;
     assert_eq!(server_disconnect(&mut el5).await, p5::DisconnectReasonCode::NotAuthorized);

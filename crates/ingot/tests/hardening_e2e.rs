@@ -156,10 +156,18 @@ async fn leaving_unsecured_mode_disconnects_devices_that_have_no_secret() {
     let (reason, took) = disconnected(&mut open_el).await;
     assert_eq!(reason, DisconnectReasonCode::NotAuthorized);
     assert!(took < Duration::from_secs(1), "disconnected after {took:?}");
-    assert_eq!(connect(mqtt_options(&server, "o", &open_user, None)).await.err(), Some(ConnectReturnCode::BadUserNamePassword));
+    assert_eq!(
+        connect(mqtt_options(&server, "o", &open_user, None)).await.err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
     // The device that proved its secret stays connected and is still acknowledged.
     keyed
-        .publish(format!("admin:{keyed_id}/attrs"), rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"temperature":3}"#)
+        .publish(
+            format!("admin:{keyed_id}/attrs"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            r#"{"temperature":3}"#,
+        )
         .await
         .unwrap();
     match next(&mut keyed_el).await {

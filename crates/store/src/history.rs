@@ -192,8 +192,10 @@ pub(crate) fn forget_device(
     tenant: &str,
     device: &str,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT OR IGNORE INTO dead_series (id) SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2")?
-        .execute(params![tenant, device])?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO dead_series (id) SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2",
+    )?
+    .execute(params![tenant, device])?;
     tx.prepare_cached("DELETE FROM series WHERE tenant = ?1 AND device_id = ?2")?.execute(params![tenant, device])?;
     inner.series_cache().forget_device(tenant, device);
     Ok(())
@@ -425,7 +427,8 @@ mod tests {
         store.set_series_cache_limit(10);
         let w = HistoryWriter::new(store.clone());
         for round in 0..3 {
-            let batch = (0..8).map(|d| reading(&format!("d{d}"), round, serde_json::json!({"a": round, "b": d}))).collect();
+            let batch =
+                (0..8).map(|d| reading(&format!("d{d}"), round, serde_json::json!({"a": round, "b": d}))).collect();
             w.write_batch(batch).await.unwrap();
             assert!(store.series_cached() <= 10, "{} series cached", store.series_cached());
         }
@@ -440,9 +443,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let w = HistoryWriter::new(store.clone());
-        w.write_batch(vec![reading("gone", 1, serde_json::json!({"a": 1})), reading("kept", 1, serde_json::json!({"a": 2}))])
-            .await
-            .unwrap();
+        w.write_batch(vec![
+            reading("gone", 1, serde_json::json!({"a": 1})),
+            reading("kept", 1, serde_json::json!({"a": 2})),
+        ])
+        .await
+        .unwrap();
         let remove = crate::catalog::CatalogChange { remove_devices: vec!["gone".into()], ..Default::default() };
         store.save_catalog("t", remove).await.unwrap();
         assert!(store.history_attrs("t", "gone").await.unwrap().is_empty());

@@ -360,6 +360,26 @@ fn mqtt_service(
             })))
 }
 
+/// One subscription of a SUBSCRIBE packet, whatever its protocol version: the adapters
+/// implement it for ntex-mqtt's v3 and v5 types, [`subscribe_each`] holds the logic.
+trait SubscriptionRequest {
+    fn filter(&self) -> &str;
+    fn requested(&self) -> ntex_mqtt::QoS;
+    fn grant(&mut self, qos: ntex_mqtt::QoS);
+    fn refuse(&mut self);
+}
+
+/// Grants each subscription to the device's own config topic (at most QoS 1) and refuses
+/// every other one.
+fn subscribe_each<S: SubscriptionRequest>(conn: &Connection, subscriptions: impl Iterator<Item = S>) {
+    for mut sub in subscriptions {
+        match conn.subscribe(sub.filter(), qos_in(sub.requested())) {
+            Ok(granted) => sub.grant(qos_out(granted)),
+            Err(_) => sub.refuse(),
+        }
+    }
+}
+
 /// A requested QoS as the session keeps it: QoS 2 subscriptions are granted QoS 1.
 /// (ntex-mqtt's `QoS` is one type for v3 and v5.)
 fn qos_in(qos: ntex_mqtt::QoS) -> registry::Qos {

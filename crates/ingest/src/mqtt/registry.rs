@@ -37,6 +37,13 @@ pub(crate) struct Outbound {
     pub payload: Bytes,
 }
 
+impl Outbound {
+    /// The payload as ntex-mqtt sends it (its own `Bytes` type).
+    pub fn wire_payload(&self) -> ntex_bytes::Bytes {
+        ntex_bytes::Bytes::copy_from_slice(&self.payload)
+    }
+}
+
 /// Why a connection's outbound task must stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {

@@ -43,6 +43,12 @@ pub(crate) struct Will {
     pub payload: Bytes,
 }
 
+impl Will {
+    pub fn new(topic: &str, message: &[u8]) -> Self {
+        Self { topic: topic.to_string(), payload: Bytes::copy_from_slice(message) }
+    }
+}
+
 /// What a CONNECT asks for, independent of protocol version.
 pub(crate) struct ConnectParams<'a> {
     pub protocol: Protocol,
@@ -276,9 +282,12 @@ impl Connection {
         }
     }
 
-    pub fn unsubscribe(&self, filter: &str) {
-        if let Ok(topic) = self.shared.ingest.check_subscribe_topic(&self.device, filter) {
-            self.shared.registry.unsubscribe(&self.device, &self.client_id, self.conn_id, topic.form);
+    /// Handles the filters of an UNSUBSCRIBE (only the device's own topics mean anything).
+    pub fn unsubscribe_each<'a>(&self, filters: impl Iterator<Item = &'a ntex_bytes::ByteString>) {
+        for filter in filters {
+            if let Ok(topic) = self.shared.ingest.check_subscribe_topic(&self.device, filter) {
+                self.shared.registry.unsubscribe(&self.device, &self.client_id, self.conn_id, topic.form);
+            }
         }
     }
 

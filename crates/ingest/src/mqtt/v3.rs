@@ -7,13 +7,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use ntex_mqtt::v3::{self, codec};
 
-use super::ConnectionError;
-use super::Shared;
 use super::registry::{CloseReason, Outbound};
 use super::session::{self, ConnectParams, Connection, DeviceSink, Protocol, Refusal, Will};
+use super::{ConnectionError, Shared, SubscriptionRequest};
 use crate::IngestError;
 
 /// CONNECT → authenticate, attach the session, start its outbound task.
@@ -22,10 +20,7 @@ pub(super) async fn handshake(
     handshake: v3::Handshake,
 ) -> Result<v3::HandshakeAck<Connection>, ConnectionError> {
     let pkt = handshake.packet();
-    let will = pkt
-        .last_will
-        .as_ref()
-        .map(|w| Will { topic: w.topic.to_string(), payload: Bytes::copy_from_slice(&w.message) });
+    let will = pkt.last_will.as_ref().map(|w| Will::new(&w.topic, &w.message));
     let params = ConnectParams {
         protocol: Protocol::V3,
         client_id: &pkt.client_id,
@@ -88,18 +83,11 @@ pub(super) async fn protocol(
 ) -> Result<v3::ProtocolMessageAck, ConnectionError> {
     Ok(match msg {
         v3::ProtocolMessage::Subscribe(mut subscribe) => {
-            for mut sub in subscribe.iter_mut() {
-                match conn.subscribe(sub.topic(), super::qos_in(sub.qos())) {
-                    Ok(granted) => sub.confirm(super::qos_out(granted)),
-                    Err(_) => sub.fail(),
-                }
-            }
+            super::subscribe_each(conn, subscribe.iter_mut());
             subscribe.ack()
         }
         v3::ProtocolMessage::Unsubscribe(unsubscribe) => {
-            for filter in unsubscribe.iter() {
-                conn.unsubscribe(filter);
-            }
+            conn.unsubscribe_each(unsubscribe.iter());
             unsubscribe.ack()
         }
         v3::ProtocolMessage::Disconnect(disconnect) => {
@@ -110,17 +98,30 @@ pub(super) async fn protocol(
     })
 }
 
+impl SubscriptionRequest for v3::control::Subscription<'_> {
+    fn filter(&self) -> &str {
+        self.topic()
+    }
+    fn requested(&self) -> v3::QoS {
+        self.qos()
+    }
+    fn grant(&mut self, qos: v3::QoS) {
+        self.confirm(qos);
+    }
+    fn refuse(&mut self) {
+        self.fail();
+    }
+}
+
 struct V3Sink(v3::MqttSink);
 
 impl DeviceSink for V3Sink {
     fn send_qos0(&self, msg: &Outbound) -> bool {
-        let payload = ntex_bytes::Bytes::copy_from_slice(&msg.payload);
-        self.0.publish(msg.topic.as_str()).send_at_most_once(payload).is_ok()
+        self.0.publish(msg.topic.as_str()).send_at_most_once(msg.wire_payload()).is_ok()
     }
 
     async fn send_qos1(&self, msg: &Outbound) -> bool {
-        let payload = ntex_bytes::Bytes::copy_from_slice(&msg.payload);
-        self.0.publish(msg.topic.as_str()).send_at_least_once(payload).await.is_ok()
+        self.0.publish(msg.topic.as_str()).send_at_least_once(msg.wire_payload()).await.is_ok()
     }
 
     fn close(&self, _reason: CloseReason) {

@@ -7,13 +7,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use ntex_mqtt::v5::{self, codec};
 
-use super::ConnectionError;
-use super::Shared;
 use super::registry::{CloseReason, Outbound};
 use super::session::{self, ConnectParams, Connection, DeviceSink, Protocol, Refusal, Will};
+use super::{ConnectionError, Shared, SubscriptionRequest};
 use crate::IngestError;
 
 /// CONNECT → authenticate, attach the session, start its outbound task.
@@ -22,10 +20,7 @@ pub(super) async fn handshake(
     handshake: v5::Handshake,
 ) -> Result<v5::HandshakeAck<Connection>, ConnectionError> {
     let pkt = handshake.packet();
-    let will = pkt
-        .last_will
-        .as_ref()
-        .map(|w| Will { topic: w.topic.to_string(), payload: Bytes::copy_from_slice(&w.message) });
+    let will = pkt.last_will.as_ref().map(|w| Will::new(&w.topic, &w.message));
     let requested_expiry = pkt.session_expiry_interval_secs;
     let params = ConnectParams {
         protocol: Protocol::V5,
@@ -113,18 +108,11 @@ pub(super) async fn protocol(
 ) -> Result<v5::ProtocolMessageAck, ConnectionError> {
     Ok(match msg {
         v5::ProtocolMessage::Subscribe(mut subscribe) => {
-            for mut sub in subscribe.iter_mut() {
-                match conn.subscribe(sub.topic(), super::qos_in(sub.options().qos)) {
-                    Ok(granted) => sub.confirm(super::qos_out(granted)),
-                    Err(_) => sub.fail(codec::SubscribeAckReason::NotAuthorized),
-                }
-            }
+            super::subscribe_each(conn, subscribe.iter_mut());
             subscribe.ack()
         }
         v5::ProtocolMessage::Unsubscribe(unsubscribe) => {
-            for filter in unsubscribe.iter() {
-                conn.unsubscribe(filter);
-            }
+            conn.unsubscribe_each(unsubscribe.iter());
             unsubscribe.ack()
         }
         v5::ProtocolMessage::Disconnect(disconnect) => {
@@ -136,17 +124,30 @@ pub(super) async fn protocol(
     })
 }
 
+impl SubscriptionRequest for v5::control::Subscription<'_> {
+    fn filter(&self) -> &str {
+        self.topic()
+    }
+    fn requested(&self) -> v5::QoS {
+        self.options().qos
+    }
+    fn grant(&mut self, qos: v5::QoS) {
+        self.confirm(qos);
+    }
+    fn refuse(&mut self) {
+        self.fail(codec::SubscribeAckReason::NotAuthorized);
+    }
+}
+
 struct V5Sink(v5::MqttSink);
 
 impl DeviceSink for V5Sink {
     fn send_qos0(&self, msg: &Outbound) -> bool {
-        let payload = ntex_bytes::Bytes::copy_from_slice(&msg.payload);
-        self.0.publish(msg.topic.as_str()).send_at_most_once(payload).is_ok()
+        self.0.publish(msg.topic.as_str()).send_at_most_once(msg.wire_payload()).is_ok()
     }
 
     async fn send_qos1(&self, msg: &Outbound) -> bool {
-        let payload = ntex_bytes::Bytes::copy_from_slice(&msg.payload);
-        match self.0.publish(msg.topic.as_str()).send_at_least_once(payload).await {
+        match self.0.publish(msg.topic.as_str()).send_at_least_once(msg.wire_payload()).await {
             Ok(ack) => ack.reason_code == codec::PublishAckReason::Success,
             Err(_) => false,
         }
