@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prerequisites the end-to-end tests use: real MQTT clients, a real browser.
+# Prerequisites the end-to-end tests use: real MQTT clients, a real browser, curl.
 missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -5,6 +5,7 @@
 //! dojot service behind that path used (`{"message","status"}` for device-manager and
 //! auth, `{"title","description"}` for history).
 
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod https;

@@ -215,6 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..console::ConsoleConfig::default()
     };
     let router = api::router(state.clone()).merge(console::router(state, console_config));
+    let router = api::drain::drain_unread_bodies(router, api::drain::DrainLimits::new(args.max_body_bytes));
     let https = tokio::spawn(api::https::serve(tls_listener, router.clone(), tls_config, stopped(stop_rx.clone())));
     let http = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stopped(stop_rx));

@@ -272,6 +272,72 @@ async fn bad_input_gets_clear_4xx_never_5xx() {
     assert_eq!(api.get("/health").await.0, 200);
 }
 
+/// The HTTP device agent checks the device's credentials before it reads a byte of the
+/// body, and then reads at most --max-payload-bytes of it.
+#[tokio::test]
+async fn http_agent_authenticates_first_and_reads_at_most_the_payload_limit() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-payload-bytes", "1024", "--max-body-bytes", "65536"]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (id, secret) = api.device_with_secret(template, "capped").await;
+    let url = format!("{}/http-agent/v1/incoming-messages", server.http);
+    let refused = (401, json!({"message": "invalid device credentials", "status": 401}));
+    let too_large = (413, json!({"message": "payload larger than 1024 bytes", "status": 413}));
+
+    // Wrong credentials: 401, even with a body larger than every limit (not 413).
+    let huge = json!({"data": {"temperature": 1, "pad": "x".repeat(100_000)}});
+    let rb = api.http.post(&url).basic_auth(format!("admin:{id}"), Some("wrong")).json(&huge);
+    assert_eq!(Api::send(rb).await, refused);
+    // ... without waiting for the body: one that never ends still gets its answer at once.
+    let (tx, body) = support::channel_body();
+    tx.send(bytes::Bytes::from_static(b"{\"data\": {\"temperature\": ")).await.unwrap();
+    let rb = api
+        .http
+        .post(&url)
+        .basic_auth(format!("admin:{id}"), Some("wrong"))
+        .header("content-type", "application/json")
+        .body(body);
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(5), Api::send(rb)).await;
+    assert_eq!(reply.expect("answered without reading the endless body"), refused);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    drop(tx);
+
+    // Right credentials: the body is read up to --max-payload-bytes, 413 beyond.
+    let over = json!({"data": {"temperature": 2, "pad": "x".repeat(2000)}});
+    let rb = api.http.post(&url).basic_auth(format!("admin:{id}"), Some(secret.as_str())).json(&over);
+    assert_eq!(Api::send(rb).await, too_large);
+    // ... and no further: an endless body is refused once past the limit.
+    let (tx, body) = support::channel_body();
+    tx.send(bytes::Bytes::from(format!("{{\"data\": {{\"pad\": \"{}", "x".repeat(2000)))).await.unwrap();
+    let rb = api
+        .http
+        .post(&url)
+        .basic_auth(format!("admin:{id}"), Some(secret.as_str()))
+        .header("content-type", "application/json")
+        .body(body);
+    let reply = tokio::time::timeout(Duration::from_secs(5), Api::send(rb)).await;
+    assert_eq!(reply.expect("refused at the payload limit"), too_large);
+    drop(tx);
+    // The Content-Type is still checked.
+    let rb = api
+        .http
+        .post(&url)
+        .basic_auth(format!("admin:{id}"), Some(secret.as_str()))
+        .header("content-type", "text/plain")
+        .body(json!({"data": {"temperature": 3}}).to_string());
+    assert_eq!(Api::send(rb).await.0, 400);
+
+    // A reading within the limit is stored.
+    assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 21.5})).await.0, 204);
+    let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature")).await;
+    assert_eq!(status, 200, "{hist}");
+    let values: Vec<f64> = hist.as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(values, [21.5], "only the reading within the limit");
+}
+
 #[tokio::test]
 async fn failed_logins_are_limited() {
     let dir = tempfile::tempdir().unwrap();

@@ -212,6 +212,27 @@ impl Api {
     }
 }
 
+/// A request body fed through a channel, for uploads that pause or never end: each
+/// `Bytes` sent is a chunk of it, and it ends when the sender is dropped.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<bytes::Bytes>, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    (tx, reqwest::Body::wrap(ChannelBody(rx)))
+}
+
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
 /// Whether an external command exists. In CI (`CI=true`) a missing prerequisite fails
 /// the test; elsewhere it is reported loudly and the caller skips.
 pub fn require_tool(tool: &str, package: &str) -> bool {
