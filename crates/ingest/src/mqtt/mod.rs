@@ -13,6 +13,11 @@
 //! - subscribe to its own `…/config` topic(s) and receive actuation (`configure` events
 //!   from the bus) there, at the QoS it subscribed with.
 //!
+//! A device that is deleted, gets a new secret, or (having connected without one) whose
+//! tenant leaves unsecured mode is disconnected at once (v5 DISCONNECT 0x87, v3 close):
+//! the event relay consumes device events durably and asks its connections to close, and
+//! a connection told so accepts no further PUBLISH.
+//!
 //! QoS 2 is not offered: v5 CONNACK advertises maximum QoS 1, and a QoS 2 PUBLISH ends
 //! the connection (v5 DISCONNECT 0x9B QoS not supported, v3 plain close; ntex-mqtt
 //! enforces both). Downgrading silently would acknowledge with weaker guarantees than
