@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +45,8 @@ impl JwtKeys {
         let secret = match std::fs::read(path) {
             Ok(s) if s.len() >= 32 => s,
             Ok(_) | Err(_) if !path.exists() => {
-                let mut s = vec![0u8; 32];
-                OsRng.fill_bytes(&mut s);
-                let hex = hex::encode(&s).into_bytes();
-                write_private(path, &hex).map_err(AuthError::KeyFile)?;
+                let hex = model::secret::random_hex(32).into_bytes();
+                pki::write_private(path, &hex).map_err(AuthError::KeyFile)?;
                 hex
             }
             Ok(_) => {
@@ -90,22 +87,6 @@ impl JwtKeys {
             })
         })
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

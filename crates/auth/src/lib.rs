@@ -3,6 +3,7 @@
 //! Unlike dojot, whose services only base64-decoded the JWT behind Kong, every token is
 //! verified here (signature and expiry) on every request.
 
+mod cache;
 mod jwt;
 mod limiter;
 mod password;
@@ -12,7 +13,10 @@ mod tokens;
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, verify_password};
-pub use service::{AuthConfig, AuthService, BOOTSTRAP_TENANT, NewUser, TenantSettings, UserUpdate, UserView};
+pub use service::{
+    AuthConfig, AuthService, BOOTSTRAP_TENANT, MAX_EMAIL_LEN, MAX_USERNAME_LEN, NewUser, TenantSettings, UserChange,
+    UserUpdate, UserView,
+};
 pub use tokens::{SCOPES, TokenPrincipal, TokenView};
 
 /// The one error type of the auth room.

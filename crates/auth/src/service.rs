@@ -4,21 +4,30 @@
 //! - only the `admin` profile manages users, and only within its own tenant;
 //! - admins of the bootstrap tenant (`admin`) may also create users in a new or other
 //!   tenant — that is how tenants are created;
-//! - a user of another tenant is "not found", never "forbidden", so ids do not leak.
+//! - a user of another tenant is "not found", never "forbidden", so ids do not leak;
+//!   every user query is scoped by tenant in the store itself, except the lookup at
+//!   login, where the tenant is not known yet (names and e-mails are unique).
+//!
+//! Changes to users are announced ([`AuthService::on_user_change`]) and invalidate the
+//! cache behind [`AuthService::current_user`], so long-lived identities (console
+//! sessions) follow a deletion or a demotion at once.
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::RwLock;
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
+use model::secret::{hash_secret, random_hex};
 use serde::{Deserialize, Serialize};
 use store::users::UserRecord;
 use store::{Store, StoreError};
 
+use crate::cache::Cache;
 use crate::jwt::{Claims, JwtKeys};
 use crate::limiter::LoginLimiter;
 use crate::password::{decoy_hash, hash_password, verify_password};
-use crate::{AuthError, PROFILES, group_id};
+use crate::tokens::TOKEN_CACHE_MAX;
+use crate::{AuthError, PROFILES, TokenPrincipal, group_id};
 
 /// Settings of the auth room.
 #[derive(Debug, Clone)]
@@ -28,6 +37,11 @@ pub struct AuthConfig {
     /// Failed logins per user name or address before a lock-out.
     pub max_failed_logins: u32,
     pub failed_login_window: Duration,
+    /// Most user names and addresses the failed-login limiter tracks at once.
+    pub max_tracked_logins: usize,
+    /// How long [`AuthService::current_user`] may answer from memory. Changes made through
+    /// the service invalidate at once; this bounds only what bypasses it.
+    pub user_recheck_ttl: Duration,
     /// History retention of newly created tenants.
     pub default_retention_days: u32,
     /// Shortest password accepted for new passwords.
@@ -40,6 +54,8 @@ impl Default for AuthConfig {
             token_ttl: Duration::from_secs(420),
             max_failed_logins: 10,
             failed_login_window: Duration::from_secs(300),
+            max_tracked_logins: 50_000,
+            user_recheck_ttl: Duration::from_secs(5),
             default_retention_days: 7,
             min_password_len: 8,
         }
@@ -48,6 +64,40 @@ impl Default for AuthConfig {
 
 /// The tenant created on first start; its admins may create other tenants.
 pub const BOOTSTRAP_TENANT: &str = "admin";
+
+/// Longest user name a user can have (dojot had no cap; Ingot's creation rule).
+pub const MAX_USERNAME_LEN: usize = 50;
+/// Longest e-mail address a user can have (RFC 5321's path limit). A login is a user name
+/// or, when it holds '@', an e-mail address; anything longer is refused before any lookup.
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// Most users remembered by [`AuthService::current_user`].
+const USER_CACHE_MAX: usize = 10_000;
+
+/// A change to a user made through [`AuthService`], as its listeners see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// E-mail, name, profile or password changed.
+    Updated {
+        tenant: String,
+        user_id: i64,
+    },
+    Removed {
+        tenant: String,
+        user_id: i64,
+    },
+}
+
+impl UserChange {
+    /// The tenant and id of the user changed.
+    pub fn user(&self) -> (&str, i64) {
+        match self {
+            Self::Updated { tenant, user_id } | Self::Removed { tenant, user_id } => (tenant, *user_id),
+        }
+    }
+}
+
+type UserListener = Box<dyn Fn(&UserChange) + Send + Sync>;
 
 /// A user as the API shows it (no password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,15 +172,27 @@ pub struct AuthService {
     config: AuthConfig,
     /// Valid API tokens by hash (see `tokens`): requests skip the database. One process
     /// owns the tokens table, so revocation clears it directly.
-    token_cache: std::sync::RwLock<std::collections::HashMap<String, crate::TokenPrincipal>>,
+    token_cache: Cache<String, TokenPrincipal>,
+    /// Current users by (tenant, id), for [`Self::current_user`].
+    user_cache: Cache<(String, i64), UserView>,
+    user_listeners: RwLock<Vec<UserListener>>,
 }
 
 impl AuthService {
     /// `key_path`: where the JWT secret lives (created on first start).
     pub fn new(store: Store, key_path: &Path, config: AuthConfig) -> Result<Self, AuthError> {
         let keys = JwtKeys::load_or_create(key_path)?;
-        let limiter = LoginLimiter::new(config.max_failed_logins, config.failed_login_window);
-        Ok(Self { store, keys, limiter, config, token_cache: Default::default() })
+        let limiter =
+            LoginLimiter::new(config.max_failed_logins, config.failed_login_window, config.max_tracked_logins);
+        Ok(Self {
+            store,
+            keys,
+            limiter,
+            token_cache: Cache::new(TOKEN_CACHE_MAX, None),
+            user_cache: Cache::new(USER_CACHE_MAX, Some(config.user_recheck_ttl)),
+            user_listeners: RwLock::default(),
+            config,
+        })
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -141,8 +203,35 @@ impl AuthService {
         &self.store
     }
 
-    pub(crate) fn token_cache(&self) -> &std::sync::RwLock<std::collections::HashMap<String, crate::TokenPrincipal>> {
+    pub(crate) fn token_cache(&self) -> &Cache<String, TokenPrincipal> {
         &self.token_cache
+    }
+
+    /// Calls `listener` after every change to a user made through this service (after
+    /// the change committed), e.g. to end a removed user's console sessions.
+    pub fn on_user_change(&self, listener: impl Fn(&UserChange) + Send + Sync + 'static) {
+        self.user_listeners.write().expect("user listeners lock").push(Box::new(listener));
+    }
+
+    /// The user `user_id` of `tenant` as it is now, `None` if it no longer exists: for
+    /// identities that outlive a request (console sessions). Answered from memory for up
+    /// to `user_recheck_ttl`; a change through this service invalidates at once, and
+    /// wins against a concurrent load (see `cache`).
+    pub async fn current_user(&self, tenant: &str, user_id: i64) -> Result<Option<UserView>, AuthError> {
+        self.user_cache
+            .get_or_load((tenant.to_string(), user_id), || async {
+                Ok::<_, AuthError>(self.store.user_by_id(tenant, user_id).await?.map(UserView::from))
+            })
+            .await
+    }
+
+    /// After a user change committed: forget the cached user, then tell the listeners.
+    fn user_changed(&self, change: UserChange) {
+        let (tenant, id) = change.user();
+        self.user_cache.invalidate(|(t, i), _| t == tenant && *i == id);
+        for listener in self.user_listeners.read().expect("user listeners lock").iter() {
+            listener(&change);
+        }
     }
 
     /// On an empty database: creates tenant `admin` and user `admin` with `password`, or a
@@ -152,7 +241,7 @@ impl AuthService {
             return Ok(None);
         }
         let generated = password.is_none();
-        let password = password.unwrap_or_else(|| random_token(12));
+        let password = password.unwrap_or_else(|| random_hex(12));
         self.store.ensure_tenant(BOOTSTRAP_TENANT, self.config.default_retention_days).await?;
         let to_hash = password.clone();
         let hash = blocking(move || hash_password(&to_hash)).await?;
@@ -175,7 +264,10 @@ impl AuthService {
     /// `POST /auth`: checks credentials and returns a signed JWT. `login` is a user name
     /// or an e-mail address. Unknown users and wrong passwords get the same answer in the
     /// same time (dojot answered 401 vs 403, which told attackers which names exist).
+    /// A login longer than any user could have is refused first (400), before it is
+    /// looked up, counted or logged.
     pub async fn login(&self, login: &str, password: &str, client: IpAddr) -> Result<String, AuthError> {
+        check_login_length(login)?;
         if let Err(retry_after_secs) = self.limiter.check(login, client) {
             return Err(AuthError::TooManyAttempts { retry_after_secs });
         }
@@ -190,7 +282,12 @@ impl AuthService {
             }
             _ => {
                 self.limiter.record_failure(login, client);
-                tracing::info!(login = %login, %client, "failed login");
+                // A name nobody has is often a password typed into the wrong field: it is
+                // logged only as a short hash, enough to correlate attempts.
+                match &user {
+                    Some(u) => tracing::info!(user = %u.username, %client, "failed login"),
+                    None => tracing::info!(login_sha256 = %log_hash(login), %client, "failed login: unknown user"),
+                }
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -205,7 +302,7 @@ impl AuthService {
             profile: user.profile.clone(),
             groups: group_id(&user.profile).into_iter().collect(),
             userid: user.id,
-            jti: random_token(16),
+            jti: random_hex(16),
             service: user.service.clone(),
             username: user.username.clone(),
         })
@@ -236,7 +333,7 @@ impl AuthService {
                 self.validate_password(&p)?;
                 p
             }
-            None => random_token(12),
+            None => random_hex(12),
         };
         self.store.ensure_tenant(&new.service, self.config.default_retention_days).await?;
         let to_hash = password.clone();
@@ -274,13 +371,14 @@ impl AuthService {
         Ok(self.find_user(caller, id_or_name).await?.into())
     }
 
+    /// A user of the caller's tenant, by id or user name (the store scopes both).
     async fn find_user(&self, caller: &Claims, id_or_name: &str) -> Result<UserRecord, AuthError> {
         let user = match id_or_name.parse::<i64>() {
-            Ok(id) => self.store.user_by_id(id).await?,
+            Ok(id) => self.store.user_by_id(&caller.service, id).await?,
             Err(_) if id_or_name.contains('@') => None,
-            Err(_) => self.store.user_by_login(id_or_name).await?,
+            Err(_) => self.store.users_of(&caller.service, Some(id_or_name)).await?.pop(),
         };
-        user.filter(|u| u.service == caller.service).ok_or_else(|| AuthError::NotFound("No such user".into()))
+        user.ok_or_else(|| AuthError::NotFound("No such user".into()))
     }
 
     /// `PUT /auth/user/{id}`.
@@ -308,10 +406,16 @@ impl AuthService {
             self.validate_password(&p)?;
             user.password_hash = blocking(move || hash_password(&p)).await?;
         }
-        self.store.update_user(user).await.map_err(|e| match e {
+        let id = user.id;
+        let found = self.store.update_user(&caller.service, user).await.map_err(|e| match e {
             StoreError::Conflict(_) => AuthError::Conflict("e-mail already in use".into()),
             e => e.into(),
-        })
+        })?;
+        if !found {
+            return Err(AuthError::NotFound("No such user".into()));
+        }
+        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: id });
+        Ok(())
     }
 
     /// `DELETE /auth/user/{id}`. An admin cannot delete itself (the tenant would be orphaned).
@@ -321,13 +425,17 @@ impl AuthService {
         if user.id == caller.userid {
             return Err(AuthError::BadRequest("you cannot remove yourself".into()));
         }
-        self.store.delete_user(user.id).await?;
+        if !self.store.delete_user(&caller.service, user.id).await? {
+            return Err(AuthError::NotFound("No such user".into()));
+        }
+        self.user_changed(UserChange::Removed { tenant: caller.service.clone(), user_id: user.id });
         Ok(())
     }
 
     /// `POST /auth/password/update`: any user, for itself.
     pub async fn change_password(&self, caller: &Claims, old: &str, new: &str) -> Result<(), AuthError> {
-        let mut user = self.store.user_by_id(caller.userid).await?.ok_or(AuthError::InvalidCredentials)?;
+        let mut user =
+            self.store.user_by_id(&caller.service, caller.userid).await?.ok_or(AuthError::InvalidCredentials)?;
         let (old, stored) = (old.to_string(), user.password_hash.clone());
         if !blocking(move || verify_password(&old, &stored)).await? {
             return Err(AuthError::Forbidden("old password does not match".into()));
@@ -335,7 +443,11 @@ impl AuthService {
         self.validate_password(new)?;
         let new = new.to_string();
         user.password_hash = blocking(move || hash_password(&new)).await?;
-        Ok(self.store.update_user(user).await?)
+        if !self.store.update_user(&caller.service, user).await? {
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: caller.userid });
+        Ok(())
     }
 
     /// The caller's tenant settings.
@@ -387,7 +499,7 @@ pub(crate) fn require_admin(caller: &Claims) -> Result<(), AuthError> {
 /// dojot: `^[a-z]+[a-z0-9_]`; Ingot also caps the length.
 fn validate_username(u: &str) -> Result<(), AuthError> {
     let mut chars = u.chars();
-    let ok = u.len() <= 50
+    let ok = u.len() <= MAX_USERNAME_LEN
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
@@ -399,8 +511,25 @@ fn validate_username(u: &str) -> Result<(), AuthError> {
     }
 }
 
+/// A login (user name, or e-mail address when it holds '@') no user could have is refused.
+fn check_login_length(login: &str) -> Result<(), AuthError> {
+    let max = if login.contains('@') { MAX_EMAIL_LEN } else { MAX_USERNAME_LEN };
+    if login.len() > max {
+        return Err(AuthError::BadRequest(format!(
+            "login too long: a user name has at most {MAX_USERNAME_LEN} characters, an e-mail address at most \
+             {MAX_EMAIL_LEN}"
+        )));
+    }
+    Ok(())
+}
+
+/// How a login no user has appears in the logs: the first 12 hex digits of its SHA-256.
+fn log_hash(login: &str) -> String {
+    hash_secret(login.as_bytes())[..12].to_string()
+}
+
 fn validate_email(e: &str) -> Result<(), AuthError> {
-    let ok = e.len() <= 254
+    let ok = e.len() <= MAX_EMAIL_LEN
         && !e.chars().any(char::is_whitespace)
         && e.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.contains('@') && (domain.contains('.') || domain == "localhost")
@@ -417,13 +546,6 @@ fn validate_profile(p: &str) -> Result<(), AuthError> {
     }
 }
 
-/// `n` random bytes, hex-encoded.
-pub(crate) fn random_token(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 fn now_string() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -433,18 +555,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use store::StoreOptions;
 
-    async fn service() -> (AuthService, tempfile::TempDir) {
+    pub(crate) async fn service() -> (AuthService, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
         let cfg = AuthConfig { max_failed_logins: 3, ..AuthConfig::default() };
         (AuthService::new(store, &dir.path().join("jwt.secret"), cfg).unwrap(), dir)
     }
 
-    fn ip() -> IpAddr {
+    pub(crate) fn ip() -> IpAddr {
         "127.0.0.1".parse().unwrap()
     }
 
@@ -461,6 +583,60 @@ mod tests {
         assert!(matches!(auth.login("ghost", "nope", ip()).await, Err(AuthError::InvalidCredentials)));
         // Also by e-mail.
         assert!(auth.login("admin@localhost", &pw, ip()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn over_long_logins_are_refused_before_anything_else() {
+        let (auth, _dir) = service().await;
+        auth.bootstrap(Some("admin password".into())).await.unwrap();
+        let too_long = [
+            "a".repeat(MAX_USERNAME_LEN + 1),
+            format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN)),
+            "x".repeat(1 << 20),
+        ];
+        for login in &too_long {
+            assert!(matches!(auth.login(login, "password", ip()).await, Err(AuthError::BadRequest(_))));
+        }
+        assert_eq!(auth.limiter.tracked(), 0, "nothing was counted for them");
+        // The longest logins a user can have are checked as usual.
+        let longest_email = format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN - "@example.com".len()));
+        for login in ["a".repeat(MAX_USERNAME_LEN), longest_email] {
+            assert!(matches!(auth.login(&login, "password", ip()).await, Err(AuthError::InvalidCredentials)));
+        }
+        assert_eq!(auth.limiter.tracked(), 3, "two names and one address");
+    }
+
+    #[tokio::test]
+    async fn current_user_follows_changes_at_once() {
+        let (auth, _dir) = service().await;
+        auth.bootstrap(Some("admin password".into())).await.unwrap();
+        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+        let new = NewUser {
+            username: "bob".into(),
+            service: "admin".into(),
+            email: "bob@example.com".into(),
+            name: "Bob".into(),
+            profile: "admin".into(),
+            passwd: Some("password1".into()),
+        };
+        let (bob, _) = auth.create_user(&root, new).await.unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        auth.on_user_change({
+            let seen = seen.clone();
+            move |c| seen.lock().unwrap().push(c.clone())
+        });
+        assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "admin");
+        assert_eq!(auth.current_user("acme", bob.id).await.unwrap(), None, "scoped by tenant");
+        let demote = UserUpdate { profile: Some("user".into()), ..UserUpdate::default() };
+        auth.update_user(&root, "bob", demote).await.unwrap();
+        assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "user", "not a stale copy");
+        auth.delete_user(&root, &bob.id.to_string()).await.unwrap();
+        assert_eq!(auth.current_user("admin", bob.id).await.unwrap(), None);
+        let (tenant, user_id) = ("admin".to_string(), bob.id);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [UserChange::Updated { tenant: tenant.clone(), user_id }, UserChange::Removed { tenant, user_id }]
+        );
     }
 
     #[tokio::test]

@@ -1,13 +1,18 @@
 //! API tokens: bearer tokens for machines (e.g. fakeiot devices reporting logins).
 //! 256 random bits, shown once, stored as SHA-256, revocable at once.
+//!
+//! Valid tokens are cached in memory by hash, so requests skip the database. Revocation
+//! deletes the row, then invalidates the cache; the cache ([`crate::cache`]) makes sure a
+//! verification that read the row before the delete cannot put the token back after the
+//! invalidation, so a revoked token stops working at once in every interleaving.
 
-use model::secret::hash_secret;
+use model::secret::{hash_secret, random_hex};
 use serde::Serialize;
 use store::tokens::TokenRecord;
 
 use crate::AuthError;
 use crate::jwt::Claims;
-use crate::service::{AuthService, random_token, require_admin};
+use crate::service::{AuthService, require_admin};
 
 /// Scopes a token may carry: `metrics` (fakeiot's POST /metrics), `prometheus` (scraping
 /// GET /metrics; honoured only for tokens of the bootstrap tenant, since the exposition
@@ -15,7 +20,7 @@ use crate::service::{AuthService, random_token, require_admin};
 pub const SCOPES: &[&str] = &["metrics", "prometheus"];
 
 /// Most valid tokens remembered in memory.
-const TOKEN_CACHE_MAX: usize = 10_000;
+pub(crate) const TOKEN_CACHE_MAX: usize = 10_000;
 
 /// Prefix that makes Ingot tokens recognisable (e.g. by secret scanners).
 const TOKEN_PREFIX: &str = "ingot_";
@@ -66,9 +71,9 @@ impl AuthService {
         if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
             return Err(AuthError::BadRequest(format!("scopes must be a non-empty subset of: {}", SCOPES.join(", "))));
         }
-        let token = format!("{TOKEN_PREFIX}{}", random_token(32));
+        let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
         let record = TokenRecord {
-            id: random_token(8),
+            id: random_hex(8),
             tenant: caller.service.clone(),
             name: name.to_string(),
             scopes: scopes.join(","),
@@ -90,8 +95,8 @@ impl AuthService {
     pub async fn revoke_token(&self, caller: &Claims, id: &str) -> Result<(), AuthError> {
         require_admin(caller)?;
         if self.store().delete_token(&caller.service, id).await? {
-            // Immediate: the cache forgets it in the same call.
-            self.token_cache().write().expect("token cache lock").retain(|_, p| p.token_id != id);
+            // After the commit: from here on no verification can cache the token again.
+            self.token_cache().invalidate(|_, p| p.token_id == id);
             Ok(())
         } else {
             Err(AuthError::NotFound("No such token".into()))
@@ -105,26 +110,47 @@ impl AuthService {
             return Ok(None);
         }
         let hash = hash_secret(token.as_bytes());
-        let cached = self.token_cache().read().expect("token cache lock").get(&hash).cloned();
-        let principal = match cached {
-            Some(p) => p,
-            None => {
-                let Some(t) = self.store().token_by_hash(&hash).await? else { return Ok(None) };
-                let p = TokenPrincipal {
+        let principal = self
+            .token_cache()
+            .get_or_load(hash.clone(), || async {
+                Ok::<_, AuthError>(self.store().token_by_hash(&hash).await?.map(|t| TokenPrincipal {
                     token_id: t.id,
                     tenant: t.tenant,
                     scopes: t.scopes.split(',').map(String::from).collect(),
-                };
-                // Only valid tokens are cached, so random tokens cannot fill it; the bound
-                // is a backstop.
-                let mut cache = self.token_cache().write().expect("token cache lock");
-                if cache.len() >= TOKEN_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(hash, p.clone());
-                p
-            }
-        };
-        Ok(principal.scopes.iter().any(|s| s == scope).then_some(principal))
+                }))
+            })
+            .await?;
+        Ok(principal.filter(|p| p.scopes.iter().any(|s| s == scope)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::service::tests::{ip, service};
+
+    /// A verification reads the token, then a revocation commits and clears the cache,
+    /// then the verification goes on to cache what it read: the token must stay revoked.
+    #[tokio::test]
+    async fn revocation_wins_against_a_verification_in_flight() {
+        let (auth, _dir) = service().await;
+        let auth = Arc::new(auth);
+        auth.bootstrap(Some("admin password".into())).await.unwrap();
+        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+        let (view, token) = auth.create_token(&root, "fakeiot", &["metrics".into()]).await.unwrap();
+
+        let (read_tx, read) = tokio::sync::oneshot::channel();
+        let (go_on, go_on_rx) = tokio::sync::oneshot::channel();
+        auth.token_cache().pause_next_load((read_tx, go_on_rx));
+        let in_flight = tokio::spawn({
+            let (auth, token) = (auth.clone(), token.clone());
+            async move { auth.verify_api_token(&token, "metrics").await.unwrap() }
+        });
+        read.await.unwrap(); // the verification has read the (still valid) token
+        auth.revoke_token(&root, &view.id).await.unwrap();
+        go_on.send(()).unwrap();
+        assert_eq!(in_flight.await.unwrap(), None, "the verification in flight sees the revocation");
+        assert_eq!(auth.verify_api_token(&token, "metrics").await.unwrap(), None, "and did not cache the token");
     }
 }

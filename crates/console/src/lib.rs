@@ -2,8 +2,10 @@
 //! "User Management Dashboard" of seat metering (fakeiot, seed 000), live over SSE.
 //!
 //! Security: server-side sessions ([`session`]) in an HttpOnly, SameSite=Strict cookie
-//! (Secure when served over HTTPS) with an idle timeout; logout ends the session on the
-//! server; every state change needs the session's CSRF token in `X-CSRF-Token`; a strict
+//! (Secure when served over HTTPS) with an idle timeout and an absolute lifetime; logout
+//! ends the session on the server, and so does removing its user; every request re-checks
+//! the user through `auth` (a demoted admin loses admin actions at once); every state
+//! change needs the session's CSRF token in `X-CSRF-Token` (compared in constant time); a strict
 //! Content-Security-Policy with no inline script or style; the page writes only with
 //! `textContent`, so nothing the server sends is interpreted as HTML. Assets are compiled
 //! into the binary: no Node build step.
@@ -23,17 +25,32 @@ pub use session::SessionStore;
 pub struct ConsoleConfig {
     /// A session unused this long is over.
     pub idle_timeout: Duration,
+    /// A session is over this long after sign-in, however busy.
+    pub max_lifetime: Duration,
     /// Most sessions kept at once (the least recently used go first).
     pub max_sessions: usize,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        Self { idle_timeout: Duration::from_secs(30 * 60), max_sessions: 10_000 }
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_lifetime: Duration::from_secs(12 * 3600),
+            max_sessions: 10_000,
+        }
     }
 }
 
-/// The console's routes, to merge into the API router.
+/// The console's routes, to merge into the API router. A user removed through `auth`
+/// loses its console sessions at once.
 pub fn router(state: api::AppState, config: ConsoleConfig) -> Router {
-    routes::router(routes::ConsoleState { app: state, sessions: Arc::new(SessionStore::new(config)) })
+    let sessions = Arc::new(SessionStore::new(config));
+    let weak = Arc::downgrade(&sessions);
+    state.auth.on_user_change(move |change| {
+        if let (auth::UserChange::Removed { tenant, user_id }, Some(sessions)) = (change, weak.upgrade()) {
+            let ended = sessions.end_user(tenant, *user_id);
+            tracing::info!(tenant = %tenant, user_id, ended, "user removed: console sessions ended");
+        }
+    });
+    routes::router(routes::ConsoleState { app: state, sessions })
 }

@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::session::{Session, SessionStore};
@@ -76,14 +77,30 @@ impl IntoResponse for ConsoleError {
     }
 }
 
+impl ConsoleError {
+    fn internal(e: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "console request failed");
+        Self(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    }
+}
+
 impl From<seats::SeatError> for ConsoleError {
     fn from(e: seats::SeatError) -> Self {
         match e {
             seats::SeatError::NoSuchAccount => Self(StatusCode::NOT_FOUND, e.to_string()),
-            e => {
-                tracing::error!(error = %e, "console request failed");
-                Self(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-            }
+            e => Self::internal(&e),
+        }
+    }
+}
+
+impl From<auth::AuthError> for ConsoleError {
+    fn from(e: auth::AuthError) -> Self {
+        use auth::AuthError as E;
+        match e {
+            E::TooManyAttempts { .. } => Self(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            E::InvalidCredentials => Self(StatusCode::UNAUTHORIZED, e.to_string()),
+            E::BadRequest(m) => Self(StatusCode::BAD_REQUEST, m),
+            e => Self::internal(&e),
         }
     }
 }
@@ -99,7 +116,8 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The signed-in user of a request (from the session cookie).
+/// The signed-in user of a request (from the session cookie), re-checked: a session
+/// whose user no longer exists ends, and `session.profile` is the user's current profile.
 struct SignedIn {
     id: String,
     session: Session,
@@ -111,7 +129,15 @@ impl FromRequestParts<ConsoleState> for SignedIn {
     async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let not_signed_in = || ConsoleError(StatusCode::UNAUTHORIZED, "not signed in".into());
         let id = cookie_value(&parts.headers, COOKIE_NAME).ok_or_else(not_signed_in)?.to_string();
-        let session = state.sessions.get(&id).ok_or_else(not_signed_in)?;
+        let mut session = state.sessions.get(&id).ok_or_else(not_signed_in)?;
+        // Cached briefly by auth, and invalidated there when the user changes.
+        match state.app.auth.current_user(&session.tenant, session.user_id).await? {
+            Some(user) if user.username == session.username => session.profile = user.profile,
+            _ => {
+                state.sessions.remove(&id);
+                return Err(not_signed_in());
+            }
+        }
         Ok(Self { id, session })
     }
 }
@@ -124,8 +150,9 @@ impl FromRequestParts<ConsoleState> for Csrf {
 
     async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let signed_in = SignedIn::from_request_parts(parts, state).await?;
-        let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if sent.is_empty() || sent != signed_in.session.csrf {
+        let sent = parts.headers.get("x-csrf-token").map(|v| v.as_bytes()).unwrap_or_default();
+        let matches: bool = sent.ct_eq(signed_in.session.csrf.as_bytes()).into();
+        if sent.is_empty() || !matches {
             return Err(ConsoleError(StatusCode::FORBIDDEN, "missing or wrong CSRF token".into()));
         }
         Ok(Csrf(signed_in))
@@ -159,22 +186,13 @@ async fn login(
     body: Result<Json<LoginForm>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ConsoleError> {
     let Json(form) = body.map_err(|e| ConsoleError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let jwt = s.app.auth.login(&form.login, &form.password, peer.ip()).await.map_err(|e| match e {
-        auth::AuthError::TooManyAttempts { .. } => ConsoleError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        auth::AuthError::InvalidCredentials => ConsoleError(StatusCode::UNAUTHORIZED, e.to_string()),
-        e => {
-            tracing::error!(error = %e, "console login failed");
-            ConsoleError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-        }
-    })?;
-    let claims = s
-        .app
-        .auth
-        .verify_token(&jwt)
-        .map_err(|_| ConsoleError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?;
-    let (id, session) = s.sessions.create(&claims.username, &claims.service, &claims.profile);
+    let jwt = s.app.auth.login(&form.login, &form.password, peer.ip()).await?;
+    let claims = s.app.auth.verify_token(&jwt).map_err(|e| ConsoleError::internal(&e))?;
+    let (id, session) = s.sessions.create(claims.userid, &claims.username, &claims.service, &claims.profile);
     let mut resp = Json(session_json(&session)).into_response();
-    resp.headers_mut().insert(SET_COOKIE, session_cookie(&id, tls.is_some(), None));
+    // The browser forgets the cookie when the server ends the session at the latest.
+    let max_age = s.sessions.max_lifetime().as_secs();
+    resp.headers_mut().insert(SET_COOKIE, session_cookie(&id, tls.is_some(), Some(max_age)));
     Ok(resp)
 }
 
@@ -228,7 +246,10 @@ async fn events(
     signed_in: SignedIn,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let tenant = signed_in.session.tenant;
-    let stream = BroadcastStream::new(s.app.seats.subscribe()).filter_map(move |update| {
+    let (sessions, id) = (s.sessions.clone(), signed_in.id);
+    // A session that ended (sign-out, user removed, lifetime over) gets nothing more.
+    let open = move |_: &_| std::future::ready(sessions.is_open(&id));
+    let stream = BroadcastStream::new(s.app.seats.subscribe()).take_while(open).filter_map(move |update| {
         let tenant = tenant.clone();
         async move {
             // A lagging receiver skips what it missed; the page re-reads on the next event.

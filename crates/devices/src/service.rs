@@ -486,9 +486,7 @@ impl DeviceService {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
         let mut c = cat.write().await;
         let d = c.device(id)?.clone();
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let secret = hex::encode(bytes);
+        let secret = model::secret::random_hex(32);
         let row = DeviceRow { id: d.id.clone(), doc: json!(d), secret_hash: Some(hash_secret(secret.as_bytes())) };
         let hash = row.secret_hash.clone();
         self.store.save_catalog(tenant, CatalogChange { put_devices: vec![row], ..Default::default() }).await?;

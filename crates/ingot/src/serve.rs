@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Console sessions end after this many seconds without a request.
     #[arg(long, env = "INGOT_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     pub console_idle_timeout_secs: u64,
+    /// Console sessions end this many seconds after sign-in, however busy.
+    #[arg(long, env = "INGOT_CONSOLE_SESSION_MAX_SECS", default_value_t = 12 * 3600)]
+    pub console_session_max_secs: u64,
     /// JWT lifetime in seconds (dojot: 420).
     #[arg(long, env = "INGOT_TOKEN_TTL_SECS", default_value_t = 420)]
     pub token_ttl_secs: u64,
@@ -87,6 +90,9 @@ pub struct ServeArgs {
     /// Length of the failed-login window, in seconds.
     #[arg(long, env = "INGOT_FAILED_LOGIN_WINDOW_SECS", default_value_t = 300)]
     pub failed_login_window_secs: u64,
+    /// Most user names and client addresses the failed-login limiter tracks at once.
+    #[arg(long, env = "INGOT_LOGIN_LIMITER_MAX_ENTRIES", default_value_t = 50_000)]
+    pub login_limiter_max_entries: usize,
     /// Days of history kept for new tenants (per tenant: PUT /tenant/settings).
     #[arg(long, env = "INGOT_HISTORY_RETENTION_DAYS", default_value_t = 7)]
     pub history_retention_days: u32,
@@ -122,6 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token_ttl: Duration::from_secs(args.token_ttl_secs),
         max_failed_logins: args.max_failed_logins,
         failed_login_window: Duration::from_secs(args.failed_login_window_secs),
+        max_tracked_logins: args.login_limiter_max_entries,
         default_retention_days: args.history_retention_days,
         ..auth::AuthConfig::default()
     };
@@ -212,6 +219,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let console_config = console::ConsoleConfig {
         idle_timeout: Duration::from_secs(args.console_idle_timeout_secs),
+        max_lifetime: Duration::from_secs(args.console_session_max_secs),
         ..console::ConsoleConfig::default()
     };
     let router = api::router(state.clone()).merge(console::router(state, console_config));

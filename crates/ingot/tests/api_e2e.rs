@@ -133,6 +133,35 @@ async fn no_route_reveals_another_tenants_data() {
     assert_eq!(alice.get("/auth/user/admin").await.0, 404);
     assert_eq!(alice.get("/auth/user/1").await.0, 404);
     assert_eq!(alice.delete("/auth/user/1").await.0, 404);
+    assert_eq!(alice.put("/auth/user/1", json!({"profile": "user"})).await.0, 404);
+    assert_eq!(admin.get("/auth/user/admin").await.1["user"]["profile"], "admin", "untouched");
+    // Seat accounts: admin's account is not alice's.
+    let (_, fakeiot) = admin.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
+    let (token_id, fakeiot) = (fakeiot["id"].as_str().unwrap(), fakeiot["token"].as_str().unwrap());
+    let report = || {
+        let login = json!({"account_id": "globex", "user_id": "u1", "timestamp": "2026-01-31T12:00:00Z"});
+        Api::send(admin.http.post(format!("{}/metrics", admin.base)).bearer_auth(fakeiot).json(&login))
+    };
+    assert_eq!(report().await.0, 200);
+    assert_eq!(alice.get("/seats/accounts").await.1, json!({"accounts": []}));
+    assert_eq!(alice.get("/seats/accounts/globex").await.0, 404);
+    assert_eq!(alice.post("/seats/accounts/globex/upgrade", json!({})).await.0, 404);
+    assert_eq!(admin.get("/seats/accounts/globex").await.1["plan"], "Startup Plan", "not upgraded");
+    // API tokens: alice can neither see nor revoke admin's.
+    assert_eq!(alice.get("/auth/tokens").await.1, json!({"tokens": []}));
+    assert_eq!(alice.delete(&format!("/auth/tokens/{token_id}")).await.0, 404);
+    assert_eq!(report().await.0, 200, "admin's token still works");
+    // Tenant settings: only the caller's own tenant is ever read or changed.
+    let (status, own) = alice.get("/tenant/settings").await;
+    assert_eq!((status, own["tenant"].as_str()), (200, Some("acme")));
+    let (status, own) =
+        alice.put("/tenant/settings", json!({"unsecured_mqtt": true, "history_retention_days": 30})).await;
+    assert_eq!((status, own["tenant"].as_str(), own["unsecured_mqtt"].as_bool()), (200, Some("acme"), Some(true)));
+    let aimed = json!({"tenant": "admin", "unsecured_mqtt": true, "history_retention_days": 1});
+    let (status, body) = alice.put("/tenant/settings", aimed).await;
+    assert!(status == 400 || body["tenant"] == "acme", "{status} {body}");
+    let (_, theirs) = admin.get("/tenant/settings").await;
+    assert_eq!(theirs, json!({"tenant": "admin", "unsecured_mqtt": false, "history_retention_days": 7}), "untouched");
     // Metrics name every tenant: operators only.
     assert_eq!(Api::new(&server.http).get("/metrics").await.0, 401);
     assert_eq!(alice.get("/metrics").await.0, 403, "another tenant's admin");
@@ -343,6 +372,12 @@ async fn failed_logins_are_limited() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--max-failed-logins", "3"]);
     let anon = Api::new(&server.http);
+    // A login no user could have is refused first, in dojot's error shape, and not counted.
+    for _ in 0..5 {
+        let (status, body) = anon.post("/auth", json!({"username": "a".repeat(10_000), "passwd": "x"})).await;
+        assert_eq!((status, body["status"].as_u64()), (400, Some(400)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("too long"), "{body}");
+    }
     for _ in 0..3 {
         assert_eq!(anon.post("/auth", json!({"username": "admin", "passwd": "wrong"})).await.0, 401);
     }

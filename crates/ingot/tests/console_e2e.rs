@@ -253,3 +253,88 @@ async fn console_sessions_csrf_and_idle_timeout() {
     let resp = http.get(format!("{base}/console/api/session")).header("cookie", cookie).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401, "idle timeout");
 }
+
+/// A signed-in console user, over plain HTTP with the session cookie.
+struct ConsoleUser {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl ConsoleUser {
+    async fn sign_in(base: &str, login: &str, password: &str) -> Self {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{base}/console/api/login"))
+            .json(&json!({"login": login, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "console sign-in as {login}");
+        let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set_cookie.split(';').next().unwrap().to_string();
+        let session: serde_json::Value = resp.json().await.unwrap();
+        Self { http, base: base.to_string(), cookie, csrf: session["csrf"].as_str().unwrap().to_string() }
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.http.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or_default())
+    }
+
+    async fn post(&self, path: &str) -> u16 {
+        let rb = self.http.post(format!("{}{path}", self.base)).header("cookie", &self.cookie);
+        rb.header("x-csrf-token", &self.csrf).json(&json!({})).send().await.unwrap().status().as_u16()
+    }
+}
+
+/// A removed admin's console session is refused at once; a demoted admin keeps the
+/// session but loses admin actions at once; sessions have an absolute lifetime.
+#[tokio::test]
+async fn console_sessions_follow_user_removal_and_demotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--console-session-max-secs", "5"]);
+    let admin = Api::admin(&server).await;
+    for name in ["carol", "dave"] {
+        let user = json!({"username": name, "service": "admin", "email": format!("{name}@example.com"),
+                          "name": name, "profile": "admin", "passwd": "password-123"});
+        assert_eq!(admin.post("/auth/user", user).await.0, 200);
+    }
+    let (_, tok) = admin.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
+    report_logins(&admin, tok["token"].as_str().unwrap(), "acme", 0..1).await;
+
+    let carol = ConsoleUser::sign_in(&server.http, "carol", "password-123").await;
+    let dave = ConsoleUser::sign_in(&server.http, "dave", "password-123").await;
+    for user in [&carol, &dave] {
+        let (status, session) = user.get("/console/api/session").await;
+        assert_eq!((status, session["profile"].as_str()), (200, Some("admin")));
+        assert_eq!(user.get("/console/api/accounts").await.0, 200);
+    }
+    assert_eq!(carol.post("/console/api/accounts/acme/upgrade").await, 200, "an admin may upgrade");
+
+    // Demoted: still signed in, no longer an admin, at once.
+    assert_eq!(admin.put("/auth/user/carol", json!({"profile": "user"})).await.0, 200);
+    assert_eq!(carol.post("/console/api/accounts/acme/upgrade").await, 403, "admin-only action refused");
+    let (status, session) = carol.get("/console/api/session").await;
+    assert_eq!((status, session["profile"].as_str()), (200, Some("user")));
+    assert_eq!(carol.get("/console/api/accounts/acme").await.0, 200, "what users may see stays");
+
+    // Removed: the session is over at once, for reads and writes alike.
+    assert_eq!(admin.delete("/auth/user/dave").await.0, 200);
+    assert_eq!(dave.get("/console/api/session").await.0, 401);
+    assert_eq!(dave.get("/console/api/accounts").await.0, 401);
+    assert_eq!(dave.post("/console/api/accounts/acme/upgrade").await, 401);
+    let events = dave.http.get(format!("{}/console/api/events", dave.base)).header("cookie", &dave.cookie);
+    assert_eq!(events.send().await.unwrap().status().as_u16(), 401);
+
+    // However busy, a session ends at its absolute lifetime (5 s here; idle timeout 30 min).
+    let started = std::time::Instant::now();
+    let mut answers = vec![];
+    while started.elapsed() < Duration::from_secs(15) && answers.last() != Some(&401) {
+        answers.push(carol.get("/console/api/session").await.0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(answers.first(), Some(&200), "alive while used");
+    assert_eq!(answers.last(), Some(&401), "the session outlived its absolute lifetime");
+}

@@ -128,7 +128,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), PkiError> {
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
     let cert = params.self_signed(&key)?;
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
     fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
     tracing::info!(path = %ca_path.display(), "created Ingot's certificate authority");
     Ok((cert.pem(), key))
@@ -154,7 +154,8 @@ fn issue_server(dir: &Path, issuer: &Issuer<'_, KeyPair>, names: &[String]) -> R
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(SERVER_VALIDITY_DAYS);
     let cert = params.signed_by(&key, issuer)?;
-    write_private(&dir.join("server.key"), key.serialize_pem().as_bytes())?;
+    let key_path = dir.join("server.key");
+    write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
     let cert_path = dir.join("server.pem");
     fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
     let meta = [("server.names", names.join(",")), ("server.not_after", params.not_after.unix_timestamp().to_string())];
@@ -180,16 +181,37 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
         .map_err(|_| PkiError::BadPem { path: path.to_path_buf(), what: "private key" })
 }
 
-/// Writes a file only its owner can read (created new or replaced).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+/// Writes `bytes` to `path` so that only its owner can read it (mode 0600 on Unix),
+/// creating the parent directory if needed and replacing an existing file atomically:
+/// the bytes go to a new private file next to `path`, are synced, and that file is
+/// renamed over `path`. A crash therefore never leaves a truncated key behind, and the
+/// looser mode of a file being replaced never carries over. Used for every key Ingot
+/// keeps (CA and server keys here, the JWT secret in `auth`).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    // A leftover from a crash: never reuse it (its mode is not ours to trust).
+    if let Err(e) = fs::remove_file(&tmp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e);
+    }
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).map_err(io(path))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(path))
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes).and_then(|_| f.sync_all())?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    // The rename itself must survive a power loss too.
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,6 +238,32 @@ mod tests {
                 assert_eq!(fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn write_private_replaces_and_stays_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/secret.key");
+        write_private(&p, b"first").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"first", "parent directory created");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        write_private(&p, b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second", "replaced");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "a loose mode does not carry over"
+            );
+        }
+        let left: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["secret.key"], "no temporary file left behind");
     }
 
     #[test]

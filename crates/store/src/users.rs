@@ -1,4 +1,9 @@
 //! Users of the API and console. Passwords arrive here already hashed.
+//!
+//! Every query on existing users takes the tenant and filters on it (`AND service = ?`),
+//! so tenant isolation does not rest on each caller's filter. The one exception is
+//! [`Store::user_by_login`], the lookup at login, where the tenant is not known yet
+//! (user names and e-mail addresses are unique across tenants).
 
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -70,7 +75,8 @@ impl Store {
         .await
     }
 
-    /// Looks a user up by user name, or by e-mail when `login` contains '@'.
+    /// Looks a user up by user name, or by e-mail when `login` contains '@', in every
+    /// tenant: for logging in only.
     pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
         let login = login.to_string();
         let column = if login.contains('@') { "email" } else { "username" };
@@ -81,9 +87,16 @@ impl Store {
         .await
     }
 
-    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+    /// The user `id` of tenant `service`.
+    pub async fn user_by_id(&self, service: &str, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        let service = service.to_string();
         self.read(move |c| {
-            Ok(c.query_row(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"), [id], from_row).optional()?)
+            Ok(c.query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1 AND service = ?2"),
+                params![id, service],
+                from_row,
+            )
+            .optional()?)
         })
         .await
     }
@@ -100,25 +113,72 @@ impl Store {
         .await
     }
 
-    /// Saves every field but `id`, `username`, `service`, `created_*`.
-    pub async fn update_user(&self, u: UserRecord) -> Result<(), StoreError> {
+    /// Saves every field but `id`, `username`, `service`, `created_*` of user `u.id` of
+    /// tenant `service`; `true` if there is such a user.
+    pub async fn update_user(&self, service: &str, u: UserRecord) -> Result<bool, StoreError> {
+        let service = service.to_string();
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE users SET email = ?2, name = ?3, profile = ?4, password_hash = ?5 WHERE id = ?1",
-                params![u.id, u.email, u.name, u.profile, u.password_hash],
-            )
-            .map_err(conflict)?;
-            Ok(())
+            let n = tx
+                .execute(
+                    "UPDATE users SET email = ?2, name = ?3, profile = ?4, password_hash = ?5
+                     WHERE id = ?1 AND service = ?6",
+                    params![u.id, u.email, u.name, u.profile, u.password_hash, service],
+                )
+                .map_err(conflict)?;
+            Ok(n == 1)
         })
         .await
     }
 
-    /// Deletes a user; `true` if it existed.
-    pub async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
-        self.write(move |tx| Ok(tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 1)).await
+    /// Deletes user `id` of tenant `service`; `true` if it existed.
+    pub async fn delete_user(&self, service: &str, id: i64) -> Result<bool, StoreError> {
+        let service = service.to_string();
+        self.write(move |tx| {
+            Ok(tx.execute("DELETE FROM users WHERE id = ?1 AND service = ?2", params![id, service])? == 1)
+        })
+        .await
     }
 
     pub async fn count_users(&self) -> Result<i64, StoreError> {
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[tokio::test]
+    async fn queries_on_a_user_are_scoped_by_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        for t in ["acme", "globex"] {
+            store.ensure_tenant(t, 7).await.unwrap();
+        }
+        let alice = store
+            .insert_user(UserRecord {
+                id: 0,
+                username: "alice".into(),
+                service: "acme".into(),
+                email: "alice@example.com".into(),
+                name: "Alice".into(),
+                profile: "admin".into(),
+                password_hash: "h".into(),
+                created_date: "now".into(),
+                created_by: "test".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().as_ref(), Some(&alice));
+        assert_eq!(store.user_by_id("globex", alice.id).await.unwrap(), None);
+        let demoted = UserRecord { profile: "user".into(), ..alice.clone() };
+        assert!(!store.update_user("globex", demoted.clone()).await.unwrap());
+        assert!(!store.delete_user("globex", alice.id).await.unwrap());
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().unwrap().profile, "admin", "untouched");
+        assert!(store.update_user("acme", demoted).await.unwrap());
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().unwrap().profile, "user");
+        assert!(store.delete_user("acme", alice.id).await.unwrap());
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap(), None);
     }
 }
