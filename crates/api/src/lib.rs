@@ -17,9 +17,9 @@ use std::sync::Arc;
 use auth::AuthService;
 use axum::Router;
 use devices::DeviceService;
+use history::HistoryService;
 use ingest::IngestService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use store::Store;
 
 pub use error::ApiError;
 
@@ -28,13 +28,11 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
-    /// Most readings one history query returns.
-    pub max_history_points: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_history_points: 10_000 }
+        Self { max_body_bytes: 1024 * 1024 }
     }
 }
 
@@ -45,7 +43,7 @@ pub struct AppState {
     pub devices: Arc<DeviceService>,
     pub seats: Arc<seats::SeatService>,
     pub ingest: Arc<IngestService>,
-    pub store: Store,
+    pub history: Arc<HistoryService>,
     pub metrics: Option<PrometheusHandle>,
     pub config: Arc<ApiConfig>,
     /// Per-token limit of `POST /metrics`.

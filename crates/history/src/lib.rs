@@ -5,12 +5,15 @@
 //!   releases the devices' acknowledgements (group commit).
 //! - [`query`] implements dojot's `/history/device/{id}/history` parameters exactly.
 //! - [`retention`] deletes readings older than each tenant's retention in the background.
+//! - [`HistoryService`] is what the API reads history through.
 
 pub mod query;
 pub mod retention;
+mod service;
 pub mod writer;
 
 pub use query::{HistoryParams, HistoryResult};
+pub use service::HistoryService;
 
 /// The one error type of the history room.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,8 @@
 //! What a device has is loaded from the store on its first reading since start (or since
 //! it was evicted), then kept in memory. The map is sharded by device so that the ntex
 //! workers and HTTP handlers rarely meet on one mutex; each shard holds a bounded number
-//! of devices, and forgetting one only costs a reload.
+//! of devices, and forgetting one only costs a reload. Labels whose series retention
+//! removed stay counted until the device is forgotten (evicted, deleted, or a restart).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};

@@ -180,12 +180,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         devices,
         seats,
         ingest,
-        store,
+        history: Arc::new(history::HistoryService::new(store, args.max_history_points)),
         metrics: Some(prometheus),
-        config: Arc::new(api::ApiConfig {
-            max_body_bytes: args.max_body_bytes,
-            max_history_points: args.max_history_points,
-        }),
+        config: Arc::new(api::ApiConfig { max_body_bytes: args.max_body_bytes }),
         token_limiter: Arc::new(api::ratelimit::RateLimiter::new(
             args.metrics_rate_per_token,
             args.metrics_rate_per_token,

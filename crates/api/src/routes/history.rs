@@ -20,14 +20,8 @@ pub async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let params = HistoryParams::from_pairs(&q.0)?;
     let known = has_history(&s, &c.service, &id).await?;
-    let mut labels = if known { s.devices.data_attr_labels(&c.service, &id).await? } else { vec![] };
-    let stored = s.store.history_attrs(&c.service, &id).await.map_err(history::HistoryError::from)?;
-    for l in stored {
-        if !labels.contains(&l) {
-            labels.push(l);
-        }
-    }
-    match history::query::history(&s.store, &c.service, &id, &params, labels, s.config.max_history_points).await? {
+    let labels = if known { s.devices.data_attr_labels(&c.service, &id).await? } else { vec![] };
+    match s.history.device_history(&c.service, &id, &params, labels).await? {
         HistoryResult::Single(v) | HistoryResult::Many(v) => Ok(Json(v)),
         HistoryResult::AttrNotFound => {
             Err(ApiError::HistoryNotFound("Attr not found", "No data for the given attribute could be found"))
@@ -42,7 +36,7 @@ pub async fn latest(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     has_history(&s, &c.service, &id).await?;
-    Ok(Json(history::query::latest(&s.store, &c.service, &id).await?))
+    Ok(Json(s.history.latest(&c.service, &id).await?))
 }
 
 /// Whether `id` may have history: a device of the catalog (`Ok(true)`), or a seat

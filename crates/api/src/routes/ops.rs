@@ -16,7 +16,7 @@ use crate::{ApiError, AppState};
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     // A trivial read proves the database answers.
-    if let Err(e) = s.store.tenants().await {
+    if let Err(e) = s.history.check_store().await {
         tracing::warn!(error = %e, "health: the database does not answer");
         reasons.push("database unavailable".to_string());
     }

@@ -1,0 +1,51 @@
+//! [`HistoryService`]: what the API asks of history. Routes call this, never the store,
+//! so that the store behind it can change (SQLite today, PostgreSQL next) without the
+//! API knowing.
+
+use serde_json::Value;
+use store::Store;
+
+use crate::HistoryError;
+use crate::query::{self, HistoryParams, HistoryResult};
+
+/// Reads history for the API.
+pub struct HistoryService {
+    store: Store,
+    max_points: u32,
+}
+
+impl HistoryService {
+    /// `max_points`: most readings one answer returns, over all its attributes.
+    pub fn new(store: Store, max_points: u32) -> Self {
+        Self { store, max_points }
+    }
+
+    /// dojot's `/history/device/{id}/history`. Without `attr`, the attributes are the
+    /// device's data attributes from its templates (`catalog_labels`) plus every label
+    /// it has history for.
+    pub async fn device_history(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        params: &HistoryParams,
+        mut catalog_labels: Vec<String>,
+    ) -> Result<HistoryResult, HistoryError> {
+        for label in self.store.history_attrs(tenant, device_id).await? {
+            if !catalog_labels.contains(&label) {
+                catalog_labels.push(label);
+            }
+        }
+        query::history(&self.store, tenant, device_id, params, catalog_labels, self.max_points).await
+    }
+
+    /// The newest value of each attribute of a device.
+    pub async fn latest(&self, tenant: &str, device_id: &str) -> Result<Value, HistoryError> {
+        query::latest(&self.store, tenant, device_id).await
+    }
+
+    /// Whether the database answers (for `/health`).
+    pub async fn check_store(&self) -> Result<(), HistoryError> {
+        self.store.tenants().await?;
+        Ok(())
+    }
+}
