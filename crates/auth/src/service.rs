@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use model::secret::{hash_secret, random_hex};
 use serde::{Deserialize, Serialize};
+use store::StoreError;
+use store::prelude::*;
 use store::users::UserRecord;
-use store::{Store, StoreError};
 
 use crate::cache::Cache;
 use crate::jwt::{Claims, JwtKeys};
@@ -166,7 +167,7 @@ pub struct TenantSettings {
 
 /// Logins, users and tenant settings.
 pub struct AuthService {
-    store: Store,
+    store: SharedStore,
     keys: JwtKeys,
     limiter: LoginLimiter,
     config: AuthConfig,
@@ -180,7 +181,7 @@ pub struct AuthService {
 
 impl AuthService {
     /// `key_path`: where the JWT secret lives (created on first start).
-    pub fn new(store: Store, key_path: &Path, config: AuthConfig) -> Result<Self, AuthError> {
+    pub fn new(store: SharedStore, key_path: &Path, config: AuthConfig) -> Result<Self, AuthError> {
         let keys = JwtKeys::load_or_create(key_path)?;
         let limiter =
             LoginLimiter::new(config.max_failed_logins, config.failed_login_window, config.max_tracked_logins);
@@ -199,7 +200,7 @@ impl AuthService {
         &self.config
     }
 
-    pub(crate) fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
@@ -557,11 +558,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use store::StoreOptions;
+    use store::{SqliteStore, StoreOptions};
 
     pub(crate) async fn service() -> (AuthService, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
         let cfg = AuthConfig { max_failed_logins: 3, ..AuthConfig::default() };
         (AuthService::new(store, &dir.path().join("jwt.secret"), cfg).unwrap(), dir)
     }

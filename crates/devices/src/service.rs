@@ -14,8 +14,8 @@ use model::secret::{hash_secret, secret_matches};
 use model::{DeviceEvent, DeviceRef, EventKind};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
-use store::Store;
 use store::catalog::{CatalogChange, DeviceRow};
+use store::prelude::*;
 use tokio::sync::RwLock;
 
 use crate::DeviceError;
@@ -84,7 +84,7 @@ pub enum CreatedDevices {
 
 /// Templates, devices, credentials and actuation of every tenant.
 pub struct DeviceService {
-    store: Store,
+    store: SharedStore,
     bus: Arc<dyn Bus>,
     config: DevicesConfig,
     tenants: StdRwLock<HashMap<String, Arc<RwLock<Catalog>>>>,
@@ -96,7 +96,7 @@ fn now() -> String {
 
 impl DeviceService {
     /// Loads every tenant's catalog from the store.
-    pub async fn load(store: Store, bus: Arc<dyn Bus>, config: DevicesConfig) -> Result<Self, DeviceError> {
+    pub async fn load(store: SharedStore, bus: Arc<dyn Bus>, config: DevicesConfig) -> Result<Self, DeviceError> {
         let rows = store.load_catalog().await?;
         let mut tenants: HashMap<String, Catalog> = HashMap::new();
         for (tenant, id, doc) in rows.templates {
@@ -584,10 +584,10 @@ impl DeviceDirectory for DeviceService {
 mod tests {
     use super::*;
     use bus::{MemoryBus, Mode};
-    use store::StoreOptions;
+    use store::{SqliteStore, StoreOptions};
 
     async fn service(dir: &std::path::Path, bus: Arc<dyn Bus>) -> DeviceService {
-        let store = Store::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let store = SqliteStore::open_shared(dir, StoreOptions { readers: 1, sync_full: false }).unwrap();
         store.ensure_tenant("admin", 7).await.unwrap();
         DeviceService::load(store, bus, DevicesConfig::default()).await.unwrap()
     }

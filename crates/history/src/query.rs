@@ -12,8 +12,8 @@
 
 use model::time::{format_dojot, from_ms, parse_iso};
 use serde_json::{Map, Value, json};
-use store::Store;
 use store::history::{HistoryQuery, Point};
+use store::prelude::*;
 
 use crate::HistoryError;
 
@@ -87,7 +87,7 @@ fn point_json(device_id: &str, p: Point) -> Value {
 /// Runs a history query. `all_labels` are the labels used when `attr` is absent (the
 /// device's data attributes plus any label it has history for).
 pub async fn history(
-    store: &Store,
+    store: &SharedStore,
     tenant: &str,
     device_id: &str,
     params: &HistoryParams,
@@ -129,7 +129,7 @@ pub async fn history(
 }
 
 /// The newest value of each attribute of a device, as an array of history points.
-pub async fn latest(store: &Store, tenant: &str, device_id: &str) -> Result<Value, HistoryError> {
+pub async fn latest(store: &SharedStore, tenant: &str, device_id: &str) -> Result<Value, HistoryError> {
     let points = store.latest(tenant, device_id).await?;
     Ok(Value::Array(points.into_iter().map(|p| point_json(device_id, p)).collect()))
 }
@@ -140,8 +140,7 @@ mod tests {
     use chrono::TimeZone;
     use model::DeviceData;
     use std::sync::Arc;
-    use store::StoreOptions;
-    use store::history::HistoryWriter;
+    use store::{SqliteStore, StoreOptions};
 
     fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {
         s.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
@@ -164,8 +163,8 @@ mod tests {
     #[tokio::test]
     async fn shapes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let w = HistoryWriter::new(store.clone());
+        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let w = store.clone();
         let batch = [10.6, 36.5, 15.6]
             .iter()
             .enumerate()
@@ -180,7 +179,7 @@ mod tests {
                 })
             })
             .collect();
-        w.write_batch(batch).await.unwrap();
+        w.write_history(batch).await.unwrap();
         let p = HistoryParams::from_pairs(&pairs(&[("lastN", "2"), ("attr", "temperature")])).unwrap();
         let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
             panic!()
@@ -211,8 +210,8 @@ mod tests {
     #[tokio::test]
     async fn one_answer_is_bounded_over_all_attributes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let w = HistoryWriter::new(store.clone());
+        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let w = store.clone();
         let labels: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
         let batch = (0..20)
             .map(|t| {
@@ -221,7 +220,7 @@ mod tests {
                 Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
             })
             .collect();
-        w.write_batch(batch).await.unwrap();
+        w.write_history(batch).await.unwrap();
         let HistoryResult::Many(v) =
             history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
         else {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use store::Store;
+use store::prelude::*;
 
 /// Runs forever, purging every `every`.
-pub async fn run(store: Store, every: Duration) {
+pub async fn run(store: SharedStore, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -21,7 +21,7 @@ pub async fn run(store: Store, every: Duration) {
 }
 
 /// One pass over every tenant as of `now_ms`; returns the number of values deleted.
-pub async fn purge_once(store: &Store, now_ms: i64) -> Result<usize, store::StoreError> {
+pub async fn purge_once(store: &SharedStore, now_ms: i64) -> Result<usize, store::StoreError> {
     let mut total = 0;
     for t in store.tenants().await? {
         let cutoff = now_ms - i64::from(t.retention_days) * 86_400_000;

@@ -3,20 +3,20 @@
 //! API knowing.
 
 use serde_json::Value;
-use store::Store;
+use store::prelude::*;
 
 use crate::HistoryError;
 use crate::query::{self, HistoryParams, HistoryResult};
 
 /// Reads history for the API.
 pub struct HistoryService {
-    store: Store,
+    store: SharedStore,
     max_points: u32,
 }
 
 impl HistoryService {
     /// `max_points`: most readings one answer returns, over all its attributes.
-    pub fn new(store: Store, max_points: u32) -> Self {
+    pub fn new(store: SharedStore, max_points: u32) -> Self {
         Self { store, max_points }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bus::{Bus, Delivery, Mode, Subscription};
 use model::DeviceData;
-use store::history::HistoryWriter;
+use store::SharedStore;
 
 /// The durable group of the history writer on the data topic.
 pub const GROUP: &str = "history";
@@ -34,7 +34,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// A batch is acked only after its transaction committed; if the write fails, the batch
 /// is dropped unacked, so every publisher waiting on it gets an error and no device is
 /// told its reading was stored.
-pub fn spawn(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) -> std::io::Result<()> {
+pub fn spawn(bus: Arc<dyn Bus>, writer: SharedStore, max_batch: usize) -> std::io::Result<()> {
     let sub = bus.subscribe_data(GROUP, Mode::Durable);
     std::thread::Builder::new()
         .name("history-supervisor".into())
@@ -42,7 +42,7 @@ pub fn spawn(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) -> std:
     Ok(())
 }
 
-fn supervise(bus: Arc<dyn Bus>, mut sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
+fn supervise(bus: Arc<dyn Bus>, mut sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
     let restarts = metrics::counter!("ingot_history_writer_restarts_total");
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -81,7 +81,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-fn run(sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
+fn run(sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
     let latency = metrics::histogram!("ingot_history_write_seconds");
     let batch_size = metrics::histogram!("ingot_history_batch_size");
     let written = metrics::counter!("ingot_history_values_written_total");
@@ -100,7 +100,7 @@ fn run(sub: Subscription<DeviceData>, writer: HistoryWriter, max_batch: usize) {
         }
         readings.extend(buf.iter().map(|d| d.msg.clone()));
         let started = Instant::now();
-        match writer.write_batch_blocking(&readings) {
+        match writer.write_history_blocking(&readings) {
             Ok(values) => {
                 latency.record(started.elapsed().as_secs_f64());
                 batch_size.record(buf.len() as f64);
@@ -123,7 +123,7 @@ pub const CONFIGURE_GROUP: &str = "history-configure";
 /// Subscribes the actuation writer ([`run_configure`]) and runs it as a supervised task:
 /// a panic restarts it (after the same backoff as the reading writer) with a new
 /// subscription, since a dead durable group makes every event publish fail.
-pub fn spawn_configure(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usize) {
+pub fn spawn_configure(bus: Arc<dyn Bus>, writer: SharedStore, max_batch: usize) {
     let mut sub = bus.subscribe_events(CONFIGURE_GROUP, Mode::Durable);
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
@@ -146,7 +146,7 @@ pub fn spawn_configure(bus: Arc<dyn Bus>, writer: HistoryWriter, max_batch: usiz
 /// Persists actuation (`configure` events) as readings of the device, as dojot's history
 /// did: `PUT /device/{id}/actuate {"attrs":{"fan":100}}` appears in the device's history
 /// for `fan`. Other events are ignored.
-pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: HistoryWriter, max_batch: usize) {
+pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: SharedStore, max_batch: usize) {
     let mut buf = Vec::with_capacity(max_batch);
     loop {
         if sub.recv_many(&mut buf, max_batch).await == 0 {
@@ -168,7 +168,7 @@ pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: Hi
         if readings.is_empty() {
             continue;
         }
-        if let Err(e) = writer.write_batch(readings).await {
+        if let Err(e) = writer.write_history(readings).await {
             tracing::error!(error = %e, "could not store actuation history");
         }
     }

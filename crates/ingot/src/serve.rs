@@ -121,8 +121,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
 
-    let store = store::Store::open(&args.data_dir, store::StoreOptions { readers: 4, sync_full: args.sync_full })
-        .with_context(|| format!("cannot open the database in {}", args.data_dir.display()))?;
+    let sqlite =
+        store::SqliteStore::open(&args.data_dir, store::StoreOptions { readers: 4, sync_full: args.sync_full })
+            .with_context(|| format!("cannot open the database in {}", args.data_dir.display()))?;
+    sqlite.set_series_cache_limit(args.history_series_cache);
+    let store: store::SharedStore = Arc::new(sqlite);
 
     let auth_config = auth::AuthConfig {
         token_ttl: Duration::from_secs(args.token_ttl_secs),
@@ -143,12 +146,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.bus_capacity));
     // The history writer subscribes before any device can connect, so no reading is
     // acknowledged without it; it is supervised (restarted if it dies).
-    store.set_series_cache_limit(args.history_series_cache);
-    let history_writer = store::history::HistoryWriter::new(store.clone());
-    history::writer::spawn(bus.clone(), history_writer.clone(), args.history_batch)
+    history::writer::spawn(bus.clone(), store.clone(), args.history_batch)
         .context("could not start the history writer thread")?;
     // Actuation is history too (as in dojot); a durable subscription never drops one.
-    history::writer::spawn_configure(bus.clone(), history_writer, args.history_batch);
+    history::writer::spawn_configure(bus.clone(), store.clone(), args.history_batch);
     tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
 
     let devices =

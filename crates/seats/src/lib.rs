@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use bus::{Bus, BusError};
 use model::seats::{ENTERPRISE, LoginEvent, Plan, STARTUP};
 use serde::Serialize;
+use store::StoreError;
+use store::prelude::*;
 use store::seats::{AccountRecord, LoginOutcome, LoginRow};
-use store::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The one error type of the seats room.
@@ -132,7 +133,7 @@ const MAX_BATCH: usize = 1024;
 
 /// Accounts, plans and seat counting.
 pub struct SeatService {
-    store: Store,
+    store: SharedStore,
     bus: Arc<dyn Bus>,
     max_accounts: i64,
     updates: broadcast::Sender<AccountUpdate>,
@@ -143,7 +144,7 @@ pub struct SeatService {
 impl SeatService {
     /// `max_accounts`: most accounts one tenant may have (new accounts beyond are refused).
     /// Starts the seat writer task: call from a tokio runtime.
-    pub fn new(store: Store, bus: Arc<dyn Bus>, max_accounts: i64) -> Self {
+    pub fn new(store: SharedStore, bus: Arc<dyn Bus>, max_accounts: i64) -> Self {
         let (writer, jobs) = mpsc::channel(MAX_BATCH * 4);
         let committed = Arc::new(Mutex::new(Committed::default()));
         tokio::spawn(run_writer(store.clone(), jobs, max_accounts, committed.clone()));
@@ -216,7 +217,12 @@ impl SeatService {
 /// The seat writer: takes every queued job (up to [`MAX_BATCH`]); consecutive logins share
 /// one transaction, so concurrent logins share a commit (and its fsync) instead of queueing
 /// for one each. Every commit is mirrored into `committed` before anyone is answered.
-async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_accounts: i64, committed: Arc<Mutex<Committed>>) {
+async fn run_writer(
+    store: SharedStore,
+    mut jobs: mpsc::Receiver<Job>,
+    max_accounts: i64,
+    committed: Arc<Mutex<Committed>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut logins = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -239,7 +245,7 @@ async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_accounts: i
 
 /// Commits `logins` in one transaction and answers each.
 async fn write_logins(
-    store: &Store,
+    store: &SharedStore,
     logins: &mut Vec<(LoginRow, oneshot::Sender<Result<LoginOutcome, String>>)>,
     max_accounts: i64,
     committed: &Mutex<Committed>,
@@ -274,7 +280,7 @@ async fn write_logins(
 mod tests {
     use super::*;
     use bus::{MemoryBus, Mode};
-    use store::StoreOptions;
+    use store::{SqliteStore, StoreOptions};
 
     fn login(account: &str, user: &str) -> LoginEvent {
         let body = serde_json::json!({"account_id": account, "user_id": user, "timestamp": "2024-01-31T12:00:00Z"});
@@ -284,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn distinct_users_limits_upgrade_and_isolation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
+        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
         let bus = Arc::new(MemoryBus::new(4096));
         let mut history = bus.subscribe_data("history", Mode::Durable);
         tokio::spawn(async move {
@@ -335,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn repeated_users_after_restart_are_not_new_seats() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let open = || SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
         let bus = || {
             let bus = Arc::new(MemoryBus::new(64));
             let mut history = bus.subscribe_data("history", Mode::Durable);

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde_json::Value;
 
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
 /// Everything stored for one tenant's catalog, as loaded at start.
 #[derive(Debug, Default)]
@@ -25,9 +25,21 @@ pub struct DeviceRow {
     pub secret_hash: Option<String>,
 }
 
-impl Store {
+/// Templates and devices as the JSON documents the devices service keeps in memory.
+#[async_trait::async_trait]
+pub trait CatalogStore: Send + Sync {
     /// Loads every tenant's templates and devices.
-    pub async fn load_catalog(&self) -> Result<CatalogRows, StoreError> {
+    async fn load_catalog(&self) -> Result<CatalogRows, StoreError>;
+
+    /// Writes templates and devices of one tenant in one transaction, deleting the ids
+    /// listed in `remove_*`, and saving `counters`. A removed device's history goes with
+    /// it: its series are deleted at once (its readings later, by retention).
+    async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl CatalogStore for SqliteStore {
+    async fn load_catalog(&self) -> Result<CatalogRows, StoreError> {
         self.read(|c| {
             let mut rows = CatalogRows::default();
             let mut st = c.prepare("SELECT tenant, id, doc FROM templates ORDER BY tenant, id")?;
@@ -47,10 +59,7 @@ impl Store {
         .await
     }
 
-    /// Writes templates and devices of one tenant in one transaction, deleting the ids
-    /// listed in `remove_*`, and saving `counters`. A removed device's history goes with
-    /// it: its series are deleted at once (its readings later, by retention).
-    pub async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError> {
+    async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError> {
         let tenant = tenant.to_string();
         let inner = self.inner.clone();
         self.write(move |tx| {

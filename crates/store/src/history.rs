@@ -7,7 +7,7 @@ use model::DeviceData;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
 /// One stored value.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,50 +104,29 @@ impl SeriesCache {
     }
 }
 
-/// Writes batches of readings (group commit).
-#[derive(Clone)]
-pub struct HistoryWriter {
-    store: Store,
-}
-
-impl HistoryWriter {
-    pub fn new(store: Store) -> Self {
-        Self { store }
-    }
-
-    /// Stores every attribute of every reading in one transaction (group commit).
-    /// Returns the number of values written.
-    pub async fn write_batch(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError> {
-        let writer = self.clone();
-        tokio::task::spawn_blocking(move || writer.write_batch_blocking(&batch))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// [`Self::write_batch`] on the calling thread (see [`Store::write_blocking`]).
-    pub fn write_batch_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
-        let inner = &self.store.inner;
-        self.store
-            .write_blocking(|tx| {
-                let mut cache = inner.series_cache();
-                let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
-                let mut n = 0;
-                for data in batch {
-                    let ts = data.ts.timestamp_millis();
-                    for (attr, value) in &data.attrs {
-                        let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
-                        insert.execute(params![id, ts, value.to_string()])?;
-                        n += 1;
-                    }
+/// Stores every attribute of every reading in one transaction on the calling thread.
+fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+    let inner = &store.inner;
+    store
+        .write_blocking(|tx| {
+            let mut cache = inner.series_cache();
+            let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut n = 0;
+            for data in batch {
+                let ts = data.ts.timestamp_millis();
+                for (attr, value) in &data.attrs {
+                    let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
+                    insert.execute(params![id, ts, value.to_string()])?;
+                    n += 1;
                 }
-                fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
-                Ok(n)
-            })
-            .inspect_err(|_| {
-                // A failed transaction may have rolled back series rows the cache now names.
-                inner.series_cache().clear();
-            })
-    }
+            }
+            fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
+            Ok(n)
+        })
+        .inspect_err(|_| {
+            // A failed transaction may have rolled back series rows the cache now names.
+            inner.series_cache().clear();
+        })
 }
 
 impl crate::Inner {
@@ -201,9 +180,53 @@ pub(crate) fn forget_device(
     Ok(())
 }
 
-impl Store {
+/// Readings over time, one series per (tenant, device, attribute).
+#[async_trait::async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// Stores every attribute of every reading in one transaction (group commit); returns
+    /// the number of values written. An `Ok` means committed.
+    async fn write_history(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError>;
+
+    /// [`Self::write_history`] for a thread of its own (the history writer), which it
+    /// blocks; never call it from an async task.
+    fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError>;
+
     /// The attributes a device has history for, sorted.
-    pub async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError> {
+    async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Readings of one attribute, per `q`.
+    async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError>;
+
+    /// The newest value of every attribute of a device.
+    async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError>;
+
+    /// Deletes a tenant's readings older than `cutoff_ms`; returns how many. Works in
+    /// chunks so that device writes are not held up behind one huge transaction.
+    async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError>;
+
+    /// Deletes the readings of deleted devices (series listed in `dead_series`); returns
+    /// how many.
+    async fn purge_orphan_history(&self) -> Result<usize, StoreError>;
+
+    /// Deletes series that have no readings left (all expired, or never written), so
+    /// labels a device sent once do not stay forever; returns how many.
+    async fn purge_empty_series(&self) -> Result<usize, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl HistoryStore for SqliteStore {
+    async fn write_history(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || write_batch(&store, &batch))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+        write_batch(self, batch)
+    }
+
+    async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError> {
         let (tenant, device_id) = (tenant.to_string(), device_id.to_string());
         self.read(move |c| {
             let mut st =
@@ -213,8 +236,7 @@ impl Store {
         .await
     }
 
-    /// Readings of one attribute, per `q`.
-    pub async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
+    async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
         self.read(move |c| {
             let series: Option<i64> = c
                 .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
@@ -241,8 +263,7 @@ impl Store {
         .await
     }
 
-    /// The newest value of every attribute of a device.
-    pub async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError> {
+    async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError> {
         let (tenant, device_id) = (tenant.to_string(), device_id.to_string());
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -263,9 +284,7 @@ impl Store {
         .await
     }
 
-    /// Deletes a tenant's readings older than `cutoff_ms`; returns how many. Works in
-    /// chunks so that device writes are not held up behind one huge transaction.
-    pub async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
+    async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
         let tenant = tenant.to_string();
         self.delete_in_chunks(move |tx, chunk| {
             Ok(tx.execute(
@@ -278,9 +297,7 @@ impl Store {
         .await
     }
 
-    /// Deletes the readings of deleted devices (series listed in `dead_series`); returns
-    /// how many.
-    pub async fn purge_orphan_history(&self) -> Result<usize, StoreError> {
+    async fn purge_orphan_history(&self) -> Result<usize, StoreError> {
         let n = self
             .delete_in_chunks(|tx, chunk| {
                 Ok(tx.execute(
@@ -300,9 +317,7 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes series that have no readings left (all expired, or never written), so
-    /// labels a device sent once do not stay forever; returns how many.
-    pub async fn purge_empty_series(&self) -> Result<usize, StoreError> {
+    async fn purge_empty_series(&self) -> Result<usize, StoreError> {
         let inner = self.inner.clone();
         self.delete_in_chunks(move |tx, chunk| {
             let mut st = tx.prepare_cached(
@@ -322,7 +337,9 @@ impl Store {
         })
         .await
     }
+}
 
+impl SqliteStore {
     /// Runs `delete(tx, chunk)` in transactions of its own until it deletes fewer than a
     /// chunk; returns the total.
     async fn delete_in_chunks(
@@ -357,6 +374,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::StoreOptions;
+    use crate::prelude::*;
     use chrono::{TimeZone, Utc};
     use model::DeviceRef;
 
@@ -374,11 +392,11 @@ mod tests {
     #[tokio::test]
     async fn write_query_latest_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
-        let w = HistoryWriter::new(store.clone());
+        let store = SqliteStore::open(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
+        let w = store.clone();
         let batch = (1..=5).map(|i| reading("d1", i * 1000, serde_json::json!({"t": i, "s": "x"}))).collect();
-        assert_eq!(w.write_batch(batch).await.unwrap(), 10);
-        w.write_batch(vec![reading("d2", 1, serde_json::json!({"t": 99}))]).await.unwrap();
+        assert_eq!(w.write_history(batch).await.unwrap(), 10);
+        w.write_history(vec![reading("d2", 1, serde_json::json!({"t": 99}))]).await.unwrap();
 
         let q = |newest_first, limit, from_ms, to_ms| HistoryQuery {
             tenant: "t".into(),
@@ -404,8 +422,8 @@ mod tests {
         assert!(store.history(other).await.unwrap().is_empty());
     }
 
-    fn open(dir: &std::path::Path) -> Store {
-        Store::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap()
+    fn open(dir: &std::path::Path) -> SqliteStore {
+        SqliteStore::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap()
     }
 
     fn query(device: &str, attr: &str) -> HistoryQuery {
@@ -425,11 +443,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store.set_series_cache_limit(10);
-        let w = HistoryWriter::new(store.clone());
+        let w = store.clone();
         for round in 0..3 {
             let batch =
                 (0..8).map(|d| reading(&format!("d{d}"), round, serde_json::json!({"a": round, "b": d}))).collect();
-            w.write_batch(batch).await.unwrap();
+            w.write_history(batch).await.unwrap();
             assert!(store.series_cached() <= 10, "{} series cached", store.series_cached());
         }
         for d in 0..8 {
@@ -442,8 +460,8 @@ mod tests {
     async fn a_deleted_devices_history_is_gone_and_its_id_starts_afresh() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let w = HistoryWriter::new(store.clone());
-        w.write_batch(vec![
+        let w = store.clone();
+        w.write_history(vec![
             reading("gone", 1, serde_json::json!({"a": 1})),
             reading("kept", 1, serde_json::json!({"a": 2})),
         ])
@@ -457,7 +475,7 @@ mod tests {
         // A device created later with the same id does not see the old readings, even
         // before retention removed them, and its own readings are stored (the writer's
         // cache forgot the old series).
-        w.write_batch(vec![reading("gone", 5, serde_json::json!({"a": 5}))]).await.unwrap();
+        w.write_history(vec![reading("gone", 5, serde_json::json!({"a": 5}))]).await.unwrap();
         let vals: Vec<_> = store.history(query("gone", "a")).await.unwrap().into_iter().map(|p| p.value).collect();
         assert_eq!(vals, [serde_json::json!(5)]);
         assert_eq!(store.purge_orphan_history().await.unwrap(), 1, "the old reading is removed by retention");
@@ -469,14 +487,14 @@ mod tests {
     async fn series_without_readings_are_purged_and_can_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let w = HistoryWriter::new(store.clone());
-        w.write_batch(vec![reading("d", 1, serde_json::json!({"once": 1, "always": 1}))]).await.unwrap();
-        w.write_batch(vec![reading("d", 10_000, serde_json::json!({"always": 2}))]).await.unwrap();
+        let w = store.clone();
+        w.write_history(vec![reading("d", 1, serde_json::json!({"once": 1, "always": 1}))]).await.unwrap();
+        w.write_history(vec![reading("d", 10_000, serde_json::json!({"always": 2}))]).await.unwrap();
         store.purge_history("t", 5_000).await.unwrap();
         assert_eq!(store.purge_empty_series().await.unwrap(), 1);
         assert_eq!(store.history_attrs("t", "d").await.unwrap(), ["always"]);
         // The label may be sent again: the writer must not reuse the purged series id.
-        w.write_batch(vec![reading("d", 20_000, serde_json::json!({"once": 3}))]).await.unwrap();
+        w.write_history(vec![reading("d", 20_000, serde_json::json!({"once": 3}))]).await.unwrap();
         assert_eq!(store.history(query("d", "once")).await.unwrap().len(), 1);
     }
 
@@ -484,7 +502,7 @@ mod tests {
     async fn a_panicking_write_leaves_a_working_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let w = HistoryWriter::new(store.clone());
+        let w = store.clone();
         let s = store.clone();
         let panicked = std::thread::spawn(move || {
             s.write_blocking(|tx| -> Result<(), StoreError> {
@@ -494,7 +512,7 @@ mod tests {
         })
         .join();
         assert!(panicked.is_err());
-        w.write_batch(vec![reading("d", 1, serde_json::json!({"a": 1}))]).await.unwrap();
+        w.write_history(vec![reading("d", 1, serde_json::json!({"a": 1}))]).await.unwrap();
         assert_eq!(store.history(query("d", "a")).await.unwrap().len(), 1);
         assert!(store.history_attrs("t", "x").await.unwrap().is_empty(), "the panicked transaction rolled back");
     }

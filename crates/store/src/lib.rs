@@ -1,4 +1,7 @@
-//! Persistence for Ingot: an embedded SQLite database in the data directory.
+//! Persistence for Ingot, behind one trait per room ([`users::UserStore`],
+//! [`catalog::CatalogStore`], [`history::HistoryStore`], …; together [`Store`]) so that
+//! services never depend on an engine. [`SqliteStore`] is the embedded implementation:
+//! an SQLite database in the data directory.
 //!
 //! - One **write connection** behind a mutex: SQLite allows one writer at a time anyway,
 //!   and serialising in-process avoids `SQLITE_BUSY` retries.
@@ -8,8 +11,8 @@
 //!   loss, not only a process crash. History batches many readings per transaction (group
 //!   commit), which is what keeps this fast.
 //!
-//! Each room's queries live in their own module ([`users`], [`catalog`], [`history`], …) as
-//! `impl Store` blocks, so the schema for a room is next to its queries.
+//! Each room's trait and its SQLite queries live in the room's module ([`users`],
+//! [`catalog`], [`history`], …), so the schema for a room is next to its queries.
 
 pub mod catalog;
 pub mod history;
@@ -54,9 +57,31 @@ impl Default for StoreOptions {
     }
 }
 
-/// Handle to the database; cheap to clone.
+/// Everything Ingot keeps, room by room. Services hold an `Arc<dyn Store>` ([`SharedStore`])
+/// and never know which engine is behind it; [`SqliteStore`] is the embedded one.
+pub trait Store: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + 'static {}
+
+impl<T> Store for T where T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + 'static {}
+
+/// The store as services hold it.
+pub type SharedStore = std::sync::Arc<dyn Store>;
+
+/// The room traits, for `use store::prelude::*` where a [`SharedStore`] is used.
+pub mod prelude {
+    pub use crate::catalog::CatalogStore;
+    pub use crate::history::HistoryStore;
+    pub use crate::seats::SeatStore;
+    pub use crate::tenants::TenantStore;
+    pub use crate::tokens::TokenStore;
+    pub use crate::users::UserStore;
+    pub use crate::{SharedStore, Store};
+}
+
+use prelude::*;
+
+/// The embedded SQLite store; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -70,7 +95,7 @@ struct Inner {
     options: StoreOptions,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) `dir/ingot.db` and brings its schema up to date.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
@@ -82,6 +107,11 @@ impl Store {
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
         let inner = Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// [`Self::open`], as the [`SharedStore`] services take.
+    pub fn open_shared(dir: &Path, options: StoreOptions) -> Result<SharedStore, StoreError> {
+        Ok(Arc::new(Self::open(dir, options)?))
     }
 
     fn connect(path: &Path, options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {

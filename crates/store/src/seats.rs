@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use crate::{Store, StoreError, now_ms};
+use crate::{SqliteStore, StoreError, now_ms};
 
 /// An account's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +83,32 @@ fn record_login_tx(
     Ok(LoginOutcome::Recorded { account, new_user, new_account: !exists })
 }
 
-impl Store {
+/// Seat metering: accounts, plans, distinct users.
+#[async_trait::async_trait]
+pub trait SeatStore: Send + Sync {
     /// Records a batch of logins in one transaction (group commit), in order. Each login
     /// creates its account on `default_plan` if needed, unless the tenant already has
     /// `max_accounts`. Exact under concurrency: all writes go through one transaction at a time.
-    pub async fn record_logins(
+    async fn record_logins(
+        &self,
+        logins: Vec<LoginRow>,
+        default_plan: &str,
+        max_accounts: i64,
+    ) -> Result<Vec<LoginOutcome>, StoreError>;
+
+    /// One account of a tenant.
+    async fn account(&self, tenant: &str, account_id: &str) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// A tenant's accounts.
+    async fn accounts(&self, tenant: &str) -> Result<Vec<AccountRecord>, StoreError>;
+
+    /// Changes an account's plan; `None` if there is no such account.
+    async fn set_plan(&self, tenant: &str, account_id: &str, plan: &str) -> Result<Option<AccountRecord>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl SeatStore for SqliteStore {
+    async fn record_logins(
         &self,
         logins: Vec<LoginRow>,
         default_plan: &str,
@@ -97,7 +118,7 @@ impl Store {
         self.write(move |tx| logins.iter().map(|l| record_login_tx(tx, l, &plan, max_accounts)).collect()).await
     }
 
-    pub async fn account(&self, tenant: &str, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+    async fn account(&self, tenant: &str, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
         let (tenant, account_id) = (tenant.to_string(), account_id.to_string());
         self.read(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM seat_accounts WHERE tenant = ?1 AND account_id = ?2"))?
@@ -107,7 +128,7 @@ impl Store {
         .await
     }
 
-    pub async fn accounts(&self, tenant: &str) -> Result<Vec<AccountRecord>, StoreError> {
+    async fn accounts(&self, tenant: &str) -> Result<Vec<AccountRecord>, StoreError> {
         let tenant = tenant.to_string();
         self.read(move |c| {
             let mut st =
@@ -117,13 +138,7 @@ impl Store {
         .await
     }
 
-    /// Changes an account's plan; `None` if there is no such account.
-    pub async fn set_plan(
-        &self,
-        tenant: &str,
-        account_id: &str,
-        plan: &str,
-    ) -> Result<Option<AccountRecord>, StoreError> {
+    async fn set_plan(&self, tenant: &str, account_id: &str, plan: &str) -> Result<Option<AccountRecord>, StoreError> {
         let (tenant, account_id, plan) = (tenant.to_string(), account_id.to_string(), plan.to_string());
         self.write(move |tx| {
             tx.execute(

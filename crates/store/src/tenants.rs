@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{Store, StoreError, now_ms};
+use crate::{SqliteStore, StoreError, now_ms};
 
 /// A tenant and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +21,25 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
 
 const COLUMNS: &str = "name, created_ms, unsecured_mqtt, retention_days";
 
-impl Store {
+/// Tenants and their settings.
+#[async_trait::async_trait]
+pub trait TenantStore: Send + Sync {
     /// Creates the tenant if it does not exist; `true` if it was created.
-    pub async fn ensure_tenant(&self, name: &str, retention_days: u32) -> Result<bool, StoreError> {
+    async fn ensure_tenant(&self, name: &str, retention_days: u32) -> Result<bool, StoreError>;
+
+    /// One tenant by name.
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError>;
+
+    /// Every tenant.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+
+    /// Saves a tenant's settings.
+    async fn update_tenant(&self, t: TenantRecord) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl TenantStore for SqliteStore {
+    async fn ensure_tenant(&self, name: &str, retention_days: u32) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.write(move |tx| {
             let n = tx.execute(
@@ -35,7 +51,7 @@ impl Store {
         .await
     }
 
-    pub async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
         let name = name.to_string();
         self.read(move |c| {
             Ok(c.query_row(&format!("SELECT {COLUMNS} FROM tenants WHERE name = ?1"), [name], from_row).optional()?)
@@ -43,7 +59,7 @@ impl Store {
         .await
     }
 
-    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM tenants ORDER BY name"))?;
             Ok(st.query_map([], from_row)?.collect::<Result<_, _>>()?)
@@ -51,8 +67,7 @@ impl Store {
         .await
     }
 
-    /// Saves a tenant's settings.
-    pub async fn update_tenant(&self, t: TenantRecord) -> Result<(), StoreError> {
+    async fn update_tenant(&self, t: TenantRecord) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE tenants SET unsecured_mqtt = ?2, retention_days = ?3 WHERE name = ?1",

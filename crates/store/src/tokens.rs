@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
 /// A stored token (its hash, never the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +31,25 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-impl Store {
-    pub async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError> {
+/// API tokens (stored by hash).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token (by hash).
+    async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError>;
+
+    /// The token with this hash, in any tenant: the authentication lookup.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// A tenant's tokens.
+    async fn tokens_of(&self, tenant: &str) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Deletes a tenant's token; `true` if it existed.
+    async fn delete_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.execute(
                 &format!("INSERT INTO api_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
@@ -43,7 +60,7 @@ impl Store {
         .await
     }
 
-    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let hash = hash.to_string();
         self.read(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?1"))?
@@ -53,7 +70,7 @@ impl Store {
         .await
     }
 
-    pub async fn tokens_of(&self, tenant: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    async fn tokens_of(&self, tenant: &str) -> Result<Vec<TokenRecord>, StoreError> {
         let tenant = tenant.to_string();
         self.read(move |c| {
             let mut st =
@@ -63,8 +80,7 @@ impl Store {
         .await
     }
 
-    /// Deletes a tenant's token; `true` if it existed.
-    pub async fn delete_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.write(move |tx| {
             Ok(tx.execute("DELETE FROM api_tokens WHERE tenant = ?1 AND id = ?2", params![tenant, id])? == 1)

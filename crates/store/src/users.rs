@@ -7,7 +7,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +50,37 @@ fn conflict(e: rusqlite::Error) -> StoreError {
     }
 }
 
-impl Store {
+/// Users of every tenant. Every query on one user is scoped by tenant, except the login lookup.
+#[async_trait::async_trait]
+pub trait UserStore: Send + Sync {
     /// Inserts a user (its `id` is ignored and assigned). Fails with `Conflict` on a
     /// duplicate username or e-mail.
-    pub async fn insert_user(&self, u: UserRecord) -> Result<UserRecord, StoreError> {
+    async fn insert_user(&self, u: UserRecord) -> Result<UserRecord, StoreError>;
+
+    /// Looks a user up by user name, or by e-mail when `login` contains '@', in every
+    /// tenant: for logging in only.
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// The user `id` of tenant `service`.
+    async fn user_by_id(&self, service: &str, id: i64) -> Result<Option<UserRecord>, StoreError>;
+
+    /// The users of one tenant, optionally only the one named `username`.
+    async fn users_of(&self, service: &str, username: Option<&str>) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Saves every field but `id`, `username`, `service`, `created_*` of user `u.id` of
+    /// tenant `service`; `true` if there is such a user.
+    async fn update_user(&self, service: &str, u: UserRecord) -> Result<bool, StoreError>;
+
+    /// Deletes user `id` of tenant `service`; `true` if it existed.
+    async fn delete_user(&self, service: &str, id: i64) -> Result<bool, StoreError>;
+
+    /// Users of every tenant (first start creates the admin when there are none).
+    async fn count_users(&self) -> Result<i64, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, u: UserRecord) -> Result<UserRecord, StoreError> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO users (username, service, email, name, profile, password_hash, created_date, created_by)
@@ -75,9 +102,7 @@ impl Store {
         .await
     }
 
-    /// Looks a user up by user name, or by e-mail when `login` contains '@', in every
-    /// tenant: for logging in only.
-    pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
         let login = login.to_string();
         let column = if login.contains('@') { "email" } else { "username" };
         self.read(move |c| {
@@ -87,8 +112,7 @@ impl Store {
         .await
     }
 
-    /// The user `id` of tenant `service`.
-    pub async fn user_by_id(&self, service: &str, id: i64) -> Result<Option<UserRecord>, StoreError> {
+    async fn user_by_id(&self, service: &str, id: i64) -> Result<Option<UserRecord>, StoreError> {
         let service = service.to_string();
         self.read(move |c| {
             Ok(c.query_row(
@@ -101,8 +125,7 @@ impl Store {
         .await
     }
 
-    /// The users of one tenant, optionally only the one named `username`.
-    pub async fn users_of(&self, service: &str, username: Option<&str>) -> Result<Vec<UserRecord>, StoreError> {
+    async fn users_of(&self, service: &str, username: Option<&str>) -> Result<Vec<UserRecord>, StoreError> {
         let (service, username) = (service.to_string(), username.map(str::to_string));
         self.read(move |c| {
             let mut st = c.prepare(&format!(
@@ -113,9 +136,7 @@ impl Store {
         .await
     }
 
-    /// Saves every field but `id`, `username`, `service`, `created_*` of user `u.id` of
-    /// tenant `service`; `true` if there is such a user.
-    pub async fn update_user(&self, service: &str, u: UserRecord) -> Result<bool, StoreError> {
+    async fn update_user(&self, service: &str, u: UserRecord) -> Result<bool, StoreError> {
         let service = service.to_string();
         self.write(move |tx| {
             let n = tx
@@ -130,8 +151,7 @@ impl Store {
         .await
     }
 
-    /// Deletes user `id` of tenant `service`; `true` if it existed.
-    pub async fn delete_user(&self, service: &str, id: i64) -> Result<bool, StoreError> {
+    async fn delete_user(&self, service: &str, id: i64) -> Result<bool, StoreError> {
         let service = service.to_string();
         self.write(move |tx| {
             Ok(tx.execute("DELETE FROM users WHERE id = ?1 AND service = ?2", params![id, service])? == 1)
@@ -139,7 +159,7 @@ impl Store {
         .await
     }
 
-    pub async fn count_users(&self) -> Result<i64, StoreError> {
+    async fn count_users(&self) -> Result<i64, StoreError> {
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)).await
     }
 }
@@ -148,11 +168,12 @@ impl Store {
 mod tests {
     use super::*;
     use crate::StoreOptions;
+    use crate::prelude::*;
 
     #[tokio::test]
     async fn queries_on_a_user_are_scoped_by_tenant() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let store = SqliteStore::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
         for t in ["acme", "globex"] {
             store.ensure_tenant(t, 7).await.unwrap();
         }
