@@ -1,6 +1,7 @@
 //! API tokens: bearer tokens for machines (e.g. fakeiot devices reporting logins).
 //! 256 random bits, shown once, stored as SHA-256, revocable at once.
 
+use model::account::NewToken;
 use model::secret::hash_secret;
 use serde::Serialize;
 use store::tokens::TokenRecord;
@@ -8,11 +9,6 @@ use store::tokens::TokenRecord;
 use crate::AuthError;
 use crate::jwt::Claims;
 use crate::service::{AuthService, random_token, require_admin};
-
-/// Scopes a token may carry: `metrics` (fakeiot's POST /metrics), `prometheus` (scraping
-/// GET /metrics; honoured only for tokens of the bootstrap tenant, since the exposition
-/// covers every tenant).
-pub const SCOPES: &[&str] = &["metrics", "prometheus"];
 
 /// Most valid tokens remembered in memory.
 const TOKEN_CACHE_MAX: usize = 10_000;
@@ -52,26 +48,16 @@ pub struct TokenPrincipal {
 
 impl AuthService {
     /// `POST /auth/tokens`: returns the listing and the token itself (shown once).
-    pub async fn create_token(
-        &self,
-        caller: &Claims,
-        name: &str,
-        scopes: &[String],
-    ) -> Result<(TokenView, String), AuthError> {
+    /// Scopes: see [`model::account::SCOPES`].
+    pub async fn create_token(&self, caller: &Claims, req: &NewToken) -> Result<(TokenView, String), AuthError> {
         require_admin(caller)?;
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 {
-            return Err(AuthError::BadRequest("name must have 1 to 64 characters".into()));
-        }
-        if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-            return Err(AuthError::BadRequest(format!("scopes must be a non-empty subset of: {}", SCOPES.join(", "))));
-        }
+        let name = req.validate()?;
         let token = format!("{TOKEN_PREFIX}{}", random_token(32));
         let record = TokenRecord {
             id: random_token(8),
             tenant: caller.service.clone(),
             name: name.to_string(),
-            scopes: scopes.join(","),
+            scopes: req.scopes.join(","),
             token_hash: hash_secret(token.as_bytes()),
             created_ms: chrono::Utc::now().timestamp_millis(),
             created_by: caller.username.clone(),
