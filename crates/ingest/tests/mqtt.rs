@@ -491,8 +491,16 @@ async fn will_is_stored_after_an_abnormal_disconnect_only() {
 
 /// A hand-made MQTT 3.1.1 CONNECT (client side only; the server uses ntex-mqtt's codec).
 fn raw_connect(client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
+    raw_connect_level(4, client_id, username, password, keep_alive)
+}
+
+/// A hand-made CONNECT of protocol level 4 (3.1.1) or 5 (no properties).
+fn raw_connect_level(level: u8, client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
     let field = |s: &str| [&(s.len() as u16).to_be_bytes()[..], s.as_bytes()].concat();
-    let mut body = [&field("MQTT")[..], &[4, 0b1100_0010], &keep_alive.to_be_bytes()].concat();
+    let mut body = [&field("MQTT")[..], &[level, 0b1100_0010], &keep_alive.to_be_bytes()].concat();
+    if level == 5 {
+        body.push(0);
+    }
     body.extend(field(client_id));
     body.extend(field(username));
     body.extend(field(password));
@@ -524,6 +532,49 @@ async fn garbage_closes_that_connection_only() {
     let (c, _el) = connect3(&h, "after", DEV1).await;
     c.publish("acme:dev1/attrs", r3::QoS::AtMostOnce, false, r#"{"still":"up"}"#).await.unwrap();
     let mut el = _el;
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    assert_eq!(h.reading().await.attrs["still"], json!("up"));
+}
+
+/// Found by the `mqtt_server` fuzz target (FUZZING.md): a PUBLISH whose topic length (and,
+/// in v5, property length) claims more bytes than its remaining length. ntex-mqtt 8.2.1
+/// subtracts one from the other unchecked: a panic where overflow checks are on, and
+/// otherwise a payload length near 4 GiB that the connection would buffer whole, beyond
+/// any packet limit. The connection must be closed, nothing stored, the server kept up.
+#[tokio::test]
+async fn publish_header_longer_than_its_packet_closes_the_connection() {
+    let mut h = Harness::start().await;
+    // v3.1.1 QoS 1: remaining length 2, but topic length 5 (+ 2 for the packet id).
+    let v3: &[u8] = &[0x32, 0x02, 0x00, 0x05];
+    // v5 QoS 0: remaining length 4, topic "a", then a property length of 18.
+    let v5: &[u8] = &[0x30, 0x04, 0x00, 0x01, b'a', 0x12];
+    for (level, publish) in [(4, v3), (5, v5)] {
+        let mut s = tokio::net::TcpStream::connect(h.server.local_addr()).await.unwrap();
+        s.write_all(&raw_connect_level(level, "bad", "acme:dev1", "s3cret", 60)).await.unwrap();
+        let mut connack = [0u8; 2];
+        s.read_exact(&mut connack).await.unwrap();
+        let mut rest = vec![0u8; usize::from(connack[1])];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!((connack[0], rest[1]), (0x20, 0), "v{level} CONNACK accepted");
+        s.write_all(publish).await.unwrap();
+        // What the broken framing takes for the rest of the header and the payload: 4 MiB,
+        // far beyond the 4 KiB payload limit.
+        let filler = vec![b' '; 64 * 1024];
+        let closed = timeout(WAIT, async {
+            for _ in 0..64 {
+                if s.write_all(&filler).await.is_err() {
+                    break;
+                }
+            }
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "v{level}: the connection must be closed");
+    }
+    h.no_reading().await;
+    let (c, mut el) = connect3(&h, "after", DEV1).await;
+    c.publish("acme:dev1/attrs", r3::QoS::AtMostOnce, false, r#"{"still":"up"}"#).await.unwrap();
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     assert_eq!(h.reading().await.attrs["still"], json!("up"));
 }

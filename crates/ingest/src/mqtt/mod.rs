@@ -349,6 +349,22 @@ fn mqtt_service(
             })))
 }
 
+/// Refuses a PUBLISH whose payload is longer than its packet, which no honest packet is.
+///
+/// ntex-mqtt 8.2.1's codecs compute a PUBLISH's payload length as remaining length minus
+/// header length without checking that the header (topic, packet id, v5 properties) fits:
+/// a header claiming more bytes than the packet wraps the length to nearly 4 GiB (and
+/// panics where overflow checks are on), and `read_all` would then buffer that much,
+/// whatever the packet limit. Found by `fuzz/mqtt_server`, see FUZZING.md.
+fn check_framing(payload_size: usize, packet_size: u32) -> Result<(), ConnectionError> {
+    if payload_size > packet_size as usize {
+        return Err(ConnectionError::Payload(format!(
+            "malformed PUBLISH: a {payload_size}-byte payload in a {packet_size}-byte packet"
+        )));
+    }
+    Ok(())
+}
+
 /// A requested QoS as the session keeps it: QoS 2 subscriptions are granted QoS 1.
 /// (ntex-mqtt's `QoS` is one type for v3 and v5.)
 fn qos_in(qos: ntex_mqtt::QoS) -> registry::Qos {
