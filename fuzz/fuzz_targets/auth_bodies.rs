@@ -59,12 +59,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(!t.scopes.is_empty() && t.scopes.iter().all(|s| SCOPES.contains(&s.as_str())));
     }
     if let Ok(s) = TenantSettings::from_json(v)
-        && s.validate().is_ok()
+        && s.validate("acme").is_ok()
     {
         assert!((1..=MAX_RETENTION_DAYS).contains(&s.history_retention_days));
         // What GET /tenant/settings shows, PUT takes back.
         let shown = TenantSettings { tenant: "acme".into(), ..s.clone() };
-        match TenantSettings::from_json(serde_json::to_value(&shown).unwrap()) {
+        match TenantSettings::from_json(serde_json::to_value(&shown).unwrap())
+            .and_then(|b| b.validate("acme").map(|()| b))
+        {
             Ok(back) => assert_eq!(
                 (back.unsecured_mqtt, back.history_retention_days),
                 (s.unsecured_mqtt, s.history_retention_days)

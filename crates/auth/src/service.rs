@@ -305,7 +305,7 @@ impl AuthService {
         s: TenantSettings,
     ) -> Result<TenantSettings, AuthError> {
         require_admin(caller)?;
-        s.validate()?;
+        s.validate(&caller.service)?;
         let mut t =
             self.store.tenant(&caller.service).await?.ok_or_else(|| AuthError::NotFound("No such tenant".into()))?;
         t.unsecured_mqtt = s.unsecured_mqtt;

@@ -111,9 +111,7 @@ impl NewUser {
         validate_username(&self.username)?;
         validate_email(&self.email)?;
         crate::ids::validate_id("service", &self.service).map_err(|e| bad(e.to_string()))?;
-        if self.name.trim().is_empty() {
-            return Err(bad("missing name"));
-        }
+        validate_name(&self.name)?;
         validate_profile(&self.profile)?;
         if let Some(p) = &self.passwd {
             validate_password(p, min_password_len)?;
@@ -145,6 +143,9 @@ impl UserUpdate {
     pub fn validate(&self, min_password_len: usize) -> Result<(), BodyError> {
         if let Some(email) = &self.email {
             validate_email(email)?;
+        }
+        if let Some(name) = &self.name {
+            validate_name(name)?;
         }
         if let Some(profile) = &self.profile {
             validate_profile(profile)?;
@@ -187,7 +188,8 @@ impl NewToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
-    #[serde(default, skip_deserializing)]
+    /// Optional in a `PUT` (what `GET` showed can be sent back); must be the caller's.
+    #[serde(default)]
     pub tenant: String,
     /// dojot's unsecured mode: devices may connect with `tenant:device` and no secret.
     pub unsecured_mqtt: bool,
@@ -199,7 +201,11 @@ impl TenantSettings {
         from_json(body, "settings")
     }
 
-    pub fn validate(&self) -> Result<(), BodyError> {
+    /// `tenant`: the caller's (the settings changed are always the caller's tenant's).
+    pub fn validate(&self, tenant: &str) -> Result<(), BodyError> {
+        if !self.tenant.is_empty() && self.tenant != tenant {
+            return Err(bad("tenant cannot be changed"));
+        }
         if self.history_retention_days == 0 || self.history_retention_days > MAX_RETENTION_DAYS {
             return Err(bad(format!("history_retention_days must be between 1 and {MAX_RETENTION_DAYS}")));
         }
@@ -229,6 +235,11 @@ pub fn validate_email(e: &str) -> Result<(), BodyError> {
             !local.is_empty() && !domain.contains('@') && (domain.contains('.') || domain == "localhost")
         });
     if ok { Ok(()) } else { Err(bad("invalid email address")) }
+}
+
+/// A user's display name: anything but blank.
+pub fn validate_name(n: &str) -> Result<(), BodyError> {
+    if n.trim().is_empty() { Err(bad("missing name")) } else { Ok(()) }
 }
 
 pub fn validate_profile(p: &str) -> Result<(), BodyError> {
@@ -288,6 +299,32 @@ mod tests {
         assert!(with("extra", json!(1)).is_err(), "unknown fields are refused");
     }
 
+    /// Found by fuzz/auth_bodies (FUZZING.md): what `GET /tenant/settings` answers, `PUT`
+    /// refused ("unknown field `tenant`"), so a client could not send back what it read.
+    #[test]
+    fn tenant_settings_shown_are_accepted_back() {
+        let put = TenantSettings::from_json(json!({"unsecured_mqtt": false, "history_retention_days": 7})).unwrap();
+        let shown = TenantSettings { tenant: "acme".into(), ..put.clone() };
+        let back = TenantSettings::from_json(serde_json::to_value(&shown).unwrap()).unwrap();
+        back.validate("acme").unwrap();
+        assert_eq!(back, shown);
+        // Another tenant's name is not a way to change tenants.
+        assert_eq!(back.validate("other").unwrap_err().0, "tenant cannot be changed");
+    }
+
+    /// Found by fuzz/auth_bodies (FUZZING.md): `PUT /auth/user/{id}` took an empty name,
+    /// which `POST /auth/user` refuses, leaving a user that could not have been created.
+    #[test]
+    fn update_cannot_blank_the_name() {
+        let crash = br#"{"email":"b@x.io","name":"","passwd":"ger password","username":"55555555555555555555555555555555555555555555555555555555555555555555555555555555555555555b_1","service":"a555b_1","service":"acmacme"}"#;
+        let update = UserUpdate::from_json(serde_json::from_slice(crash).unwrap()).unwrap();
+        assert_eq!(update.validate(8).unwrap_err().0, "missing name");
+        let blank = UserUpdate { name: Some(" \t".into()), ..UserUpdate::default() };
+        assert!(blank.validate(8).is_err());
+        let renamed = UserUpdate { name: Some("Robert".into()), ..UserUpdate::default() };
+        assert!(renamed.validate(8).is_ok());
+    }
+
     #[test]
     fn token_and_settings_rules() {
         let t = NewToken::from_json(json!({"name": " fakeiot ", "scopes": ["metrics"]})).unwrap();
@@ -295,11 +332,11 @@ mod tests {
         assert!(NewToken::from_json(json!({"name": "x", "scopes": ["admin"]})).unwrap().validate().is_err());
         assert!(NewToken::from_json(json!({"name": " ", "scopes": ["metrics"]})).unwrap().validate().is_err());
         let s = TenantSettings::from_json(json!({"unsecured_mqtt": true, "history_retention_days": 7})).unwrap();
-        s.validate().unwrap();
+        s.validate("acme").unwrap();
         assert!(
             TenantSettings::from_json(json!({"unsecured_mqtt": true, "history_retention_days": 0}))
                 .unwrap()
-                .validate()
+                .validate("acme")
                 .is_err()
         );
     }
