@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!d.attrs.is_empty() && d.attrs.len() <= 8);
         assert!(!d.attrs.contains_key("timestamp"));
         let _ = d.to_dojot_json();
-        let _ = d.ts_string();
+        // The history API shows this time as RFC 3339; a client must be able to read it back.
+        let shown = d.ts_string();
+        assert!(chrono::DateTime::parse_from_rfc3339(&shown).is_ok(), "{shown}");
     }
 });

@@ -12,12 +12,10 @@ mod tokens;
 
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
+pub use model::account::{NewUser, PROFILES, SCOPES, TenantSettings, UserUpdate, group_id};
 pub use password::{hash_password, verify_password};
-pub use service::{
-    AuthConfig, AuthService, BOOTSTRAP_TENANT, MAX_EMAIL_LEN, MAX_USERNAME_LEN, NewUser, TenantSettings, UserChange,
-    UserUpdate, UserView,
-};
-pub use tokens::{SCOPES, TokenPrincipal, TokenView};
+pub use service::{AuthConfig, AuthService, BOOTSTRAP_TENANT, MAX_EMAIL_LEN, MAX_USERNAME_LEN, UserChange, UserView};
+pub use tokens::{TokenPrincipal, TokenView};
 
 /// The one error type of the auth room.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +40,9 @@ pub enum AuthError {
     Store(#[from] store::StoreError),
 }
 
-/// Profiles (dojot "groups") and their numeric ids, which appear in the JWT `groups` claim.
-pub const PROFILES: &[(&str, i64)] = &[("admin", 1), ("user", 2)];
-
-/// The numeric group id of a profile.
-pub fn group_id(profile: &str) -> Option<i64> {
-    PROFILES.iter().find(|(p, _)| *p == profile).map(|(_, id)| *id)
+/// A request body broke one of the rules of `model::account`.
+impl From<model::account::BodyError> for AuthError {
+    fn from(e: model::account::BodyError) -> Self {
+        Self::BadRequest(e.0)
+    }
 }

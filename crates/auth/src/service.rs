@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use model::account::{NewUser, TenantSettings, UserUpdate, validate_password};
 use model::secret::{hash_secret, random_hex};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use store::StoreError;
 use store::prelude::*;
 use store::users::UserRecord;
@@ -28,7 +29,7 @@ use crate::jwt::{Claims, JwtKeys};
 use crate::limiter::LoginLimiter;
 use crate::password::{decoy_hash, hash_password, verify_password};
 use crate::tokens::TOKEN_CACHE_MAX;
-use crate::{AuthError, PROFILES, TokenPrincipal, group_id};
+use crate::{AuthError, TokenPrincipal, group_id};
 
 /// Settings of the auth room.
 #[derive(Debug, Clone)]
@@ -67,10 +68,10 @@ impl Default for AuthConfig {
 pub const BOOTSTRAP_TENANT: &str = "admin";
 
 /// Longest user name a user can have (dojot had no cap; Ingot's creation rule).
-pub const MAX_USERNAME_LEN: usize = 50;
+pub const MAX_USERNAME_LEN: usize = model::account::MAX_USERNAME_BYTES;
 /// Longest e-mail address a user can have (RFC 5321's path limit). A login is a user name
 /// or, when it holds '@', an e-mail address; anything longer is refused before any lookup.
-pub const MAX_EMAIL_LEN: usize = 254;
+pub const MAX_EMAIL_LEN: usize = model::account::MAX_EMAIL_BYTES;
 
 /// Most users remembered by [`AuthService::current_user`].
 const USER_CACHE_MAX: usize = 10_000;
@@ -126,43 +127,6 @@ impl From<UserRecord> for UserView {
             created_by: u.created_by,
         }
     }
-}
-
-/// `POST /auth/user` body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    pub username: String,
-    pub service: String,
-    pub email: String,
-    pub name: String,
-    pub profile: String,
-    #[serde(default)]
-    pub passwd: Option<String>,
-}
-
-/// `PUT /auth/user/{id}` body: fields to change.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserUpdate {
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub profile: Option<String>,
-    pub passwd: Option<String>,
-    /// Accepted for dojot compatibility; must equal the current values if given.
-    pub username: Option<String>,
-    pub service: Option<String>,
-}
-
-/// A tenant's settings as the API shows and takes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettings {
-    #[serde(default, skip_deserializing)]
-    pub tenant: String,
-    /// dojot's unsecured mode: devices may connect with `tenant:device` and no secret.
-    pub unsecured_mqtt: bool,
-    pub history_retention_days: u32,
 }
 
 /// Logins, users and tenant settings.
@@ -318,24 +282,12 @@ impl AuthService {
     /// temporary password (shown once).
     pub async fn create_user(&self, caller: &Claims, new: NewUser) -> Result<(UserView, Option<String>), AuthError> {
         require_admin(caller)?;
-        validate_username(&new.username)?;
-        validate_email(&new.email)?;
-        model::ids::validate_id("service", &new.service).map_err(|e| AuthError::BadRequest(e.to_string()))?;
-        if new.name.trim().is_empty() {
-            return Err(AuthError::BadRequest("missing name".into()));
-        }
-        validate_profile(&new.profile)?;
+        new.validate(self.config.min_password_len)?;
         if new.service != caller.service && caller.service != BOOTSTRAP_TENANT {
             return Err(AuthError::Forbidden("users can only be created in your own tenant".into()));
         }
         let generated = new.passwd.is_none();
-        let password = match new.passwd {
-            Some(p) => {
-                self.validate_password(&p)?;
-                p
-            }
-            None => random_hex(12),
-        };
+        let password = new.passwd.unwrap_or_else(|| random_hex(12));
         self.store.ensure_tenant(&new.service, self.config.default_retention_days).await?;
         let to_hash = password.clone();
         let hash = blocking(move || hash_password(&to_hash)).await?;
@@ -392,19 +344,17 @@ impl AuthService {
         if update.service.as_ref().is_some_and(|s| *s != user.service) {
             return Err(AuthError::BadRequest("service cannot be changed".into()));
         }
+        update.validate(self.config.min_password_len)?;
         if let Some(email) = update.email {
-            validate_email(&email)?;
             user.email = email;
         }
         if let Some(name) = update.name {
             user.name = name;
         }
         if let Some(profile) = update.profile {
-            validate_profile(&profile)?;
             user.profile = profile;
         }
         if let Some(p) = update.passwd {
-            self.validate_password(&p)?;
             user.password_hash = blocking(move || hash_password(&p)).await?;
         }
         let id = user.id;
@@ -441,7 +391,7 @@ impl AuthService {
         if !blocking(move || verify_password(&old, &stored)).await? {
             return Err(AuthError::Forbidden("old password does not match".into()));
         }
-        self.validate_password(new)?;
+        validate_password(new, self.config.min_password_len)?;
         let new = new.to_string();
         user.password_hash = blocking(move || hash_password(&new)).await?;
         if !self.store.update_user(&caller.service, user).await? {
@@ -468,9 +418,7 @@ impl AuthService {
         s: TenantSettings,
     ) -> Result<TenantSettings, AuthError> {
         require_admin(caller)?;
-        if s.history_retention_days == 0 || s.history_retention_days > 36_500 {
-            return Err(AuthError::BadRequest("history_retention_days must be between 1 and 36500".into()));
-        }
+        s.validate(&caller.service)?;
         let mut t =
             self.store.tenant(&caller.service).await?.ok_or_else(|| AuthError::NotFound("No such tenant".into()))?;
         t.unsecured_mqtt = s.unsecured_mqtt;
@@ -478,38 +426,10 @@ impl AuthService {
         self.store.update_tenant(t).await?;
         self.tenant_settings(&caller.service).await
     }
-
-    fn validate_password(&self, p: &str) -> Result<(), AuthError> {
-        if p.chars().count() < self.config.min_password_len {
-            return Err(AuthError::BadRequest(format!(
-                "password must have at least {} characters",
-                self.config.min_password_len
-            )));
-        }
-        if p.len() > 1024 {
-            return Err(AuthError::BadRequest("password is too long".into()));
-        }
-        Ok(())
-    }
 }
 
 pub(crate) fn require_admin(caller: &Claims) -> Result<(), AuthError> {
     if caller.is_admin() { Ok(()) } else { Err(AuthError::Forbidden("admin profile required".into())) }
-}
-
-/// dojot: `^[a-z]+[a-z0-9_]`; Ingot also caps the length.
-fn validate_username(u: &str) -> Result<(), AuthError> {
-    let mut chars = u.chars();
-    let ok = u.len() <= MAX_USERNAME_LEN
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthError::BadRequest(
-            "invalid username: lowercase letters, digits and '_', starting with a letter, at most 50".into(),
-        ))
-    }
 }
 
 /// A login (user name, or e-mail address when it holds '@') no user could have is refused.
@@ -527,24 +447,6 @@ fn check_login_length(login: &str) -> Result<(), AuthError> {
 /// How a login no user has appears in the logs: the first 12 hex digits of its SHA-256.
 fn log_hash(login: &str) -> String {
     hash_secret(login.as_bytes())[..12].to_string()
-}
-
-fn validate_email(e: &str) -> Result<(), AuthError> {
-    let ok = e.len() <= MAX_EMAIL_LEN
-        && !e.chars().any(char::is_whitespace)
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.contains('@') && (domain.contains('.') || domain == "localhost")
-        });
-    if ok { Ok(()) } else { Err(AuthError::BadRequest("invalid email address".into())) }
-}
-
-fn validate_profile(p: &str) -> Result<(), AuthError> {
-    if group_id(p).is_some() {
-        Ok(())
-    } else {
-        let known: Vec<&str> = PROFILES.iter().map(|(p, _)| *p).collect();
-        Err(AuthError::BadRequest(format!("profile must be one of: {}", known.join(", "))))
-    }
 }
 
 fn now_string() -> String {
@@ -565,6 +467,10 @@ pub(crate) mod tests {
         let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
         let cfg = AuthConfig { max_failed_logins: 3, ..AuthConfig::default() };
         (AuthService::new(store, &dir.path().join("jwt.secret"), cfg).unwrap(), dir)
+    }
+
+    fn new_token(name: &str, scope: &str) -> model::account::NewToken {
+        model::account::NewToken { name: name.into(), scopes: vec![scope.into()] }
     }
 
     pub(crate) fn ip() -> IpAddr {
@@ -655,7 +561,7 @@ pub(crate) mod tests {
         let (auth, _dir) = service().await;
         auth.bootstrap(Some("admin password".into())).await.unwrap();
         let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let (view, token) = auth.create_token(&root, "fakeiot", &["metrics".into()]).await.unwrap();
+        let (view, token) = auth.create_token(&root, &new_token("fakeiot", "metrics")).await.unwrap();
         assert!(token.len() > 64 && token.starts_with("ingot_"));
         let p = auth.verify_api_token(&token, "metrics").await.unwrap().unwrap();
         assert_eq!((p.tenant.as_str(), p.token_id.as_str()), ("admin", view.id.as_str()));
@@ -664,7 +570,7 @@ pub(crate) mod tests {
         assert!(auth.verify_api_token("", "metrics").await.unwrap().is_none());
         let listed = auth.list_tokens(&root).await.unwrap();
         assert_eq!(listed, vec![view.clone()]);
-        assert!(matches!(auth.create_token(&root, "x", &["admin".into()]).await, Err(AuthError::BadRequest(_))));
+        assert!(matches!(auth.create_token(&root, &new_token("x", "admin")).await, Err(AuthError::BadRequest(_))));
         auth.revoke_token(&root, &view.id).await.unwrap();
         assert!(auth.verify_api_token(&token, "metrics").await.unwrap().is_none(), "revoked at once");
         assert!(matches!(auth.revoke_token(&root, &view.id).await, Err(AuthError::NotFound(_))));

@@ -6,6 +6,7 @@
 //! verification that read the row before the delete cannot put the token back after the
 //! invalidation, so a revoked token stops working at once in every interleaving.
 
+use model::account::NewToken;
 use model::secret::{hash_secret, random_hex};
 use serde::Serialize;
 use store::tokens::TokenRecord;
@@ -13,11 +14,6 @@ use store::tokens::TokenRecord;
 use crate::AuthError;
 use crate::jwt::Claims;
 use crate::service::{AuthService, require_admin};
-
-/// Scopes a token may carry: `metrics` (fakeiot's POST /metrics), `prometheus` (scraping
-/// GET /metrics; honoured only for tokens of the bootstrap tenant, since the exposition
-/// covers every tenant).
-pub const SCOPES: &[&str] = &["metrics", "prometheus"];
 
 /// Most valid tokens remembered in memory.
 pub(crate) const TOKEN_CACHE_MAX: usize = 10_000;
@@ -57,26 +53,16 @@ pub struct TokenPrincipal {
 
 impl AuthService {
     /// `POST /auth/tokens`: returns the listing and the token itself (shown once).
-    pub async fn create_token(
-        &self,
-        caller: &Claims,
-        name: &str,
-        scopes: &[String],
-    ) -> Result<(TokenView, String), AuthError> {
+    /// Scopes: see [`model::account::SCOPES`].
+    pub async fn create_token(&self, caller: &Claims, req: &NewToken) -> Result<(TokenView, String), AuthError> {
         require_admin(caller)?;
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 {
-            return Err(AuthError::BadRequest("name must have 1 to 64 characters".into()));
-        }
-        if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-            return Err(AuthError::BadRequest(format!("scopes must be a non-empty subset of: {}", SCOPES.join(", "))));
-        }
+        let name = req.validate()?;
         let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
         let record = TokenRecord {
             id: random_hex(8),
             tenant: caller.service.clone(),
             name: name.to_string(),
-            scopes: scopes.join(","),
+            scopes: req.scopes.join(","),
             token_hash: hash_secret(token.as_bytes()),
             created_ms: chrono::Utc::now().timestamp_millis(),
             created_by: caller.username.clone(),
@@ -138,7 +124,10 @@ mod tests {
         let auth = Arc::new(auth);
         auth.bootstrap(Some("admin password".into())).await.unwrap();
         let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let (view, token) = auth.create_token(&root, "fakeiot", &["metrics".into()]).await.unwrap();
+        let (view, token) = auth
+            .create_token(&root, &model::account::NewToken { name: "fakeiot".into(), scopes: vec!["metrics".into()] })
+            .await
+            .unwrap();
 
         let (read_tx, read) = tokio::sync::oneshot::channel();
         let (go_on, go_on_rx) = tokio::sync::oneshot::channel();

@@ -645,8 +645,16 @@ async fn will_is_stored_after_an_abnormal_disconnect_only() {
 
 /// A hand-made MQTT 3.1.1 CONNECT (client side only; the server uses ntex-mqtt's codec).
 fn raw_connect(client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
+    raw_connect_level(4, client_id, username, password, keep_alive)
+}
+
+/// A hand-made CONNECT of protocol level 4 (3.1.1) or 5 (no properties).
+fn raw_connect_level(level: u8, client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
     let field = |s: &str| [&(s.len() as u16).to_be_bytes()[..], s.as_bytes()].concat();
-    let mut body = [&field("MQTT")[..], &[4, 0b1100_0010], &keep_alive.to_be_bytes()].concat();
+    let mut body = [&field("MQTT")[..], &[level, 0b1100_0010], &keep_alive.to_be_bytes()].concat();
+    if level == 5 {
+        body.push(0);
+    }
     body.extend(field(client_id));
     body.extend(field(username));
     body.extend(field(password));
@@ -680,6 +688,125 @@ async fn garbage_closes_that_connection_only() {
     let mut el = _el;
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     assert_eq!(h.reading().await.attrs["still"], json!("up"));
+}
+
+/// Found by the `mqtt_server` fuzz target (FUZZING.md): a PUBLISH whose topic length (and,
+/// in v5, property length) claims more bytes than its remaining length. ntex-mqtt 8.2.1
+/// subtracts one from the other unchecked: a panic where overflow checks are on, and
+/// otherwise a payload length near 4 GiB that the connection would buffer whole, beyond
+/// any packet limit. The connection must be closed, nothing stored, the server kept up.
+#[tokio::test]
+async fn publish_header_longer_than_its_packet_closes_the_connection() {
+    let mut h = Harness::start().await;
+    // v3.1.1 QoS 1: remaining length 2, but topic length 5 (+ 2 for the packet id).
+    let v3: &[u8] = &[0x32, 0x02, 0x00, 0x05];
+    // v5 QoS 0: remaining length 4, topic "a", then a property length of 18.
+    let v5: &[u8] = &[0x30, 0x04, 0x00, 0x01, b'a', 0x12];
+    for (level, publish) in [(4, v3), (5, v5)] {
+        let mut s = tokio::net::TcpStream::connect(h.server.local_addr()).await.unwrap();
+        s.write_all(&raw_connect_level(level, "bad", "acme:dev1", "s3cret", 60)).await.unwrap();
+        let mut connack = [0u8; 2];
+        s.read_exact(&mut connack).await.unwrap();
+        let mut rest = vec![0u8; usize::from(connack[1])];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!((connack[0], rest[1]), (0x20, 0), "v{level} CONNACK accepted");
+        s.write_all(publish).await.unwrap();
+        // What the broken framing takes for the rest of the header and the payload: 4 MiB,
+        // far beyond the 4 KiB payload limit.
+        let filler = vec![b' '; 64 * 1024];
+        let closed = timeout(WAIT, async {
+            for _ in 0..64 {
+                if s.write_all(&filler).await.is_err() {
+                    break;
+                }
+            }
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "v{level}: the connection must be closed");
+    }
+    h.no_reading().await;
+    let (c, mut el) = connect3(&h, "after", DEV1).await;
+    c.publish("acme:dev1/attrs", r3::QoS::AtMostOnce, false, r#"{"still":"up"}"#).await.unwrap();
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    assert_eq!(h.reading().await.attrs["still"], json!("up"));
+}
+
+/// A raw connection of `acme:dev1` past its CONNACK (v3.1.1 or v5, keep-alive in seconds).
+async fn raw_session(h: &Harness, level: u8, client_id: &str, keep_alive: u16) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(h.server.local_addr()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&raw_connect_level(level, client_id, "acme:dev1", "s3cret", keep_alive)).await.unwrap();
+    let mut connack = [0u8; 2];
+    s.read_exact(&mut connack).await.unwrap();
+    let mut rest = vec![0u8; usize::from(connack[1])];
+    s.read_exact(&mut rest).await.unwrap();
+    assert_eq!((connack[0], rest[1]), (0x20, 0), "v{level} CONNACK accepted");
+    s
+}
+
+/// A QoS 1 PUBLISH to `acme:dev1/attrs` with packet id 1, cut after its header.
+fn publish_qos1_parts(level: u8, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut header = vec![0x32, 0, 0, 15];
+    header.extend_from_slice(b"acme:dev1/attrs\x00\x01");
+    if level == 5 {
+        header.push(0); // no properties
+    }
+    header[1] = (header.len() - 2 + payload.len()) as u8;
+    (header, payload.to_vec())
+}
+
+/// Found by the `mqtt_server` fuzz target (FUZZING.md): when a PUBLISH's payload arrives
+/// after its header (a later TCP segment: any payload bigger than one on a real network),
+/// ntex-mqtt hands the header to the handler and streams the payload after it, but the
+/// in-order middleware kept the dispatcher from decoding that payload while the handler
+/// waited for it: never acknowledged, never stored, the connection stuck.
+#[tokio::test]
+async fn publish_whose_payload_comes_after_its_header_is_stored() {
+    let mut h = Harness::start().await;
+    for level in [4, 5] {
+        let mut s = raw_session(&h, level, "split", 60).await;
+        let (header, payload) = publish_qos1_parts(level, format!(r#"{{"split":{level}}}"#).as_bytes());
+        s.write_all(&header).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&payload).await.unwrap();
+        let mut puback = [0u8; 2];
+        timeout(WAIT, s.read_exact(&mut puback)).await.expect("a PUBACK in time").unwrap();
+        let mut rest = vec![0u8; usize::from(puback[1])];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!((puback[0], &rest[..2]), (0x40, &[0, 1][..]), "v{level} PUBACK of packet 1");
+        assert_eq!(rest.get(2).copied().unwrap_or(0), 0, "v{level}: success");
+        assert_eq!(h.reading().await.attrs["split"], json!(level));
+        // The connection goes on, in order.
+        let (header, payload) = publish_qos1_parts(level, br#"{"after":1}"#);
+        s.write_all(&[header, payload].concat()).await.unwrap();
+        assert_eq!(h.reading().await.attrs["after"], json!(1));
+    }
+}
+
+/// The fuzzer's input: a PUBLISH cut short, then end of stream; and the same without end
+/// of stream, which keep-alive must end. Both connections used to stay open.
+#[tokio::test]
+async fn publish_cut_short_does_not_hold_the_connection() {
+    let mut h = Harness::start().await;
+    let crash: &[u8] = b"\x30\x4b\x00\x0facme:dev1/a\x00\x00\x00\x00\x00\x00\x00\x00ttrs{\"temperature\": 21.5, \"times\x00\x00N12:00:00Z\"}";
+    for _ in 0..5 {
+        let mut s = raw_session(&h, 4, "fuzz", 60).await;
+        s.write_all(crash).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        timeout(WAIT, s.read_to_end(&mut rest)).await.expect("closed after end of stream").ok();
+    }
+    let mut s = raw_session(&h, 4, "silent", 1).await;
+    let (header, payload) = publish_qos1_parts(4, br#"{"never":"complete"}"#);
+    s.write_all(&[&header[..], &payload[..5]].concat()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut rest)).await.expect("closed by keep-alive").ok();
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the keep-alive");
+    h.no_reading().await;
+    assert_eq!(h.server.connections(), 0);
 }
 
 #[tokio::test]

@@ -54,6 +54,28 @@ pub enum PayloadError {
     TooDeep(usize),
     #[error("timestamp must be seconds or milliseconds since the epoch, or an ISO 8601 string")]
     BadTimestamp,
+    #[error("body must be {{\"data\": {{attributes}}, \"ts\"?: timestamp}}")]
+    NotAgentBody,
+    #[error("unknown field '{0}': the body is {{\"data\": {{…}}, \"ts\"?: …}}")]
+    UnknownAgentField(String),
+    #[error("'data' must be a JSON object of attribute values")]
+    AgentDataNotObject,
+}
+
+/// The attributes of an HTTP agent body, dojot's `{"data": {attributes}, "ts"?: timestamp}`:
+/// `ts` becomes the `timestamp` member that [`DeviceData::from_attrs`] reads.
+pub fn http_agent_attrs(body: Value) -> Result<Map<String, Value>, PayloadError> {
+    let Value::Object(mut body) = body else { return Err(PayloadError::NotAgentBody) };
+    if let Some(k) = body.keys().find(|k| !matches!(k.as_str(), "data" | "ts")) {
+        return Err(PayloadError::UnknownAgentField(k.clone()));
+    }
+    let Some(Value::Object(mut attrs)) = body.remove("data") else {
+        return Err(PayloadError::AgentDataNotObject);
+    };
+    if let Some(ts) = body.remove("ts") {
+        attrs.insert("timestamp".into(), ts);
+    }
+    Ok(attrs)
 }
 
 impl DeviceData {
@@ -162,6 +184,20 @@ mod tests {
         .unwrap();
         assert_eq!(d.ts_string(), "2020-01-01T00:00:00.000000Z");
         assert!(!d.attrs.contains_key("timestamp"));
+    }
+
+    #[test]
+    fn http_agent_body() {
+        let attrs = http_agent_attrs(serde_json::json!({"data": {"t": 1}, "ts": 5})).unwrap();
+        assert_eq!(Value::Object(attrs), serde_json::json!({"t": 1, "timestamp": 5}));
+        for (body, want) in [
+            (serde_json::json!([1]), PayloadError::NotAgentBody),
+            (serde_json::json!({"data": {}, "x": 1}), PayloadError::UnknownAgentField("x".into())),
+            (serde_json::json!({"data": 1}), PayloadError::AgentDataNotObject),
+            (serde_json::json!({"ts": 1}), PayloadError::AgentDataNotObject),
+        ] {
+            assert_eq!(http_agent_attrs(body).unwrap_err(), want);
+        }
     }
 
     #[test]

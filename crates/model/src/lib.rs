@@ -4,7 +4,9 @@
 //! - [`DeviceEvent`]: lifecycle events of devices (dojot's `dojot.device-manager.device`).
 //! - [`topic`]: the MQTT topic forms devices use (`tenant:device/attrs`, `/tenant/device/attrs`).
 //! - [`time`]: the timestamp forms devices send (ms, s, ISO 8601).
+//! - [`account`]: the auth API's request bodies (users, passwords, tokens, tenant settings).
 
+pub mod account;
 pub mod catalog;
 pub mod data;
 pub mod event;

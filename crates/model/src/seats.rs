@@ -57,9 +57,9 @@ impl LoginEvent {
         };
         let (account_id, user_id) = (id("account_id")?, id("user_id")?);
         let timestamp = match obj.get("timestamp") {
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map_err(|_| "timestamp must be RFC 3339, e.g. 2024-01-31T12:00:00Z".to_string())?
-                .with_timezone(&Utc),
+            Some(Value::String(s)) => crate::time::parse_rfc3339(s).ok_or_else(|| {
+                "timestamp must be RFC 3339 (years 0000 to 9999), e.g. 2024-01-31T12:00:00Z".to_string()
+            })?,
             Some(_) => return Err("timestamp must be a string".into()),
             None => return Err("timestamp is required".into()),
         };
@@ -120,6 +120,8 @@ mod tests {
             b"[]",
             br#"{"account_id":"a","user_id":"u"}"#,
             br#"{"account_id":"a","user_id":"u","timestamp":"2024-01-31 12:00"}"#,
+            // A year RFC 3339 cannot write once in UTC (-0001-12-31T23:59:00Z).
+            br#"{"account_id":"a","user_id":"u","timestamp":"0000-01-01T00:00:00+00:01"}"#,
             br#"{"account_id":1,"user_id":"u","timestamp":"2024-01-31T12:00:00Z"}"#,
             br#"{"account_id":"a","user_id":"u","timestamp":"2024-01-31T12:00:00Z","x":1}"#,
             br#"{"account_id":"a","user_id":"u","timestamp":"2024-01-31T12:00:00Z"#,

@@ -4,7 +4,7 @@
 //! milliseconds) or an ISO 8601 string; its VerneMQ bridge ignored the device's time
 //! altogether (dojot issue #2186). Ingot honours it.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use serde_json::Value;
 
 /// Numbers above this are milliseconds since the epoch, below it seconds.
@@ -30,8 +30,25 @@ pub fn parse_device_timestamp(v: &Value) -> Option<DateTime<Utc>> {
     }
 }
 
-/// Parses ISO 8601 / RFC 3339, also the forms without a zone (taken as UTC).
+/// Whether RFC 3339 (so dojot's history format, [`format_dojot`]) can write `t`: years
+/// 0000 to 9999 in UTC. Readings and logins outside are refused, as the history API
+/// could not show them in a form any client reads back.
+pub fn is_writable(t: &DateTime<Utc>) -> bool {
+    (0..=9999).contains(&t.year())
+}
+
+/// Parses strict RFC 3339 (fakeiot's timestamps), within [`is_writable`] times.
+pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc)).filter(is_writable)
+}
+
+/// Parses ISO 8601 / RFC 3339, also the forms without a zone (taken as UTC), within
+/// [`is_writable`] times.
 pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    parse_iso_any(s).filter(is_writable)
+}
+
+fn parse_iso_any(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -83,6 +100,24 @@ mod tests {
         let t = parse_device_timestamp(&json!("2018-03-22T10:47:07-03:00")).unwrap();
         assert_eq!(format_dojot(&t), "2018-03-22T13:47:07.000000Z");
         assert_eq!(to_ms(&parse_device_timestamp(&json!(1.5)).unwrap()), 1500);
+    }
+
+    /// Found by fuzz/payload_to_device_data (FUZZING.md): `{"t": 1, "timestamp": "-2020-01-01
+    /// 12:00:00.015"}` was stored with a year that RFC 3339 cannot write, so the history API
+    /// answered `-2020-01-01T12:00:00.015000Z`, which no client parses back.
+    #[test]
+    fn times_rfc3339_cannot_write_are_refused() {
+        for s in
+            ["-2020-01-01 12:00:00.015", "-0001-12-31T23:59:59", "+12345-01-01T00:00:00", "0000-01-01T00:00:00+00:01"]
+        {
+            assert_eq!(parse_device_timestamp(&json!(s)), None, "{s}");
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+        for s in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00+00:00"] {
+            let t = parse_device_timestamp(&json!(s)).expect(s);
+            assert_eq!(parse_rfc3339(s), Some(t));
+            assert!(DateTime::parse_from_rfc3339(&format_dojot(&t)).is_ok(), "{s}");
+        }
     }
 
     #[test]

@@ -1,18 +1,16 @@
-//! `/auth`, `/auth/user`, `/tenant/settings`.
+//! `/auth`, `/auth/user`, `/tenant/settings`. The bodies and their rules are
+//! `model::account`'s (also what the fuzz targets run).
 
 use std::net::SocketAddr;
 
-use auth::{AuthError, NewUser, TenantSettings, UserUpdate};
+use auth::TenantSettings;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
+use model::account::{LoginRequest, NewToken, NewUser, PasswordChange, UserUpdate};
 use serde_json::{Value, json};
 
 use crate::extract::{Caller, JsonBody, QueryPairs};
 use crate::{ApiError, AppState};
-
-fn field<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
-}
 
 /// `POST /auth` `{"username","passwd"}` → `{"jwt"}`.
 pub async fn login(
@@ -24,11 +22,8 @@ pub async fn login(
         ApiError::BadJson => ApiError::BadRequest("invalid mimetype".into()),
         e => e,
     })?;
-    let username = body.get("username").and_then(Value::as_str).filter(|u| !u.is_empty());
-    let passwd = body.get("passwd").and_then(Value::as_str);
-    let username = username.ok_or_else(|| ApiError::BadRequest("missing username".into()))?;
-    let passwd = passwd.ok_or_else(|| ApiError::BadRequest("missing password".into()))?;
-    let jwt = s.auth.login(username, passwd, peer.ip()).await?;
+    let req = LoginRequest::parse(&body).map_err(auth::AuthError::from)?;
+    let jwt = s.auth.login(&req.username, &req.passwd, peer.ip()).await?;
     Ok(Json(json!({"jwt": jwt})))
 }
 
@@ -44,7 +39,7 @@ pub async fn create_user(
     Caller(c): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let new: NewUser = field(body)?;
+    let new = NewUser::from_json(body).map_err(auth::AuthError::from)?;
     let (user, temporary_password) = s.auth.create_user(&c, new).await?;
     let groups: Vec<i64> = auth::group_id(&user.profile).into_iter().collect();
     let mut result = json!({"user": user, "groups": groups, "could not add": [], "message": "user created"});
@@ -71,7 +66,7 @@ pub async fn update_user(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let update: UserUpdate = field(body)?;
+    let update = UserUpdate::from_json(body).map_err(auth::AuthError::from)?;
     s.auth.update_user(&c, &id, update).await?;
     Ok(Json(json!({"message": "ok", "status": 200})))
 }
@@ -92,15 +87,8 @@ pub async fn change_password(
     Caller(c): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let old = body
-        .get("oldpasswd")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest("missing oldpasswd".into()))?;
-    let new = body
-        .get("newpasswd")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest("missing newpasswd".into()))?;
-    s.auth.change_password(&c, old, new).await?;
+    let req = PasswordChange::parse(&body).map_err(auth::AuthError::from)?;
+    s.auth.change_password(&c, &req.oldpasswd, &req.newpasswd).await?;
     Ok(Json(json!({"message": "ok", "status": 200})))
 }
 
@@ -115,8 +103,7 @@ pub async fn update_tenant_settings(
     Caller(c): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    let settings: TenantSettings =
-        serde_json::from_value(body).map_err(|e| AuthError::BadRequest(format!("invalid settings: {e}")))?;
+    let settings = TenantSettings::from_json(body).map_err(auth::AuthError::from)?;
     let updated = s.auth.update_tenant_settings(&c, settings).await?;
     if !updated.unsecured_mqtt {
         // Devices let in without a secret while the tenant was unsecured must go now.
@@ -131,14 +118,8 @@ pub async fn create_token(
     Caller(c): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct NewToken {
-        name: String,
-        scopes: Vec<String>,
-    }
-    let req: NewToken = field(body)?;
-    let (view, token) = s.auth.create_token(&c, &req.name, &req.scopes).await?;
+    let req = NewToken::from_json(body).map_err(auth::AuthError::from)?;
+    let (view, token) = s.auth.create_token(&c, &req).await?;
     let body = json!({"id": view.id, "name": view.name, "scopes": view.scopes, "token": token});
     Ok((axum::http::StatusCode::CREATED, Json(body)))
 }

@@ -33,18 +33,7 @@ pub async fn incoming_message(
         IngestError::TooLarge(max)
     })?;
     let body: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::BadJson)?;
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::BadRequest("body must be {\"data\": {attributes}, \"ts\"?: timestamp}".into()));
-    };
-    if let Some(k) = body.keys().find(|k| !matches!(k.as_str(), "data" | "ts")) {
-        return Err(ApiError::BadRequest(format!("unknown field '{k}': the body is {{\"data\": {{…}}, \"ts\"?: …}}")));
-    }
-    let Some(Value::Object(mut attrs)) = body.remove("data") else {
-        return Err(ApiError::BadRequest("'data' must be a JSON object of attribute values".into()));
-    };
-    if let Some(ts) = body.remove("ts") {
-        attrs.insert("timestamp".into(), ts);
-    }
+    let attrs = model::data::http_agent_attrs(body).map_err(IngestError::from)?;
     s.ingest.ingest_attrs("http", &device, attrs).await?;
     Ok(StatusCode::NO_CONTENT)
 }

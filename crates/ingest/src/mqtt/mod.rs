@@ -385,6 +385,36 @@ fn subscribe_each<S: SubscriptionRequest>(conn: &Connection, subscriptions: impl
     }
 }
 
+/// Reads a PUBLISH's payload (`read`: ntex-mqtt's `read_all`), refusing what no honest
+/// packet does. Found by `fuzz/mqtt_server`, see FUZZING.md:
+/// - a payload longer than its packet: ntex-mqtt 8.2.1's codecs compute the payload length
+///   as remaining length minus header length unchecked, so a header (topic, packet id, v5
+///   properties) claiming more bytes than the packet wraps it to nearly 4 GiB (and panics
+///   where overflow checks are on), which `read_all` would buffer whatever the packet limit;
+/// - a payload that stops coming: ntex-mqtt does not count a connection whose handler
+///   waits as idle, so keep-alive never ends it; the wait is bounded by 1.5 × keep-alive,
+///   the time a connection may go without a whole packet ([MQTT-3.1.2-24]).
+async fn read_payload<F>(
+    conn: &Connection,
+    payload_size: usize,
+    packet_size: u32,
+    read: F,
+) -> Result<ntex_bytes::Bytes, ConnectionError>
+where
+    F: Future<Output = Result<ntex_bytes::Bytes, ntex_mqtt::error::PayloadError>>,
+{
+    if payload_size > packet_size as usize {
+        return Err(ConnectionError::Payload(format!(
+            "malformed PUBLISH: a {payload_size}-byte payload in a {packet_size}-byte packet"
+        )));
+    }
+    match ntex_util::time::timeout(conn.packet_timeout(), read).await {
+        Ok(Ok(payload)) => Ok(payload),
+        Ok(Err(e)) => Err(ConnectionError::Payload(e.to_string())),
+        Err(()) => Err(ConnectionError::Payload("the rest of the payload did not come in time".into())),
+    }
+}
+
 /// A requested QoS as the session keeps it: QoS 2 subscriptions are granted QoS 1.
 /// (ntex-mqtt's `QoS` is one type for v3 and v5.)
 fn qos_in(qos: ntex_mqtt::QoS) -> registry::Qos {

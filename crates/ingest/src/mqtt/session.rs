@@ -199,6 +199,7 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
         client_id,
         conn_id,
         protocol,
+        keep_alive_secs,
         will: RefCell::new(p.will.clone()),
         clean_disconnect: Cell::new(false),
         signal,
@@ -231,6 +232,8 @@ pub(crate) struct Connection {
     pub client_id: String,
     conn_id: u64,
     protocol: Protocol,
+    /// Keep-alive in force (the client's, capped).
+    keep_alive_secs: u16,
     will: RefCell<Option<Will>>,
     clean_disconnect: Cell<bool>,
     signal: Arc<LiveSignal>,
@@ -238,6 +241,12 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// How long a packet may take to arrive whole once it started: 1.5 × keep-alive, the
+    /// time a connection may go without a whole packet ([MQTT-3.1.2-24]).
+    pub fn packet_timeout(&self) -> ntex_util::time::Millis {
+        ntex_util::time::Millis(u32::from(self.keep_alive_secs) * 1500)
+    }
+
     /// Handles a PUBLISH: only the device's own attrs topic, payload stored durably.
     /// Resolves once the reading is durable (or refused).
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), IngestError> {

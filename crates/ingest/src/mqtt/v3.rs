@@ -63,7 +63,7 @@ fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
 
 /// PUBLISH → store; `Ok` makes ntex-mqtt send the PUBACK (QoS 1).
 pub(super) async fn publish(conn: &Connection, publish: v3::Publish) -> Result<(), ConnectionError> {
-    let payload = publish.read_all().await.map_err(|e| ConnectionError::Payload(e.to_string()))?;
+    let payload = super::read_payload(conn, publish.payload_size(), publish.packet_size(), publish.read_all()).await?;
     match conn.publish(publish.publish_topic(), &payload).await {
         Ok(()) => Ok(()),
         Err(IngestError::Bus(e)) => Err(ConnectionError::Storage(e.to_string())),

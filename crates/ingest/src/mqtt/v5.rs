@@ -80,7 +80,7 @@ fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
 
 /// PUBLISH → store, answer with the matching PUBACK reason code.
 pub(super) async fn publish(conn: &Connection, publish: v5::Publish) -> Result<v5::PublishAck, ConnectionError> {
-    let payload = publish.read_all().await.map_err(|e| ConnectionError::Payload(e.to_string()))?;
+    let payload = super::read_payload(conn, publish.payload_size(), publish.packet_size(), publish.read_all()).await?;
     let outcome = conn.publish(publish.publish_topic(), &payload).await;
     Ok(match outcome {
         Ok(()) => publish.ack(),
