@@ -286,7 +286,8 @@ fn run_server(shared: Arc<Shared>, listener: std::net::TcpListener, ready: tokio
                 ntex_mqtt::MqttServiceConfig::new()
                     .set_max_qos(ntex_mqtt::QoS::AtLeastOnce)
                     .set_max_size(packet_limit)
-                    // Whole payloads only: a handler never waits for more chunks (see in_order).
+                    // Payloads are handed over whole when they arrived whole; a PUBLISH split
+                    // across reads still comes in chunks (see in_order).
                     .set_min_chunk_size(packet_limit)
                     .set_max_receive(max_inflight)
                     .set_max_send(max_inflight)
