@@ -25,5 +25,28 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# A private PostgreSQL server for the tests that need one (scripts/postgres.sh installs
+# Debian's package if missing), stopped and removed on exit, failure or Ctrl-C. An
+# INGOT_TEST_POSTGRES_URL already set is used as is (tests create and drop databases
+# named ingot_test_* there).
+if [ -z "${INGOT_TEST_POSTGRES_URL:-}" ]; then
+    echo "==> starting a private PostgreSQL server"
+    pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-pg.XXXXXX")
+    trap 'if [ -e "$pg_dir/.ingot-postgres" ]; then scripts/postgres.sh stop "$pg_dir"; else rmdir "$pg_dir"; fi' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    if pg_url=$(scripts/postgres.sh start "$pg_dir"); then
+        export INGOT_TEST_POSTGRES_URL=$pg_url
+        echo "    $INGOT_TEST_POSTGRES_URL"
+    elif [ "${CI:-}" = true ]; then
+        echo "!!! PostgreSQL could not be installed or started (see above); CI=true makes that a failure" >&2
+        exit 1
+    else
+        echo "" >&2
+        echo "!!!!! WARNING: no PostgreSQL server (see above): the tests that need one will say SKIPPED !!!!!" >&2
+        echo "" >&2
+    fi
+fi
+
 echo "==> cargo test"
 cargo test --workspace

@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod history;
 mod migrate;
+pub mod postgres;
 pub mod seats;
 pub mod tenants;
 pub mod tokens;
@@ -40,6 +41,13 @@ pub enum StoreError {
     Conflict(String),
     #[error("the database task failed: {0}")]
     Task(String),
+    /// A PostgreSQL statement failed (the server's own message included).
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had: server unreachable, refused, or the pool
+    /// timed out. `url` never holds the password.
+    #[error("cannot get a PostgreSQL connection to {url}: {}", postgres::describe_pool(source))]
+    Pool { url: String, source: deadpool_postgres::PoolError },
 }
 
 /// Options for [`Store::open`].
