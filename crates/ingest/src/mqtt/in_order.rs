@@ -40,29 +40,25 @@ pub(crate) trait Item {
     fn awaits_payload(&self) -> bool;
 }
 
-impl Item for v3::codec::Decoded {
-    fn is_payload_chunk(&self) -> bool {
-        matches!(self, Self::PayloadChunk(..))
-    }
-    fn ends_payload(&self) -> bool {
-        matches!(self, Self::PayloadChunk(_, true))
-    }
-    fn awaits_payload(&self) -> bool {
-        matches!(self, Self::Publish(p, first, _) if first.len() < p.payload_size as usize)
-    }
+/// v3 and v5 decode into types of the same shape; one implementation serves both.
+macro_rules! impl_item {
+    ($decoded:ty) => {
+        impl Item for $decoded {
+            fn is_payload_chunk(&self) -> bool {
+                matches!(self, Self::PayloadChunk(..))
+            }
+            fn ends_payload(&self) -> bool {
+                matches!(self, Self::PayloadChunk(_, true))
+            }
+            fn awaits_payload(&self) -> bool {
+                matches!(self, Self::Publish(p, first, _) if first.len() < p.payload_size as usize)
+            }
+        }
+    };
 }
 
-impl Item for v5::codec::Decoded {
-    fn is_payload_chunk(&self) -> bool {
-        matches!(self, Self::PayloadChunk(..))
-    }
-    fn ends_payload(&self) -> bool {
-        matches!(self, Self::PayloadChunk(_, true))
-    }
-    fn awaits_payload(&self) -> bool {
-        matches!(self, Self::Publish(p, first, _) if first.len() < p.payload_size as usize)
-    }
-}
+impl_item!(v3::codec::Decoded);
+impl_item!(v5::codec::Decoded);
 
 /// The middleware; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]

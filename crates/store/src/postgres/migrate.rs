@@ -184,19 +184,24 @@ mod tests {
     use crate::postgres::testing::TestDb;
     use crate::postgres::{PgOptions, PgStore};
 
+    /// The first column of every row of `sql`, as text.
+    async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+        client.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    }
+
+    /// (version, applied_ms) of every step recorded in `schema_version`.
+    async fn applied_steps(client: &tokio_postgres::Client) -> Vec<(i64, i64)> {
+        let rows = client.query("SELECT version, applied_ms FROM schema_version ORDER BY version", &[]).await.unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
     #[tokio::test]
     async fn migrations_apply_on_an_empty_database_and_a_second_run_is_a_no_op() {
         let Some(db) = TestDb::create().await else { return };
         let first = PgStore::connect(&db.url, PgOptions::default()).await.unwrap();
         assert_eq!(first.schema_version().await.unwrap(), SCHEMA_VERSION);
         let client = first.client().await.unwrap();
-        let applied: Vec<(i64, i64)> = client
-            .query("SELECT version, applied_ms FROM schema_version ORDER BY version", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let applied = applied_steps(&client).await;
         assert_eq!(applied.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=SCHEMA_VERSION).collect::<Vec<_>>());
         client
             .execute("INSERT INTO tenants (name, created_ms) VALUES ('kept', 1)", &[])
@@ -206,13 +211,7 @@ mod tests {
         let second = PgStore::connect(&db.url, PgOptions::default()).await.unwrap();
         assert_eq!(second.schema_version().await.unwrap(), SCHEMA_VERSION);
         let client = second.client().await.unwrap();
-        let again: Vec<(i64, i64)> = client
-            .query("SELECT version, applied_ms FROM schema_version ORDER BY version", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let again = applied_steps(&client).await;
         assert_eq!(again, applied, "a second run applies nothing");
         let kept: i64 = client.query_one("SELECT count(*) FROM tenants WHERE name = 'kept'", &[]).await.unwrap().get(0);
         assert_eq!(kept, 1, "a second run keeps the data");
@@ -302,17 +301,11 @@ mod tests {
         );
         assert_eq!(constraint_columns("FOREIGN KEY").await, ["api_tokens(tenant)", "users(service)"]);
 
-        let tables: Vec<String> = client
-            .query(
-                "SELECT table_name::text FROM information_schema.tables
-                 WHERE table_schema = current_schema() ORDER BY 1",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let tables = texts(
+            &client,
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1",
+        )
+        .await;
         assert!(tables.contains(&"history".to_string()), "history exists (without a primary key, as in SQLite)");
         let index: String = client
             .query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'history_series_ts'", &[])
@@ -322,21 +315,16 @@ mod tests {
         assert!(index.ends_with("(series, ts, id)"), "{index}");
 
         // Key columns compare bytes, whatever the database's locale.
-        let not_c: Vec<String> = client
-            .query(
-                "SELECT k.table_name::text || '.' || k.column_name::text
-                 FROM information_schema.key_column_usage k
-                 JOIN information_schema.columns c
-                   ON c.table_schema = k.table_schema AND c.table_name = k.table_name AND c.column_name = k.column_name
-                 WHERE k.table_schema = current_schema() AND c.data_type = 'text'
-                   AND c.collation_name IS DISTINCT FROM 'C'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let not_c = texts(
+            &client,
+            "SELECT k.table_name::text || '.' || k.column_name::text
+             FROM information_schema.key_column_usage k
+             JOIN information_schema.columns c
+               ON c.table_schema = k.table_schema AND c.table_name = k.table_name AND c.column_name = k.column_name
+             WHERE k.table_schema = current_schema() AND c.data_type = 'text'
+               AND c.collation_name IS DISTINCT FROM 'C'",
+        )
+        .await;
         assert!(not_c.is_empty(), "text key columns without COLLATE \"C\": {not_c:?}");
     }
 
