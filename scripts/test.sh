@@ -23,6 +23,7 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check) # fuzz/ is a workspace of its own
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # A private PostgreSQL server for the tests that need one (scripts/postgres.sh installs
