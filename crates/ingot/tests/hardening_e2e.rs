@@ -89,13 +89,19 @@ async fn a_dead_history_writer_refuses_readings_and_health_says_so_until_it_is_b
     assert_eq!(values, [2.5], "only the acknowledged reading is in history");
 }
 
-#[tokio::test]
-async fn a_deleted_device_is_disconnected_refused_and_its_history_is_gone() {
+/// A server with one thermometer device that has a secret: (data dir, server, admin API, id, secret).
+async fn with_device() -> (tempfile::TempDir, Server, Api, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = Api::admin(&server).await;
     let template = api.thermometer_template().await;
     let (id, secret) = api.device_with_secret(template, "d").await;
+    (dir, server, api, id, secret)
+}
+
+#[tokio::test]
+async fn a_deleted_device_is_disconnected_refused_and_its_history_is_gone() {
+    let (_dir, server, api, id, secret) = with_device().await;
     let user = format!("admin:{id}");
     assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 1.0})).await.0, 204);
     let (_client, mut el) = connect(mqtt_options(&server, "d1", &user, Some(&secret))).await.expect("connects");
@@ -115,11 +121,7 @@ async fn a_deleted_device_is_disconnected_refused_and_its_history_is_gone() {
 
 #[tokio::test]
 async fn a_new_secret_disconnects_connections_made_with_the_old_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (id, old) = api.device_with_secret(template, "d").await;
+    let (_dir, server, api, id, old) = with_device().await;
     let user = format!("admin:{id}");
     let (_client, mut el) = connect(mqtt_options(&server, "d1", &user, Some(&old))).await.expect("connects");
 
