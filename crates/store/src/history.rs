@@ -55,11 +55,11 @@ impl SeriesCache {
         Self { map: HashMap::new(), len: 0, max: max.max(1) }
     }
 
-    fn get(&self, tenant: &str, device: &str, attr: &str) -> Option<i64> {
+    pub(crate) fn get(&self, tenant: &str, device: &str, attr: &str) -> Option<i64> {
         self.map.get(tenant)?.get(device)?.get(attr).copied()
     }
 
-    fn insert(&mut self, tenant: &str, device: &str, attr: &str, id: i64) {
+    pub(crate) fn insert(&mut self, tenant: &str, device: &str, attr: &str, id: i64) {
         while self.len >= self.max && self.evict_one_device() {}
         let attrs = self.map.entry(tenant.to_string()).or_default().entry(device.to_string()).or_default();
         if attrs.insert(attr.to_string(), id).is_none() {
@@ -80,13 +80,13 @@ impl SeriesCache {
         true
     }
 
-    fn forget_device(&mut self, tenant: &str, device: &str) {
+    pub(crate) fn forget_device(&mut self, tenant: &str, device: &str) {
         if let Some(devices) = self.map.get_mut(tenant) {
             self.len -= devices.remove(device).map_or(0, |a| a.len());
         }
     }
 
-    fn forget(&mut self, tenant: &str, device: &str, attr: &str) {
+    pub(crate) fn forget(&mut self, tenant: &str, device: &str, attr: &str) {
         if let Some(attrs) = self.map.get_mut(tenant).and_then(|d| d.get_mut(device))
             && attrs.remove(attr).is_some()
         {
@@ -94,7 +94,7 @@ impl SeriesCache {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.map.clear();
         self.len = 0;
     }
@@ -102,6 +102,21 @@ impl SeriesCache {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+    }
+}
+
+/// Locks a series cache; a panic while it was held leaves at worst ids of rolled-back
+/// series behind, so a poisoned cache is cleared, not trusted.
+pub(crate) fn lock_cache(cache: &std::sync::Mutex<SeriesCache>) -> std::sync::MutexGuard<'_, SeriesCache> {
+    cache.lock().unwrap_or_else(|poisoned| {
+        cache.clear_poison();
+        let mut guard = poisoned.into_inner();
+        guard.clear();
+        guard
+    })
 }
 
 /// Stores every attribute of every reading in one transaction on the calling thread.
@@ -130,15 +145,8 @@ fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>]) -> Result<usize, 
 }
 
 impl crate::Inner {
-    /// The series cache; a panic while it was held leaves at worst ids of rolled-back
-    /// series behind, so a poisoned cache is cleared, not trusted.
     fn series_cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
-        self.series.lock().unwrap_or_else(|poisoned| {
-            self.series.clear_poison();
-            let mut cache = poisoned.into_inner();
-            cache.clear();
-            cache
-        })
+        lock_cache(&self.series)
     }
 }
 
@@ -211,6 +219,12 @@ pub trait HistoryStore: Send + Sync {
     /// Deletes series that have no readings left (all expired, or never written), so
     /// labels a device sent once do not stay forever; returns how many.
     async fn purge_empty_series(&self) -> Result<usize, StoreError>;
+
+    /// Bounds the writer's cache of series ids to `max` series.
+    fn set_series_cache_limit(&self, max: usize);
+
+    /// Series in that cache now (for tests and metrics).
+    fn series_cached(&self) -> usize;
 }
 
 #[async_trait::async_trait]
@@ -337,6 +351,14 @@ impl HistoryStore for SqliteStore {
         })
         .await
     }
+
+    fn set_series_cache_limit(&self, max: usize) {
+        self.inner.series_cache().set_max(max);
+    }
+
+    fn series_cached(&self) -> usize {
+        self.inner.series_cache().len()
+    }
 }
 
 impl SqliteStore {
@@ -358,23 +380,12 @@ impl SqliteStore {
             }
         }
     }
-
-    /// Bounds the series cache of the history writer to `max` series.
-    pub fn set_series_cache_limit(&self, max: usize) {
-        self.inner.series_cache().max = max.max(1);
-    }
-
-    /// Series in the cache now (for tests and metrics).
-    pub fn series_cached(&self) -> usize {
-        self.inner.series_cache().len()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::StoreOptions;
-    use crate::prelude::*;
     use chrono::{TimeZone, Utc};
     use model::DeviceRef;
 
@@ -387,39 +398,6 @@ mod tests {
             ts: Utc.timestamp_millis_opt(ts).unwrap(),
             attrs,
         })
-    }
-
-    #[tokio::test]
-    async fn write_query_latest_purge() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
-        let w = store.clone();
-        let batch = (1..=5).map(|i| reading("d1", i * 1000, serde_json::json!({"t": i, "s": "x"}))).collect();
-        assert_eq!(w.write_history(batch).await.unwrap(), 10);
-        w.write_history(vec![reading("d2", 1, serde_json::json!({"t": 99}))]).await.unwrap();
-
-        let q = |newest_first, limit, from_ms, to_ms| HistoryQuery {
-            tenant: "t".into(),
-            device_id: "d1".into(),
-            attr: "t".into(),
-            from_ms,
-            to_ms,
-            newest_first,
-            limit,
-        };
-        let vals = |pts: Vec<Point>| pts.into_iter().map(|p| p.value.as_i64().unwrap()).collect::<Vec<_>>();
-        assert_eq!(vals(store.history(q(true, Some(3), None, None)).await.unwrap()), [5, 4, 3]);
-        assert_eq!(vals(store.history(q(false, Some(2), None, None)).await.unwrap()), [1, 2]);
-        assert_eq!(vals(store.history(q(false, None, Some(2000), Some(4000))).await.unwrap()), [2, 3, 4]);
-        assert_eq!(store.history_attrs("t", "d1").await.unwrap(), ["s", "t"]);
-        let latest = store.latest("t", "d1").await.unwrap();
-        assert_eq!(latest.len(), 2);
-        assert_eq!(latest[1].value, serde_json::json!(5));
-        assert_eq!(store.purge_history("t", 3000).await.unwrap(), 4 + 1);
-        assert_eq!(vals(store.history(q(false, None, None, None)).await.unwrap()), [3, 4, 5]);
-        // Another tenant's device with the same id sees nothing.
-        let other = HistoryQuery { tenant: "u".into(), ..q(false, None, None, None) };
-        assert!(store.history(other).await.unwrap().is_empty());
     }
 
     fn open(dir: &std::path::Path) -> SqliteStore {
@@ -436,66 +414,6 @@ mod tests {
             newest_first: false,
             limit: None,
         }
-    }
-
-    #[tokio::test]
-    async fn the_series_cache_is_bounded_and_eviction_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store.set_series_cache_limit(10);
-        let w = store.clone();
-        for round in 0..3 {
-            let batch =
-                (0..8).map(|d| reading(&format!("d{d}"), round, serde_json::json!({"a": round, "b": d}))).collect();
-            w.write_history(batch).await.unwrap();
-            assert!(store.series_cached() <= 10, "{} series cached", store.series_cached());
-        }
-        for d in 0..8 {
-            let vals: Vec<_> = store.history(query(&format!("d{d}"), "a")).await.unwrap();
-            assert_eq!(vals.len(), 3, "device d{d} kept every reading across evictions");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_deleted_devices_history_is_gone_and_its_id_starts_afresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let w = store.clone();
-        w.write_history(vec![
-            reading("gone", 1, serde_json::json!({"a": 1})),
-            reading("kept", 1, serde_json::json!({"a": 2})),
-        ])
-        .await
-        .unwrap();
-        let remove = crate::catalog::CatalogChange { remove_devices: vec!["gone".into()], ..Default::default() };
-        store.save_catalog("t", remove).await.unwrap();
-        assert!(store.history_attrs("t", "gone").await.unwrap().is_empty());
-        assert!(store.history(query("gone", "a")).await.unwrap().is_empty());
-
-        // A device created later with the same id does not see the old readings, even
-        // before retention removed them, and its own readings are stored (the writer's
-        // cache forgot the old series).
-        w.write_history(vec![reading("gone", 5, serde_json::json!({"a": 5}))]).await.unwrap();
-        let vals: Vec<_> = store.history(query("gone", "a")).await.unwrap().into_iter().map(|p| p.value).collect();
-        assert_eq!(vals, [serde_json::json!(5)]);
-        assert_eq!(store.purge_orphan_history().await.unwrap(), 1, "the old reading is removed by retention");
-        assert_eq!(store.history(query("gone", "a")).await.unwrap().len(), 1);
-        assert_eq!(store.history(query("kept", "a")).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn series_without_readings_are_purged_and_can_come_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let w = store.clone();
-        w.write_history(vec![reading("d", 1, serde_json::json!({"once": 1, "always": 1}))]).await.unwrap();
-        w.write_history(vec![reading("d", 10_000, serde_json::json!({"always": 2}))]).await.unwrap();
-        store.purge_history("t", 5_000).await.unwrap();
-        assert_eq!(store.purge_empty_series().await.unwrap(), 1);
-        assert_eq!(store.history_attrs("t", "d").await.unwrap(), ["always"]);
-        // The label may be sent again: the writer must not reuse the purged series id.
-        w.write_history(vec![reading("d", 20_000, serde_json::json!({"once": 3}))]).await.unwrap();
-        assert_eq!(store.history(query("d", "once")).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -12,14 +12,21 @@
 //!   commit), which is what keeps this fast.
 //!
 //! Each room's trait and its SQLite queries live in the room's module ([`users`],
-//! [`catalog`], [`history`], …), so the schema for a room is next to its queries.
+//! [`catalog`], [`history`], …), so the schema for a room is next to its queries; the
+//! PostgreSQL queries live in [`postgres`], one module per room. The tests of what a
+//! store must do are written once against [`SharedStore`] and run on both engines
+//! (`contract`, [`testing::engines`]).
 
 pub mod catalog;
+#[cfg(test)]
+mod contract;
 pub mod history;
 mod migrate;
 pub mod postgres;
 pub mod seats;
 pub mod tenants;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tokens;
 pub mod users;
 

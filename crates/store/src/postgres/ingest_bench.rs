@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::testing::TestDb;
 use super::{PgOptions, PgStore};
+use crate::testing::TestDb;
 
 const N: usize = 4096;
 const ROUNDS: usize = 30;

@@ -181,8 +181,8 @@ pub(crate) async fn current_version(client: &impl GenericClient) -> Result<i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::testing::TestDb;
     use crate::postgres::{PgOptions, PgStore};
+    use crate::testing::TestDb;
 
     /// The first column of every row of `sql`, as text.
     async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {

@@ -1,5 +1,6 @@
-//! PostgreSQL as the store: a connection pool, the schema and its migrations. The rooms'
-//! queries on PostgreSQL build on [`PgStore`].
+//! PostgreSQL as the store: a connection pool, the schema and its migrations, and one
+//! module per room with that room's queries (the same traits as SQLite's, the same
+//! contract tests in `crate::contract`).
 //!
 //! ## Client and pool
 //!
@@ -27,14 +28,18 @@
 //! fails the caller ([`StoreError::Pool`]) instead of waiting forever, so a device's
 //! publish is refused, never acknowledged, while PostgreSQL is down.
 
+mod catalog;
+mod history;
 #[cfg(test)]
 mod ingest_bench;
 mod migrate;
-#[cfg(test)]
-pub(crate) mod testing;
+mod seats;
+mod tenants;
+mod tokens;
+mod users;
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{BuildError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
@@ -44,6 +49,7 @@ use tokio_postgres::{Config, NoTls};
 pub use migrate::SCHEMA_VERSION;
 
 use crate::StoreError;
+use crate::history::SeriesCache;
 
 /// Options for [`PgStore::connect`].
 #[derive(Debug, Clone)]
@@ -69,6 +75,11 @@ pub struct PgStore {
     pool: Pool,
     /// The URL without its password, for errors and logs.
     url: Arc<str>,
+    /// Series ids by (tenant, device, attribute), as SQLite's; checked against the
+    /// table in every batch, since another process may delete series (see [`history`]).
+    series: Arc<Mutex<SeriesCache>>,
+    /// The runtime the pool's connections run on, for [`crate::HistoryStore::write_history_blocking`].
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -104,7 +115,8 @@ impl PgStore {
                     BuildError::NoRuntimeSpecified => PoolError::NoRuntimeSpecified,
                 },
             })?;
-        let store = Self { pool, url };
+        let series = Arc::new(Mutex::new(SeriesCache::new(crate::history::DEFAULT_SERIES_CACHE)));
+        let store = Self { pool, url, series, runtime: tokio::runtime::Handle::current() };
         let mut client = store.client().await?;
         migrate::run(&mut client).await?;
         tracing::info!(url = %store.url, version = SCHEMA_VERSION, "PostgreSQL store ready");
@@ -130,6 +142,37 @@ impl PgStore {
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         migrate::current_version(&self.client().await?).await
     }
+
+    /// [`Self::connect`], as the [`crate::SharedStore`] services take.
+    pub async fn connect_shared(url: &str, options: PgOptions) -> Result<crate::SharedStore, StoreError> {
+        Ok(Arc::new(Self::connect(url, options).await?))
+    }
+
+    fn series_cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
+        crate::history::lock_cache(&self.series)
+    }
+}
+
+/// A unique-key violation (SQLSTATE 23505) as [`StoreError::Conflict`], other errors as they are.
+pub(crate) fn conflict(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+            StoreError::Conflict(db.detail().unwrap_or(db.message()).to_string())
+        }
+        _ => StoreError::Postgres(e),
+    }
+}
+
+/// Advisory lock keys (per database), "ingot" in ASCII then a room number; the
+/// migrations' is 1.
+pub(crate) mod lock {
+    /// Taken shared by every history batch and exclusively by whatever deletes series, so
+    /// that no batch writes under a series id deleted after it checked it.
+    pub const SERIES: i64 = 0x0069_6e67_6f74_0002;
+    /// First key of the two-key lock a seat batch takes per tenant (the second is the
+    /// tenant name's hash): the accounts limit check and the account's creation are
+    /// one step for every node.
+    pub const SEATS: i32 = 0x696e_0003;
 }
 
 /// `config` as a `postgres://` URL without the password (and without options, which
@@ -210,7 +253,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::postgres::testing::TestDb;
+    use crate::testing::TestDb;
 
     #[test]
     fn redacted_url_never_shows_the_password() {

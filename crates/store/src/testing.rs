@@ -1,4 +1,9 @@
-//! Databases for tests on a real PostgreSQL server.
+//! Stores for tests, of every engine: [`engines`] gives one SQLite and one PostgreSQL
+//! store (each empty, each its own), so a test written once against [`SharedStore`] runs
+//! on both. Used by this crate's contract tests and, through the `testing` feature, by
+//! the services' tests.
+//!
+//! ## PostgreSQL
 //!
 //! `INGOT_TEST_POSTGRES_URL` names a role that may create databases (scripts/test.sh
 //! starts a private server with scripts/postgres.sh and sets it). Each test creates a
@@ -10,12 +15,86 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_postgres::NoTls;
 
-use super::{describe, redacted_url};
+use crate::postgres::{PgOptions, PgStore, describe, redacted_url};
+use crate::{SharedStore, SqliteStore, StoreOptions};
 
 const VAR: &str = "INGOT_TEST_POSTGRES_URL";
 
+/// A store of one engine for one test, and what keeps its data alive (a temporary
+/// directory, a temporary database): drop it last.
+pub struct Engine {
+    /// "sqlite" or "postgres", for assertion messages.
+    pub name: &'static str,
+    pub store: SharedStore,
+    place: Place,
+}
+
+enum Place {
+    Dir(tempfile::TempDir),
+    Db(TestDb),
+}
+
+impl Engine {
+    /// A new empty SQLite store in a temporary directory.
+    pub fn sqlite() -> Engine {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = open_sqlite(dir.path());
+        Engine { name: "sqlite", store, place: Place::Dir(dir) }
+    }
+
+    /// A new empty PostgreSQL store in a database of its own, or `None` (after a loud
+    /// SKIPPED) without a server; panics under `CI=true` without one.
+    pub async fn postgres() -> Option<Engine> {
+        let db = TestDb::create().await?;
+        let store = PgStore::connect_shared(&db.url, pg_options()).await.expect("connect to the test database");
+        Some(Engine { name: "postgres", store, place: Place::Db(db) })
+    }
+
+    /// Another store on the same data, as after a restart (the old one may still be open).
+    pub async fn reopen(&self) -> SharedStore {
+        match &self.place {
+            Place::Dir(dir) => open_sqlite(dir.path()),
+            Place::Db(db) => PgStore::connect_shared(&db.url, pg_options()).await.expect("reconnect"),
+        }
+    }
+
+    /// The store another node of a cluster would have on the same data: for PostgreSQL a
+    /// pool of its own with caches of its own; SQLite is one process's database, so there
+    /// it is the same store.
+    pub async fn node(&self) -> SharedStore {
+        match &self.place {
+            Place::Dir(_) => self.store.clone(),
+            Place::Db(_) => self.reopen().await,
+        }
+    }
+
+    /// The data directory (SQLite) or database URL (PostgreSQL), as `ingot serve --store` takes it.
+    pub fn url(&self) -> String {
+        match &self.place {
+            Place::Dir(dir) => format!("sqlite://{}", dir.path().join("ingot.db").display()),
+            Place::Db(db) => db.url.clone(),
+        }
+    }
+}
+
+fn open_sqlite(dir: &std::path::Path) -> SharedStore {
+    SqliteStore::open_shared(dir, StoreOptions { readers: 2, sync_full: false }).expect("open SQLite")
+}
+
+fn pg_options() -> PgOptions {
+    PgOptions { pool_size: 4, ..PgOptions::default() }
+}
+
+/// One new empty store per engine: SQLite always, PostgreSQL when a server is
+/// configured (see the module docs).
+pub async fn engines() -> Vec<Engine> {
+    let mut all = vec![Engine::sqlite()];
+    all.extend(Engine::postgres().await);
+    all
+}
+
 /// A fresh database, dropped with the value.
-pub(crate) struct TestDb {
+pub struct TestDb {
     /// URL of the new database (the admin URL with another database name).
     pub url: String,
     admin: String,

@@ -1,0 +1,417 @@
+//! What every store must do, tested once against [`SharedStore`] and run on each engine
+//! ([`crate::testing::engines`]: SQLite always, PostgreSQL when a server is configured).
+//! An engine's own concerns (SQLite's poisoned writer lock, PostgreSQL's pool and
+//! migrations) are tested in its modules.
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use model::{DeviceData, DeviceRef};
+use serde_json::{Value, json};
+
+use crate::catalog::{CatalogChange, DeviceRow};
+use crate::history::{HistoryQuery, Point};
+use crate::seats::{LoginOutcome, LoginRow};
+use crate::testing::{Engine, engines};
+use crate::tokens::TokenRecord;
+use crate::users::UserRecord;
+use crate::{StoreError, testing};
+
+fn reading(device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
+    let d = DeviceRef::new("t", device).unwrap();
+    let Value::Object(attrs) = attrs else { unreachable!() };
+    Arc::new(DeviceData { tenant: d.tenant, device_id: d.device_id, ts: Utc.timestamp_millis_opt(ts).unwrap(), attrs })
+}
+
+fn query(device: &str, attr: &str) -> HistoryQuery {
+    HistoryQuery {
+        tenant: "t".into(),
+        device_id: device.into(),
+        attr: attr.into(),
+        from_ms: None,
+        to_ms: None,
+        newest_first: false,
+        limit: None,
+    }
+}
+
+fn values(points: Vec<Point>) -> Vec<Value> {
+    points.into_iter().map(|p| p.value).collect()
+}
+
+fn user(name: &str, tenant: &str) -> UserRecord {
+    UserRecord {
+        id: 0,
+        username: name.into(),
+        service: tenant.into(),
+        email: format!("{name}@example.com"),
+        name: name.into(),
+        profile: "admin".into(),
+        password_hash: "h".into(),
+        created_date: "now".into(),
+        created_by: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn tenants_are_created_once_and_keep_their_settings() {
+    for Engine { name, store, .. } in &engines().await {
+        assert!(store.ensure_tenant("acme", 7).await.unwrap(), "{name}");
+        assert!(!store.ensure_tenant("acme", 30).await.unwrap(), "{name}: exists already");
+        store.ensure_tenant("globex", 1).await.unwrap();
+        let mut acme = store.tenant("acme").await.unwrap().unwrap();
+        assert_eq!((acme.retention_days, acme.unsecured_mqtt), (7, false), "{name}");
+        acme.unsecured_mqtt = true;
+        acme.retention_days = u32::MAX;
+        store.update_tenant(acme.clone()).await.unwrap();
+        assert_eq!(store.tenant("acme").await.unwrap().unwrap(), acme, "{name}");
+        let names: Vec<_> = store.tenants().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["acme", "globex"], "{name}");
+        assert_eq!(store.tenant("nobody").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn queries_on_a_user_are_scoped_by_tenant() {
+    for Engine { name, store, .. } in &engines().await {
+        for t in ["acme", "globex"] {
+            store.ensure_tenant(t, 7).await.unwrap();
+        }
+        let alice = store.insert_user(user("alice", "acme")).await.unwrap();
+        let bob = store.insert_user(user("bob", "globex")).await.unwrap();
+        assert!(bob.id > alice.id, "{name}: ids are assigned in order");
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().as_ref(), Some(&alice), "{name}");
+        assert_eq!(store.user_by_id("globex", alice.id).await.unwrap(), None, "{name}");
+        assert_eq!(store.user_by_login("alice").await.unwrap().as_ref(), Some(&alice), "{name}");
+        assert_eq!(store.user_by_login("bob@example.com").await.unwrap().as_ref(), Some(&bob), "{name}");
+        assert_eq!(store.users_of("acme", None).await.unwrap(), [alice.clone()], "{name}");
+        assert_eq!(store.users_of("acme", Some("bob")).await.unwrap(), [], "{name}");
+        let demoted = UserRecord { profile: "user".into(), ..alice.clone() };
+        assert!(!store.update_user("globex", demoted.clone()).await.unwrap(), "{name}");
+        assert!(!store.delete_user("globex", alice.id).await.unwrap(), "{name}");
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().unwrap().profile, "admin", "{name}: untouched");
+        assert!(store.update_user("acme", demoted).await.unwrap(), "{name}");
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap().unwrap().profile, "user", "{name}");
+        assert_eq!(store.count_users().await.unwrap(), 2, "{name}");
+        assert!(store.delete_user("acme", alice.id).await.unwrap(), "{name}");
+        assert_eq!(store.user_by_id("acme", alice.id).await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_user_name_or_email_is_a_conflict() {
+    for Engine { name, store, .. } in &engines().await {
+        for t in ["acme", "globex"] {
+            store.ensure_tenant(t, 7).await.unwrap();
+        }
+        let alice = store.insert_user(user("alice", "acme")).await.unwrap();
+        let again = store.insert_user(user("alice", "globex")).await.unwrap_err();
+        assert!(matches!(again, StoreError::Conflict(_)), "{name}: names are unique across tenants: {again:?}");
+        let carol = store.insert_user(user("carol", "acme")).await.unwrap();
+        let stolen = UserRecord { email: alice.email.clone(), ..carol };
+        let err = store.update_user("acme", stolen).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_and_deleted_only_by_their_tenant() {
+    for Engine { name, store, .. } in &engines().await {
+        for t in ["acme", "globex"] {
+            store.ensure_tenant(t, 7).await.unwrap();
+        }
+        let token = |id: &str, ms| TokenRecord {
+            id: id.into(),
+            tenant: "acme".into(),
+            name: "fakeiot".into(),
+            scopes: "metrics:write".into(),
+            token_hash: format!("hash-{id}"),
+            created_ms: ms,
+            created_by: "admin".into(),
+        };
+        store.insert_token(token("b", 2)).await.unwrap();
+        store.insert_token(token("a", 1)).await.unwrap();
+        assert_eq!(store.token_by_hash("hash-b").await.unwrap(), Some(token("b", 2)), "{name}");
+        assert_eq!(store.token_by_hash("hash-z").await.unwrap(), None, "{name}");
+        let ids: Vec<_> = store.tokens_of("acme").await.unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(ids, ["a", "b"], "{name}: oldest first");
+        assert!(store.tokens_of("globex").await.unwrap().is_empty(), "{name}");
+        assert!(!store.delete_token("globex", "a").await.unwrap(), "{name}");
+        assert!(store.delete_token("acme", "a").await.unwrap(), "{name}");
+        assert_eq!(store.token_by_hash("hash-a").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_catalog_is_saved_replaced_and_deleted_per_tenant() {
+    for Engine { name, store, .. } in &engines().await {
+        let device = |id: &str, label: &str| DeviceRow {
+            id: id.into(),
+            doc: json!({"id": id, "label": label}),
+            secret_hash: Some(format!("secret-{label}")),
+        };
+        let first = CatalogChange {
+            put_templates: vec![(1, json!({"id": 1, "label": "sensor"})), (2, json!({"id": 2}))],
+            put_devices: vec![device("d1", "one"), device("d2", "two")],
+            counters: vec![("template".into(), 2)],
+            ..CatalogChange::default()
+        };
+        store.save_catalog("acme", first).await.unwrap();
+        store
+            .save_catalog("globex", CatalogChange { put_devices: vec![device("d1", "theirs")], ..Default::default() })
+            .await
+            .unwrap();
+        let second = CatalogChange {
+            put_templates: vec![(1, json!({"id": 1, "label": "renamed"}))],
+            remove_templates: vec![2],
+            put_devices: vec![DeviceRow { secret_hash: None, ..device("d1", "changed") }],
+            remove_devices: vec!["d2".into()],
+            counters: vec![("template".into(), 3)],
+        };
+        store.save_catalog("acme", second).await.unwrap();
+        let rows = store.load_catalog().await.unwrap();
+        assert_eq!(rows.templates, [("acme".into(), 1, json!({"id": 1, "label": "renamed"}))], "{name}");
+        assert_eq!(
+            rows.devices,
+            [
+                ("acme".into(), "d1".into(), json!({"id": "d1", "label": "changed"}), None),
+                ("globex".into(), "d1".into(), json!({"id": "d1", "label": "theirs"}), Some("secret-theirs".into())),
+            ],
+            "{name}"
+        );
+        assert_eq!(rows.counters, [("acme".into(), "template".into(), 3)], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn seats_count_distinct_users_and_cap_accounts() {
+    for Engine { name, store, .. } in &engines().await {
+        let login = |account: &str, user: &str| LoginRow {
+            tenant: "acme".into(),
+            account_id: account.into(),
+            user_id: user.into(),
+        };
+        let batch = vec![login("a1", "u1"), login("a1", "u1"), login("a1", "u2"), login("a2", "u1"), login("a3", "u1")];
+        let out = store.record_logins(batch, "free", 2).await.unwrap();
+        let summary: Vec<_> = out
+            .iter()
+            .map(|o| match o {
+                LoginOutcome::Recorded { account, new_user, new_account } => {
+                    format!("{}:{}:{new_user}:{new_account}", account.account_id, account.users)
+                }
+                LoginOutcome::TooManyAccounts => "too many".into(),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            ["a1:1:true:true", "a1:1:false:false", "a1:2:true:false", "a2:1:true:true", "too many"],
+            "{name}"
+        );
+        let updated = store.set_plan("acme", "a1", "pro").await.unwrap().unwrap();
+        assert_eq!((updated.plan.as_str(), updated.users), ("pro", 2), "{name}");
+        assert_eq!(store.set_plan("acme", "nope", "pro").await.unwrap(), None, "{name}");
+        assert_eq!(store.set_plan("globex", "a1", "pro").await.unwrap(), None, "{name}: another tenant's");
+        assert_eq!(store.account("acme", "a1").await.unwrap(), Some(updated), "{name}");
+        let ids: Vec<_> = store.accounts("acme").await.unwrap().into_iter().map(|a| a.account_id).collect();
+        assert_eq!(ids, ["a1", "a2"], "{name}");
+        assert!(store.accounts("globex").await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_login_batches_keep_seat_counts_exact() {
+    for engine in &engines().await {
+        let stores = [engine.store.clone(), engine.node().await];
+        let tasks = (0..8).map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                let batch = (0..50)
+                    .map(|u| LoginRow {
+                        tenant: "acme".into(),
+                        account_id: format!("a{}", u % 5),
+                        user_id: format!("u{}", (u + i * 7) % 40),
+                    })
+                    .collect();
+                store.record_logins(batch, "free", 3).await.unwrap()
+            })
+        });
+        let outcomes: Vec<_> =
+            futures_util::future::join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
+        let refused = outcomes.iter().filter(|o| matches!(o, LoginOutcome::TooManyAccounts)).count();
+        let accounts = engine.store.accounts("acme").await.unwrap();
+        assert_eq!(accounts.len(), 3, "{}: the cap holds across nodes", engine.name);
+        assert_eq!(refused, 8 * 20, "{}: every login to a4 and a5 was refused", engine.name);
+        for a in accounts {
+            let recorded = outcomes
+                .iter()
+                .filter(|o| matches!(o, LoginOutcome::Recorded { account, new_user: true, .. } if account.account_id == a.account_id))
+                .count();
+            assert_eq!(a.users as usize, recorded, "{}: {} counts each new user once", engine.name, a.account_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_is_written_queried_and_purged() {
+    for Engine { name, store, .. } in &engines().await {
+        let batch = (1..=5).map(|i| reading("d1", i * 1000, json!({"t": i, "s": "x"}))).collect();
+        assert_eq!(store.write_history(batch).await.unwrap(), 10, "{name}");
+        store.write_history(vec![reading("d2", 1, json!({"t": 99}))]).await.unwrap();
+
+        let q = |newest_first, limit, from_ms, to_ms| HistoryQuery {
+            newest_first,
+            limit,
+            from_ms,
+            to_ms,
+            ..query("d1", "t")
+        };
+        let ints = |pts: Vec<Point>| pts.into_iter().map(|p| p.value.as_i64().unwrap()).collect::<Vec<_>>();
+        assert_eq!(ints(store.history(q(true, Some(3), None, None)).await.unwrap()), [5, 4, 3], "{name}");
+        assert_eq!(ints(store.history(q(false, Some(2), None, None)).await.unwrap()), [1, 2], "{name}");
+        assert_eq!(ints(store.history(q(false, None, Some(2000), Some(4000))).await.unwrap()), [2, 3, 4], "{name}");
+        assert_eq!(store.history_attrs("t", "d1").await.unwrap(), ["s", "t"], "{name}");
+        let latest = store.latest("t", "d1").await.unwrap();
+        assert_eq!(latest.len(), 2, "{name}");
+        assert_eq!((latest[1].attr.as_str(), latest[1].ts_ms, &latest[1].value), ("t", 5000, &json!(5)), "{name}");
+        assert_eq!(store.purge_history("t", 3000).await.unwrap(), 4 + 1, "{name}");
+        assert_eq!(ints(store.history(q(false, None, None, None)).await.unwrap()), [3, 4, 5], "{name}");
+        // Another tenant's device with the same id sees nothing.
+        let other = HistoryQuery { tenant: "u".into(), ..q(false, None, None, None) };
+        assert!(store.history(other).await.unwrap().is_empty(), "{name}");
+        assert!(store.latest("u", "d1").await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn readings_of_one_millisecond_keep_their_order_and_values_their_form() {
+    for Engine { name, store, .. } in &engines().await {
+        let odd = json!({"nested": {"b": 1, "a": [1.5, null, "é"]}, "big": 12345678901234567_i64});
+        store.write_history(vec![reading("d", 7, json!({"v": 1})), reading("d", 7, json!({"v": 2}))]).await.unwrap();
+        store.write_history(vec![reading("d", 7, json!({"v": 3})), reading("d", 7, json!({"v": odd}))]).await.unwrap();
+        let all = values(store.history(query("d", "v")).await.unwrap());
+        assert_eq!(all, [json!(1), json!(2), json!(3), odd.clone()], "{name}: insertion order within one ms");
+        let newest = HistoryQuery { newest_first: true, limit: Some(1), ..query("d", "v") };
+        assert_eq!(values(store.history(newest).await.unwrap()), [odd.clone()], "{name}");
+        assert_eq!(values(store.latest("t", "d").await.unwrap()), [odd], "{name}: latest is the last written");
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_devices_history_is_gone_and_its_id_starts_afresh() {
+    for Engine { name, store, .. } in &engines().await {
+        store
+            .write_history(vec![reading("gone", 1, json!({"a": 1})), reading("kept", 1, json!({"a": 2}))])
+            .await
+            .unwrap();
+        let remove = CatalogChange { remove_devices: vec!["gone".into()], ..Default::default() };
+        store.save_catalog("t", remove).await.unwrap();
+        assert!(store.history_attrs("t", "gone").await.unwrap().is_empty(), "{name}");
+        assert!(store.history(query("gone", "a")).await.unwrap().is_empty(), "{name}");
+        assert!(store.latest("t", "gone").await.unwrap().is_empty(), "{name}");
+
+        // A device created later with the same id does not see the old readings, even
+        // before retention removed them, and its own readings are stored (the writer's
+        // cache forgot the old series).
+        store.write_history(vec![reading("gone", 5, json!({"a": 5}))]).await.unwrap();
+        assert_eq!(values(store.history(query("gone", "a")).await.unwrap()), [json!(5)], "{name}");
+        assert_eq!(store.purge_orphan_history().await.unwrap(), 1, "{name}: the old reading is removed by retention");
+        assert_eq!(store.purge_orphan_history().await.unwrap(), 0, "{name}");
+        assert_eq!(store.history(query("gone", "a")).await.unwrap().len(), 1, "{name}");
+        assert_eq!(store.history(query("kept", "a")).await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_device_deleted_by_another_node_is_not_written_under_its_old_series() {
+    for engine in &engines().await {
+        let (writer, other) = (engine.store.clone(), engine.node().await);
+        writer.write_history(vec![reading("d", 1, json!({"a": 1}))]).await.unwrap();
+        assert_eq!(writer.series_cached(), 1);
+        // The other node deletes the device: this node's cache still names its series.
+        other
+            .save_catalog("t", CatalogChange { remove_devices: vec!["d".into()], ..Default::default() })
+            .await
+            .unwrap();
+        writer.write_history(vec![reading("d", 2, json!({"a": 2}))]).await.unwrap();
+        assert_eq!(
+            values(other.history(query("d", "a")).await.unwrap()),
+            [json!(2)],
+            "{}: the reading went to a new series, visible to every node",
+            engine.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn series_without_readings_are_purged_and_can_come_back() {
+    for Engine { name, store, .. } in &engines().await {
+        store.write_history(vec![reading("d", 1, json!({"once": 1, "always": 1}))]).await.unwrap();
+        store.write_history(vec![reading("d", 10_000, json!({"always": 2}))]).await.unwrap();
+        store.purge_history("t", 5_000).await.unwrap();
+        assert_eq!(store.purge_empty_series().await.unwrap(), 1, "{name}");
+        assert_eq!(store.history_attrs("t", "d").await.unwrap(), ["always"], "{name}");
+        // The label may be sent again: the writer must not reuse the purged series id.
+        store.write_history(vec![reading("d", 20_000, json!({"once": 3}))]).await.unwrap();
+        assert_eq!(store.history(query("d", "once")).await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_series_cache_is_bounded_and_eviction_loses_nothing() {
+    for Engine { name, store, .. } in &engines().await {
+        store.set_series_cache_limit(10);
+        for round in 0..3 {
+            let batch = (0..8).map(|d| reading(&format!("d{d}"), round, json!({"a": round, "b": d}))).collect();
+            store.write_history(batch).await.unwrap();
+            assert!(store.series_cached() <= 10, "{name}: {} series cached", store.series_cached());
+        }
+        for d in 0..8 {
+            let vals = store.history(query(&format!("d{d}"), "a")).await.unwrap();
+            assert_eq!(vals.len(), 3, "{name}: device d{d} kept every reading across evictions");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_several_nodes_create_each_series_once() {
+    for engine in &engines().await {
+        let nodes = [engine.store.clone(), engine.node().await, engine.node().await];
+        let writes = (0..12).map(|i| {
+            let store = nodes[i % 3].clone();
+            // Every batch names the same new series, in a different order.
+            let devices: Vec<String> = (0..20).map(|d| format!("d{}", (d * 7 + i) % 20)).collect();
+            tokio::spawn(async move {
+                let batch = devices.iter().map(|d| reading(d, i as i64, json!({"x": i, "y": i}))).collect();
+                store.write_history(batch).await
+            })
+        });
+        for result in futures_util::future::join_all(writes).await {
+            assert_eq!(result.unwrap().unwrap(), 40, "{}", engine.name);
+        }
+        for d in 0..20 {
+            let attrs = engine.store.history_attrs("t", &format!("d{d}")).await.unwrap();
+            assert_eq!(attrs, ["x", "y"], "{}", engine.name);
+            assert_eq!(engine.store.history(query(&format!("d{d}"), "x")).await.unwrap().len(), 12, "{}", engine.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocking_write_works_from_a_thread_of_its_own() {
+    for engine in &engines().await {
+        let store = engine.store.clone();
+        let n = std::thread::spawn(move || store.write_history_blocking(&[reading("d", 1, json!({"a": 1, "b": 2}))]))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 2, "{}", engine.name);
+        assert_eq!(engine.store.latest("t", "d").await.unwrap().len(), 2, "{}", engine.name);
+    }
+}
+
+#[test]
+fn sqlite_is_always_among_the_engines() {
+    let engine = testing::Engine::sqlite();
+    assert_eq!(engine.name, "sqlite");
+    assert!(engine.url().starts_with("sqlite://"));
+}
