@@ -415,3 +415,21 @@ fn sqlite_is_always_among_the_engines() {
     assert_eq!(engine.name, "sqlite");
     assert!(engine.url().starts_with("sqlite://"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_is_written_once_and_every_node_reads_the_first() {
+    for engine in &engines().await {
+        assert_eq!(engine.store.secret("jwt").await.unwrap(), None, "{}", engine.name);
+        let nodes = [engine.store.clone(), engine.node().await, engine.node().await, engine.node().await];
+        let starts = nodes.iter().enumerate().map(|(i, store)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.secret_or_insert("jwt", vec![i as u8; 32]).await.unwrap() })
+        });
+        let agreed: Vec<Vec<u8>> = futures_util::future::join_all(starts).await.into_iter().map(Result::unwrap).collect();
+        assert!(agreed.iter().all(|s| *s == agreed[0]), "{}: every node got one value: {agreed:?}", engine.name);
+        assert_eq!(engine.store.secret("jwt").await.unwrap(), Some(agreed[0].clone()), "{}", engine.name);
+        let later = engine.store.secret_or_insert("jwt", b"another".to_vec()).await.unwrap();
+        assert_eq!(later, agreed[0], "{}: never replaced", engine.name);
+        assert_eq!(engine.reopen().await.secret("jwt").await.unwrap(), Some(later), "{}: kept", engine.name);
+    }
+}

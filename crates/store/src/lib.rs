@@ -24,6 +24,7 @@ pub mod history;
 mod migrate;
 pub mod postgres;
 pub mod seats;
+pub mod secrets;
 pub mod tenants;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -74,9 +75,9 @@ impl Default for StoreOptions {
 
 /// Everything Ingot keeps, room by room. Services hold an `Arc<dyn Store>` ([`SharedStore`])
 /// and never know which engine is behind it; [`SqliteStore`] is the embedded one.
-pub trait Store: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + 'static {}
+pub trait Store: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static {}
 
-impl<T> Store for T where T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + 'static {}
+impl<T> Store for T where T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static {}
 
 /// The store as services hold it.
 pub type SharedStore = std::sync::Arc<dyn Store>;
@@ -86,6 +87,7 @@ pub mod prelude {
     pub use crate::catalog::CatalogStore;
     pub use crate::history::HistoryStore;
     pub use crate::seats::SeatStore;
+    pub use crate::secrets::SecretStore;
     pub use crate::tenants::TenantStore;
     pub use crate::tokens::TokenStore;
     pub use crate::users::UserStore;

@@ -105,6 +105,14 @@ const STEPS: &[&str] = &[
     ALTER TABLE series_v3 RENAME TO series;
     CREATE TABLE dead_series (id INTEGER PRIMARY KEY);
     "#,
+    // 4: installation-wide secrets (JWT secret, CA), so every node of a cluster shares them.
+    r#"
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {

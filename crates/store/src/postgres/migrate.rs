@@ -130,6 +130,14 @@ const STEPS: &[&str] = &[
     r#"
     CREATE TABLE dead_series (id BIGINT PRIMARY KEY);
     "#,
+    // 4: installation-wide secrets (JWT secret, CA), so every node shares them.
+    r#"
+    CREATE TABLE secrets (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        value BYTEA NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -289,6 +297,7 @@ mod tests {
                 "schema_version(version)",
                 "seat_accounts(tenant,account_id)",
                 "seat_users(tenant,account_id,user_id)",
+                "secrets(name)",
                 "series(id)",
                 "templates(tenant,id)",
                 "tenants(name)",

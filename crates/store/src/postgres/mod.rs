@@ -34,6 +34,7 @@ mod history;
 mod ingest_bench;
 mod migrate;
 mod seats;
+mod secrets;
 mod tenants;
 mod tokens;
 mod users;
