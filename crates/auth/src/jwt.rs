@@ -1,9 +1,11 @@
-//! JWTs: HS256 with a per-installation secret kept in the data directory.
+//! JWTs: HS256 with a per-installation secret kept in the store (so that every node of a
+//! cluster on one database signs and verifies alike).
 
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use store::SharedStore;
 
 use crate::AuthError;
 
@@ -38,25 +40,33 @@ pub struct JwtKeys {
 }
 
 const ISSUER: &str = "ingot";
+/// The secret's name in the store.
+const SECRET_NAME: &str = "jwt.secret";
 
 impl JwtKeys {
-    /// Reads the secret from `path`, creating it (32 random bytes, mode 0600) on first start.
-    pub fn load_or_create(path: &Path) -> Result<Self, AuthError> {
-        let secret = match std::fs::read(path) {
-            Ok(s) if s.len() >= 32 => s,
-            Ok(_) | Err(_) if !path.exists() => {
-                let hex = model::secret::random_hex(32).into_bytes();
-                pki::write_private(path, &hex).map_err(AuthError::KeyFile)?;
-                hex
+    /// The installation's secret, from the store: created on first start (32 random bytes,
+    /// hex), or imported from `legacy`, the `jwt.secret` file Ingot kept in its data
+    /// directory before the secret moved into the store, so tokens already issued stay
+    /// valid. When several nodes start at once, all use the first one stored.
+    pub async fn load(store: &SharedStore, legacy: Option<&Path>) -> Result<Self, AuthError> {
+        let secret = match store.secret(SECRET_NAME).await? {
+            Some(secret) => secret,
+            None => {
+                let candidate = match legacy.map(std::fs::read) {
+                    Some(Ok(old)) if old.len() >= 32 => {
+                        tracing::info!(path = %legacy.unwrap_or(Path::new("")).display(), "moved the JWT secret into the store");
+                        old
+                    }
+                    _ => model::secret::random_hex(32).into_bytes(),
+                };
+                store.secret_or_insert(SECRET_NAME, candidate).await?
             }
-            Ok(_) => {
-                return Err(AuthError::KeyFile(std::io::Error::other(format!(
-                    "{} is shorter than 32 bytes; delete it to generate a new one",
-                    path.display()
-                ))));
-            }
-            Err(e) => return Err(AuthError::KeyFile(e)),
         };
+        if secret.len() < 32 {
+            return Err(AuthError::KeyFile(std::io::Error::other(
+                "the stored JWT secret is shorter than 32 bytes; the store was changed by hand",
+            )));
+        }
         Ok(Self::from_secret(&secret))
     }
 
@@ -123,18 +133,25 @@ mod tests {
         assert!(k.verify("garbage").is_err());
     }
 
-    #[test]
-    fn key_file_is_created_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("jwt.secret");
-        let a = JwtKeys::load_or_create(&p).unwrap();
-        let b = JwtKeys::load_or_create(&p).unwrap();
-        let t = a.sign(&claims(chrono::Utc::now().timestamp() + 60));
-        assert!(b.verify(&t).is_ok());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    #[tokio::test]
+    async fn the_secret_is_made_once_per_store_and_an_old_key_file_is_imported() {
+        for engine in store::testing::engines().await {
+            let a = JwtKeys::load(&engine.store, None).await.unwrap();
+            let b = JwtKeys::load(&engine.reopen().await, None).await.unwrap();
+            let t = a.sign(&claims(chrono::Utc::now().timestamp() + 60));
+            assert!(b.verify(&t).is_ok(), "{}: a restart (or another node) verifies", engine.name);
+
+            // An installation from before: its file's secret becomes the stored one.
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("jwt.secret");
+            std::fs::write(&file, b"0123456789abcdef0123456789abcdef").unwrap();
+            let old = JwtKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+            let upgraded = store::testing::Engine::sqlite();
+            let keys = JwtKeys::load(&upgraded.store, Some(&file)).await.unwrap();
+            assert!(keys.verify(&old.sign(&claims(chrono::Utc::now().timestamp() + 60))).is_ok());
+            let again = JwtKeys::load(&upgraded.reopen().await, None).await.unwrap();
+            assert!(again.verify(&t).is_err(), "{}: another installation's token", engine.name);
+            assert!(again.verify(&old.sign(&claims(chrono::Utc::now().timestamp() + 60))).is_ok());
         }
     }
 }

@@ -144,9 +144,10 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    /// `key_path`: where the JWT secret lives (created on first start).
-    pub fn new(store: SharedStore, key_path: &Path, config: AuthConfig) -> Result<Self, AuthError> {
-        let keys = JwtKeys::load_or_create(key_path)?;
+    /// The service on `store`, whose JWT secret it loads (see [`JwtKeys::load`]; `legacy_key`:
+    /// the data directory's `jwt.secret` of an older installation, imported if present).
+    pub async fn open(store: SharedStore, legacy_key: Option<&Path>, config: AuthConfig) -> Result<Self, AuthError> {
+        let keys = JwtKeys::load(&store, legacy_key).await?;
         let limiter =
             LoginLimiter::new(config.max_failed_logins, config.failed_login_window, config.max_tracked_logins);
         Ok(Self {
@@ -460,13 +461,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use store::{SqliteStore, StoreOptions};
 
-    pub(crate) async fn service() -> (AuthService, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let cfg = AuthConfig { max_failed_logins: 3, ..AuthConfig::default() };
-        (AuthService::new(store, &dir.path().join("jwt.secret"), cfg).unwrap(), dir)
+    /// The service on a store of each engine (see `store::testing`), with what keeps its data.
+    pub(crate) async fn services() -> Vec<(AuthService, store::testing::Engine)> {
+        let mut all = Vec::new();
+        for engine in store::testing::engines().await {
+            let cfg = AuthConfig { max_failed_logins: 3, ..AuthConfig::default() };
+            all.push((AuthService::open(engine.store.clone(), None, cfg).await.unwrap(), engine));
+        }
+        all
     }
 
     fn new_token(name: &str, scope: &str) -> model::account::NewToken {
@@ -479,133 +482,151 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn bootstrap_login_and_claims() {
-        let (auth, _dir) = service().await;
-        let pw = auth.bootstrap(None).await.unwrap().expect("generated password");
-        assert!(auth.bootstrap(None).await.unwrap().is_none(), "only once");
-        let jwt = auth.login("admin", &pw, ip()).await.unwrap();
-        let c = auth.verify_token(&jwt).unwrap();
-        assert_eq!((c.service.as_str(), c.username.as_str(), c.groups.as_slice()), ("admin", "admin", &[1][..]));
-        assert_eq!(c.exp - c.iat, 420);
-        assert!(matches!(auth.login("admin", "nope", ip()).await, Err(AuthError::InvalidCredentials)));
-        assert!(matches!(auth.login("ghost", "nope", ip()).await, Err(AuthError::InvalidCredentials)));
-        // Also by e-mail.
-        assert!(auth.login("admin@localhost", &pw, ip()).await.is_ok());
+        for (auth, _engine) in services().await {
+            let pw = auth.bootstrap(None).await.unwrap().expect("generated password");
+            assert!(auth.bootstrap(None).await.unwrap().is_none(), "only once");
+            let jwt = auth.login("admin", &pw, ip()).await.unwrap();
+            let c = auth.verify_token(&jwt).unwrap();
+            assert_eq!((c.service.as_str(), c.username.as_str(), c.groups.as_slice()), ("admin", "admin", &[1][..]));
+            assert_eq!(c.exp - c.iat, 420);
+            assert!(matches!(auth.login("admin", "nope", ip()).await, Err(AuthError::InvalidCredentials)));
+            assert!(matches!(auth.login("ghost", "nope", ip()).await, Err(AuthError::InvalidCredentials)));
+            // Also by e-mail.
+            assert!(auth.login("admin@localhost", &pw, ip()).await.is_ok());
+        }
     }
 
     #[tokio::test]
     async fn over_long_logins_are_refused_before_anything_else() {
-        let (auth, _dir) = service().await;
-        auth.bootstrap(Some("admin password".into())).await.unwrap();
-        let too_long = [
-            "a".repeat(MAX_USERNAME_LEN + 1),
-            format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN)),
-            "x".repeat(1 << 20),
-        ];
-        for login in &too_long {
-            assert!(matches!(auth.login(login, "password", ip()).await, Err(AuthError::BadRequest(_))));
+        for (auth, _engine) in services().await {
+            auth.bootstrap(Some("admin password".into())).await.unwrap();
+            let too_long = [
+                "a".repeat(MAX_USERNAME_LEN + 1),
+                format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN)),
+                "x".repeat(1 << 20),
+            ];
+            for login in &too_long {
+                assert!(matches!(auth.login(login, "password", ip()).await, Err(AuthError::BadRequest(_))));
+            }
+            assert_eq!(auth.limiter.tracked(), 0, "nothing was counted for them");
+            // The longest logins a user can have are checked as usual.
+            let longest_email = format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN - "@example.com".len()));
+            for login in ["a".repeat(MAX_USERNAME_LEN), longest_email] {
+                assert!(matches!(auth.login(&login, "password", ip()).await, Err(AuthError::InvalidCredentials)));
+            }
+            assert_eq!(auth.limiter.tracked(), 3, "two names and one address");
         }
-        assert_eq!(auth.limiter.tracked(), 0, "nothing was counted for them");
-        // The longest logins a user can have are checked as usual.
-        let longest_email = format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN - "@example.com".len()));
-        for login in ["a".repeat(MAX_USERNAME_LEN), longest_email] {
-            assert!(matches!(auth.login(&login, "password", ip()).await, Err(AuthError::InvalidCredentials)));
-        }
-        assert_eq!(auth.limiter.tracked(), 3, "two names and one address");
     }
 
     #[tokio::test]
     async fn current_user_follows_changes_at_once() {
-        let (auth, _dir) = service().await;
-        auth.bootstrap(Some("admin password".into())).await.unwrap();
-        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let new = NewUser {
-            username: "bob".into(),
-            service: "admin".into(),
-            email: "bob@example.com".into(),
-            name: "Bob".into(),
-            profile: "admin".into(),
-            passwd: Some("password1".into()),
-        };
-        let (bob, _) = auth.create_user(&root, new).await.unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
-        auth.on_user_change({
-            let seen = seen.clone();
-            move |c| seen.lock().unwrap().push(c.clone())
-        });
-        assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "admin");
-        assert_eq!(auth.current_user("acme", bob.id).await.unwrap(), None, "scoped by tenant");
-        let demote = UserUpdate { profile: Some("user".into()), ..UserUpdate::default() };
-        auth.update_user(&root, "bob", demote).await.unwrap();
-        assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "user", "not a stale copy");
-        auth.delete_user(&root, &bob.id.to_string()).await.unwrap();
-        assert_eq!(auth.current_user("admin", bob.id).await.unwrap(), None);
-        let (tenant, user_id) = ("admin".to_string(), bob.id);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [UserChange::Updated { tenant: tenant.clone(), user_id }, UserChange::Removed { tenant, user_id }]
-        );
+        for (auth, _engine) in services().await {
+            auth.bootstrap(Some("admin password".into())).await.unwrap();
+            let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+            let new = NewUser {
+                username: "bob".into(),
+                service: "admin".into(),
+                email: "bob@example.com".into(),
+                name: "Bob".into(),
+                profile: "admin".into(),
+                passwd: Some("password1".into()),
+            };
+            let (bob, _) = auth.create_user(&root, new).await.unwrap();
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+            auth.on_user_change({
+                let seen = seen.clone();
+                move |c| seen.lock().unwrap().push(c.clone())
+            });
+            assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "admin");
+            assert_eq!(auth.current_user("acme", bob.id).await.unwrap(), None, "scoped by tenant");
+            let demote = UserUpdate { profile: Some("user".into()), ..UserUpdate::default() };
+            auth.update_user(&root, "bob", demote).await.unwrap();
+            assert_eq!(auth.current_user("admin", bob.id).await.unwrap().unwrap().profile, "user", "not a stale copy");
+            auth.delete_user(&root, &bob.id.to_string()).await.unwrap();
+            assert_eq!(auth.current_user("admin", bob.id).await.unwrap(), None);
+            let (tenant, user_id) = ("admin".to_string(), bob.id);
+            assert_eq!(
+                *seen.lock().unwrap(),
+                [UserChange::Updated { tenant: tenant.clone(), user_id }, UserChange::Removed { tenant, user_id }]
+            );
+        }
     }
 
     #[tokio::test]
     async fn lockout_after_failures() {
-        let (auth, _dir) = service().await;
-        auth.bootstrap(Some("right password".into())).await.unwrap();
-        for _ in 0..3 {
-            let _ = auth.login("admin", "wrong", ip()).await;
+        for (auth, _engine) in services().await {
+            auth.bootstrap(Some("right password".into())).await.unwrap();
+            for _ in 0..3 {
+                let _ = auth.login("admin", "wrong", ip()).await;
+            }
+            assert!(matches!(
+                auth.login("admin", "right password", ip()).await,
+                Err(AuthError::TooManyAttempts { .. })
+            ));
         }
-        assert!(matches!(auth.login("admin", "right password", ip()).await, Err(AuthError::TooManyAttempts { .. })));
     }
 
     #[tokio::test]
     async fn api_tokens_are_shown_once_scoped_and_revocable() {
-        let (auth, _dir) = service().await;
-        auth.bootstrap(Some("admin password".into())).await.unwrap();
-        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let (view, token) = auth.create_token(&root, &new_token("fakeiot", "metrics")).await.unwrap();
-        assert!(token.len() > 64 && token.starts_with("ingot_"));
-        let p = auth.verify_api_token(&token, "metrics").await.unwrap().unwrap();
-        assert_eq!((p.tenant.as_str(), p.token_id.as_str()), ("admin", view.id.as_str()));
-        assert!(auth.verify_api_token(&token, "other").await.unwrap().is_none(), "scope");
-        assert!(auth.verify_api_token(&format!("{token}x"), "metrics").await.unwrap().is_none());
-        assert!(auth.verify_api_token("", "metrics").await.unwrap().is_none());
-        let listed = auth.list_tokens(&root).await.unwrap();
-        assert_eq!(listed, vec![view.clone()]);
-        assert!(matches!(auth.create_token(&root, &new_token("x", "admin")).await, Err(AuthError::BadRequest(_))));
-        auth.revoke_token(&root, &view.id).await.unwrap();
-        assert!(auth.verify_api_token(&token, "metrics").await.unwrap().is_none(), "revoked at once");
-        assert!(matches!(auth.revoke_token(&root, &view.id).await, Err(AuthError::NotFound(_))));
+        for (auth, _engine) in services().await {
+            auth.bootstrap(Some("admin password".into())).await.unwrap();
+            let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+            let (view, token) = auth.create_token(&root, &new_token("fakeiot", "metrics")).await.unwrap();
+            assert!(token.len() > 64 && token.starts_with("ingot_"));
+            let p = auth.verify_api_token(&token, "metrics").await.unwrap().unwrap();
+            assert_eq!((p.tenant.as_str(), p.token_id.as_str()), ("admin", view.id.as_str()));
+            assert!(auth.verify_api_token(&token, "other").await.unwrap().is_none(), "scope");
+            assert!(auth.verify_api_token(&format!("{token}x"), "metrics").await.unwrap().is_none());
+            assert!(auth.verify_api_token("", "metrics").await.unwrap().is_none());
+            let listed = auth.list_tokens(&root).await.unwrap();
+            assert_eq!(listed, vec![view.clone()]);
+            assert!(matches!(auth.create_token(&root, &new_token("x", "admin")).await, Err(AuthError::BadRequest(_))));
+            auth.revoke_token(&root, &view.id).await.unwrap();
+            assert!(auth.verify_api_token(&token, "metrics").await.unwrap().is_none(), "revoked at once");
+            assert!(matches!(auth.revoke_token(&root, &view.id).await, Err(AuthError::NotFound(_))));
+        }
     }
 
     #[tokio::test]
     async fn users_are_tenant_scoped() {
-        let (auth, _dir) = service().await;
-        auth.bootstrap(Some("admin password".into())).await.unwrap();
-        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let new = |username: &str, service: &str, profile: &str| NewUser {
-            username: username.into(),
-            service: service.into(),
-            email: format!("{username}@example.com"),
-            name: username.into(),
-            profile: profile.into(),
-            passwd: Some("password1".into()),
-        };
-        auth.create_user(&root, new("alice", "acme", "admin")).await.unwrap();
-        let alice = auth.verify_token(&auth.login("alice", "password1", ip()).await.unwrap()).unwrap();
-        assert_eq!(alice.service, "acme");
-        // alice cannot create users elsewhere, nor see admin's users.
-        assert!(matches!(auth.create_user(&alice, new("eve", "admin", "admin")).await, Err(AuthError::Forbidden(_))));
-        let (bob, temp) = auth.create_user(&alice, new("bob", "acme", "user")).await.unwrap();
-        assert!(temp.is_none());
-        let names: Vec<_> = auth.list_users(&alice, None).await.unwrap().into_iter().map(|u| u.username).collect();
-        assert_eq!(names, ["alice", "bob"]);
-        assert!(matches!(auth.get_user(&alice, &root.userid.to_string()).await, Err(AuthError::NotFound(_))));
-        assert!(matches!(auth.get_user(&root, &bob.id.to_string()).await, Err(AuthError::NotFound(_))));
-        // Non-admins cannot manage users.
-        let bob_c = auth.verify_token(&auth.login("bob", "password1", ip()).await.unwrap()).unwrap();
-        assert!(matches!(auth.list_users(&bob_c, None).await, Err(AuthError::Forbidden(_))));
-        // Duplicates and bad input.
-        assert!(matches!(auth.create_user(&alice, new("bob", "acme", "user")).await, Err(AuthError::Conflict(_))));
-        assert!(matches!(auth.create_user(&alice, new("Bob", "acme", "user")).await, Err(AuthError::BadRequest(_))));
-        assert!(matches!(auth.create_user(&alice, new("carl", "acme", "root")).await, Err(AuthError::BadRequest(_))));
+        for (auth, _engine) in services().await {
+            auth.bootstrap(Some("admin password".into())).await.unwrap();
+            let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+            let new = |username: &str, service: &str, profile: &str| NewUser {
+                username: username.into(),
+                service: service.into(),
+                email: format!("{username}@example.com"),
+                name: username.into(),
+                profile: profile.into(),
+                passwd: Some("password1".into()),
+            };
+            auth.create_user(&root, new("alice", "acme", "admin")).await.unwrap();
+            let alice = auth.verify_token(&auth.login("alice", "password1", ip()).await.unwrap()).unwrap();
+            assert_eq!(alice.service, "acme");
+            // alice cannot create users elsewhere, nor see admin's users.
+            assert!(matches!(
+                auth.create_user(&alice, new("eve", "admin", "admin")).await,
+                Err(AuthError::Forbidden(_))
+            ));
+            let (bob, temp) = auth.create_user(&alice, new("bob", "acme", "user")).await.unwrap();
+            assert!(temp.is_none());
+            let names: Vec<_> = auth.list_users(&alice, None).await.unwrap().into_iter().map(|u| u.username).collect();
+            assert_eq!(names, ["alice", "bob"]);
+            assert!(matches!(auth.get_user(&alice, &root.userid.to_string()).await, Err(AuthError::NotFound(_))));
+            assert!(matches!(auth.get_user(&root, &bob.id.to_string()).await, Err(AuthError::NotFound(_))));
+            // Non-admins cannot manage users.
+            let bob_c = auth.verify_token(&auth.login("bob", "password1", ip()).await.unwrap()).unwrap();
+            assert!(matches!(auth.list_users(&bob_c, None).await, Err(AuthError::Forbidden(_))));
+            // Duplicates and bad input.
+            assert!(matches!(auth.create_user(&alice, new("bob", "acme", "user")).await, Err(AuthError::Conflict(_))));
+            assert!(matches!(
+                auth.create_user(&alice, new("Bob", "acme", "user")).await,
+                Err(AuthError::BadRequest(_))
+            ));
+            assert!(matches!(
+                auth.create_user(&alice, new("carl", "acme", "root")).await,
+                Err(AuthError::BadRequest(_))
+            ));
+        }
     }
 }

@@ -114,32 +114,36 @@ impl AuthService {
 mod tests {
     use std::sync::Arc;
 
-    use crate::service::tests::{ip, service};
+    use crate::service::tests::{ip, services};
 
     /// A verification reads the token, then a revocation commits and clears the cache,
     /// then the verification goes on to cache what it read: the token must stay revoked.
     #[tokio::test]
     async fn revocation_wins_against_a_verification_in_flight() {
-        let (auth, _dir) = service().await;
-        let auth = Arc::new(auth);
-        auth.bootstrap(Some("admin password".into())).await.unwrap();
-        let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
-        let (view, token) = auth
-            .create_token(&root, &model::account::NewToken { name: "fakeiot".into(), scopes: vec!["metrics".into()] })
-            .await
-            .unwrap();
+        for (auth, _engine) in services().await {
+            let auth = Arc::new(auth);
+            auth.bootstrap(Some("admin password".into())).await.unwrap();
+            let root = auth.verify_token(&auth.login("admin", "admin password", ip()).await.unwrap()).unwrap();
+            let (view, token) = auth
+                .create_token(
+                    &root,
+                    &model::account::NewToken { name: "fakeiot".into(), scopes: vec!["metrics".into()] },
+                )
+                .await
+                .unwrap();
 
-        let (read_tx, read) = tokio::sync::oneshot::channel();
-        let (go_on, go_on_rx) = tokio::sync::oneshot::channel();
-        auth.token_cache().pause_next_load((read_tx, go_on_rx));
-        let in_flight = tokio::spawn({
-            let (auth, token) = (auth.clone(), token.clone());
-            async move { auth.verify_api_token(&token, "metrics").await.unwrap() }
-        });
-        read.await.unwrap(); // the verification has read the (still valid) token
-        auth.revoke_token(&root, &view.id).await.unwrap();
-        go_on.send(()).unwrap();
-        assert_eq!(in_flight.await.unwrap(), None, "the verification in flight sees the revocation");
-        assert_eq!(auth.verify_api_token(&token, "metrics").await.unwrap(), None, "and did not cache the token");
+            let (read_tx, read) = tokio::sync::oneshot::channel();
+            let (go_on, go_on_rx) = tokio::sync::oneshot::channel();
+            auth.token_cache().pause_next_load((read_tx, go_on_rx));
+            let in_flight = tokio::spawn({
+                let (auth, token) = (auth.clone(), token.clone());
+                async move { auth.verify_api_token(&token, "metrics").await.unwrap() }
+            });
+            read.await.unwrap(); // the verification has read the (still valid) token
+            auth.revoke_token(&root, &view.id).await.unwrap();
+            go_on.send(()).unwrap();
+            assert_eq!(in_flight.await.unwrap(), None, "the verification in flight sees the revocation");
+            assert_eq!(auth.verify_api_token(&token, "metrics").await.unwrap(), None, "and did not cache the token");
+        }
     }
 }

@@ -37,7 +37,7 @@ async fn failed_logins_log_an_unknown_name_only_as_a_short_hash() {
     let dir = tempfile::tempdir().unwrap();
     let store =
         store::SqliteStore::open_shared(dir.path(), store::StoreOptions { readers: 1, sync_full: false }).unwrap();
-    let auth = AuthService::new(store, &dir.path().join("jwt.secret"), AuthConfig::default()).unwrap();
+    let auth = AuthService::open(store, None, AuthConfig::default()).await.unwrap();
     auth.bootstrap(Some("admin password".into())).await.unwrap();
     let client = "127.0.0.1".parse().unwrap();
     // What a user types into the name field by mistake is often a password.

@@ -584,10 +584,8 @@ impl DeviceDirectory for DeviceService {
 mod tests {
     use super::*;
     use bus::{MemoryBus, Mode};
-    use store::{SqliteStore, StoreOptions};
 
-    async fn service(dir: &std::path::Path, bus: Arc<dyn Bus>) -> DeviceService {
-        let store = SqliteStore::open_shared(dir, StoreOptions { readers: 1, sync_full: false }).unwrap();
+    async fn service(store: store::SharedStore, bus: Arc<dyn Bus>) -> DeviceService {
         store.ensure_tenant("admin", 7).await.unwrap();
         DeviceService::load(store, bus, DevicesConfig::default()).await.unwrap()
     }
@@ -601,83 +599,102 @@ mod tests {
 
     #[tokio::test]
     async fn catalog_survives_restart_and_is_tenant_scoped() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
-        let svc = service(dir.path(), bus.clone()).await;
-        let t = svc.create_template("admin", &thermometer()).await.unwrap();
-        assert_eq!(t["id"], 1);
-        let CreatedDevices::Brief(devs) =
-            svc.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 12, false).await.unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(devs.len(), 12);
-        assert_eq!(devs[0]["label"], "d_00");
-        let id = devs[3]["id"].as_str().unwrap().to_string();
-        assert!((5..=6).contains(&id.len()));
-        drop(svc);
+        for engine in store::testing::engines().await {
+            let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
+            let svc = service(engine.store.clone(), bus.clone()).await;
+            let t = svc.create_template("admin", &thermometer()).await.unwrap();
+            assert_eq!(t["id"], 1);
+            let CreatedDevices::Brief(devs) =
+                svc.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 12, false).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(devs.len(), 12);
+            assert_eq!(devs[0]["label"], "d_00");
+            let id = devs[3]["id"].as_str().unwrap().to_string();
+            assert!((5..=6).contains(&id.len()));
+            drop(svc);
 
-        let svc = service(dir.path(), bus).await;
-        let d = svc.get_device("admin", &id).await.unwrap();
-        assert_eq!(d["attrs"]["1"][0]["label"], "temperature");
-        assert!(matches!(svc.get_device("other", &id).await, Err(DeviceError::Catalog(CatalogError::NoSuchDevice(_)))));
-        assert_eq!(svc.list_devices("other", &ListQuery::default(), false).await.unwrap().items.len(), 0);
-        let t2 = svc.create_template("admin", &thermometer()).await.unwrap();
-        assert_eq!(t2["id"], 2, "counters survive restart");
-        assert_eq!(t2["attrs"][0]["id"], 4);
-        // Another tenant numbers from 1 again.
-        assert_eq!(svc.create_template("other", &thermometer()).await.unwrap()["id"], 1);
+            let svc = service(engine.reopen().await, bus).await;
+            let d = svc.get_device("admin", &id).await.unwrap();
+            assert_eq!(d["attrs"]["1"][0]["label"], "temperature");
+            assert!(matches!(
+                svc.get_device("other", &id).await,
+                Err(DeviceError::Catalog(CatalogError::NoSuchDevice(_)))
+            ));
+            assert_eq!(svc.list_devices("other", &ListQuery::default(), false).await.unwrap().items.len(), 0);
+            let t2 = svc.create_template("admin", &thermometer()).await.unwrap();
+            assert_eq!(t2["id"], 2, "counters survive restart");
+            assert_eq!(t2["attrs"][0]["id"], 4);
+            // Another tenant numbers from 1 again.
+            assert_eq!(svc.create_template("other", &thermometer()).await.unwrap()["id"], 1);
+        }
     }
 
     #[tokio::test]
     async fn filters_actuation_and_secrets() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
-        let mut events = bus.subscribe_events("test", Mode::Lossy);
-        let svc = service(dir.path(), bus).await;
-        svc.create_template("admin", &thermometer()).await.unwrap();
-        let body = json!({"label": "special", "templates": [1], "attrs": [{"id": 3, "static_value": "X1"}]});
-        let CreatedDevices::Verbose(d) = svc.create_devices("admin", &body, 1, true).await.unwrap() else { panic!() };
-        let id = d["id"].as_str().unwrap().to_string();
-        svc.create_devices("admin", &json!({"label": "plain", "templates": [1]}), 1, false).await.unwrap();
-        let q = |pairs: &[(&str, &str)]| {
-            ListQuery::from_pairs(&pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(), &[])
+        for engine in store::testing::engines().await {
+            let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1024));
+            let mut events = bus.subscribe_events("test", Mode::Lossy);
+            let svc = service(engine.store.clone(), bus).await;
+            svc.create_template("admin", &thermometer()).await.unwrap();
+            let body = json!({"label": "special", "templates": [1], "attrs": [{"id": 3, "static_value": "X1"}]});
+            let CreatedDevices::Verbose(d) = svc.create_devices("admin", &body, 1, true).await.unwrap() else {
+                panic!()
+            };
+            let id = d["id"].as_str().unwrap().to_string();
+            svc.create_devices("admin", &json!({"label": "plain", "templates": [1]}), 1, false).await.unwrap();
+            let q = |pairs: &[(&str, &str)]| {
+                ListQuery::from_pairs(
+                    &pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(),
+                    &[],
+                )
                 .unwrap()
-        };
-        let labels = |p: Page| p.items.iter().map(|d| d["label"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-        assert_eq!(labels(svc.list_devices("admin", &q(&[("attr", "serial=X1")]), false).await.unwrap()), ["special"]);
-        assert_eq!(labels(svc.list_devices("admin", &q(&[("attr", "serial=none")]), false).await.unwrap()), ["plain"]);
-        assert_eq!(labels(svc.list_devices("admin", &q(&[("label", "spec")]), false).await.unwrap()), ["special"]);
-        assert_eq!(svc.list_devices("admin", &q(&[("attr_type", "float")]), false).await.unwrap().items.len(), 2);
-        assert_eq!(svc.list_devices("admin", &q(&[("attr_type", "geo:point")]), false).await.unwrap().items.len(), 0);
+            };
+            let labels = |p: Page| p.items.iter().map(|d| d["label"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+            assert_eq!(
+                labels(svc.list_devices("admin", &q(&[("attr", "serial=X1")]), false).await.unwrap()),
+                ["special"]
+            );
+            assert_eq!(
+                labels(svc.list_devices("admin", &q(&[("attr", "serial=none")]), false).await.unwrap()),
+                ["plain"]
+            );
+            assert_eq!(labels(svc.list_devices("admin", &q(&[("label", "spec")]), false).await.unwrap()), ["special"]);
+            assert_eq!(svc.list_devices("admin", &q(&[("attr_type", "float")]), false).await.unwrap().items.len(), 2);
+            assert_eq!(
+                svc.list_devices("admin", &q(&[("attr_type", "geo:point")]), false).await.unwrap().items.len(),
+                0
+            );
 
-        assert_eq!(events.recv().await.unwrap().msg.kind, EventKind::Create);
-        let mut attrs = Map::new();
-        attrs.insert("temperature".into(), json!(1));
-        let e = svc.actuate("admin", &id, attrs).await.unwrap_err();
-        assert!(matches!(e, DeviceError::Catalog(CatalogError::NotConfigurable(ref a)) if a == &["temperature"]));
-        let mut attrs = Map::new();
-        attrs.insert("fan".into(), json!(100));
-        svc.actuate("admin", &id, attrs).await.unwrap();
-        events.recv().await.unwrap(); // create of "plain"
-        let ev = events.recv().await.unwrap();
-        assert_eq!(ev.msg.configure_attrs().unwrap()["fan"], json!(100));
+            assert_eq!(events.recv().await.unwrap().msg.kind, EventKind::Create);
+            let mut attrs = Map::new();
+            attrs.insert("temperature".into(), json!(1));
+            let e = svc.actuate("admin", &id, attrs).await.unwrap_err();
+            assert!(matches!(e, DeviceError::Catalog(CatalogError::NotConfigurable(ref a)) if a == &["temperature"]));
+            let mut attrs = Map::new();
+            attrs.insert("fan".into(), json!(100));
+            svc.actuate("admin", &id, attrs).await.unwrap();
+            events.recv().await.unwrap(); // create of "plain"
+            let ev = events.recv().await.unwrap();
+            assert_eq!(ev.msg.configure_attrs().unwrap()["fan"], json!(100));
 
-        let dev = DeviceRef::new("admin", id.clone()).unwrap();
-        assert_eq!(svc.verify_device(&dev, None).await, Err(DeviceAuthError::SecretRequired));
-        let s1 = svc.new_secret("admin", &id).await.unwrap();
-        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Ok(DeviceAuth::Secret));
-        let s2 = svc.new_secret("admin", &id).await.unwrap();
-        assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Err(DeviceAuthError::BadSecret));
-        assert_eq!(svc.verify_device(&dev, Some(s2.as_bytes())).await, Ok(DeviceAuth::Secret));
-        let ghost = DeviceRef::new("admin", "fffffff").unwrap();
-        assert_eq!(svc.verify_device(&ghost, Some(b"x")).await, Err(DeviceAuthError::UnknownDevice));
-        let foreign = DeviceRef::new("other", id.clone()).unwrap();
-        assert_eq!(svc.verify_device(&foreign, Some(s2.as_bytes())).await, Err(DeviceAuthError::UnknownDevice));
+            let dev = DeviceRef::new("admin", id.clone()).unwrap();
+            assert_eq!(svc.verify_device(&dev, None).await, Err(DeviceAuthError::SecretRequired));
+            let s1 = svc.new_secret("admin", &id).await.unwrap();
+            assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Ok(DeviceAuth::Secret));
+            let s2 = svc.new_secret("admin", &id).await.unwrap();
+            assert_eq!(svc.verify_device(&dev, Some(s1.as_bytes())).await, Err(DeviceAuthError::BadSecret));
+            assert_eq!(svc.verify_device(&dev, Some(s2.as_bytes())).await, Ok(DeviceAuth::Secret));
+            let ghost = DeviceRef::new("admin", "fffffff").unwrap();
+            assert_eq!(svc.verify_device(&ghost, Some(b"x")).await, Err(DeviceAuthError::UnknownDevice));
+            let foreign = DeviceRef::new("other", id.clone()).unwrap();
+            assert_eq!(svc.verify_device(&foreign, Some(s2.as_bytes())).await, Err(DeviceAuthError::UnknownDevice));
 
-        assert!(matches!(
-            svc.delete_template("admin", "1").await,
-            Err(DeviceError::Catalog(CatalogError::TemplateInUse))
-        ));
+            assert!(matches!(
+                svc.delete_template("admin", "1").await,
+                Err(DeviceError::Catalog(CatalogError::TemplateInUse))
+            ));
+        }
     }
 }

@@ -140,7 +140,6 @@ mod tests {
     use chrono::TimeZone;
     use model::DeviceData;
     use std::sync::Arc;
-    use store::{SqliteStore, StoreOptions};
 
     fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {
         s.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
@@ -162,75 +161,77 @@ mod tests {
 
     #[tokio::test]
     async fn shapes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let w = store.clone();
-        let batch = [10.6, 36.5, 15.6]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let mut attrs = Map::new();
-                attrs.insert("temperature".into(), json!(t));
-                Arc::new(DeviceData {
-                    tenant: "admin".into(),
-                    device_id: "0998".into(),
-                    ts: chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap(),
-                    attrs,
+        for engine in store::testing::engines().await {
+            let store = engine.store.clone();
+            let w = store.clone();
+            let batch = [10.6, 36.5, 15.6]
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut attrs = Map::new();
+                    attrs.insert("temperature".into(), json!(t));
+                    Arc::new(DeviceData {
+                        tenant: "admin".into(),
+                        device_id: "0998".into(),
+                        ts: chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap(),
+                        attrs,
+                    })
                 })
-            })
-            .collect();
-        w.write_history(batch).await.unwrap();
-        let p = HistoryParams::from_pairs(&pairs(&[("lastN", "2"), ("attr", "temperature")])).unwrap();
-        let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            v,
-            json!([
-                {"device_id": "0998", "ts": "1970-01-01T00:00:03.000000Z", "value": 15.6, "attr": "temperature", "metadata": {}},
-                {"device_id": "0998", "ts": "1970-01-01T00:00:02.000000Z", "value": 36.5, "attr": "temperature", "metadata": {}}
-            ])
-        );
-        let p = HistoryParams::from_pairs(&pairs(&[("attr", "humidity")])).unwrap();
-        assert_eq!(history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
-        let p = HistoryParams::from_pairs(&pairs(&[("firstN", "1")])).unwrap();
-        let HistoryResult::Many(v) =
-            history(&store, "admin", "0998", &p, vec!["temperature".into(), "fan".into()], 1000).await.unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(v["temperature"][0]["value"], json!(10.6));
-        assert_eq!(v["fan"], json!([]));
-        // Tenant isolation: same device id, other tenant.
-        let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
-        assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
-        assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+                .collect();
+            w.write_history(batch).await.unwrap();
+            let p = HistoryParams::from_pairs(&pairs(&[("lastN", "2"), ("attr", "temperature")])).unwrap();
+            let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
+                panic!()
+            };
+            assert_eq!(
+                v,
+                json!([
+                    {"device_id": "0998", "ts": "1970-01-01T00:00:03.000000Z", "value": 15.6, "attr": "temperature", "metadata": {}},
+                    {"device_id": "0998", "ts": "1970-01-01T00:00:02.000000Z", "value": 36.5, "attr": "temperature", "metadata": {}}
+                ])
+            );
+            let p = HistoryParams::from_pairs(&pairs(&[("attr", "humidity")])).unwrap();
+            assert_eq!(history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
+            let p = HistoryParams::from_pairs(&pairs(&[("firstN", "1")])).unwrap();
+            let HistoryResult::Many(v) =
+                history(&store, "admin", "0998", &p, vec!["temperature".into(), "fan".into()], 1000).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(v["temperature"][0]["value"], json!(10.6));
+            assert_eq!(v["fan"], json!([]));
+            // Tenant isolation: same device id, other tenant.
+            let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
+            assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
+            assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+        }
     }
 
     #[tokio::test]
     async fn one_answer_is_bounded_over_all_attributes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let w = store.clone();
-        let labels: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
-        let batch = (0..20)
-            .map(|t| {
-                let attrs = labels.iter().map(|l| (l.clone(), json!(t))).collect();
-                let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
-                Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
-            })
-            .collect();
-        w.write_history(batch).await.unwrap();
-        let HistoryResult::Many(v) =
-            history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
-        else {
-            panic!()
-        };
-        let total: usize = v.as_object().unwrap().values().map(|a| a.as_array().unwrap().len()).sum();
-        assert_eq!(total, 50, "10 attributes × 5 points, not 10 × 50");
-        let p = HistoryParams::from_pairs(&pairs(&[("attr", "a1")])).unwrap();
-        let HistoryResult::Single(v) = history(&store, "t", "d", &p, vec![], 50).await.unwrap() else { panic!() };
-        assert_eq!(v.as_array().unwrap().len(), 20, "one attribute gets the whole maximum");
-        assert!(history(&store, "t", "d", &HistoryParams::default(), labels, 5).await.is_err());
+        for engine in store::testing::engines().await {
+            let store = engine.store.clone();
+            let w = store.clone();
+            let labels: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+            let batch = (0..20)
+                .map(|t| {
+                    let attrs = labels.iter().map(|l| (l.clone(), json!(t))).collect();
+                    let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
+                    Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                })
+                .collect();
+            w.write_history(batch).await.unwrap();
+            let HistoryResult::Many(v) =
+                history(&store, "t", "d", &HistoryParams::default(), labels.clone(), 50).await.unwrap()
+            else {
+                panic!()
+            };
+            let total: usize = v.as_object().unwrap().values().map(|a| a.as_array().unwrap().len()).sum();
+            assert_eq!(total, 50, "10 attributes × 5 points, not 10 × 50");
+            let p = HistoryParams::from_pairs(&pairs(&[("attr", "a1")])).unwrap();
+            let HistoryResult::Single(v) = history(&store, "t", "d", &p, vec![], 50).await.unwrap() else { panic!() };
+            assert_eq!(v.as_array().unwrap().len(), 20, "one attribute gets the whole maximum");
+            assert!(history(&store, "t", "d", &HistoryParams::default(), labels, 5).await.is_err());
+        }
     }
 }

@@ -15,9 +15,16 @@ use model::data::PayloadLimits;
 /// Settings of `ingot serve`. Every flag can also be set with the `INGOT_*` variable shown.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Where the database, keys and certificates live.
+    /// Where the database (unless --store says otherwise), keys and certificates live.
     #[arg(long, env = "INGOT_DATA_DIR", default_value = "ingot-data")]
     pub data_dir: PathBuf,
+    /// Where everything is stored: sqlite://PATH (default: <data-dir>/ingot.db, embedded)
+    /// or postgres://USER[:PASSWORD]@HOST:PORT/DB (a PostgreSQL server).
+    #[arg(long, env = "INGOT_STORE")]
+    pub store: Option<store::StoreUrl>,
+    /// Most connections to PostgreSQL at once (with a postgres:// store).
+    #[arg(long, env = "INGOT_STORE_POOL_SIZE", default_value_t = 16)]
+    pub store_pool_size: usize,
     /// HTTP API address (dojot's gateway port).
     #[arg(long, env = "INGOT_HTTP", default_value = "0.0.0.0:8000")]
     pub http: SocketAddr,
@@ -121,11 +128,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
 
-    let sqlite =
-        store::SqliteStore::open(&args.data_dir, store::StoreOptions { readers: 4, sync_full: args.sync_full })
-            .with_context(|| format!("cannot open the database in {}", args.data_dir.display()))?;
-    sqlite.set_series_cache_limit(args.history_series_cache);
-    let store: store::SharedStore = Arc::new(sqlite);
+    let location = args.store.clone().unwrap_or_else(|| store::StoreUrl::Sqlite(args.data_dir.join("ingot.db")));
+    let sqlite_options = store::StoreOptions { readers: 4, sync_full: args.sync_full };
+    let pg_options = store::postgres::PgOptions { pool_size: args.store_pool_size, ..Default::default() };
+    let store =
+        location.open(sqlite_options, pg_options).await.with_context(|| format!("cannot open the store {location}"))?;
+    store.set_series_cache_limit(args.history_series_cache);
+    println!("ingot: store {location}");
 
     let auth_config = auth::AuthConfig {
         token_ttl: Duration::from_secs(args.token_ttl_secs),
@@ -135,7 +144,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_retention_days: args.history_retention_days,
         ..auth::AuthConfig::default()
     };
-    let auth = Arc::new(auth::AuthService::new(store.clone(), &args.data_dir.join("jwt.secret"), auth_config)?);
+    let legacy_key = args.data_dir.join("jwt.secret");
+    let auth = Arc::new(auth::AuthService::open(store.clone(), Some(&legacy_key), auth_config).await?);
     let admin_password = std::env::var("INGOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some(generated) = auth.bootstrap(admin_password).await? {
         // Printed, not logged: the one time this password is shown.

@@ -280,7 +280,6 @@ async fn write_logins(
 mod tests {
     use super::*;
     use bus::{MemoryBus, Mode};
-    use store::{SqliteStore, StoreOptions};
 
     fn login(account: &str, user: &str) -> LoginEvent {
         let body = serde_json::json!({"account_id": account, "user_id": user, "timestamp": "2024-01-31T12:00:00Z"});
@@ -289,78 +288,79 @@ mod tests {
 
     #[tokio::test]
     async fn distinct_users_limits_upgrade_and_isolation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_shared(dir.path(), StoreOptions { readers: 2, sync_full: false }).unwrap();
-        let bus = Arc::new(MemoryBus::new(4096));
-        let mut history = bus.subscribe_data("history", Mode::Durable);
-        tokio::spawn(async move {
-            while let Some(d) = history.recv().await {
-                d.ack();
-            }
-        });
-        let seats = Arc::new(SeatService::new(store, bus, 3));
-        // 120 distinct users, each twice, concurrently.
-        let mut tasks = Vec::new();
-        for _round in 0..2 {
-            for u in 0..120 {
-                let seats = seats.clone();
-                tasks.push(tokio::spawn(
-                    async move { seats.record_login("t", &login("acme", &format!("user-{u}"))).await },
-                ));
-            }
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let a = seats.account("t", "acme").await.unwrap();
-        assert_eq!((a.users, a.limit, a.over_limit, a.plan.as_str()), (120, 100, true, "Startup Plan"));
-        let up = seats.upgrade("t", "acme").await.unwrap();
-        assert_eq!((up.users, up.limit, up.over_limit, up.plan.as_str()), (120, 1000, false, "Enterprise Plan"));
-        // 100 of the 120 users are mirrored (the cap in tests); a login of one of them is
-        // answered from the mirror and must show the upgrade, one of the others from the database.
-        let mirrored: Vec<String> = (0..120)
-            .map(|u| format!("user-{u}"))
-            .filter(|u| seats.committed.lock().unwrap().repeated_login("t", "acme", u).is_some())
-            .collect();
-        assert_eq!(mirrored.len(), MIRRORED_USERS_PER_ACCOUNT);
-        let unmirrored = (0..120).map(|u| format!("user-{u}")).find(|u| !mirrored.contains(u)).unwrap();
-        for user in [&mirrored[0], &unmirrored] {
-            let again = seats.record_login("t", &login("acme", user)).await.unwrap();
-            assert_eq!((again.users, again.plan.as_str()), (120, "Enterprise Plan"));
-        }
-        assert!(matches!(seats.account("other", "acme").await, Err(SeatError::NoSuchAccount)));
-        assert!(seats.accounts("other").await.unwrap().is_empty());
-        seats.record_login("t", &login("b", "u")).await.unwrap();
-        seats.record_login("t", &login("c", "u")).await.unwrap();
-        assert!(matches!(seats.record_login("t", &login("d", "u")).await, Err(SeatError::TooManyAccounts(3))));
-        let grown = seats.record_login("t", &login("acme", "new")).await.unwrap();
-        assert_eq!(grown.users, 121);
-    }
-
-    /// After a restart the in-memory state is empty; the database still knows every seat.
-    #[tokio::test]
-    async fn repeated_users_after_restart_are_not_new_seats() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || SqliteStore::open_shared(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
-        let bus = || {
-            let bus = Arc::new(MemoryBus::new(64));
+        for engine in store::testing::engines().await {
+            let store = engine.store.clone();
+            let bus = Arc::new(MemoryBus::new(4096));
             let mut history = bus.subscribe_data("history", Mode::Durable);
             tokio::spawn(async move {
                 while let Some(d) = history.recv().await {
                     d.ack();
                 }
             });
-            bus
-        };
-        let seats = SeatService::new(open(), bus(), 10);
-        for u in ["a", "b", "a"] {
-            seats.record_login("t", &login("acme", u)).await.unwrap();
+            let seats = Arc::new(SeatService::new(store, bus, 3));
+            // 120 distinct users, each twice, concurrently.
+            let mut tasks = Vec::new();
+            for _round in 0..2 {
+                for u in 0..120 {
+                    let seats = seats.clone();
+                    tasks.push(tokio::spawn(async move {
+                        seats.record_login("t", &login("acme", &format!("user-{u}"))).await
+                    }));
+                }
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let a = seats.account("t", "acme").await.unwrap();
+            assert_eq!((a.users, a.limit, a.over_limit, a.plan.as_str()), (120, 100, true, "Startup Plan"));
+            let up = seats.upgrade("t", "acme").await.unwrap();
+            assert_eq!((up.users, up.limit, up.over_limit, up.plan.as_str()), (120, 1000, false, "Enterprise Plan"));
+            // 100 of the 120 users are mirrored (the cap in tests); a login of one of them is
+            // answered from the mirror and must show the upgrade, one of the others from the database.
+            let mirrored: Vec<String> = (0..120)
+                .map(|u| format!("user-{u}"))
+                .filter(|u| seats.committed.lock().unwrap().repeated_login("t", "acme", u).is_some())
+                .collect();
+            assert_eq!(mirrored.len(), MIRRORED_USERS_PER_ACCOUNT);
+            let unmirrored = (0..120).map(|u| format!("user-{u}")).find(|u| !mirrored.contains(u)).unwrap();
+            for user in [&mirrored[0], &unmirrored] {
+                let again = seats.record_login("t", &login("acme", user)).await.unwrap();
+                assert_eq!((again.users, again.plan.as_str()), (120, "Enterprise Plan"));
+            }
+            assert!(matches!(seats.account("other", "acme").await, Err(SeatError::NoSuchAccount)));
+            assert!(seats.accounts("other").await.unwrap().is_empty());
+            seats.record_login("t", &login("b", "u")).await.unwrap();
+            seats.record_login("t", &login("c", "u")).await.unwrap();
+            assert!(matches!(seats.record_login("t", &login("d", "u")).await, Err(SeatError::TooManyAccounts(3))));
+            let grown = seats.record_login("t", &login("acme", "new")).await.unwrap();
+            assert_eq!(grown.users, 121);
         }
-        drop(seats);
-        let seats = SeatService::new(open(), bus(), 10);
-        for u in ["a", "b", "c", "a", "c"] {
-            seats.record_login("t", &login("acme", u)).await.unwrap();
+    }
+
+    /// After a restart the in-memory state is empty; the database still knows every seat.
+    #[tokio::test]
+    async fn repeated_users_after_restart_are_not_new_seats() {
+        for engine in store::testing::engines().await {
+            let bus = || {
+                let bus = Arc::new(MemoryBus::new(64));
+                let mut history = bus.subscribe_data("history", Mode::Durable);
+                tokio::spawn(async move {
+                    while let Some(d) = history.recv().await {
+                        d.ack();
+                    }
+                });
+                bus
+            };
+            let seats = SeatService::new(engine.store.clone(), bus(), 10);
+            for u in ["a", "b", "a"] {
+                seats.record_login("t", &login("acme", u)).await.unwrap();
+            }
+            drop(seats);
+            let seats = SeatService::new(engine.reopen().await, bus(), 10);
+            for u in ["a", "b", "c", "a", "c"] {
+                seats.record_login("t", &login("acme", u)).await.unwrap();
+            }
+            assert_eq!(seats.account("t", "acme").await.unwrap().users, 3);
         }
-        assert_eq!(seats.account("t", "acme").await.unwrap().users, 3);
     }
 }

@@ -425,7 +425,8 @@ async fn a_secret_is_written_once_and_every_node_reads_the_first() {
             let store = store.clone();
             tokio::spawn(async move { store.secret_or_insert("jwt", vec![i as u8; 32]).await.unwrap() })
         });
-        let agreed: Vec<Vec<u8>> = futures_util::future::join_all(starts).await.into_iter().map(Result::unwrap).collect();
+        let agreed: Vec<Vec<u8>> =
+            futures_util::future::join_all(starts).await.into_iter().map(Result::unwrap).collect();
         assert!(agreed.iter().all(|s| *s == agreed[0]), "{}: every node got one value: {agreed:?}", engine.name);
         assert_eq!(engine.store.secret("jwt").await.unwrap(), Some(agreed[0].clone()), "{}", engine.name);
         let later = engine.store.secret_or_insert("jwt", b"another".to_vec()).await.unwrap();

@@ -75,12 +75,70 @@ impl Default for StoreOptions {
 
 /// Everything Ingot keeps, room by room. Services hold an `Arc<dyn Store>` ([`SharedStore`])
 /// and never know which engine is behind it; [`SqliteStore`] is the embedded one.
-pub trait Store: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static {}
+pub trait Store:
+    UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static
+{
+}
 
-impl<T> Store for T where T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static {}
+impl<T> Store for T where
+    T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static
+{
+}
 
 /// The store as services hold it.
 pub type SharedStore = std::sync::Arc<dyn Store>;
+
+/// Where a store is, as `ingot serve --store` and `ingot migrate` take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite://PATH`: the database file (relative paths are from the working directory).
+    Sqlite(PathBuf),
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]` (or `postgresql://`), as given.
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs the database file's path, e.g. sqlite://ingot-data/ingot.db".into());
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(s.to_string()))
+        } else {
+            Err("a store is sqlite://PATH or postgres://USER@HOST:PORT/DB".into())
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    /// Without a password, so it can be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => match url.parse::<tokio_postgres::Config>() {
+                Ok(config) => f.write_str(&postgres::redacted_url(&config)),
+                Err(_) => f.write_str("postgres://(unparsable URL)"),
+            },
+        }
+    }
+}
+
+impl StoreUrl {
+    /// Opens the store, bringing its schema up to date.
+    pub async fn open(&self, sqlite: StoreOptions, pg: postgres::PgOptions) -> Result<SharedStore, StoreError> {
+        match self {
+            Self::Sqlite(path) => {
+                let path = path.clone();
+                Ok(Arc::new(run_blocking(move || SqliteStore::open_file(&path, sqlite)).await?))
+            }
+            Self::Postgres(url) => postgres::PgStore::connect_shared(url, pg).await,
+        }
+    }
+}
 
 /// The room traits, for `use store::prelude::*` where a [`SharedStore`] is used.
 pub mod prelude {
@@ -115,8 +173,14 @@ struct Inner {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/ingot.db` and brings its schema up to date.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_file(&dir.join("ingot.db"), options)
+    }
+
+    /// Opens (creating if needed, with its directory) the database file `path`.
+    pub fn open_file(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
-        let path = dir.join("ingot.db");
+        let path = path.to_path_buf();
         let mut writer = Self::connect(&path, &options, false)?;
         migrate::run(&mut writer)?;
         let readers =
@@ -217,4 +281,21 @@ async fn run_blocking<T: Send + 'static>(
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_and_show_no_password() {
+        assert_eq!("sqlite://ingot-data/ingot.db".parse(), Ok(StoreUrl::Sqlite("ingot-data/ingot.db".into())));
+        assert_eq!("sqlite:///var/lib/ingot.db".parse(), Ok(StoreUrl::Sqlite("/var/lib/ingot.db".into())));
+        let pg: StoreUrl = "postgresql://ingot:s3cret@db:5433/ingot".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://ingot@db:5433/ingot");
+        for bad in ["sqlite://", "mysql://x", "ingot.db", ""] {
+            let err = bad.parse::<StoreUrl>().unwrap_err();
+            assert!(err.contains("sqlite://"), "{bad}: {err}");
+        }
+    }
 }
