@@ -7,6 +7,10 @@
 #                                   of stdout (progress goes to stderr) and returns once
 #                                   the server accepts connections.
 #   scripts/postgres.sh stop DIR    stops that server (fast shutdown) and removes DIR.
+#   scripts/postgres.sh down DIR    stops it as a crash would (immediate shutdown: no
+#                                   checkpoint, open connections cut), keeping DIR.
+#   scripts/postgres.sh up DIR      starts it again on the same port (crash recovery
+#                                   replays the WAL); returns once it accepts connections.
 #
 # Debian's packages (installed with apt-get when missing, as scripts/test.sh does for
 # the other test prerequisites). PostgreSQL refuses to run as root: run as root, the
@@ -24,7 +28,7 @@ die() {
 say() { echo "postgres.sh: $*" >&2; }
 
 usage() {
-    echo "usage: $0 start DIR | stop DIR" >&2
+    echo "usage: $0 start DIR | stop DIR | down DIR | up DIR" >&2
     exit 2
 }
 
@@ -176,9 +180,39 @@ stop() {
     rm -rf "$dir"
 }
 
+# Checks that DIR is a server made by `start`; sets OS_USER and bin.
+made_by_start() {
+    [ -e "$1/$MARKER" ] || die "$1 was not made by '$0 start' (no $MARKER in it)"
+    OS_USER=$(stat -c %U "$1")
+    bin=$(bindir)
+    [ -n "$bin" ] || die "cannot find PostgreSQL's pg_ctl"
+}
+
+down() {
+    local dir=$1 bin
+    made_by_start "$dir"
+    (cd "$dir" && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null) ||
+        die "pg_ctl stop failed (is the server in $dir running?)"
+}
+
+up() {
+    local dir=$1 bin port
+    made_by_start "$dir"
+    port=$(cat "$dir/port")
+    (cd "$dir" && as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 -o "-p $port" start >/dev/null) ||
+        die "PostgreSQL did not start again (log: $dir/postgres.log):"$'\n'"$(tail -n 20 "$dir/postgres.log")"
+    for _ in $(seq 1 100); do
+        pg_ready "$bin" "$port" && return 0
+        sleep 0.1
+    done
+    die "PostgreSQL restarted but does not accept connections on 127.0.0.1:$port (log: $dir/postgres.log)"
+}
+
 [ $# -eq 2 ] || usage
 case "$1" in
 start) start "$2" ;;
 stop) stop "$2" ;;
+down) down "$2" ;;
+up) up "$2" ;;
 *) usage ;;
 esac

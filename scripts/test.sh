@@ -49,5 +49,12 @@ if [ -z "${INGOT_TEST_POSTGRES_URL:-}" ]; then
     fi
 fi
 
-echo "==> cargo test"
+echo "==> cargo test (services and stores on SQLite and PostgreSQL; end-to-end on SQLite)"
 cargo test --workspace
+# The same end-to-end tests again, with `ingot serve --store postgres://…` (a database
+# per test server: crates/ingot/tests/support). Without a server they would only say
+# SKIPPED, so they are not run twice then.
+if [ -n "${INGOT_TEST_POSTGRES_URL:-}" ]; then
+    echo "==> cargo test: the end-to-end tests on PostgreSQL"
+    INGOT_TEST_STORE=postgres cargo test -p ingot --tests
+fi

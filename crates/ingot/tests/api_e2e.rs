@@ -256,7 +256,7 @@ async fn bad_input_gets_clear_4xx_never_5xx() {
     }
 
     // JWTs: missing, garbage, forged, expired, alg=none.
-    let key = std::fs::read(dir.path().join("jwt.secret")).unwrap();
+    let key = support::jwt_secret(dir.path()).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = |exp: i64| {
         json!({"iss": "ingot", "iat": now - 1000, "exp": exp, "profile": "admin", "groups": [1], "userid": 1,

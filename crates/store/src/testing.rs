@@ -118,6 +118,16 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The database's URL; the database is kept (not dropped with the value) until the
+    /// server itself goes, for a test process that outlives its handle.
+    pub fn keep(self) -> String {
+        let url = self.url.clone();
+        std::mem::forget(self);
+        url
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());

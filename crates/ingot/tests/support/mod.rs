@@ -17,6 +17,47 @@ use serde_json::{Value, json};
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
+/// The store the end-to-end tests run `ingot serve` on: `INGOT_TEST_STORE=postgres` runs
+/// them on PostgreSQL (scripts/test.sh does, after the SQLite run), anything else on the
+/// embedded SQLite. The same tests, not copies: see [`store_url`].
+pub fn on_postgres() -> bool {
+    std::env::var("INGOT_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The `--store` of the server on `data_dir`: its SQLite file, or on PostgreSQL a
+/// database of its own (on the server of `INGOT_TEST_POSTGRES_URL`), created on the
+/// first start and named in `data_dir/.test-store` so that a restart on the same data
+/// directory finds the same data. Those databases are kept until the test server stops.
+pub fn store_url(data_dir: &Path) -> String {
+    if !on_postgres() {
+        return format!("sqlite://{}", data_dir.join("ingot.db").display());
+    }
+    let file = data_dir.join(".test-store");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return url;
+    }
+    // `TestDb::create` is async and this may run inside a test's runtime: a thread and
+    // a runtime of its own.
+    let db = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(store::testing::TestDb::create())
+    })
+    .join()
+    .unwrap()
+    .expect("INGOT_TEST_STORE=postgres needs INGOT_TEST_POSTGRES_URL (scripts/test.sh sets both)");
+    let url = db.keep();
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&file, &url).unwrap();
+    url
+}
+
+/// The server's JWT secret, read from its store (to forge tokens in tests).
+pub async fn jwt_secret(data_dir: &Path) -> Vec<u8> {
+    let url: store::StoreUrl = store_url(data_dir).parse().unwrap();
+    let store = url.open(store::StoreOptions::default(), store::postgres::PgOptions::default()).await.unwrap();
+    store.secret("jwt.secret").await.unwrap().expect("the server made its secret")
+}
+
 /// A running `ingot serve`.
 pub struct Server {
     child: Child,
@@ -37,6 +78,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
+            .env("INGOT_STORE", store_url(data_dir))
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0"])
             .args(extra)
             .env_remove("INGOT_ADMIN_PASSWORD")
