@@ -93,6 +93,7 @@ fn run(sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
     // publishers hear of the failure — by the time a device gets its error, `/health`
     // already says why.
     let mut sub = sub;
+    let mut outage = Outage::default();
     loop {
         if sub.blocking_recv_many(&mut buf, max_batch) == 0 {
             tracing::info!("history writer stopped: bus closed");
@@ -106,14 +107,58 @@ fn run(sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
                 batch_size.record(buf.len() as f64);
                 written.increment(values as u64);
                 buf.drain(..).for_each(Delivery::ack);
+                outage.ended();
             }
             Err(e) => {
                 failures.increment(1);
-                tracing::error!(error = %e, readings = buf.len(), "history batch failed; devices will not be acked");
+                outage.failed(&e, buf.len());
                 buf.clear();
             }
         }
         readings.clear();
+    }
+}
+
+/// Failed batches come by the hundred per second while the database is away (each
+/// refused to its devices at once): the first is logged, then one summary every
+/// [`Outage::EVERY`], and the recovery, so the log tells the story without drowning.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    last_logged: Option<Instant>,
+    batches: u64,
+    readings: u64,
+}
+
+impl Outage {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, e: &store::StoreError, readings: usize) {
+        let now = Instant::now();
+        self.since.get_or_insert(now);
+        self.batches += 1;
+        self.readings += readings as u64;
+        if self.last_logged.is_none_or(|t| now.duration_since(t) >= Self::EVERY) {
+            tracing::error!(
+                error = %e,
+                failed_batches = self.batches,
+                refused_readings = self.readings,
+                "history batches fail; their devices get errors, not acknowledgements"
+            );
+            self.last_logged = Some(now);
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                after = ?since.elapsed(),
+                failed_batches = self.batches,
+                refused_readings = self.readings,
+                "history batches are stored again"
+            );
+            *self = Self::default();
+        }
     }
 }
 
