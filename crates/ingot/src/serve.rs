@@ -146,6 +146,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let legacy_key = args.data_dir.join("jwt.secret");
     let auth = Arc::new(auth::AuthService::open(store.clone(), Some(&legacy_key), auth_config).await?);
+    // The CA is in the store too (a file of an older installation is imported).
+    let tls_dir = args.data_dir.join("tls");
+    let ca = pki::CertificateAuthority::load_or_create(&store, &tls_dir).await?;
     let admin_password = std::env::var("INGOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some(generated) = auth.bootstrap(admin_password).await? {
         // Printed, not logged: the one time this password is shown.
@@ -201,7 +204,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,
-        _ => pki::TlsMaterial::load_or_create(&args.data_dir.join("tls"), &pki::default_server_names())?,
+        _ => pki::TlsMaterial::load_or_create(&tls_dir, &ca, &pki::default_server_names())?,
     };
     let tls_config = tls.server_config(api::https::ALPN)?;
 

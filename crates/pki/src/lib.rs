@@ -1,11 +1,15 @@
 //! Ingot's certificate authority and the TLS configuration of its listeners.
 //!
-//! On first start [`TlsMaterial::load_or_create`] makes a CA (ECDSA P-256, ten years) and
-//! a server certificate signed by it for `127.0.0.1`, `::1`, `localhost` and the host
-//! name, and writes them under `<data-dir>/tls/` (`ca.pem` is what clients trust; keys
-//! are mode 0600). Later starts reuse them, re-issuing the server certificate when it
-//! is within 30 days of expiry or its names changed. A user-supplied certificate and key
-//! ([`TlsMaterial::from_files`]) replace the generated server certificate.
+//! On first start [`CertificateAuthority::load_or_create`] makes a CA (ECDSA P-256, ten
+//! years) and keeps it in the store (secret `ca`: certificate and key), so that every
+//! node of a cluster on one database issues under one CA; an installation from before
+//! has its `<data-dir>/tls/ca.pem` and `ca.key` imported instead. Then
+//! [`TlsMaterial::load_or_create`] issues this node's server certificate for `127.0.0.1`,
+//! `::1`, `localhost` and the host name, and writes it under `<data-dir>/tls/` with
+//! `ca.pem` (what clients trust); keys are mode 0600. Later starts reuse the server
+//! certificate, re-issuing it when it is within 30 days of expiry, its names changed or
+//! the CA did. A user-supplied certificate and key ([`TlsMaterial::from_files`]) replace
+//! the generated server certificate.
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +24,7 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use store::SharedStore;
 use time::{Duration, OffsetDateTime};
 
 /// The one error type of the PKI room.
@@ -33,6 +38,90 @@ pub enum PkiError {
     BadPem { path: PathBuf, what: &'static str },
     #[error("TLS configuration rejected: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot keep the CA in the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("the stored CA is unusable ({0}); the store was changed by hand")]
+    BadStoredCa(&'static str),
+}
+
+/// Ingot's certificate authority: its certificate and private key (PEM).
+pub struct CertificateAuthority {
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+/// The CA's name in the store.
+const CA_SECRET: &str = "ca";
+
+impl CertificateAuthority {
+    /// The installation's CA, from the store: imported from `legacy_dir` (`ca.pem` and
+    /// `ca.key` of an installation from before the CA moved into the store) or created
+    /// on first start. When several nodes start at once, all use the first one stored.
+    pub async fn load_or_create(store: &SharedStore, legacy_dir: &Path) -> Result<Self, PkiError> {
+        if let Some(bundle) = store.secret(CA_SECRET).await? {
+            return Self::from_bundle(&bundle);
+        }
+        let candidate = match Self::from_dir(legacy_dir)? {
+            Some(old) => {
+                tracing::info!(dir = %legacy_dir.display(), "moved Ingot's CA into the store (ca.key there is no longer used)");
+                old
+            }
+            None => Self::generate()?,
+        };
+        let stored = store.secret_or_insert(CA_SECRET, candidate.bundle()).await?;
+        Self::from_bundle(&stored)
+    }
+
+    fn generate() -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Ingot");
+        dn.push(DnType::CommonName, format!("Ingot CA ({})", hostname().unwrap_or_else(|| "local".into())));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(3650);
+        let cert = params.self_signed(&key)?;
+        tracing::info!("created Ingot's certificate authority");
+        Ok(Self { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// `ca.pem` and `ca.key` in `dir`, if both are there.
+    fn from_dir(dir: &Path) -> Result<Option<Self>, PkiError> {
+        let (ca_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if !(ca_path.exists() && key_path.exists()) {
+            return Ok(None);
+        }
+        let cert_pem = fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        KeyPair::from_pem(&key_pem).map_err(|_| PkiError::BadPem { path: key_path, what: "CA private key" })?;
+        Ok(Some(Self { cert_pem, key_pem }))
+    }
+
+    /// Certificate then key, as stored.
+    fn bundle(&self) -> Vec<u8> {
+        format!("{}{}", self.cert_pem, self.key_pem).into_bytes()
+    }
+
+    fn from_bundle(bundle: &[u8]) -> Result<Self, PkiError> {
+        let text = std::str::from_utf8(bundle).map_err(|_| PkiError::BadStoredCa("not text"))?;
+        let at = text.find("-----BEGIN PRIVATE KEY-----").ok_or(PkiError::BadStoredCa("no private key"))?;
+        let (cert_pem, key_pem) = (text[..at].to_string(), text[at..].to_string());
+        KeyPair::from_pem(&key_pem).map_err(|_| PkiError::BadStoredCa("unreadable private key"))?;
+        if CertificateDer::pem_slice_iter(cert_pem.as_bytes()).filter_map(Result::ok).next().is_none() {
+            return Err(PkiError::BadStoredCa("no certificate"));
+        }
+        Ok(Self { cert_pem, key_pem })
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|_| PkiError::BadStoredCa("unreadable private key"))?;
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
+    }
 }
 
 /// Certificates and key a TLS listener serves.
@@ -69,19 +158,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
 }
 
 impl TlsMaterial {
-    /// Loads the CA and server certificate from `dir`, creating what is missing.
-    pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Self, PkiError> {
+    /// This node's server certificate from `dir`, issued by `ca` if missing, expiring, for
+    /// other names or from another CA; writes `ca`'s certificate there as `ca.pem`.
+    pub fn load_or_create(dir: &Path, ca: &CertificateAuthority, names: &[String]) -> Result<Self, PkiError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let (ca_pem, ca_key) = load_or_create_ca(dir)?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+        let ca_path = dir.join("ca.pem");
+        let same_ca = fs::read_to_string(&ca_path).is_ok_and(|pem| pem == ca.cert_pem);
+        if !same_ca {
+            fs::write(&ca_path, &ca.cert_pem).map_err(io(&ca_path))?;
+        }
+        let ca_pem = &ca.cert_pem;
         let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
         let names_path = dir.join("server.names");
         let wanted = names.join(",");
         let current = fs::read_to_string(&names_path).ok();
         let expiry = fs::read_to_string(dir.join("server.not_after")).ok().and_then(|s| s.trim().parse::<i64>().ok());
         let fresh = expiry.is_some_and(|t| t - OffsetDateTime::now_utc().unix_timestamp() > RENEW_BEFORE_DAYS * 86_400);
-        if !(cert_path.exists() && key_path.exists() && fresh && current.as_deref() == Some(wanted.as_str())) {
-            issue_server(dir, &issuer, names)?;
+        if !(same_ca && cert_path.exists() && key_path.exists() && fresh && current.as_deref() == Some(wanted.as_str()))
+        {
+            issue_server(dir, &ca.issuer()?, names)?;
             tracing::info!(names = %wanted, "issued a TLS server certificate from Ingot's CA");
         }
         let mut chain = read_certs(&cert_path)?;
@@ -105,33 +200,6 @@ impl TlsMaterial {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
-}
-
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), PkiError> {
-    let (ca_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-    if ca_path.exists() && key_path.exists() {
-        let pem = fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
-        let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let key =
-            KeyPair::from_pem(&key_pem).map_err(|_| PkiError::BadPem { path: key_path, what: "CA private key" })?;
-        return Ok((pem, key));
-    }
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Ingot");
-    dn.push(DnType::CommonName, format!("Ingot CA ({})", hostname().unwrap_or_else(|| "local".into())));
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(3650);
-    let cert = params.self_signed(&key)?;
-    write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-    fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
-    tracing::info!(path = %ca_path.display(), "created Ingot's certificate authority");
-    Ok((cert.pem(), key))
 }
 
 fn issue_server(dir: &Path, issuer: &Issuer<'_, KeyPair>, names: &[String]) -> Result<(), PkiError> {
@@ -218,26 +286,50 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn creates_once_then_reuses_and_reissues_on_new_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let a = TlsMaterial::load_or_create(dir.path(), &names).unwrap();
-        assert_eq!(a.chain.len(), 2, "server certificate and CA");
-        let b = TlsMaterial::load_or_create(dir.path(), &names).unwrap();
-        assert_eq!(a.chain[0], b.chain[0], "reused");
-        let ca = fs::read(dir.path().join("ca.pem")).unwrap();
-        let c = TlsMaterial::load_or_create(dir.path(), &["localhost".to_string()]).unwrap();
-        assert_ne!(a.chain[0], c.chain[0], "names changed: re-issued");
-        assert_eq!(ca, fs::read(dir.path().join("ca.pem")).unwrap(), "same CA");
-        assert!(c.server_config(&[b"h2", b"http/1.1"]).is_ok());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            for f in ["ca.key", "server.key"] {
-                assert_eq!(fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+    #[tokio::test]
+    async fn creates_once_then_reuses_and_reissues_on_new_names_or_a_new_ca() {
+        for engine in store::testing::engines().await {
+            let dir = tempfile::tempdir().unwrap();
+            let ca = CertificateAuthority::load_or_create(&engine.store, dir.path()).await.unwrap();
+            let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+            let a = TlsMaterial::load_or_create(dir.path(), &ca, &names).unwrap();
+            assert_eq!(a.chain.len(), 2, "server certificate and CA");
+            assert!(!dir.path().join("ca.key").exists(), "the CA key is in the store, not in a file");
+            let again = CertificateAuthority::load_or_create(&engine.reopen().await, dir.path()).await.unwrap();
+            assert_eq!(again.cert_pem, ca.cert_pem, "{}: one CA per store", engine.name);
+            let b = TlsMaterial::load_or_create(dir.path(), &again, &names).unwrap();
+            assert_eq!(a.chain[0], b.chain[0], "reused");
+            let c = TlsMaterial::load_or_create(dir.path(), &ca, &["localhost".to_string()]).unwrap();
+            assert_ne!(a.chain[0], c.chain[0], "names changed: re-issued");
+            assert_eq!(fs::read_to_string(dir.path().join("ca.pem")).unwrap(), ca.cert_pem, "ca.pem is the CA");
+            assert!(c.server_config(&[b"h2", b"http/1.1"]).is_ok());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = fs::metadata(dir.path().join("server.key")).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
             }
+            // This data directory, on another store (another CA): the server certificate follows.
+            let other = store::testing::Engine::sqlite();
+            let other_ca =
+                CertificateAuthority::load_or_create(&other.store, tempfile::tempdir().unwrap().path()).await.unwrap();
+            let d = TlsMaterial::load_or_create(dir.path(), &other_ca, &["localhost".to_string()]).unwrap();
+            assert_ne!(c.chain[0], d.chain[0], "another CA: re-issued");
+            assert_eq!(fs::read_to_string(dir.path().join("ca.pem")).unwrap(), other_ca.cert_pem);
         }
+    }
+
+    #[tokio::test]
+    async fn an_old_installations_ca_files_are_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = CertificateAuthority::generate().unwrap();
+        fs::write(dir.path().join("ca.pem"), &old.cert_pem).unwrap();
+        write_private(&dir.path().join("ca.key"), old.key_pem.as_bytes()).unwrap();
+        let engine = store::testing::Engine::sqlite();
+        let ca = CertificateAuthority::load_or_create(&engine.store, dir.path()).await.unwrap();
+        assert_eq!(ca.cert_pem, old.cert_pem, "clients that trust the old ca.pem keep trusting");
+        let stored = engine.store.secret("ca").await.unwrap().unwrap();
+        assert_eq!(CertificateAuthority::from_bundle(&stored).unwrap().key_pem, old.key_pem);
     }
 
     #[test]
