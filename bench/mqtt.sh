@@ -8,6 +8,11 @@
 #   DURATION=5s bench/mqtt.sh         # shorter
 #   SCENARIOS="max-1000 idle-10k" bench/mqtt.sh
 #   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
+#   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
+#
+# With postgres in STORES, the scenarios that write history run again on PostgreSQL: a
+# private server (scripts/postgres.sh, fsync on) with a new database per scenario, and
+# the report adds the CPU time PostgreSQL's own processes spent during the run.
 #
 # The load generator runs on the same machine as the server and competes with it for
 # the CPUs; each report says how busy each of them was.
@@ -16,6 +21,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-15s}
 SCENARIOS=${SCENARIOS:-"max-200 max-1000 max-1000-nosync rate-10k idle-10k"}
+STORES=${STORES:-"sqlite postgres"}
 PASSWORD=bench-password-1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -29,11 +35,42 @@ ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 WORK=$(mktemp -d -t ingot-bench.XXXXXX)
 SUMMARY=$WORK/summary.md
 SERVER_PID=
+PG_DIR=
 cleanup() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi
+    if [ -n "$PG_DIR" ]; then scripts/postgres.sh stop "$PG_DIR" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+if [[ " $STORES " == *" postgres "* ]]; then
+    PG_DIR=$(mktemp -d -t ingot-bench-pg.XXXXXX)
+    PG_URL=$(scripts/postgres.sh start "$PG_DIR")
+    PG_DB=0
+fi
+
+# A new empty database on the private PostgreSQL server; prints its URL.
+new_database() {
+    PG_DB=$((PG_DB + 1))
+    psql -X -q "$PG_URL" -c "CREATE DATABASE bench_$PG_DB" >&2
+    echo "${PG_URL%/*}/bench_$PG_DB"
+}
+
+# CPU time (ms, user + system) of the PostgreSQL server's processes alive now, by pid.
+pg_cpu() {
+    local pm tick
+    pm=$(head -1 "$PG_DIR/data/postmaster.pid")
+    tick=$(getconf CLK_TCK)
+    for pid in $pm $(ps --ppid "$pm" -o pid=); do
+        [ -r "/proc/$pid/stat" ] && awk -v pid="$pid" -v tick="$tick" '{ sub(/.*\) /, ""); print pid, ($12 + $13) * 1000 / tick }' "/proc/$pid/stat"
+    done
+}
+
+# PostgreSQL's CPU between two pg_cpu snapshots (processes that started in between count whole).
+pg_cpu_report() {
+    awk -v secs="$3" 'NR == FNR { before[$1] = $2; next } { total += $2 - before[$1] }
+        END { printf "postgresql: %.1f s CPU in its own processes (%.0f%% of one core over %s s)\n", total / 1000, total / 10 / secs, secs }' "$1" "$2"
+}
 
 # start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT.
 start_server() {
@@ -90,13 +127,20 @@ perf_summary() {
         END { for (i = 1; i <= n; i++) if (i in seen) printf "  %6s  %s\n", seen[i], label[i] }' "$1.txt"
 }
 
-# scenario NAME DEVICES RATE(0=max|idle) [serve flags...]
+# scenario NAME DEVICES RATE(0=max|idle) [serve flags...]; STORE=postgres runs it on a
+# new PostgreSQL database (NAME gets a "pg-" prefix).
 scenario() {
     local name=$1 devices=$2 rate=$3; shift 3
+    if [ "${STORE:-sqlite}" = postgres ]; then
+        name=pg-$name
+        set -- "$@" --store "$(new_database)"
+    fi
     local dir=$WORK/$name mode=(--rate "$rate")
     [ "$rate" = idle ] && mode=(--idle)
     echo "==> $name: $devices connections, ${rate/#0/max rate}, $DURATION; serve $*"
     start_server "$dir" "$@"
+    if [ "${STORE:-sqlite}" = postgres ]; then pg_cpu >"$dir/pg.before"; fi
+    local started=$SECONDS
     local perf_pid=
     if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
         # Samples the server mid-run (software clock: this VM has no hardware counters;
@@ -107,6 +151,10 @@ scenario() {
     "$BIN" load mqtt --http "$HTTP" --mqtt "$MQTT" --password "$PASSWORD" --devices "$devices" \
         "${mode[@]}" --duration "$DURATION" --server-pid "$SERVER_PID" --label "$name" --summary "$SUMMARY"
     [ "$rate" = idle ] || writer_metrics
+    if [ "${STORE:-sqlite}" = postgres ]; then
+        pg_cpu >"$dir/pg.after"
+        pg_cpu_report "$dir/pg.before" "$dir/pg.after" $((SECONDS - started))
+    fi
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         perf_summary "$dir/perf.data"
@@ -115,15 +163,19 @@ scenario() {
     echo
 }
 
+# Each scenario on each store, side by side (idle connections never reach the store).
 for s in $SCENARIOS; do
-    case $s in
-        max-200) scenario max-200 200 0 ;;
-        max-1000) scenario max-1000 1000 0 ;;
-        max-1000-nosync) scenario max-1000-nosync 1000 0 --sync-full false ;;
-        rate-10k) scenario rate-10k 1000 10000 ;;
-        idle-10k) scenario idle-10k 10000 idle ;;
-        *) echo "unknown scenario $s" >&2; exit 2 ;;
-    esac
+    for STORE in $STORES; do
+        [ "$STORE" = postgres ] && [ "$s" = idle-10k ] && continue
+        case $s in
+            max-200) scenario max-200 200 0 ;;
+            max-1000) scenario max-1000 1000 0 ;;
+            max-1000-nosync) scenario max-1000-nosync 1000 0 --sync-full false ;;
+            rate-10k) scenario rate-10k 1000 10000 ;;
+            idle-10k) scenario idle-10k 10000 idle ;;
+            *) echo "unknown scenario $s" >&2; exit 2 ;;
+        esac
+    done
 done
 
 echo "## Summary ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); server and load generator share them)"

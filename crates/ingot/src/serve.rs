@@ -118,7 +118,8 @@ pub struct ServeArgs {
     /// Messages queued per bus consumer before publishers wait.
     #[arg(long, env = "INGOT_BUS_CAPACITY", default_value_t = 65_536)]
     pub bus_capacity: usize,
-    /// fsync every commit (survives power loss); "false" survives process crashes only.
+    /// fsync every commit (survives power loss); "false" survives process crashes only
+    /// (on PostgreSQL: synchronous_commit off for Ingot's sessions).
     #[arg(long, env = "INGOT_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set)]
     pub sync_full: bool,
 }
@@ -130,7 +131,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let location = args.store.clone().unwrap_or_else(|| store::StoreUrl::Sqlite(args.data_dir.join("ingot.db")));
     let sqlite_options = store::StoreOptions { readers: 4, sync_full: args.sync_full };
-    let pg_options = store::postgres::PgOptions { pool_size: args.store_pool_size, ..Default::default() };
+    let pg_options =
+        store::postgres::PgOptions { pool_size: args.store_pool_size, sync_full: args.sync_full, ..Default::default() };
     let store =
         location.open(sqlite_options, pg_options).await.with_context(|| format!("cannot open the store {location}"))?;
     store.set_series_cache_limit(args.history_series_cache);

@@ -62,11 +62,21 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// How long a caller waits for a free connection when all `pool_size` are busy.
     pub wait_timeout: Duration,
+    /// `true`: a commit returns once its WAL is flushed to disk on the server (survives
+    /// a crash of the server's machine). `false`: `synchronous_commit = off` for Ingot's
+    /// sessions, as `--sync-full false` on SQLite: an Ingot crash loses nothing, a crash of
+    /// PostgreSQL's machine may lose the last few hundred milliseconds of commits.
+    pub sync_full: bool,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        Self { pool_size: 16, connect_timeout: Duration::from_secs(5), wait_timeout: Duration::from_secs(30) }
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(30),
+            sync_full: true,
+        }
     }
 }
 
@@ -99,6 +109,10 @@ impl PgStore {
         }
         if config.get_application_name().is_none() {
             config.application_name("ingot");
+        }
+        if !options.sync_full {
+            let options = config.get_options().map_or(String::new(), |o| format!("{o} "));
+            config.options(format!("{options}-c synchronous_commit=off"));
         }
         let url: Arc<str> = redacted_url(&config).into();
         let create_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
@@ -306,6 +320,17 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         assert!(matches!(err, StoreError::Pool { .. }), "{err:?}");
         assert!(err.to_string().contains("busy"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn commits_wait_for_the_disk_unless_told_not_to() {
+        let Some(db) = TestDb::create().await else { return };
+        for (sync_full, want) in [(true, "on"), (false, "off")] {
+            let store = PgStore::connect(&db.url, PgOptions { sync_full, ..PgOptions::default() }).await.unwrap();
+            let client = store.client().await.unwrap();
+            let got: String = client.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+            assert_eq!(got, want, "sync_full {sync_full}");
+        }
     }
 
     #[tokio::test]
