@@ -3,27 +3,37 @@
 //! ## Writing a batch (the history writer's group commit)
 //!
 //! One transaction per batch, committed before the writer acknowledges any of its
-//! readings:
-//! 1. `pg_advisory_xact_lock_shared(SERIES)`: whatever deletes series (a device's
-//!    deletion, the purge of empty series) takes that lock exclusively, so no series can
-//!    disappear between step 2 and the commit.
-//! 2. Series ids: those in the cache are checked in one statement (`id = ANY($1)`), since
-//!    another process may have deleted them; the rest are created with one
-//!    `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` (keys sorted, so two
-//!    writers creating the same new series cannot deadlock) and read back with one join.
-//! 3. The readings go in with one binary `COPY history (series, ts, value) FROM STDIN`,
+//! readings, in four round trips whatever its size:
+//! 1. Pipelined (sent together, run in order): `BEGIN`; `pg_advisory_xact_lock_shared`
+//!    (whatever deletes series, a device's deletion or the purge of empty series, takes
+//!    it exclusively, so no series can disappear until the commit); a check that the
+//!    series ids the cache gave still exist (`id = ANY($1)`: another process may have
+//!    deleted them); the creation of the missing series (`INSERT … SELECT FROM unnest(…)
+//!    ON CONFLICT DO NOTHING`, keys sorted so two writers cannot deadlock) and the read of
+//!    their ids. A cached id found dead costs one more round trip, rarely.
+//! 2. and 3. One binary `COPY history (series, ts, value) FROM STDIN` of the readings,
 //!    the fastest bulk path measured (BENCHMARKS.md: 4,096 readings in ~11 ms committed).
+//! 4. `COMMIT`.
 //!
-//! A batch therefore costs five round trips whatever its size. New ids enter the cache
-//! only after the commit (a rolled-back series must not be remembered).
+//! New ids enter the cache only after the commit. Any error drops the connection (never
+//! returned to a pool inside a transaction); the server rolls back.
+//!
+//! ## The writer's own connection
+//!
+//! [`HistoryStore::write_history_blocking`], the history writer thread's path, does not
+//! use the pool: the thread keeps a connection of its own, driven by a current-thread
+//! runtime of its own, as the SQLite writer has its own connection. Through the pool, the
+//! connection's I/O task runs on the server's runtime, and under load (MQTT connections
+//! keeping both cores busy) every round trip waited for a worker: the measured average
+//! was 1–2.5 ms per round trip, 11 ms per batch before any data was sent (BENCHMARKS.md).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use model::DeviceData;
-use tokio_postgres::Row;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{PgStore, lock};
 use crate::StoreError;
@@ -34,64 +44,157 @@ const CHUNK: i64 = 10_000;
 
 type Key<'a> = (&'a str, &'a str, &'a str);
 
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+const CHECK_SQL: &str = "SELECT id FROM series WHERE id = ANY($1)";
+const CREATE_SQL: &str = "INSERT INTO series (tenant, device_id, attr)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING";
+const READ_SQL: &str = "SELECT s.id, k.i FROM series s
+     JOIN unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k (tenant, device_id, attr, i)
+       ON s.tenant = k.tenant AND s.device_id = k.device_id AND s.attr = k.attr";
+
+/// The statements of a batch, prepared on the connection that runs it.
+pub(crate) struct BatchStatements {
+    lock: Statement,
+    check: Statement,
+    create: Statement,
+    read: Statement,
+}
+
+impl BatchStatements {
+    async fn prepare(client: &Client) -> Result<Self, StoreError> {
+        let (lock, check, create, read) = tokio::try_join!(
+            client.prepare(LOCK_SQL),
+            client.prepare(CHECK_SQL),
+            client.prepare(CREATE_SQL),
+            client.prepare(READ_SQL)
+        )?;
+        Ok(Self { lock, check, create, read })
+    }
+}
+
+/// The history writer thread's connection (see the module docs); reconnected after any
+/// error.
+#[derive(Default)]
+pub(crate) struct WriterConnection {
+    /// Made on first use, on the writer's thread.
+    runtime: Option<tokio::runtime::Runtime>,
+    open: Option<(Client, BatchStatements)>,
+}
+
+impl Drop for WriterConnection {
+    fn drop(&mut self) {
+        // The store may be dropped inside async code, where a runtime may not block.
+        self.open = None;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl PgStore {
-    async fn write_batch(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+    /// A batch through the writer's own connection, on the calling thread.
+    fn write_batch_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| {
+            self.writer.clear_poison();
+            let mut w = poisoned.into_inner();
+            w.open = None; // whatever state a panic left it in
+            w
+        });
+        let WriterConnection { runtime, open } = &mut *writer;
+        if runtime.is_none() {
+            let made = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            *runtime = Some(made.map_err(|e| StoreError::Task(format!("cannot start the writer's runtime: {e}")))?);
+        }
+        runtime.as_ref().expect("made above").block_on(async {
+            if open.is_none() {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.unreachable(e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %super::describe(&e), "history writer connection ended");
+                    }
+                });
+                let statements = BatchStatements::prepare(&client).await?;
+                *open = Some((client, statements));
+            }
+            let (client, statements) = open.as_ref().expect("opened above");
+            let result = self.write_batch_on(client, statements, batch).await;
+            if result.is_err() {
+                *open = None;
+            }
+            result
+        })
+    }
+
+    /// A batch through a pooled connection (the async path).
+    async fn write_batch_pooled(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let (lock, check, create, read) = tokio::try_join!(
+            client.prepare_cached(LOCK_SQL),
+            client.prepare_cached(CHECK_SQL),
+            client.prepare_cached(CREATE_SQL),
+            client.prepare_cached(READ_SQL)
+        )?;
+        let statements = BatchStatements { lock, check, create, read };
+        let result = self.write_batch_on(&client, &statements, batch).await;
+        if result.is_err() {
+            // Maybe inside a transaction still: never back to the pool.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
+    /// One batch in one transaction on `client` (see the module docs).
+    async fn write_batch_on(
+        &self,
+        client: &Client,
+        st: &BatchStatements,
+        batch: &[Arc<DeviceData>],
+    ) -> Result<usize, StoreError> {
         let keys: BTreeSet<Key<'_>> = batch
             .iter()
             .flat_map(|d| d.attrs.keys().map(move |a| (d.tenant.as_str(), d.device_id.as_str(), a.as_str())))
             .collect();
-        let mut ids: std::collections::HashMap<Key<'_>, i64> = {
+        let mut ids: HashMap<Key<'_>, i64> = {
             let cache = self.series_cache();
             keys.iter().filter_map(|k| cache.get(k.0, k.1, k.2).map(|id| (*k, id))).collect()
         };
+        let cached: Vec<i64> = ids.values().copied().collect();
+        let missing: Vec<Key<'_>> = keys.iter().filter(|k| !ids.contains_key(*k)).copied().collect();
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(&tx.prepare_cached("SELECT pg_advisory_xact_lock_shared($1)").await?, &[&lock::SERIES]).await?;
-        if !ids.is_empty() {
-            let cached: Vec<i64> = ids.values().copied().collect();
-            let st = tx.prepare_cached("SELECT id FROM series WHERE id = ANY($1)").await?;
-            let alive: HashSet<i64> = tx.query(&st, &[&cached]).await?.iter().map(|r| r.get(0)).collect();
-            if alive.len() < cached.len() {
+        // Round trip 1, pipelined: tokio-postgres sends each request as its future is
+        // first polled, and the server runs them in that order.
+        let columns = key_columns(&missing);
+        let (lock_params, check_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+            ([&lock::SERIES], [&cached]);
+        let (_, _, alive, created) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&st.lock, &lock_params),
+            client.query(&st.check, &check_params),
+            create_series(client, st, &columns),
+        )?;
+        let alive: HashSet<i64> = alive.iter().map(|r| r.get(0)).collect();
+        learn_ids(&mut ids, &missing, &created)?;
+        if alive.len() < cached.len() {
+            // Deleted since this process cached them: forget, and make them anew.
+            let mut dead = Vec::new();
+            {
                 let mut cache = self.series_cache();
                 ids.retain(|k, id| {
-                    let keep = alive.contains(id);
+                    let keep = alive.contains(id) || !cached.contains(id);
                     if !keep {
                         cache.forget(k.0, k.1, k.2);
+                        dead.push(*k);
                     }
                     keep
                 });
             }
-        }
-        let missing: Vec<Key<'_>> = keys.iter().filter(|k| !ids.contains_key(*k)).copied().collect();
-        if !missing.is_empty() {
-            let tenants: Vec<&str> = missing.iter().map(|k| k.0).collect();
-            let devices: Vec<&str> = missing.iter().map(|k| k.1).collect();
-            let attrs: Vec<&str> = missing.iter().map(|k| k.2).collect();
-            let params: [&(dyn ToSql + Sync); 3] = [&tenants, &devices, &attrs];
-            let create = tx
-                .prepare_cached(
-                    "INSERT INTO series (tenant, device_id, attr)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
-                )
-                .await?;
-            tx.execute(&create, &params).await?;
-            let read = tx
-                .prepare_cached(
-                    "SELECT s.id, k.i FROM series s
-                     JOIN unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k (tenant, device_id, attr, i)
-                       ON s.tenant = k.tenant AND s.device_id = k.device_id AND s.attr = k.attr",
-                )
-                .await?;
-            for r in tx.query(&read, &params).await? {
-                // Ordinals count from 1.
-                let i = usize::try_from(r.try_get::<_, i64>(1)? - 1).ok().filter(|i| *i < missing.len());
-                let key = i.map(|i| missing[i]).ok_or_else(|| StoreError::Task("a series of no key asked".into()))?;
-                ids.insert(key, r.try_get(0)?);
-            }
+            dead.sort_unstable();
+            let created = create_series(client, st, &key_columns(&dead)).await?;
+            learn_ids(&mut ids, &dead, &created)?;
         }
 
-        let sink = tx.copy_in("COPY history (series, ts, value) FROM STDIN BINARY").await?;
+        // Round trips 2 and 3.
+        let sink = client.copy_in("COPY history (series, ts, value) FROM STDIN BINARY").await?;
         let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::TEXT]);
         let mut writer = std::pin::pin!(writer);
         let mut n = 0;
@@ -106,7 +209,8 @@ impl PgStore {
         }
         writer.finish().await?;
         fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
-        tx.commit().await?;
+        // Round trip 4.
+        client.batch_execute("COMMIT").await?;
 
         let mut cache = self.series_cache();
         for (k, id) in ids {
@@ -152,6 +256,39 @@ impl PgStore {
     }
 }
 
+/// (tenants, devices, attributes) of `keys`, as the three arrays the series statements take.
+fn key_columns<'a>(keys: &[Key<'a>]) -> [Vec<&'a str>; 3] {
+    [keys.iter().map(|k| k.0).collect(), keys.iter().map(|k| k.1).collect(), keys.iter().map(|k| k.2).collect()]
+}
+
+/// Creates the series of `columns` that do not exist and reads back every one's id with
+/// its ordinal in `columns` (nothing to do, no round trip, when there are none).
+async fn create_series(
+    client: &Client,
+    st: &BatchStatements,
+    columns: &[Vec<&str>; 3],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if columns[0].is_empty() {
+        return Ok(Vec::new());
+    }
+    let params: [&(dyn ToSql + Sync); 3] = [&columns[0], &columns[1], &columns[2]];
+    let (_, rows) = tokio::try_join!(client.execute(&st.create, &params), client.query(&st.read, &params))?;
+    Ok(rows)
+}
+
+/// Adds the ids `rows` (id, 1-based ordinal in `keys`) name.
+fn learn_ids<'a>(ids: &mut HashMap<Key<'a>, i64>, keys: &[Key<'a>], rows: &[Row]) -> Result<(), StoreError> {
+    for r in rows {
+        let i = usize::try_from(r.try_get::<_, i64>(1)? - 1).ok().filter(|i| *i < keys.len());
+        let key = i.map(|i| keys[i]).ok_or_else(|| StoreError::Task("a series of no key asked".into()))?;
+        ids.insert(key, r.try_get(0)?);
+    }
+    if rows.len() < keys.len() {
+        return Err(StoreError::Task(format!("{} of {} new series have no id", keys.len() - rows.len(), keys.len())));
+    }
+    Ok(())
+}
+
 fn point(attr: String, r: &Row, ts: usize) -> Result<Point, StoreError> {
     Ok(Point { attr, ts_ms: r.try_get(ts)?, value: serde_json::from_str(r.try_get(ts + 1)?)? })
 }
@@ -159,11 +296,11 @@ fn point(attr: String, r: &Row, ts: usize) -> Result<Point, StoreError> {
 #[async_trait::async_trait]
 impl HistoryStore for PgStore {
     async fn write_history(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError> {
-        self.write_batch(&batch).await
+        self.write_batch_pooled(&batch).await
     }
 
     fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
-        self.runtime.block_on(self.write_batch(batch))
+        self.write_batch_blocking(batch)
     }
 
     async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError> {

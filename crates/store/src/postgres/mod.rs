@@ -89,8 +89,10 @@ pub struct PgStore {
     /// Series ids by (tenant, device, attribute), as SQLite's; checked against the
     /// table in every batch, since another process may delete series (see [`history`]).
     series: Arc<Mutex<SeriesCache>>,
-    /// The runtime the pool's connections run on, for [`crate::HistoryStore::write_history_blocking`].
-    runtime: tokio::runtime::Handle,
+    /// How to connect, for the history writer's own connection.
+    config: Arc<Config>,
+    /// The history writer thread's connection (see [`history`]).
+    writer: Arc<Mutex<history::WriterConnection>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -116,7 +118,8 @@ impl PgStore {
         }
         let url: Arc<str> = redacted_url(&config).into();
         let create_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -131,7 +134,8 @@ impl PgStore {
                 },
             })?;
         let series = Arc::new(Mutex::new(SeriesCache::new(crate::history::DEFAULT_SERIES_CACHE)));
-        let store = Self { pool, url, series, runtime: tokio::runtime::Handle::current() };
+        let writer = Arc::default();
+        let store = Self { pool, url, series, config: Arc::new(config), writer };
         let mut client = store.client().await?;
         migrate::run(&mut client).await?;
         tracing::info!(url = %store.url, version = SCHEMA_VERSION, "PostgreSQL store ready");
@@ -161,6 +165,11 @@ impl PgStore {
     /// [`Self::connect`], as the [`crate::SharedStore`] services take.
     pub async fn connect_shared(url: &str, options: PgOptions) -> Result<crate::SharedStore, StoreError> {
         Ok(Arc::new(Self::connect(url, options).await?))
+    }
+
+    /// A connection that could not be made, as the pool says it.
+    fn unreachable(&self, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Pool { url: self.url.to_string(), source: PoolError::Backend(e) }
     }
 
     fn series_cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
