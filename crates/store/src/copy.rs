@@ -26,10 +26,13 @@
 //! - **One PostgreSQL transaction, all or nothing.** It locks the tables (ACCESS
 //!   EXCLUSIVE: an `ingot serve` started on the target meanwhile waits, then sees
 //!   everything), checks that they are empty, fills them, moves the identity sequences,
-//!   and counts every table before committing; any failure rolls it all back. Only the
-//!   sequences may stay moved (`setval` is not transactional), harmless on an empty
-//!   database. After the commit, every table is counted again on another connection
-//!   and compared with the snapshot's counts: that is the report.
+//!   then counts every table (`count(*)`, not what `COPY` said) and compares the counts
+//!   with the snapshot's: a difference is an error and rolls everything back, like any
+//!   other failure. Verified before the commit rather than after it, so that a failed
+//!   check leaves nothing behind, and no `ingot serve` started on the new database
+//!   right after the commit can make a correct copy look wrong. Only the sequences may
+//!   stay moved after a failure (`setval` is not transactional), harmless on an empty
+//!   database; the schema the connection created stays too.
 //! - **Ids kept.** `COPY` writes identity columns as given (`GENERATED ALWAYS` refuses
 //!   explicit ids only in `INSERT`). `history.id` takes SQLite's rowid, so readings of
 //!   one ms keep their order. Each identity sequence then continues after the larger of
@@ -67,7 +70,8 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// `done < total`, then exactly one with `done == total` (also for an empty table).
 pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 
-/// Rows of one table, in the SQLite snapshot and in PostgreSQL after the commit.
+/// Rows of one table, in the SQLite snapshot and in PostgreSQL (counted in the copy's
+/// transaction, just before its commit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableCount {
     pub table: &'static str,
@@ -376,7 +380,7 @@ async fn copy_in_chunks(
     let path = from.to_path_buf();
     let sqlite =
         run_blocking(move || SqliteStore::open_file(&path, StoreOptions { readers: 1, sync_full: true })).await?;
-    let pg = PgStore::connect(to, PgOptions { pool_size: 2, ..PgOptions::default() }).await?;
+    let pg = PgStore::connect(to, PgOptions { pool_size: 1, ..PgOptions::default() }).await?;
     let version = pg.schema_version().await?;
     if version != crate::postgres::SCHEMA_VERSION {
         return Err(StoreError::CopyRefused(format!(
@@ -426,11 +430,8 @@ async fn copy_in_chunks(
             identities.push(IdentityStart { table: table.name, last_id });
         }
     }
-    verify(&snapshot.counts, &count_rows(&tx).await?)?;
+    let tables = verify(&snapshot.counts, &count_rows(&tx).await?)?;
     tx.commit().await?;
-    drop(client);
-
-    let tables = verify(&snapshot.counts, &count_rows(&pg.client().await?).await?)?;
     Ok(CopyReport { tables, identities })
 }
 
