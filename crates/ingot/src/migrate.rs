@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use store::StoreUrl;
 
 /// Settings of `ingot migrate`.
@@ -90,11 +90,15 @@ struct TableBar {
 
 impl TableBar {
     fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout()).with_style(
-            ProgressStyle::with_template("{msg:>14} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, {eta} left")
+        let style =
+            ProgressStyle::with_template("{msg:>14} [{bar:40}] {human_pos}/{human_len} rows, {rate}, {eta} left")
                 .expect("a valid template")
-                .progress_chars("=> "),
-        );
+                .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+                })
+                .progress_chars("=> ");
+        // Hidden until the first table starts (the connection and its log lines come first).
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden()).with_style(style);
         Self { bar, table: Mutex::new(String::new()) }
     }
 
@@ -103,10 +107,13 @@ impl TableBar {
     fn show(&self, table: &str, done: u64, total: u64) {
         let mut current = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if *current != table {
-            *current = table.to_string();
             self.bar.reset();
             self.bar.set_length(total);
             self.bar.set_message(table.to_string());
+            if current.is_empty() {
+                self.bar.set_draw_target(ProgressDrawTarget::stdout());
+            }
+            *current = table.to_string();
         }
         self.bar.set_position(done);
         if done == total {
