@@ -1,6 +1,7 @@
 //! `ingot`: the command line. Each subcommand wires services together and runs them;
 //! no logic lives here.
 
+mod migrate;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the platform: HTTP(S) API, MQTT device agent, history, console (embedded storage, no external services).
     Serve(Box<serve::ServeArgs>),
+    /// Copy an installation's data from its SQLite database into an empty PostgreSQL database, verified.
+    Migrate(migrate::MigrateArgs),
     /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
     Proxy(proxy::ProxyArgs),
     /// Load generator / device simulator against a running Ingot (loopback only).
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
+            Command::Migrate(args) => migrate::run(args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
             Command::Load(args) => match load::run(args).await {
                 // fakeiot's exit code for a failed check.

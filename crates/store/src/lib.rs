@@ -20,6 +20,7 @@
 pub mod catalog;
 #[cfg(test)]
 mod contract;
+pub mod copy;
 pub mod history;
 mod migrate;
 pub mod postgres;
@@ -56,6 +57,22 @@ pub enum StoreError {
     /// timed out. `url` never holds the password.
     #[error("cannot get a PostgreSQL connection to {url}: {}", postgres::describe_pool(source))]
     Pool { url: String, source: deadpool_postgres::PoolError },
+    /// A copy between engines ([`copy`]) cannot start: the source or the target is not
+    /// what it needs (the message says what to do).
+    #[error("{0}")]
+    CopyRefused(String),
+    /// The target of a copy ([`copy`]) already holds data.
+    #[error(
+        "the PostgreSQL database {url} is not empty (rows in {tables}): a copy goes into an empty database only; \
+         create a new one (CREATE DATABASE …) and name it instead, and do not start `ingot serve` on it before the copy"
+    )]
+    TargetNotEmpty { url: String, tables: String },
+    /// After a copy ([`copy`]), a table has another number of rows than the source had.
+    #[error("table {table} has {sqlite} rows in the SQLite snapshot but {postgres} in PostgreSQL")]
+    CountMismatch { table: &'static str, sqlite: u64, postgres: u64 },
+    /// A copy ([`copy`]) failed on one table.
+    #[error("copying table {table}: {source}")]
+    Copying { table: &'static str, source: Box<StoreError> },
 }
 
 /// Options for [`Store::open`].

@@ -115,6 +115,9 @@ const STEPS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this code brings a database to (`PRAGMA user_version`).
+pub(crate) const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (i, step) in STEPS.iter().enumerate().skip(version) {
