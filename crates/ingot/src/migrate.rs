@@ -75,9 +75,8 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             report.identities.iter().map(|i| format!("{} after {}", i.table, i.last_id)).collect();
         println!("new ids continue: {}", starts.join(", "));
     }
-    println!(
-        "next: ingot serve --store {to} (with the same --data-dir: the TLS certificates and keys are files there)"
-    );
+    // The CA is in the store (copied); a new --data-dir only gets a new server certificate from it.
+    println!("next: ingot serve --store {to}");
     Ok(())
 }
 

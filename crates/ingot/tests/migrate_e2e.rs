@@ -87,11 +87,13 @@ async fn an_installation_moves_from_sqlite_to_postgres() {
     assert!(stdout.contains("history: 5 rows copied"), "a line per table without a terminal:\n{stdout}");
     assert_eq!(counts(&stdout, "history"), ("5".into(), "5".into()));
     assert_eq!(counts(&stdout, "users"), ("2".into(), "2".into()));
-    assert_eq!(counts(&stdout, "secrets"), ("1".into(), "1".into()), "the JWT secret");
+    assert_eq!(counts(&stdout, "secrets"), ("2".into(), "2".into()), "the JWT secret and the CA");
 
     // A fresh data directory: whatever the server finds comes from PostgreSQL.
     let fresh = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(fresh.path(), &["--store", &db.url], &[]);
+    let ca = |dir: &std::path::Path| std::fs::read_to_string(dir.join("tls/ca.pem")).unwrap();
+    assert_eq!(ca(fresh.path()), ca(data.path()), "the CA moved with the data: clients keep trusting it");
     assert!(server.stdout.iter().all(|l| !l.contains("created tenant 'admin'")), "{:?}", server.stdout);
     // The JWTs issued on SQLite are still good: the secret came along.
     let old_admin = Api { base: server.http.clone(), ..admin.clone() };
