@@ -105,8 +105,9 @@ impl<T> Store for T where
 /// The store as services hold it.
 pub type SharedStore = std::sync::Arc<dyn Store>;
 
-/// Where a store is, as `ingot serve --store` and `ingot migrate` take it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a store is, as `ingot serve --store` and `ingot migrate` take it. Shown
+/// (`Display` and `Debug`) without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `sqlite://PATH`: the database file (relative paths are from the working directory).
     Sqlite(PathBuf),
@@ -141,6 +142,12 @@ impl std::fmt::Display for StoreUrl {
                 Err(_) => f.write_str("postgres://(unparsable URL)"),
             },
         }
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({self})")
     }
 }
 
@@ -310,6 +317,7 @@ mod tests {
         assert_eq!("sqlite:///var/lib/ingot.db".parse(), Ok(StoreUrl::Sqlite("/var/lib/ingot.db".into())));
         let pg: StoreUrl = "postgresql://ingot:s3cret@db:5433/ingot".parse().unwrap();
         assert_eq!(pg.to_string(), "postgres://ingot@db:5433/ingot");
+        assert!(!format!("{pg:?}").contains("s3cret"), "{pg:?}");
         for bad in ["sqlite://", "mysql://x", "ingot.db", ""] {
             let err = bad.parse::<StoreUrl>().unwrap_err();
             assert!(err.contains("sqlite://"), "{bad}: {err}");
