@@ -26,16 +26,26 @@ cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check) # fuzz/ is a workspace of its own
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-# A private PostgreSQL server for the tests that need one (scripts/postgres.sh installs
-# Debian's package if missing), stopped and removed on exit, failure or Ctrl-C. An
-# INGOT_TEST_POSTGRES_URL already set is used as is (tests create and drop databases
-# named ingot_test_* there).
+# A private PostgreSQL server and a private NATS server (JetStream) for the tests that
+# need them (scripts/postgres.sh and scripts/nats.sh install Debian's packages if
+# missing), stopped and removed on exit, failure or Ctrl-C. An INGOT_TEST_POSTGRES_URL
+# or INGOT_TEST_NATS_URL already set is used as is (tests create and drop databases named
+# ingot_test_* there; NATS tests use subjects and streams of their own).
+pg_dir= nats_dir=
+cleanup() {
+    if [ -n "$pg_dir" ]; then
+        if [ -e "$pg_dir/.ingot-postgres" ]; then scripts/postgres.sh stop "$pg_dir"; else rmdir "$pg_dir"; fi
+    fi
+    if [ -n "$nats_dir" ]; then
+        if [ -e "$nats_dir/.ingot-nats" ]; then scripts/nats.sh stop "$nats_dir"; else rmdir "$nats_dir"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if [ -z "${INGOT_TEST_POSTGRES_URL:-}" ]; then
     echo "==> starting a private PostgreSQL server"
     pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-pg.XXXXXX")
-    trap 'if [ -e "$pg_dir/.ingot-postgres" ]; then scripts/postgres.sh stop "$pg_dir"; else rmdir "$pg_dir"; fi' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
     if pg_url=$(scripts/postgres.sh start "$pg_dir"); then
         export INGOT_TEST_POSTGRES_URL=$pg_url
         echo "    $INGOT_TEST_POSTGRES_URL"
@@ -45,6 +55,22 @@ if [ -z "${INGOT_TEST_POSTGRES_URL:-}" ]; then
     else
         echo "" >&2
         echo "!!!!! WARNING: no PostgreSQL server (see above): the tests that need one will say SKIPPED !!!!!" >&2
+        echo "" >&2
+    fi
+fi
+# The same for NATS with JetStream (scripts/nats.sh installs Debian's nats-server).
+if [ -z "${INGOT_TEST_NATS_URL:-}" ]; then
+    echo "==> starting a private NATS server (JetStream)"
+    nats_dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-nats.XXXXXX")
+    if nats_url=$(scripts/nats.sh start "$nats_dir"); then
+        export INGOT_TEST_NATS_URL=$nats_url
+        echo "    $INGOT_TEST_NATS_URL"
+    elif [ "${CI:-}" = true ]; then
+        echo "!!! nats-server could not be installed or started (see above); CI=true makes that a failure" >&2
+        exit 1
+    else
+        echo "" >&2
+        echo "!!!!! WARNING: no NATS server (see above): the tests that need one will say SKIPPED !!!!!" >&2
         echo "" >&2
     fi
 fi

@@ -16,10 +16,12 @@
 //!   message for that subscriber only, and counts it.
 //!
 //! Each subscriber sees messages in publish order, so readings of one device (published
-//! by one connection) stay in order. [`MemoryBus`] is the in-process implementation; a
-//! NATS JetStream one will implement the same [`Bus`] trait.
+//! by one connection) stay in order. [`MemoryBus`] is the in-process implementation;
+//! [`NatsBus`] the cluster's, on NATS JetStream, where "durable" means stored in a
+//! JetStream stream (see its module docs).
 
 mod memory;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ use model::{DeviceData, DeviceEvent};
 use tokio::sync::{mpsc, oneshot};
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsOptions};
 
 /// How a subscriber consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub enum BusError {
     /// A durable group has no live consumer (see crate docs); nothing was queued.
     #[error("the durable consumer '{0}' is not running")]
     NoConsumer(String),
+    /// The message broker (NATS) cannot be reached or did not store the message.
+    #[error("the message bus is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The bus as services see it.
