@@ -43,7 +43,9 @@ async fn seat_login(api: &Api, token: &str, user: &str) -> u16 {
 async fn an_installation_moves_from_sqlite_to_postgres() {
     let Some(db) = store::testing::TestDb::create().await else { return };
     let data = tempfile::tempdir().unwrap();
-    let mut server = Server::start(data.path(), &[]);
+    // On SQLite whatever store the rest of the suite runs on (INGOT_TEST_STORE).
+    let sqlite = format!("sqlite://{}", data.path().join("ingot.db").display());
+    let mut server = Server::start(data.path(), &["--store", &sqlite]);
     let admin = Api::admin(&server).await;
     let (status, body) = admin
         .post(
