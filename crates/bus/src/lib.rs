@@ -20,6 +20,8 @@
 //! [`NatsBus`] the cluster's, on NATS JetStream, where "durable" means stored in a
 //! JetStream stream (see its module docs).
 
+#[cfg(test)]
+mod contract;
 mod memory;
 pub mod nats;
 

@@ -365,7 +365,7 @@ impl Bus for NatsBus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
 
     use chrono::Utc;
@@ -390,7 +390,7 @@ mod tests {
     }
 
     /// A bus with a prefix of its own (tests share the server), or `None` without a server.
-    async fn bus(prefix: &str) -> Option<NatsBus> {
+    pub(crate) async fn bus(prefix: &str) -> Option<NatsBus> {
         let url = server()?;
         let options = NatsOptions {
             url,
@@ -402,7 +402,7 @@ mod tests {
         Some(NatsBus::connect(options).await.unwrap())
     }
 
-    fn prefix(test: &str) -> String {
+    pub(crate) fn prefix(test: &str) -> String {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         format!("t{test}{}x{nanos:x}", std::process::id())
     }
