@@ -35,5 +35,7 @@ pub async fn purge_once(store: &SharedStore, now_ms: i64) -> Result<usize, store
     if series > 0 {
         tracing::info!(series, "history series without readings removed");
     }
+    // Ids of stored readings, kept to recognise a bus's redelivery, not for ever.
+    store.purge_ingested(now_ms - store::history::INGESTED_KEEP_MS).await?;
     Ok(total + orphans)
 }

@@ -101,7 +101,7 @@ fn run(sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
         }
         readings.extend(buf.iter().map(|d| d.msg.clone()));
         let started = Instant::now();
-        match writer.write_history_blocking(&readings) {
+        match writer.write_history_blocking(&readings, None) {
             Ok(values) => {
                 latency.record(started.elapsed().as_secs_f64());
                 batch_size.record(buf.len() as f64);

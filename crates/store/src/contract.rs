@@ -334,7 +334,7 @@ async fn a_device_deleted_by_another_node_is_not_written_under_its_old_series() 
             .unwrap();
         // Through the history writer thread's path this time (the first write took the async one).
         let w = writer.clone();
-        tokio::task::spawn_blocking(move || w.write_history_blocking(&[reading("d", 2, json!({"a": 2}))]))
+        tokio::task::spawn_blocking(move || w.write_history_blocking(&[reading("d", 2, json!({"a": 2}))], None))
             .await
             .unwrap()
             .unwrap();
@@ -405,10 +405,11 @@ async fn writers_on_several_nodes_create_each_series_once() {
 async fn the_blocking_write_works_from_a_thread_of_its_own() {
     for engine in &engines().await {
         let store = engine.store.clone();
-        let n = std::thread::spawn(move || store.write_history_blocking(&[reading("d", 1, json!({"a": 1, "b": 2}))]))
-            .join()
-            .unwrap()
-            .unwrap();
+        let n =
+            std::thread::spawn(move || store.write_history_blocking(&[reading("d", 1, json!({"a": 1, "b": 2}))], None))
+                .join()
+                .unwrap()
+                .unwrap();
         assert_eq!(n, 2, "{}", engine.name);
         assert_eq!(engine.store.latest("t", "d").await.unwrap().len(), 2, "{}", engine.name);
     }
@@ -437,5 +438,31 @@ async fn a_secret_is_written_once_and_every_node_reads_the_first() {
         let later = engine.store.secret_or_insert("jwt", b"another".to_vec()).await.unwrap();
         assert_eq!(later, agreed[0], "{}: never replaced", engine.name);
         assert_eq!(engine.reopen().await.secret("jwt").await.unwrap(), Some(later), "{}: kept", engine.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_delivered_twice_is_stored_once() {
+    for engine in &engines().await {
+        let write = |batch: Vec<Arc<DeviceData>>, ids: Vec<u128>| {
+            let store = engine.store.clone();
+            tokio::task::spawn_blocking(move || store.write_history_blocking(&batch, Some(&ids)))
+        };
+        let one = |ts: i64| reading("d", ts, json!({"a": ts, "b": ts}));
+        assert_eq!(write(vec![one(1), one(2)], vec![11, 12]).await.unwrap().unwrap(), 4, "{}", engine.name);
+        // A node died before acknowledging 12: it comes again, with a new one.
+        assert_eq!(write(vec![one(2), one(3)], vec![12, 13]).await.unwrap().unwrap(), 2, "{}", engine.name);
+        let a = values(engine.store.history(query("d", "a")).await.unwrap());
+        assert_eq!(a, [json!(1), json!(2), json!(3)], "{}: each reading once", engine.name);
+        // Without ids (a bus that delivers once) nothing is skipped.
+        let store = engine.store.clone();
+        tokio::task::spawn_blocking(move || store.write_history_blocking(&[one(4), one(4)], None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(engine.store.history(query("d", "a")).await.unwrap().len(), 5, "{}", engine.name);
+        // Ids are kept for a while, then forgotten.
+        assert_eq!(engine.store.purge_ingested(crate::now_ms() - 60_000).await.unwrap(), 0, "{}", engine.name);
+        assert_eq!(engine.store.purge_ingested(crate::now_ms() + 1).await.unwrap(), 3, "{}", engine.name);
     }
 }

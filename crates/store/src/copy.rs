@@ -151,7 +151,7 @@ struct Table {
 
 use Kind::{Bool, Bytes, Int, OptText, Text};
 
-/// Every table of schema version 4 on both engines, parents first (`users` and
+/// Every table of schema version 5 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
 const TABLES: &[Table] = &[
     Table {
@@ -239,6 +239,7 @@ const TABLES: &[Table] = &[
         order_by: "name",
         identity: false,
     },
+    Table { name: "ingested", columns: &[col("id", Bytes), col("ms", Int)], order_by: "id", identity: false },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -253,9 +254,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 4 of both engines: a new migration step must be
+// TABLES describes schema version 5 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 4 && crate::postgres::SCHEMA_VERSION == 4);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 5 && crate::postgres::SCHEMA_VERSION == 5);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -734,6 +735,13 @@ mod tests {
 
         s.secret_or_insert("jwt", vec![0, 1, 2, 255, 0, 128]).await.unwrap();
         s.secret_or_insert("ca.key", b"-----BEGIN PRIVATE KEY-----\n".to_vec()).await.unwrap();
+        // A reading from a bus that may deliver twice: its id goes to `ingested`.
+        let store = s.clone();
+        let once = vec![reading("acme", "d1", t0 + 5, json!({"n": -1}))];
+        tokio::task::spawn_blocking(move || store.write_history_blocking(&once, Some(&[u128::MAX - 1])))
+            .await
+            .unwrap()
+            .unwrap();
         (dave.id, purged)
     }
 
@@ -783,7 +791,7 @@ mod tests {
         }
         let count = |table: &str| report.tables.iter().find(|t| t.table == table).unwrap().postgres;
         assert_eq!(count("users"), 3);
-        assert_eq!(count("history"), 5 + 3 + N_READINGS as u64 + GONE_READINGS as u64);
+        assert_eq!(count("history"), 5 + 3 + 1 + N_READINGS as u64 + GONE_READINGS as u64);
         check_progress(&calls, &report);
         let history_calls = calls.lock().unwrap().iter().filter(|c| c.0 == "history").count();
         assert!(history_calls > 10, "history in chunks of 3: {history_calls} calls");
@@ -913,7 +921,7 @@ mod tests {
             // The first call: the reader has its snapshot but, two chunks ahead at most
             // (CHUNKS_IN_FLIGHT), has not begun reading secrets or history yet.
             if table == "tenants" && !wrote_early.swap(true, Ordering::SeqCst) {
-                writer.write_history_blocking(&late(1_800_000_000_000)).unwrap();
+                writer.write_history_blocking(&late(1_800_000_000_000), None).unwrap();
                 writer
                     .write_blocking(|tx| {
                         Ok(tx.execute("INSERT INTO secrets (name, value, created_ms) VALUES ('late', x'00', 1)", [])?)
@@ -922,7 +930,7 @@ mod tests {
             }
             // Half-way through history.
             if table == "history" && done > 0 && done < total && !wrote_midway.swap(true, Ordering::SeqCst) {
-                writer.write_history_blocking(&late(1_800_000_001_000)).unwrap();
+                writer.write_history_blocking(&late(1_800_000_001_000), None).unwrap();
             }
         };
         let report = copy_in_chunks(&dir.path().join("ingot.db"), &db.url, 3, &meanwhile).await.unwrap();

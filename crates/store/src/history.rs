@@ -30,6 +30,14 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+/// A bus's id for one reading it may deliver more than once (NATS JetStream redelivers
+/// what a crashed consumer did not acknowledge): see [`HistoryStore::write_history_blocking`].
+pub type ReadingId = u128;
+
+/// How long ids of stored readings are kept to recognise a redelivery: far beyond any
+/// redelivery delay (JetStream's ack wait is seconds).
+pub const INGESTED_KEEP_MS: i64 = 24 * 3600 * 1000;
+
 /// Default bound of the series cache, in series.
 pub const DEFAULT_SERIES_CACHE: usize = 100_000;
 
@@ -119,15 +127,23 @@ pub(crate) fn lock_cache(cache: &std::sync::Mutex<SeriesCache>) -> std::sync::Mu
     })
 }
 
-/// Stores every attribute of every reading in one transaction on the calling thread.
-fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+/// Stores every attribute of every reading in one transaction on the calling thread,
+/// skipping readings whose id (`ids[i]` for `batch[i]`) was stored before.
+fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[ReadingId]>) -> Result<usize, StoreError> {
     let inner = &store.inner;
     store
         .write_blocking(|tx| {
             let mut cache = inner.series_cache();
             let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO ingested (id, ms) VALUES (?1, ?2)")?;
+            let now = crate::now_ms();
             let mut n = 0;
-            for data in batch {
+            for (i, data) in batch.iter().enumerate() {
+                if let Some(id) = ids.and_then(|ids| ids.get(i))
+                    && seen.execute(params![id.to_be_bytes().as_slice(), now])? == 0
+                {
+                    continue; // stored before: a redelivery
+                }
                 let ts = data.ts.timestamp_millis();
                 for (attr, value) in &data.attrs {
                     let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
@@ -196,8 +212,15 @@ pub trait HistoryStore: Send + Sync {
     async fn write_history(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError>;
 
     /// [`Self::write_history`] for a thread of its own (the history writer), which it
-    /// blocks; never call it from an async task.
-    fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError>;
+    /// blocks; never call it from an async task. With `ids` (one per reading of `batch`,
+    /// from a bus that may deliver a reading twice), a reading whose id was stored in the
+    /// last [`INGESTED_KEEP_MS`] is skipped, in the same transaction, so a redelivery is
+    /// never stored twice.
+    fn write_history_blocking(&self, batch: &[Arc<DeviceData>], ids: Option<&[ReadingId]>)
+    -> Result<usize, StoreError>;
+
+    /// Forgets the ids of readings stored before `cutoff_ms`; returns how many.
+    async fn purge_ingested(&self, cutoff_ms: i64) -> Result<usize, StoreError>;
 
     /// The attributes a device has history for, sorted.
     async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError>;
@@ -231,13 +254,27 @@ pub trait HistoryStore: Send + Sync {
 impl HistoryStore for SqliteStore {
     async fn write_history(&self, batch: Vec<Arc<DeviceData>>) -> Result<usize, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || write_batch(&store, &batch))
+        tokio::task::spawn_blocking(move || write_batch(&store, &batch, None))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
-        write_batch(self, batch)
+    fn write_history_blocking(
+        &self,
+        batch: &[Arc<DeviceData>],
+        ids: Option<&[ReadingId]>,
+    ) -> Result<usize, StoreError> {
+        write_batch(self, batch, ids)
+    }
+
+    async fn purge_ingested(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.delete_in_chunks(move |tx, chunk| {
+            Ok(tx.execute(
+                "DELETE FROM ingested WHERE id IN (SELECT id FROM ingested WHERE ms < ?1 LIMIT ?2)",
+                params![cutoff_ms, chunk],
+            )?)
+        })
+        .await
     }
 
     async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError> {

@@ -113,6 +113,14 @@ const STEPS: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     "#,
+    // 5: ids of readings already stored, for buses that may deliver one twice (NATS
+    // JetStream redelivers what a crashed node did not acknowledge); kept a day.
+    r#"
+    CREATE TABLE ingested (
+        id BLOB PRIMARY KEY,
+        ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -37,7 +37,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{PgStore, lock};
 use crate::StoreError;
-use crate::history::{HistoryQuery, HistoryStore, Point};
+use crate::history::{HistoryQuery, HistoryStore, Point, ReadingId};
 
 /// Rows deleted per statement (and transaction) by the purges.
 const CHUNK: i64 = 10_000;
@@ -48,6 +48,8 @@ const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const CHECK_SQL: &str = "SELECT id FROM series WHERE id = ANY($1)";
 const CREATE_SQL: &str = "INSERT INTO series (tenant, device_id, attr)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING";
+const INGESTED_SQL: &str = "INSERT INTO ingested (id, ms) SELECT unnest($1::bytea[]), $2
+     ON CONFLICT DO NOTHING RETURNING id";
 const READ_SQL: &str = "SELECT s.id, k.i FROM series s
      JOIN unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k (tenant, device_id, attr, i)
        ON s.tenant = k.tenant AND s.device_id = k.device_id AND s.attr = k.attr";
@@ -58,17 +60,19 @@ pub(crate) struct BatchStatements {
     check: Statement,
     create: Statement,
     read: Statement,
+    ingested: Statement,
 }
 
 impl BatchStatements {
     async fn prepare(client: &Client) -> Result<Self, StoreError> {
-        let (lock, check, create, read) = tokio::try_join!(
+        let (lock, check, create, read, ingested) = tokio::try_join!(
             client.prepare(LOCK_SQL),
             client.prepare(CHECK_SQL),
             client.prepare(CREATE_SQL),
-            client.prepare(READ_SQL)
+            client.prepare(READ_SQL),
+            client.prepare(INGESTED_SQL)
         )?;
-        Ok(Self { lock, check, create, read })
+        Ok(Self { lock, check, create, read, ingested })
     }
 }
 
@@ -93,7 +97,7 @@ impl Drop for WriterConnection {
 
 impl PgStore {
     /// A batch through the writer's own connection, on the calling thread.
-    fn write_batch_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
+    fn write_batch_blocking(&self, batch: &[Arc<DeviceData>], ids: Option<&[ReadingId]>) -> Result<usize, StoreError> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| {
             self.writer.clear_poison();
             let mut w = poisoned.into_inner();
@@ -117,7 +121,7 @@ impl PgStore {
                 *open = Some((client, statements));
             }
             let (client, statements) = open.as_ref().expect("opened above");
-            let result = self.write_batch_on(client, statements, batch).await;
+            let result = self.write_batch_on(client, statements, batch, ids).await;
             if result.is_err() {
                 *open = None;
             }
@@ -128,14 +132,15 @@ impl PgStore {
     /// A batch through a pooled connection (the async path).
     async fn write_batch_pooled(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        let (lock, check, create, read) = tokio::try_join!(
+        let (lock, check, create, read, ingested) = tokio::try_join!(
             client.prepare_cached(LOCK_SQL),
             client.prepare_cached(CHECK_SQL),
             client.prepare_cached(CREATE_SQL),
-            client.prepare_cached(READ_SQL)
+            client.prepare_cached(READ_SQL),
+            client.prepare_cached(INGESTED_SQL)
         )?;
-        let statements = BatchStatements { lock, check, create, read };
-        let result = self.write_batch_on(&client, &statements, batch).await;
+        let statements = BatchStatements { lock, check, create, read, ingested };
+        let result = self.write_batch_on(&client, &statements, batch, None).await;
         if result.is_err() {
             // Maybe inside a transaction still: never back to the pool.
             drop(deadpool_postgres::Object::take(client));
@@ -149,6 +154,7 @@ impl PgStore {
         client: &Client,
         st: &BatchStatements,
         batch: &[Arc<DeviceData>],
+        reading_ids: Option<&[ReadingId]>,
     ) -> Result<usize, StoreError> {
         let keys: BTreeSet<Key<'_>> = batch
             .iter()
@@ -166,12 +172,28 @@ impl PgStore {
         let columns = key_columns(&missing);
         let (lock_params, check_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
             ([&lock::SERIES], [&cached]);
-        let (_, _, alive, created) = tokio::try_join!(
+        let id_bytes: Vec<[u8; 16]> = reading_ids.unwrap_or_default().iter().map(|id| id.to_be_bytes()).collect();
+        let id_refs: Vec<&[u8]> = id_bytes.iter().map(|b| b.as_slice()).collect();
+        let now = crate::now_ms();
+        let ingested_params: [&(dyn ToSql + Sync); 2] = [&id_refs, &now];
+        let (_, _, alive, created, fresh) = tokio::try_join!(
             client.batch_execute("BEGIN"),
             client.execute(&st.lock, &lock_params),
             client.query(&st.check, &check_params),
             create_series(client, st, &columns),
+            async {
+                match reading_ids {
+                    Some(_) => client.query(&st.ingested, &ingested_params).await.map(Some),
+                    None => Ok(None),
+                }
+            },
         )?;
+        // Readings stored before (redelivered) are skipped.
+        let fresh: Option<HashSet<Vec<u8>>> = fresh.map(|rows| rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect());
+        let keep = |i: usize| match (&fresh, id_bytes.get(i)) {
+            (Some(fresh), Some(id)) => fresh.contains(id.as_slice()),
+            _ => true,
+        };
         let alive: HashSet<i64> = alive.iter().map(|r| r.get(0)).collect();
         learn_ids(&mut ids, &missing, &created)?;
         if alive.len() < cached.len() {
@@ -198,7 +220,10 @@ impl PgStore {
         let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::TEXT]);
         let mut writer = std::pin::pin!(writer);
         let mut n = 0;
-        for data in batch {
+        for (i, data) in batch.iter().enumerate() {
+            if !keep(i) {
+                continue;
+            }
             let ts = data.ts.timestamp_millis();
             for (attr, value) in &data.attrs {
                 let key = (data.tenant.as_str(), data.device_id.as_str(), attr.as_str());
@@ -299,8 +324,21 @@ impl HistoryStore for PgStore {
         self.write_batch_pooled(&batch).await
     }
 
-    fn write_history_blocking(&self, batch: &[Arc<DeviceData>]) -> Result<usize, StoreError> {
-        self.write_batch_blocking(batch)
+    fn write_history_blocking(
+        &self,
+        batch: &[Arc<DeviceData>],
+        reading_ids: Option<&[ReadingId]>,
+    ) -> Result<usize, StoreError> {
+        self.write_batch_blocking(batch, reading_ids)
+    }
+
+    async fn purge_ingested(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.delete_in_chunks(
+            "DELETE FROM ingested WHERE ctid = ANY(ARRAY(SELECT ctid FROM ingested WHERE ms < $1 LIMIT $2))",
+            &[&cutoff_ms],
+            false,
+        )
+        .await
     }
 
     async fn history_attrs(&self, tenant: &str, device_id: &str) -> Result<Vec<String>, StoreError> {

@@ -138,6 +138,13 @@ const STEPS: &[&str] = &[
         created_ms BIGINT NOT NULL
     );
     "#,
+    // 5: ids of readings already stored, for buses that may deliver one twice.
+    r#"
+    CREATE TABLE ingested (
+        id BYTEA PRIMARY KEY,
+        ms BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -294,6 +301,7 @@ mod tests {
                 "counters(tenant,name)",
                 "dead_series(id)",
                 "devices(tenant,id)",
+                "ingested(id)",
                 "schema_version(version)",
                 "seat_accounts(tenant,account_id)",
                 "seat_users(tenant,account_id,user_id)",
