@@ -77,9 +77,18 @@ pub trait Bus: Send + Sync + 'static {
 pub struct Delivery<T> {
     pub msg: Arc<T>,
     ack: Option<oneshot::Sender<()>>,
+    /// The message's id, on a bus that may deliver a message more than once.
+    id: Option<u128>,
 }
 
 impl<T> Delivery<T> {
+    /// The message's id where the bus may deliver it twice (NATS: set by the publisher,
+    /// the same on every redelivery), so that a consumer can store it once; `None` on a
+    /// bus that delivers each message once to a group ([`MemoryBus`]).
+    pub fn id(&self) -> Option<u128> {
+        self.id
+    }
+
     /// Confirms the message is processed (for durable subscribers: durably stored).
     /// Dropping a delivery without acking tells the publisher it failed.
     pub fn ack(mut self) {

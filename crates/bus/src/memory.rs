@@ -120,12 +120,12 @@ impl<T: Send + Sync + 'static> Topic<T> {
             match sub.mode {
                 Mode::Durable => {
                     let (ack, rx) = oneshot::channel();
-                    let delivery = Delivery { msg: msg.clone(), ack: Some(ack) };
+                    let delivery = Delivery { msg: msg.clone(), ack: Some(ack), id: None };
                     // Closed since the check above: the consumer died meanwhile.
                     sub.tx.send(delivery).await.map_err(|_| BusError::NoConsumer(sub.name.clone()))?;
                     acks.push(rx);
                 }
-                Mode::Lossy => match sub.tx.try_send(Delivery { msg: msg.clone(), ack: None }) {
+                Mode::Lossy => match sub.tx.try_send(Delivery { msg: msg.clone(), ack: None, id: None }) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => sub.dropped.increment(1),
                     Err(TrySendError::Closed(_)) => self.forget_closed_lossy(),

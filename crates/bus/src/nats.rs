@@ -172,6 +172,9 @@ impl NatsBus {
     /// (retention by interest), so a reading published in the moment between a group's
     /// subscription and the creation of its consumer would be acknowledged and kept for
     /// nobody. After the first start the consumers exist already and this costs nothing.
+    /// Each message gets a random 128-bit id (`Nats-Msg-Id`): JetStream drops a second
+    /// publish of it within its duplicate window, and consumers get it with every
+    /// delivery ([`Delivery::id`]) to store a redelivered message once.
     async fn publish<T: Serialize>(&self, topic: Topic, subject: String, msg: &T) -> Result<(), BusError> {
         let mut unmade = self.inner.unmade[topic.index()].subscribe();
         if *unmade.borrow() > 0 {
@@ -181,7 +184,14 @@ impl NatsBus {
                 .map_err(|_| BusError::Unavailable("the bus is gone".into()))?;
         }
         let payload = serde_json::to_vec(msg).map_err(|e| unavailable("cannot encode the message", e))?;
-        let ack = self.inner.js.publish(subject, payload.into()).await.map_err(|e| unavailable("publish", e))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, model::secret::random_hex(16).as_str());
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| unavailable("publish", e))?;
         ack.await.map_err(|e| unavailable("JetStream did not store the message", e))?;
         Ok(())
     }
@@ -292,7 +302,12 @@ impl NatsBus {
                 }
             };
             let (done, ack) = oneshot::channel();
-            if tx.send(Delivery { msg: Arc::new(value), ack: Some(done) }).await.is_err() {
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .and_then(|v| u128::from_str_radix(v.as_str(), 16).ok());
+            if tx.send(Delivery { msg: Arc::new(value), ack: Some(done), id }).await.is_err() {
                 let _ = message.ack_with(AckKind::Nak(None)).await; // unsubscribed: to another, now
                 return Ok(());
             }
@@ -315,7 +330,7 @@ impl NatsBus {
         let dropped = metrics::counter!("ingot_bus_dropped_total", "subscriber" => name);
         while let Some(message) = sub.next().await {
             let Ok(value) = serde_json::from_slice::<T>(&message.payload) else { continue };
-            match tx.try_send(Delivery { msg: Arc::new(value), ack: None }) {
+            match tx.try_send(Delivery { msg: Arc::new(value), ack: None, id: None }) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => dropped.increment(1),
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -467,10 +482,16 @@ pub(crate) mod tests {
         let mut sub = bus.subscribe_data("history", Mode::Durable);
         bus.publish_data(reading("d1", 7)).await.unwrap();
         let first = next(&mut sub).await.unwrap();
+        let id = first.id().expect("a NATS delivery has an id");
         drop(first); // the write failed
         let again = next(&mut sub).await.expect("redelivered after the NAK delay");
         assert_eq!(seq(&again), 7);
+        assert_eq!(again.id(), Some(id), "the same id, so it is stored once");
         again.ack();
+        bus.publish_data(reading("d1", 8)).await.unwrap();
+        let other = next(&mut sub).await.unwrap();
+        assert_ne!(other.id(), Some(id), "each message an id of its own");
+        other.ack();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
