@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bus::{Bus, MemoryBus};
+use bus::{Bus, MemoryBus, NatsBus, NatsOptions};
 use clap::Args;
 use ingest::mqtt::{MqttConfig, MqttServer};
 use model::data::PayloadLimits;
@@ -118,6 +118,21 @@ pub struct ServeArgs {
     /// Messages queued per bus consumer before publishers wait.
     #[arg(long, env = "INGOT_BUS_CAPACITY", default_value_t = 65_536)]
     pub bus_capacity: usize,
+    /// The bus: `memory` (in-process, one node) or nats://HOST:PORT (NATS with JetStream:
+    /// a device's reading is acknowledged once JetStream stored it; history follows).
+    #[arg(long, env = "INGOT_BUS", default_value = "memory")]
+    pub bus: String,
+    /// Copies of each JetStream stream (with a nats:// bus on a NATS cluster).
+    #[arg(long, env = "INGOT_BUS_REPLICAS", default_value_t = 1)]
+    pub bus_replicas: usize,
+    /// Prefix of Ingot's subjects, streams and consumers on NATS: installations sharing
+    /// a NATS server need different ones; the nodes of one installation the same.
+    #[arg(long, env = "INGOT_BUS_PREFIX", default_value = "ingot")]
+    pub bus_prefix: String,
+    /// Most bytes each JetStream stream holds (readings not yet consumed); publishes
+    /// beyond are refused, never dropped.
+    #[arg(long, env = "INGOT_BUS_MAX_BYTES", default_value_t = 4 << 30)]
+    pub bus_max_bytes: i64,
     /// fsync every commit (survives power loss); "false" survives process crashes only
     /// (on PostgreSQL: synchronous_commit off for Ingot's sessions).
     #[arg(long, env = "INGOT_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -158,7 +173,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("ingot: it is shown only this once; change it with POST /auth/password/update");
     }
 
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.bus_capacity));
+    let bus: Arc<dyn Bus> = match args.bus.as_str() {
+        "memory" => Arc::new(MemoryBus::new(args.bus_capacity)),
+        url if url.starts_with("nats://") => {
+            let options = NatsOptions {
+                url: url.to_string(),
+                replicas: args.bus_replicas,
+                capacity: args.bus_capacity,
+                prefix: args.bus_prefix.clone(),
+                max_bytes: args.bus_max_bytes,
+                ..NatsOptions::default()
+            };
+            let nats = NatsBus::connect(options).await.with_context(|| {
+                format!("cannot use the bus {url} (is nats-server running there, with JetStream: -js?)")
+            })?;
+            println!("ingot: bus {url} (JetStream)");
+            Arc::new(nats)
+        }
+        other => anyhow::bail!("--bus {other}: use memory or nats://HOST:PORT"),
+    };
     // The history writer subscribes before any device can connect, so no reading is
     // acknowledged without it; it is supervised (restarted if it dies).
     history::writer::spawn(bus.clone(), store.clone(), args.history_batch)

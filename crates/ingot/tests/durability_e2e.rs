@@ -12,9 +12,21 @@ use support::{Api, Server};
 /// restart every reading that got a 2xx must be in history.
 #[tokio::test]
 async fn http_acknowledged_readings_survive_sigkill() {
+    http_sigkill(&[]).await;
+}
+
+/// The same with the NATS bus: a 2xx means JetStream stored the reading.
+#[tokio::test]
+async fn http_acknowledged_readings_survive_sigkill_on_nats() {
+    let Some(nats) = support::nats_args() else { return };
+    http_sigkill(&nats.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+async fn http_sigkill(bus: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     // Full sync (the default) is what a user runs.
-    let server = Server::start(dir.path(), &["--sync-full", "true"]);
+    let args: Vec<&str> = ["--sync-full", "true"].into_iter().chain(bus.iter().copied()).collect();
+    let server = Server::start(dir.path(), &args);
     let api = Api::admin(&server).await;
     let template = api.thermometer_template().await;
     let mut devices = Vec::new();
@@ -40,5 +52,5 @@ async fn http_acknowledged_readings_survive_sigkill() {
             }
         }));
     }
-    support::assert_acked_survive_sigkill(server, &devices, &acked, tasks, "acknowledged").await;
+    support::assert_acked_survive_sigkill(server, bus, &devices, &acked, tasks, "acknowledged").await;
 }

@@ -207,8 +207,20 @@ async fn mqtt_tenant_isolation_and_unsecured_switch() {
 /// QoS 1 publishers; SIGKILL mid-stream; every PUBACKed reading is in history after restart.
 #[tokio::test]
 async fn mqtt_acknowledged_readings_survive_sigkill() {
+    mqtt_sigkill(&[]).await;
+}
+
+/// The same with the NATS bus: a PUBACK means JetStream stored the reading.
+#[tokio::test]
+async fn mqtt_acknowledged_readings_survive_sigkill_on_nats() {
+    let Some(nats) = support::nats_args() else { return };
+    mqtt_sigkill(&nats.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+async fn mqtt_sigkill(bus: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--sync-full", "true"]);
+    let args: Vec<&str> = ["--sync-full", "true"].into_iter().chain(bus.iter().copied()).collect();
+    let server = Server::start(dir.path(), &args);
     let mqtt = server.mqtt.clone().unwrap();
     let api = Api::admin(&server).await;
     let template = api.thermometer_template().await;
@@ -237,7 +249,7 @@ async fn mqtt_acknowledged_readings_survive_sigkill() {
             }
         }));
     }
-    support::assert_acked_survive_sigkill(server, &devices, &acked, tasks, "PUBACKed").await;
+    support::assert_acked_survive_sigkill(server, bus, &devices, &acked, tasks, "PUBACKed").await;
 }
 
 /// Garbage on the MQTT port closes that connection only; the server keeps serving.

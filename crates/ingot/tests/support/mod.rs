@@ -4,6 +4,8 @@
 
 /// A Foo server and client (proxy tests).
 pub mod foo;
+/// A backend (PostgreSQL, NATS) going away while devices publish.
+pub mod outage;
 /// A handle on a real `ingot proxy` process (proxy tests).
 pub mod process;
 
@@ -49,6 +51,47 @@ pub fn store_url(data_dir: &Path) -> String {
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&file, &url).unwrap();
     url
+}
+
+/// Whether `var` (a test server's URL that scripts/test.sh sets) is missing: then says
+/// SKIPPED loudly and returns `true`; under CI=true it fails instead.
+pub fn missing(var: &str) -> bool {
+    if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+        return false;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: CI=true and {var} is not set; run scripts/test.sh"
+    );
+    eprintln!("\n!!!!! SKIPPED {test}: {var} is not set; run scripts/test.sh !!!!!\n");
+    true
+}
+
+/// `ingot serve` flags for the suite's NATS server (`INGOT_TEST_NATS_URL`, started by
+/// scripts/test.sh) with a prefix of its own (servers of other tests share the NATS
+/// server), or `None` after a loud SKIPPED; a failure under CI=true.
+pub fn nats_args() -> Option<Vec<String>> {
+    let url = match std::env::var("INGOT_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let test = std::thread::current().name().unwrap_or("a NATS test").to_string();
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "{test}: CI=true and INGOT_TEST_NATS_URL is not set; scripts/test.sh starts a NATS server"
+            );
+            eprintln!(
+                "\n!!!!! SKIPPED {test}: INGOT_TEST_NATS_URL is not set (no nats-server); run scripts/test.sh !!!!!\n"
+            );
+            return None;
+        }
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("e2e{}x{nanos:x}x{n}", std::process::id());
+    // Small streams: each reserves its size on the server.
+    Some(vec!["--bus".into(), url, "--bus-prefix".into(), prefix, "--bus-max-bytes".into(), (64 << 20).to_string()])
 }
 
 /// The server's JWT secret, read from its store (to forge tokens in tests).
@@ -292,10 +335,12 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
 }
 
 /// The durability check: SIGKILLs `server` after the load has run for a while, restarts
-/// it on the same data and asserts that every acknowledged `(device, value)` reading of
-/// attribute `temperature` is in history. `acked` is filled by the load while it runs.
+/// it on the same data (with `restart_args`) and asserts that every acknowledged
+/// `(device, value)` reading of attribute `temperature` is in history, waiting up to 20 s
+/// for it to get there. `acked` is filled by the load while it runs.
 pub async fn assert_acked_survive_sigkill(
     mut server: Server,
+    restart_args: &[&str],
     devices: &[(String, String)],
     acked: &std::sync::Mutex<Vec<(String, i64)>>,
     load: Vec<tokio::task::JoinHandle<()>>,
@@ -308,17 +353,29 @@ pub async fn assert_acked_survive_sigkill(
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "the load should have produced acknowledged readings, got {}", acked.len());
-    let server = Server::start(&server.data_dir.clone(), &[]);
+    let server = Server::start(&server.data_dir.clone(), restart_args);
     let api = Api::admin(&server).await;
+    // On a NATS bus, acknowledged means in JetStream: history catches up after the restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for (id, _) in devices {
-        let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=10000")).await;
-        let stored: std::collections::BTreeSet<i64> = if status == 200 {
-            hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
-        } else {
-            Default::default()
-        };
-        let missing: Vec<i64> = acked.iter().filter(|(d, s)| d == id && !stored.contains(s)).map(|(_, s)| *s).collect();
-        assert!(missing.is_empty(), "device {id}: {what} readings lost after SIGKILL: {missing:?}");
+        loop {
+            let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=100000")).await;
+            let stored: std::collections::BTreeSet<i64> = if status == 200 {
+                hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
+            } else {
+                Default::default()
+            };
+            let missing: Vec<i64> =
+                acked.iter().filter(|(d, s)| d == id && !stored.contains(s)).map(|(_, s)| *s).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "device {id}: {what} readings lost after SIGKILL: {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     eprintln!("durability: {} {what} readings, all present after SIGKILL", acked.len());
 }
