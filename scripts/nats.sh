@@ -21,6 +21,10 @@ die() {
 }
 say() { echo "nats.sh: $*" >&2; }
 
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
 usage() {
     echo "usage: $0 start DIR | stop DIR | down DIR | up DIR" >&2
     exit 2
@@ -28,22 +32,7 @@ usage() {
 
 MARKER=.ingot-nats # written in DIR by `start`; the other verbs act only on such a DIR
 
-install_nats() {
-    say "nats-server is not installed; installing Debian's package nats-server"
-    local apt=(apt-get)
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 ||
-            die "nats-server is not installed and I am not root (no sudo either): install it with 'apt-get install nats-server' as root, then run me again"
-        apt=(sudo apt-get)
-    fi
-    "${apt[@]}" update -qq >&2 &&
-        "${apt[@]}" install -y -qq nats-server >/dev/null </dev/null ||
-        die "could not install nats-server: run 'apt-get install nats-server' as root and look at its errors"
-}
 
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 # Runs the server of DIR on its port, in the background; waits until it accepts.
 run_server() {
@@ -63,7 +52,7 @@ run_server() {
 
 start() {
     local dir=$1 port tries started=""
-    command -v nats-server >/dev/null 2>&1 || install_nats
+    command -v nats-server >/dev/null 2>&1 || install_package nats-server nats-server
     command -v nats-server >/dev/null 2>&1 || die "nats-server was installed but is not on PATH"
     mkdir -p "$dir" || die "cannot create $dir"
     dir=$(cd "$dir" && pwd)

@@ -27,6 +27,10 @@ die() {
 }
 say() { echo "postgres.sh: $*" >&2; }
 
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
 usage() {
     echo "usage: $0 start DIR | stop DIR | down DIR | up DIR" >&2
     exit 2
@@ -47,18 +51,6 @@ bindir() {
     fi
 }
 
-install_postgres() {
-    say "PostgreSQL is not installed; installing Debian's package postgresql"
-    local apt=(apt-get)
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 ||
-            die "PostgreSQL is not installed and I am not root (no sudo either): install it with 'apt-get install postgresql' as root, then run me again"
-        apt=(sudo apt-get)
-    fi
-    "${apt[@]}" update -qq >&2 &&
-        "${apt[@]}" install -y -qq postgresql >/dev/null </dev/null ||
-        die "could not install PostgreSQL: run 'apt-get install postgresql' as root and look at its errors"
-}
 
 # Runs a command as the server's OS user (the owner of DIR).
 as_owner() {
@@ -83,15 +75,12 @@ ensure_os_user() {
     fi
 }
 
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 start() {
     local dir=$1 bin port tries started=""
     bin=$(bindir)
     if [ -z "$bin" ]; then
-        install_postgres
+        install_package postgresql PostgreSQL
         bin=$(bindir)
         [ -n "$bin" ] || die "PostgreSQL was installed but initdb is nowhere to be found (looked in /usr/lib/postgresql/*/bin and PATH)"
     fi

@@ -31,49 +31,41 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # missing), stopped and removed on exit, failure or Ctrl-C. An INGOT_TEST_POSTGRES_URL
 # or INGOT_TEST_NATS_URL already set is used as is (tests create and drop databases named
 # ingot_test_* there; NATS tests use subjects and streams of their own).
-pg_dir= nats_dir=
+# Each server's directory, for the cleanup: one per script.
+declare -A server_dirs=()
 cleanup() {
-    if [ -n "$pg_dir" ]; then
-        if [ -e "$pg_dir/.ingot-postgres" ]; then scripts/postgres.sh stop "$pg_dir"; else rmdir "$pg_dir"; fi
-    fi
-    if [ -n "$nats_dir" ]; then
-        if [ -e "$nats_dir/.ingot-nats" ]; then scripts/nats.sh stop "$nats_dir"; else rmdir "$nats_dir"; fi
-    fi
+    local script dir
+    for script in "${!server_dirs[@]}"; do
+        dir=${server_dirs[$script]}
+        if [ -e "$dir/.ingot-${script%.sh}" ]; then scripts/$script stop "$dir"; else rmdir "$dir"; fi
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-if [ -z "${INGOT_TEST_POSTGRES_URL:-}" ]; then
-    echo "==> starting a private PostgreSQL server"
-    pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-pg.XXXXXX")
-    if pg_url=$(scripts/postgres.sh start "$pg_dir"); then
-        export INGOT_TEST_POSTGRES_URL=$pg_url
-        echo "    $INGOT_TEST_POSTGRES_URL"
+
+# private_server SCRIPT VAR WHAT: unless VAR is set, starts a server with scripts/SCRIPT
+# and exports VAR as its URL; without one, CI=true fails and otherwise a loud warning.
+private_server() {
+    local script=$1 var=$2 what=$3 dir url
+    [ -z "${!var:-}" ] || return 0
+    echo "==> starting a private $what"
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-${script%.sh}.XXXXXX")
+    server_dirs[$script]=$dir
+    if url=$(scripts/"$script" start "$dir"); then
+        export "$var=$url"
+        echo "    $url"
     elif [ "${CI:-}" = true ]; then
-        echo "!!! PostgreSQL could not be installed or started (see above); CI=true makes that a failure" >&2
+        echo "!!! $what could not be installed or started (see above); CI=true makes that a failure" >&2
         exit 1
     else
         echo "" >&2
-        echo "!!!!! WARNING: no PostgreSQL server (see above): the tests that need one will say SKIPPED !!!!!" >&2
+        echo "!!!!! WARNING: no $what (see above): the tests that need one will say SKIPPED !!!!!" >&2
         echo "" >&2
     fi
-fi
-# The same for NATS with JetStream (scripts/nats.sh installs Debian's nats-server).
-if [ -z "${INGOT_TEST_NATS_URL:-}" ]; then
-    echo "==> starting a private NATS server (JetStream)"
-    nats_dir=$(mktemp -d "${TMPDIR:-/tmp}/ingot-test-nats.XXXXXX")
-    if nats_url=$(scripts/nats.sh start "$nats_dir"); then
-        export INGOT_TEST_NATS_URL=$nats_url
-        echo "    $INGOT_TEST_NATS_URL"
-    elif [ "${CI:-}" = true ]; then
-        echo "!!! nats-server could not be installed or started (see above); CI=true makes that a failure" >&2
-        exit 1
-    else
-        echo "" >&2
-        echo "!!!!! WARNING: no NATS server (see above): the tests that need one will say SKIPPED !!!!!" >&2
-        echo "" >&2
-    fi
-fi
+}
+private_server postgres.sh INGOT_TEST_POSTGRES_URL "PostgreSQL server"
+private_server nats.sh INGOT_TEST_NATS_URL "NATS server (JetStream)"
 
 echo "==> cargo test (services and stores on SQLite and PostgreSQL; end-to-end on SQLite)"
 cargo test --workspace
