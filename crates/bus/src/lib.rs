@@ -40,6 +40,11 @@ pub enum Mode {
     Durable,
     /// Messages may be dropped when this subscriber falls behind.
     Lossy,
+    /// Durable, and every node of a cluster gets every message: for what each node
+    /// keeps in memory (its MQTT sessions, its caches). On one node the same as
+    /// [`Mode::Durable`]; on NATS the group is per node and starts with the messages
+    /// published after its first subscription (the node loads its state from the store).
+    EachNode,
 }
 
 /// Why a publish failed.

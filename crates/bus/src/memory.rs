@@ -74,6 +74,8 @@ impl<T: Send + Sync + 'static> Topic<T> {
     /// A durable subscription replaces any earlier one of the same name: one consumer
     /// per durable group, the newest (a restarted consumer takes its group back).
     fn subscribe(&self, consumer: &str, mode: Mode, capacity: usize) -> Subscription<T> {
+        // One process is one node: each node's group is the group.
+        let mode = if mode == Mode::EachNode { Mode::Durable } else { mode };
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let labels = [("topic", self.name.to_string()), ("consumer", consumer.to_string())];
         let sub = Subscriber {
@@ -85,7 +87,7 @@ impl<T: Send + Sync + 'static> Topic<T> {
         };
         self.change(|subs| {
             subs.retain(|s| match s.mode {
-                Mode::Durable => !(mode == Mode::Durable && s.name == consumer),
+                Mode::Durable | Mode::EachNode => !(mode == Mode::Durable && s.name == consumer),
                 Mode::Lossy => !s.tx.is_closed(),
             });
             subs.push(sub);
@@ -118,7 +120,7 @@ impl<T: Send + Sync + 'static> Topic<T> {
         let mut acks = Vec::new();
         for sub in subs.iter() {
             match sub.mode {
-                Mode::Durable => {
+                Mode::Durable | Mode::EachNode => {
                     let (ack, rx) = oneshot::channel();
                     let delivery = Delivery { msg: msg.clone(), ack: Some(ack), id: None };
                     // Closed since the check above: the consumer died meanwhile.

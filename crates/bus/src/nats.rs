@@ -58,6 +58,12 @@ pub struct NatsOptions {
     pub max_ack_pending: i64,
     /// Deliveries queued in this process per subscriber.
     pub capacity: usize,
+    /// This node's name in the cluster: names its [`Mode::EachNode`] consumers. Must be
+    /// unique per node and stable across its restarts.
+    pub node: String,
+    /// A [`Mode::EachNode`] consumer whose node has not pulled for this long is deleted
+    /// by NATS (the node is gone for good; it would hold every event for ever).
+    pub node_gone_after: Duration,
 }
 
 impl Default for NatsOptions {
@@ -70,6 +76,8 @@ impl Default for NatsOptions {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 65_536,
             capacity: 65_536,
+            node: "node".into(),
+            node_gone_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -203,13 +211,17 @@ impl NatsBus {
         let (tx, rx) = mpsc::channel(self.inner.options.capacity.max(1));
         let bus = self.clone();
         match mode {
-            Mode::Durable => {
+            Mode::Durable | Mode::EachNode => {
                 let alive = Arc::new(AtomicBool::new(false));
                 let group = format!("{}/{name}", topic.name());
                 bus.inner.groups.lock().expect("groups lock").insert(group, alive.clone());
-                let consumer = format!("{}-{}-{name}", self.inner.options.prefix, topic.word());
+                let mut consumer = format!("{}-{}-{name}", self.inner.options.prefix, topic.word());
+                let each_node = mode == Mode::EachNode;
+                if each_node {
+                    consumer = format!("{consumer}-{}", token(&self.inner.options.node));
+                }
                 self.inner.unmade[topic.index()].send_modify(|n| *n += 1);
-                tokio::spawn(async move { bus.run_durable(topic, consumer, tx, alive).await });
+                tokio::spawn(async move { bus.run_durable(topic, consumer, each_node, tx, alive).await });
             }
             Mode::Lossy => {
                 let subject = format!("{}.{}.>", self.inner.options.prefix, topic.word());
@@ -222,14 +234,20 @@ impl NatsBus {
 
     /// Feeds a durable subscription until it is dropped, reconnecting the consumer after
     /// any failure.
-    async fn run_durable<T>(self, topic: Topic, consumer: String, tx: mpsc::Sender<Delivery<T>>, alive: Arc<AtomicBool>)
-    where
+    async fn run_durable<T>(
+        self,
+        topic: Topic,
+        consumer: String,
+        each_node: bool,
+        tx: mpsc::Sender<Delivery<T>>,
+        alive: Arc<AtomicBool>,
+    ) where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let mut backoff = Duration::from_millis(200);
         let mut made = false;
         loop {
-            let result = self.consume(topic, &consumer, &tx, &alive, &mut made).await;
+            let result = self.consume(topic, &consumer, each_node, &tx, &alive, &mut made).await;
             alive.store(false, Ordering::Relaxed);
             match result {
                 Ok(()) => return, // the subscription is gone
@@ -249,6 +267,7 @@ impl NatsBus {
         &self,
         topic: Topic,
         name: &str,
+        each_node: bool,
         tx: &mpsc::Sender<Delivery<T>>,
         alive: &AtomicBool,
         made: &mut bool,
@@ -257,13 +276,19 @@ impl NatsBus {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let stream = self.inner.js.get_stream(self.stream(topic)).await.map_err(|e| unavailable("stream", e))?;
-        let config = consumer::pull::Config {
+        let mut config = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.inner.options.ack_wait,
             max_ack_pending: self.inner.options.max_ack_pending,
             ..Default::default()
         };
+        if each_node {
+            // A node's own group: from now on (its state comes from the store), and gone
+            // with the node.
+            config.deliver_policy = consumer::DeliverPolicy::New;
+            config.inactive_threshold = self.inner.options.node_gone_after;
+        }
         let consumer = stream.get_or_create_consumer(name, config).await.map_err(|e| unavailable("consumer", e))?;
         if !std::mem::replace(made, true) {
             self.inner.unmade[topic.index()].send_modify(|n| *n -= 1);
@@ -521,6 +546,37 @@ pub(crate) mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 200, "each reading once");
         assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>().len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_node_gets_every_event_of_an_each_node_group() {
+        let p = prefix("each");
+        let url = match server() {
+            Some(url) => url,
+            None => return,
+        };
+        let node = |name: &str| NatsOptions {
+            url: url.clone(),
+            prefix: p.clone(),
+            node: name.into(),
+            max_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let a = NatsBus::connect(node("a")).await.unwrap();
+        let b = NatsBus::connect(node("b")).await.unwrap();
+        let mut subs = [a.subscribe_events("mqtt", Mode::EachNode), b.subscribe_events("mqtt", Mode::EachNode)];
+        let sent: Vec<DeviceEvent> =
+            (0..10).map(|i| DeviceEvent::credentials("acme", &format!("d{i}"), Utc::now())).collect();
+        for (i, e) in sent.iter().enumerate() {
+            [&a, &b][i % 2].publish_event(e.clone()).await.unwrap();
+        }
+        for sub in &mut subs {
+            for e in &sent {
+                let d = next(sub).await.expect("every node gets every event");
+                assert_eq!(&*d.msg, e, "in order");
+                d.ack();
+            }
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock as StdRwLock};
 
-use bus::Bus;
+use bus::{Bus, Mode};
 use chrono::Utc;
 use ingest::{DeviceAuth, DeviceAuthError, DeviceDirectory};
 use model::catalog::{
@@ -44,6 +44,10 @@ struct Catalog {
     last_template_id: i64,
     last_attr_id: i64,
 }
+
+/// The per-node bus group through which a node of a cluster follows the catalog
+/// ([`DeviceService::load_following`]).
+pub const FOLLOW_GROUP: &str = "catalog";
 
 const TEMPLATE_COUNTER: &str = "template";
 const ATTR_COUNTER: &str = "attr";
@@ -123,6 +127,63 @@ impl DeviceService {
         tracing::info!(tenants = tenants.len(), devices = count, "device catalog loaded");
         let tenants = tenants.into_iter().map(|(k, v)| (k, Arc::new(RwLock::new(v)))).collect();
         Ok(Self { store, bus, config, tenants: StdRwLock::new(tenants) })
+    }
+
+    /// [`Self::load`] for one node of a cluster, which must follow the catalog changes
+    /// other nodes make: subscribes to every node's catalog events first (so that no
+    /// change between the load and the subscription is missed), loads, then applies each
+    /// event as it comes ([`Self::refresh_device`]). An event that cannot be applied now
+    /// (store unreachable) is left unacknowledged and comes again.
+    pub async fn load_following(
+        store: SharedStore,
+        bus: Arc<dyn Bus>,
+        config: DevicesConfig,
+    ) -> Result<Arc<Self>, DeviceError> {
+        let mut events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
+        let service = Arc::new(Self::load(store, bus, config).await?);
+        let weak = Arc::downgrade(&service);
+        tokio::spawn(async move {
+            while let Some(delivery) = events.recv().await {
+                let Some(service) = weak.upgrade() else { return };
+                let event = &delivery.msg;
+                let applied = match (event.kind, event.device_id()) {
+                    (EventKind::Create | EventKind::Update | EventKind::Remove | EventKind::Credentials, Some(id)) => {
+                        service.refresh_device(&event.tenant, id).await
+                    }
+                    _ => Ok(()),
+                };
+                match applied {
+                    Ok(()) => delivery.ack(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, tenant = event.tenant, "cannot apply a catalog change; retrying")
+                    }
+                }
+            }
+        });
+        Ok(service)
+    }
+
+    /// Makes this node's copy of device `id` what the store holds now: the device and
+    /// its secret, or nothing once it is deleted. Holds the tenant's catalog lock while
+    /// it reads, so no change of this node's can slip in between.
+    pub async fn refresh_device(&self, tenant: &str, id: &str) -> Result<(), DeviceError> {
+        let cat = self.catalog(tenant);
+        let mut c = cat.write().await;
+        match self.store.catalog_device(tenant, id).await? {
+            Some((doc, secret)) => {
+                let d: Device = serde_json::from_value(doc).map_err(store::StoreError::from)?;
+                match secret {
+                    Some(hash) => c.secrets.insert(id.to_string(), hash),
+                    None => c.secrets.remove(id),
+                };
+                c.devices.insert(id.to_string(), d);
+            }
+            None => {
+                c.devices.remove(id);
+                c.secrets.remove(id);
+            }
+        }
+        Ok(())
     }
 
     fn catalog(&self, tenant: &str) -> Arc<RwLock<Catalog>> {
@@ -695,6 +756,58 @@ mod tests {
                 svc.delete_template("admin", "1").await,
                 Err(DeviceError::Catalog(CatalogError::TemplateInUse))
             ));
+        }
+    }
+
+    async fn within_a_second(what: &str, check: impl AsyncFn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !check().await {
+            assert!(std::time::Instant::now() < deadline, "{what}: not seen within a second");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Two nodes of a cluster on one store and one NATS: what one changes, the other
+    /// sees within a second. Needs INGOT_TEST_NATS_URL (SKIPPED without; CI=true fails).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_follows_the_device_changes_of_another() {
+        let Ok(url) = std::env::var("INGOT_TEST_NATS_URL") else {
+            assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true: INGOT_TEST_NATS_URL is not set");
+            eprintln!("\n!!!!! SKIPPED: INGOT_TEST_NATS_URL is not set; run scripts/test.sh !!!!!\n");
+            return;
+        };
+        for engine in store::testing::engines().await {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+            let prefix = format!("follow{}x{nanos:x}", std::process::id());
+            let node = |name: &str| bus::NatsOptions {
+                url: url.clone(),
+                prefix: prefix.clone(),
+                node: name.into(),
+                max_bytes: 64 << 20,
+                ..Default::default()
+            };
+            let bus_a: Arc<dyn Bus> = Arc::new(bus::NatsBus::connect(node("a")).await.unwrap());
+            let bus_b: Arc<dyn Bus> = Arc::new(bus::NatsBus::connect(node("b")).await.unwrap());
+            engine.store.ensure_tenant("admin", 7).await.unwrap();
+            let b = DeviceService::load_following(engine.node().await, bus_b, DevicesConfig::default()).await.unwrap();
+            b.create_template("admin", &thermometer()).await.unwrap();
+            let a = DeviceService::load_following(engine.store.clone(), bus_a, DevicesConfig::default()).await.unwrap();
+
+            let CreatedDevices::Brief(made) =
+                b.create_devices("admin", &json!({"label": "d", "templates": ["1"]}), 1, false).await.unwrap()
+            else {
+                panic!()
+            };
+            let id = made[0]["id"].as_str().unwrap().to_string();
+            within_a_second(engine.name, async || a.get_device("admin", &id).await.is_ok()).await;
+
+            let secret = b.new_secret("admin", &id).await.unwrap();
+            let device = DeviceRef::new("admin", &id).unwrap();
+            within_a_second(engine.name, async || a.verify_device(&device, Some(secret.as_bytes())).await.is_ok())
+                .await;
+
+            b.delete_device("admin", &id).await.unwrap();
+            within_a_second(engine.name, async || a.get_device("admin", &id).await.is_err()).await;
         }
     }
 }

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// a NATS server need different ones; the nodes of one installation the same.
     #[arg(long, env = "INGOT_BUS_PREFIX", default_value = "ingot")]
     pub bus_prefix: String,
+    /// This node's name in a cluster (names its own NATS consumers): unique per node,
+    /// the same across its restarts. By default made once and kept in <data-dir>/node.id.
+    #[arg(long, env = "INGOT_NODE_ID")]
+    pub node_id: Option<String>,
     /// Most bytes each JetStream stream holds (readings not yet consumed); publishes
     /// beyond are refused, never dropped.
     #[arg(long, env = "INGOT_BUS_MAX_BYTES", default_value_t = 4 << 30)]
@@ -176,7 +180,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bus: Arc<dyn Bus> = match args.bus.as_str() {
         "memory" => Arc::new(MemoryBus::new(args.bus_capacity)),
         url if url.starts_with("nats://") => {
+            let node = match &args.node_id {
+                Some(id) => id.clone(),
+                None => node_id(&args.data_dir)?,
+            };
+            println!("ingot: node {node}");
             let options = NatsOptions {
+                node,
                 url: url.to_string(),
                 replicas: args.bus_replicas,
                 capacity: args.bus_capacity,
@@ -200,8 +210,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     history::writer::spawn_configure(bus.clone(), store.clone(), args.history_batch);
     tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
 
-    let devices =
-        Arc::new(devices::DeviceService::load(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?);
+    // On a NATS bus, other nodes may change the catalog: follow their changes.
+    let devices = if args.bus == "memory" {
+        Arc::new(devices::DeviceService::load(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?)
+    } else {
+        devices::DeviceService::load_following(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?
+    };
     let limits = PayloadLimits { max_attrs: args.max_attrs, ..PayloadLimits::default() };
     let ingest = Arc::new(
         ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes)
@@ -293,4 +307,18 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutdown requested");
+}
+
+/// This node's id, made once (`node-` and 8 random hex digits) and kept in `dir/node.id`.
+fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("node-{}", model::secret::random_hex(4));
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+    }
 }

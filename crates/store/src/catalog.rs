@@ -1,7 +1,7 @@
 //! Templates and devices, stored as JSON documents (the devices service owns their shape
 //! and keeps them in memory; this is the write-through copy).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use crate::{SqliteStore, StoreError};
@@ -31,6 +31,10 @@ pub trait CatalogStore: Send + Sync {
     /// Loads every tenant's templates and devices.
     async fn load_catalog(&self) -> Result<CatalogRows, StoreError>;
 
+    /// One device's document and secret hash, as stored now: how a node learns of a
+    /// change another node made (cluster mode).
+    async fn catalog_device(&self, tenant: &str, id: &str) -> Result<Option<(Value, Option<String>)>, StoreError>;
+
     /// Writes templates and devices of one tenant in one transaction, deleting the ids
     /// listed in `remove_*`, and saving `counters`. A removed device's history goes with
     /// it: its series are deleted at once (its readings later, by retention).
@@ -55,6 +59,18 @@ impl CatalogStore for SqliteStore {
             let mut st = c.prepare("SELECT tenant, name, value FROM counters")?;
             rows.counters = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn catalog_device(&self, tenant: &str, id: &str) -> Result<Option<(Value, Option<String>)>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.read(move |c| {
+            let row = c
+                .prepare_cached("SELECT doc, secret_hash FROM devices WHERE tenant = ?1 AND id = ?2")?
+                .query_row(params![tenant, id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+                .optional()?;
+            row.map(|(doc, secret)| Ok((serde_json::from_str(&doc)?, secret))).transpose()
         })
         .await
     }

@@ -180,6 +180,11 @@ async fn the_catalog_is_saved_replaced_and_deleted_per_tenant() {
             "{name}"
         );
         assert_eq!(rows.counters, [("acme".into(), "template".into(), 3)], "{name}");
+        let one = store.catalog_device("acme", "d1").await.unwrap();
+        assert_eq!(one, Some((json!({"id": "d1", "label": "changed"}), None)), "{name}");
+        let theirs = store.catalog_device("globex", "d1").await.unwrap();
+        assert_eq!(theirs.and_then(|t| t.1), Some("secret-theirs".into()), "{name}");
+        assert_eq!(store.catalog_device("acme", "d2").await.unwrap(), None, "{name}: removed");
     }
 }
 

@@ -181,8 +181,9 @@ impl MqttServer {
         let local_addr = listener.local_addr().map_err(|source| MqttError::Bind { addr: config.listen, source })?;
 
         // Subscribed before accepting connections, so no actuation request slips by;
-        // durable, so that no revocation (device deleted, secret changed) is ever dropped.
-        let events = ingest.bus().subscribe_events("mqtt", Mode::Durable);
+        // durable, so that no revocation (device deleted, secret changed) is ever dropped;
+        // every node gets every event (each holds its own sessions).
+        let events = ingest.bus().subscribe_events("mqtt", Mode::EachNode);
         let shared = Arc::new(Shared {
             registry: Registry::new(config.max_queued_per_session, config.max_sessions_per_device),
             ingest,

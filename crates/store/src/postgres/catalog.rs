@@ -23,6 +23,15 @@ impl CatalogStore for PgStore {
         Ok(rows)
     }
 
+    async fn catalog_device(&self, tenant: &str, id: &str) -> Result<Option<(Value, Option<String>)>, StoreError> {
+        let client = self.client().await?;
+        let st = client.prepare_cached("SELECT doc, secret_hash FROM devices WHERE tenant = $1 AND id = $2").await?;
+        match client.query_opt(&st, &[&tenant, &id]).await? {
+            Some(r) => Ok(Some((serde_json::from_str(r.try_get(0)?)?, r.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+
     async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
