@@ -73,7 +73,7 @@ impl Default for NatsOptions {
             prefix: "ingot".into(),
             replicas: 1,
             max_bytes: 4 << 30,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
             max_ack_pending: 65_536,
             capacity: 65_536,
             node: "node".into(),

@@ -133,6 +133,11 @@ pub struct ServeArgs {
     /// the same across its restarts. By default made once and kept in <data-dir>/node.id.
     #[arg(long, env = "INGOT_NODE_ID")]
     pub node_id: Option<String>,
+    /// Seconds a node may hold a JetStream message unacknowledged before it goes to
+    /// another (a node killed mid-batch: its readings are written after this).
+    /// Redeliveries are stored once, so a short wait costs only duplicate work.
+    #[arg(long, env = "INGOT_BUS_ACK_WAIT_SECS", default_value_t = 10)]
+    pub bus_ack_wait_secs: u64,
     /// Most bytes each JetStream stream holds (readings not yet consumed); publishes
     /// beyond are refused, never dropped.
     #[arg(long, env = "INGOT_BUS_MAX_BYTES", default_value_t = 4 << 30)]
@@ -192,6 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 capacity: args.bus_capacity,
                 prefix: args.bus_prefix.clone(),
                 max_bytes: args.bus_max_bytes,
+                ack_wait: Duration::from_secs(args.bus_ack_wait_secs.max(1)),
                 ..NatsOptions::default()
             };
             let nats = NatsBus::connect(options).await.with_context(|| {
