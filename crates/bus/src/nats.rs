@@ -126,6 +126,18 @@ impl Topic {
     }
 }
 
+/// `url` without user and password, for messages: `nats://user:pw@host:4222` gives
+/// `nats://host:4222`.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &one[..scheme + 3], &one[at + 1..]),
+            _ => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("{what}: {e}"))
 }
@@ -138,7 +150,7 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(5))
             .connect(options.url.as_str())
             .await
-            .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", options.url), e))?;
+            .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", redacted(&options.url)), e))?;
         let js = jetstream::new(client.clone());
         let unmade = [tokio::sync::watch::Sender::new(0), tokio::sync::watch::Sender::new(0)];
         let bus = Self { inner: Arc::new(Inner { client, js, options, groups: Mutex::default(), unmade }) };
@@ -597,6 +609,13 @@ pub(crate) mod tests {
         let options = NatsOptions { url: format!("nats://127.0.0.1:{port}"), ..Default::default() };
         let err = NatsBus::connect(options).await.err().expect("nothing listens there");
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(redacted("nats://u:s3cret@h:4222"), "nats://h:4222");
+        assert_eq!(redacted("nats://h:4222,nats://t0k3n@i:4222"), "nats://h:4222,nats://i:4222");
+        assert_eq!(redacted("nats://h:4222"), "nats://h:4222");
     }
 
     #[test]

@@ -200,13 +200,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ack_wait: Duration::from_secs(args.bus_ack_wait_secs.max(1)),
                 ..NatsOptions::default()
             };
+            let shown = bus::nats::redacted(url);
             let nats = NatsBus::connect(options).await.with_context(|| {
-                format!("cannot use the bus {url} (is nats-server running there, with JetStream: -js?)")
+                format!("cannot use the bus {shown} (is nats-server running there, with JetStream: -js?)")
             })?;
-            println!("ingot: bus {url} (JetStream)");
+            println!("ingot: bus {shown} (JetStream)");
             Arc::new(nats)
         }
-        other => anyhow::bail!("--bus {other}: use memory or nats://HOST:PORT"),
+        other => anyhow::bail!("--bus {}: use memory or nats://HOST:PORT", bus::nats::redacted(other)),
     };
     // The history writer subscribes before any device can connect, so no reading is
     // acknowledged without it; it is supervised (restarted if it dies).
