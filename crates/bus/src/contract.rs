@@ -64,7 +64,7 @@ async fn events_reach_durable_and_lossy_subscribers_alike() {
     for (name, bus) in buses("events").await {
         let mut relay = bus.subscribe_events("mqtt", Mode::Durable);
         let mut live = bus.subscribe_events("ws", Mode::Lossy);
-        tokio::time::sleep(Duration::from_millis(200)).await; // a NATS subscription reaches its server
+        bus.ready().await.unwrap(); // a NATS subscription reaches its server
         let sent: Vec<DeviceEvent> =
             (0..5).map(|i| DeviceEvent::credentials("acme", &format!("d{i}"), Utc::now())).collect();
         let publisher = {

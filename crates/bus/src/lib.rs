@@ -75,6 +75,13 @@ pub trait Bus: Send + Sync + 'static {
     /// Durable groups (`topic/name`) that have no live consumer now: while one is listed,
     /// publishes on its topic fail.
     fn dead_groups(&self) -> Vec<String>;
+    /// Resolves once every subscription made so far receives what is published from
+    /// now on, on any node (a NATS consumer is made after `subscribe_*` returns). For a
+    /// node that subscribes, then loads its state from the store: no change in between
+    /// is missed.
+    async fn ready(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// One message handed to a subscriber.

@@ -174,6 +174,19 @@ impl NatsBus {
         Ok(bus)
     }
 
+    /// Waits (at most 10 s) until every durable group subscribed on `topic` in this
+    /// process has its JetStream consumer.
+    async fn consumers_made(&self, topic: Topic) -> Result<(), BusError> {
+        let mut unmade = self.inner.unmade[topic.index()].subscribe();
+        if *unmade.borrow() > 0 {
+            tokio::time::timeout(Duration::from_secs(10), unmade.wait_for(|n| *n == 0))
+                .await
+                .map_err(|_| BusError::Unavailable("a durable consumer could not be created in 10 s".into()))?
+                .map_err(|_| BusError::Unavailable("the bus is gone".into()))?;
+        }
+        Ok(())
+    }
+
     fn stream(&self, topic: Topic) -> String {
         format!("{}_{}", self.inner.options.prefix.to_uppercase(), topic.word().to_uppercase())
     }
@@ -196,13 +209,7 @@ impl NatsBus {
     /// publish of it within its duplicate window, and consumers get it with every
     /// delivery ([`Delivery::id`]) to store a redelivered message once.
     async fn publish<T: Serialize>(&self, topic: Topic, subject: String, msg: &T) -> Result<(), BusError> {
-        let mut unmade = self.inner.unmade[topic.index()].subscribe();
-        if *unmade.borrow() > 0 {
-            tokio::time::timeout(Duration::from_secs(10), unmade.wait_for(|n| *n == 0))
-                .await
-                .map_err(|_| BusError::Unavailable("a durable consumer could not be created in 10 s".into()))?
-                .map_err(|_| BusError::Unavailable("the bus is gone".into()))?;
-        }
+        self.consumers_made(topic).await?;
         let payload = serde_json::to_vec(msg).map_err(|e| unavailable("cannot encode the message", e))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, model::secret::random_hex(16).as_str());
@@ -238,7 +245,8 @@ impl NatsBus {
             Mode::Lossy => {
                 let subject = format!("{}.{}.>", self.inner.options.prefix, topic.word());
                 let name = name.to_string();
-                tokio::spawn(async move { bus.run_lossy(subject, name, tx).await });
+                self.inner.unmade[topic.index()].send_modify(|n| *n += 1);
+                tokio::spawn(async move { bus.run_lossy(topic, subject, name, tx).await });
             }
         }
         Subscription { rx }
@@ -353,13 +361,21 @@ impl NatsBus {
         Err(BusError::Unavailable("the JetStream consumer's message stream ended".into()))
     }
 
-    async fn run_lossy<T>(self, subject: String, name: String, tx: mpsc::Sender<Delivery<T>>)
+    async fn run_lossy<T>(self, topic: Topic, subject: String, name: String, tx: mpsc::Sender<Delivery<T>>)
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let mut sub = match self.inner.client.subscribe(subject.clone()).await {
-            Ok(sub) => sub,
-            Err(e) => {
+        let subscribed = self.inner.client.subscribe(subject.clone()).await;
+        // Flushed: the server has the subscription before `ready` says so.
+        let flushed = self.inner.client.flush().await;
+        self.inner.unmade[topic.index()].send_modify(|n| *n -= 1);
+        let mut sub = match (subscribed, flushed) {
+            (Ok(sub), Ok(())) => sub,
+            (Err(e), _) => {
+                tracing::error!(subject, error = %e, "cannot subscribe on NATS");
+                return;
+            }
+            (_, Err(e)) => {
                 tracing::error!(subject, error = %e, "cannot subscribe on NATS");
                 return;
             }
@@ -408,6 +424,11 @@ impl Bus for NatsBus {
 
     fn subscribe_events(&self, name: &str, mode: Mode) -> Subscription<DeviceEvent> {
         self.subscribe(Topic::Events, name, mode)
+    }
+
+    async fn ready(&self) -> Result<(), BusError> {
+        self.consumers_made(Topic::Data).await?;
+        self.consumers_made(Topic::Events).await
     }
 
     fn dead_groups(&self) -> Vec<String> {
@@ -577,6 +598,9 @@ pub(crate) mod tests {
         let a = NatsBus::connect(node("a")).await.unwrap();
         let b = NatsBus::connect(node("b")).await.unwrap();
         let mut subs = [a.subscribe_events("mqtt", Mode::EachNode), b.subscribe_events("mqtt", Mode::EachNode)];
+        // Each node's group starts when it is made: wait for both before publishing.
+        a.ready().await.unwrap();
+        b.ready().await.unwrap();
         let sent: Vec<DeviceEvent> =
             (0..10).map(|i| DeviceEvent::credentials("acme", &format!("d{i}"), Utc::now())).collect();
         for (i, e) in sent.iter().enumerate() {
@@ -596,7 +620,7 @@ pub(crate) mod tests {
         let p = prefix("lossy");
         let (Some(a), Some(b)) = (bus(&p).await, bus(&p).await) else { return };
         let mut live = a.subscribe_events("ws", Mode::Lossy);
-        tokio::time::sleep(Duration::from_millis(200)).await; // the subscription reaches the server
+        a.ready().await.unwrap(); // the subscription reached the server
         let event = DeviceEvent::credentials("acme.corp", "d1", Utc::now());
         b.publish_event(event.clone()).await.unwrap();
         let got = next(&mut live).await.expect("a live event");

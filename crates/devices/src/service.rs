@@ -140,6 +140,8 @@ impl DeviceService {
         config: DevicesConfig,
     ) -> Result<Arc<Self>, DeviceError> {
         let mut events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
+        // The group must receive before the load reads the store.
+        bus.ready().await?;
         let service = Arc::new(Self::load(store, bus, config).await?);
         let weak = Arc::downgrade(&service);
         tokio::spawn(async move {
