@@ -121,6 +121,8 @@ pub enum MqttError {
     NoRuntime,
     #[error("the MQTT server failed to start: {0}")]
     Start(String),
+    #[error("the bus is not ready for the MQTT relay: {0}")]
+    Bus(#[from] bus::BusError),
 }
 
 /// Why ntex-mqtt must close a connection (logged by ntex-mqtt, never sent).
@@ -184,6 +186,9 @@ impl MqttServer {
         // durable, so that no revocation (device deleted, secret changed) is ever dropped;
         // every node gets every event (each holds its own sessions).
         let events = ingest.bus().subscribe_events("mqtt", Mode::EachNode);
+        // On NATS the relay's consumer is made after subscribing: wait for it, so that no
+        // other node's revocation or actuation slips by before the first connection.
+        ingest.bus().ready().await?;
         let shared = Arc::new(Shared {
             registry: Registry::new(config.max_queued_per_session, config.max_sessions_per_device),
             ingest,
