@@ -17,13 +17,13 @@ use crate::tokens::TokenRecord;
 use crate::users::UserRecord;
 use crate::{StoreError, testing};
 
-fn reading(device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
+pub(crate) fn reading(device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
     let d = DeviceRef::new("t", device).unwrap();
     let Value::Object(attrs) = attrs else { unreachable!() };
     Arc::new(DeviceData { tenant: d.tenant, device_id: d.device_id, ts: Utc.timestamp_millis_opt(ts).unwrap(), attrs })
 }
 
-fn query(device: &str, attr: &str) -> HistoryQuery {
+pub(crate) fn query(device: &str, attr: &str) -> HistoryQuery {
     HistoryQuery {
         tenant: "t".into(),
         device_id: device.into(),

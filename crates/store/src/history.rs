@@ -423,34 +423,10 @@ impl SqliteStore {
 mod tests {
     use super::*;
     use crate::StoreOptions;
-    use chrono::{TimeZone, Utc};
-    use model::DeviceRef;
-
-    fn reading(device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
-        let d = DeviceRef::new("t", device).unwrap();
-        let Value::Object(attrs) = attrs else { unreachable!() };
-        Arc::new(DeviceData {
-            tenant: d.tenant,
-            device_id: d.device_id,
-            ts: Utc.timestamp_millis_opt(ts).unwrap(),
-            attrs,
-        })
-    }
+    use crate::contract::{query, reading};
 
     fn open(dir: &std::path::Path) -> SqliteStore {
         SqliteStore::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap()
-    }
-
-    fn query(device: &str, attr: &str) -> HistoryQuery {
-        HistoryQuery {
-            tenant: "t".into(),
-            device_id: device.into(),
-            attr: attr.into(),
-            from_ms: None,
-            to_ms: None,
-            newest_first: false,
-            limit: None,
-        }
     }
 
     #[tokio::test]
