@@ -106,7 +106,8 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
 
     let router = http::router(Arc::clone(&stats));
     let mut http_task = tokio::spawn(async move { axum::serve(http_listener, router).await });
-    let saver = tokio::spawn(save_periodically(Arc::clone(&stats), args.recovery_path.clone()));
+    let (stop_saver, saver_stopped) = tokio::sync::oneshot::channel();
+    let saver = tokio::spawn(save_until_stopped(Arc::clone(&stats), args.recovery_path.clone(), saver_stopped));
     let reporter = tokio::spawn(report_on_sigusr2(Arc::clone(&stats), usr2));
     // Tests and scripts read the bound addresses from this line (ports may be 0).
     info!(listen = %listen_addr, http = %http_addr, forward = %forward, "foo proxy ready");
@@ -128,10 +129,16 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         })),
     };
 
-    saver.abort();
     reporter.abort();
     http_task.abort();
-    save_now(&stats, &args.recovery_path).await;
+    // Not `abort`: a save in flight runs on a blocking thread that an abort does not stop,
+    // and it could land after (and over) the final one. The saver finishes it, then saves
+    // the final counters itself.
+    let _ = stop_saver.send(());
+    if let Err(e) = saver.await {
+        warn!(error = %e, "the recovery saver failed; saving the counters directly");
+        save_now(&stats, &args.recovery_path).await;
+    }
     info!(path = %args.recovery_path.display(), "counters saved, proxy stopped");
     outcome
 }
@@ -255,12 +262,17 @@ fn restore_counters(path: &Path) -> Result<Counters, ProxyError> {
     }
 }
 
-async fn save_periodically(stats: Arc<Stats>, path: PathBuf) {
+/// Saves the counters every [`SAVE_INTERVAL`] until told to stop, then once more: the one
+/// task that writes the recovery file, so two saves never race on its temporary file.
+async fn save_until_stopped(stats: Arc<Stats>, path: PathBuf, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval(SAVE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => break,
+        }
         let result = save_blocking(&stats, &path).await;
         // Log a failing disk once, not every second.
         match (&result, failing) {
@@ -270,6 +282,7 @@ async fn save_periodically(stats: Arc<Stats>, path: PathBuf) {
         }
         failing = result.is_err();
     }
+    save_now(&stats, &path).await;
 }
 
 async fn save_now(stats: &Arc<Stats>, path: &Path) {
