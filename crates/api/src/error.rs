@@ -75,6 +75,7 @@ impl ApiError {
                 }
                 _ => message(S::BAD_REQUEST, e.to_string()),
             },
+            Self::Device(DeviceError::Stale(_)) => message(S::CONFLICT, self.to_string()),
             Self::Device(DeviceError::IdSpaceExhausted) => message(S::INTERNAL_SERVER_ERROR, self.to_string()),
             Self::Device(DeviceError::Bus(_)) => {
                 message(S::SERVICE_UNAVAILABLE, "the change could not be delivered; retry")

@@ -24,4 +24,8 @@ pub enum DeviceError {
     Bus(#[from] bus::BusError),
     #[error("Failed to generate unique device_id")]
     IdSpaceExhausted,
+    /// Another node kept changing the same part of the catalog while this change was
+    /// tried; nothing was written.
+    #[error("the catalog was changed by another request meanwhile ({0}); retry")]
+    Stale(store::catalog::CatalogConflict),
 }

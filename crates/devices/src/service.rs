@@ -14,7 +14,7 @@ use model::secret::{hash_secret, secret_matches};
 use model::{DeviceEvent, DeviceRef, EventKind};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
-use store::catalog::{CatalogChange, DeviceRow};
+use store::catalog::{CatalogChange, CatalogConflict, DeviceRow};
 use store::prelude::*;
 use tokio::sync::RwLock;
 
@@ -41,8 +41,6 @@ struct Catalog {
     devices: BTreeMap<String, Device>,
     /// device id → hash of its current secret
     secrets: HashMap<String, String>,
-    last_template_id: i64,
-    last_attr_id: i64,
 }
 
 /// The per-node bus group through which a node of a cluster follows the catalog
@@ -51,6 +49,10 @@ pub const FOLLOW_GROUP: &str = "catalog";
 
 const TEMPLATE_COUNTER: &str = "template";
 const ATTR_COUNTER: &str = "attr";
+
+/// How often a catalog change is decided and tried when another node's changes keep
+/// getting in its way (see [`DeviceService::save`]).
+const CONFLICT_ATTEMPTS: usize = 3;
 
 impl Catalog {
     fn template(&self, id: i64) -> Option<&Template> {
@@ -62,7 +64,45 @@ impl Catalog {
     }
 
     fn device_row(&self, d: &Device) -> DeviceRow {
-        DeviceRow { id: d.id.clone(), doc: json!(d), secret_hash: self.secrets.get(&d.id).cloned() }
+        DeviceRow {
+            id: d.id.clone(),
+            doc: json!(d),
+            secret_hash: self.secrets.get(&d.id).cloned(),
+            templates: d.templates.clone(),
+        }
+    }
+
+    /// Takes the store's copy of device `id` (None: deleted).
+    fn put_stored_device(&mut self, id: &str, stored: Option<(Value, Option<String>)>) -> Result<(), DeviceError> {
+        match stored {
+            Some((doc, secret)) => {
+                let d: Device = serde_json::from_value(doc).map_err(store::StoreError::from)?;
+                match secret {
+                    Some(hash) => self.secrets.insert(id.to_string(), hash),
+                    None => self.secrets.remove(id),
+                };
+                self.devices.insert(id.to_string(), d);
+            }
+            None => {
+                self.devices.remove(id);
+                self.secrets.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the store's copy of template `id` (None: deleted).
+    fn put_stored_template(&mut self, id: i64, stored: Option<Value>) -> Result<(), DeviceError> {
+        match stored {
+            Some(doc) => {
+                let t: Template = serde_json::from_value(doc).map_err(store::StoreError::from)?;
+                self.templates.insert(id, t);
+            }
+            None => {
+                self.templates.remove(&id);
+            }
+        }
+        Ok(())
     }
 
     fn device(&self, id: &str) -> Result<&Device, CatalogError> {
@@ -79,6 +119,7 @@ impl Catalog {
 }
 
 /// What `POST /device` created.
+#[derive(Debug)]
 pub enum CreatedDevices {
     /// `{"id","label"}` of each device.
     Brief(Vec<Value>),
@@ -115,14 +156,6 @@ impl DeviceService {
             }
             c.devices.insert(id, d);
         }
-        for (tenant, name, value) in rows.counters {
-            let c = tenants.entry(tenant).or_default();
-            match name.as_str() {
-                TEMPLATE_COUNTER => c.last_template_id = value,
-                ATTR_COUNTER => c.last_attr_id = value,
-                _ => {}
-            }
-        }
         let count: usize = tenants.values().map(|c| c.devices.len()).sum();
         tracing::info!(tenants = tenants.len(), devices = count, "device catalog loaded");
         let tenants = tenants.into_iter().map(|(k, v)| (k, Arc::new(RwLock::new(v)))).collect();
@@ -148,10 +181,13 @@ impl DeviceService {
             while let Some(delivery) = events.recv().await {
                 let Some(service) = weak.upgrade() else { return };
                 let event = &delivery.msg;
-                let applied = match (event.kind, event.device_id()) {
-                    (EventKind::Create | EventKind::Update | EventKind::Remove | EventKind::Credentials, Some(id)) => {
-                        service.refresh_device(&event.tenant, id).await
-                    }
+                let applied = match (event.kind, event.device_id(), event.template_id()) {
+                    (
+                        EventKind::Create | EventKind::Update | EventKind::Remove | EventKind::Credentials,
+                        Some(id),
+                        _,
+                    ) => service.refresh_device(&event.tenant, id).await,
+                    (_, _, Some(id)) => service.refresh_template(&event.tenant, id).await,
                     _ => Ok(()),
                 };
                 match applied {
@@ -171,21 +207,71 @@ impl DeviceService {
     pub async fn refresh_device(&self, tenant: &str, id: &str) -> Result<(), DeviceError> {
         let cat = self.catalog(tenant);
         let mut c = cat.write().await;
-        match self.store.catalog_device(tenant, id).await? {
-            Some((doc, secret)) => {
-                let d: Device = serde_json::from_value(doc).map_err(store::StoreError::from)?;
-                match secret {
-                    Some(hash) => c.secrets.insert(id.to_string(), hash),
-                    None => c.secrets.remove(id),
-                };
-                c.devices.insert(id.to_string(), d);
+        let stored = self.store.catalog_device(tenant, id).await?;
+        c.put_stored_device(id, stored)
+    }
+
+    /// [`Self::refresh_device`] for template `id`.
+    pub async fn refresh_template(&self, tenant: &str, id: i64) -> Result<(), DeviceError> {
+        let cat = self.catalog(tenant);
+        let mut c = cat.write().await;
+        let stored = self.store.catalog_template(tenant, id).await?;
+        c.put_stored_template(id, stored)
+    }
+
+    /// Writes `change` through to the store. When another node changed the catalog in a
+    /// way this node's copy does not show yet, the store refuses the change whole: this
+    /// node's copy of what conflicted is brought up to date from the store, and
+    /// [`DeviceError::Stale`] tells the caller to decide again ([`Self::retrying`]).
+    async fn save(&self, tenant: &str, c: &mut Catalog, change: CatalogChange) -> Result<(), DeviceError> {
+        let conflict = match self.store.save_catalog(tenant, change).await {
+            Err(store::StoreError::Catalog(conflict)) => conflict,
+            other => return Ok(other?),
+        };
+        match &conflict {
+            CatalogConflict::DeviceExists(id)
+            | CatalogConflict::NoSuchDevice(id)
+            | CatalogConflict::TemplateInUse { device: id, .. } => {
+                let stored = self.store.catalog_device(tenant, id).await?;
+                c.put_stored_device(id, stored)?;
             }
-            None => {
-                c.devices.remove(id);
-                c.secrets.remove(id);
+            CatalogConflict::NoSuchTemplate(id) => {
+                let stored = self.store.catalog_template(tenant, *id).await?;
+                c.put_stored_template(*id, stored)?;
             }
         }
-        Ok(())
+        Err(DeviceError::Stale(conflict))
+    }
+
+    /// Runs `attempt` again (up to [`CONFLICT_ATTEMPTS`] times) while it ends in
+    /// [`DeviceError::Stale`]: each time it decides on a fresher copy of the catalog, so
+    /// the answer is the one a single node would give (404, 400, or success).
+    async fn retrying<T, Fut>(&self, mut attempt: impl FnMut() -> Fut) -> Result<T, DeviceError>
+    where
+        Fut: Future<Output = Result<T, DeviceError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(DeviceError::Stale(conflict)) if tries < CONFLICT_ATTEMPTS => {
+                    tracing::debug!(%conflict, "the catalog changed on another node; deciding again");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `count` fresh attribute ids from the store, handed out by the closure.
+    async fn attr_ids(&self, tenant: &str, count: usize) -> Result<impl FnMut() -> i64 + use<>, DeviceError> {
+        let mut next = match count {
+            0 => 0,
+            n => self.store.allocate_ids(tenant, ATTR_COUNTER, n as i64).await?,
+        };
+        Ok(move || {
+            next += 1;
+            next - 1
+        })
     }
 
     fn catalog(&self, tenant: &str) -> Arc<RwLock<Catalog>> {
@@ -213,24 +299,18 @@ impl DeviceService {
         let req = TemplateRequest::parse(body)?;
         let cat = self.catalog(tenant);
         let mut c = cat.write().await;
-        let id = c.last_template_id + 1;
-        let mut last_attr = c.last_attr_id;
+        // Ids from the store: another node may be creating templates at the same time.
+        let id = self.store.allocate_ids(tenant, TEMPLATE_COUNTER, 1).await?;
+        let mut attr_ids = self.attr_ids(tenant, req.id_count()).await?;
         let now = now();
-        let attrs = new_attrs(id, req.attrs, &now, &mut || {
-            last_attr += 1;
-            last_attr
-        });
+        let attrs = new_attrs(id, req.attrs, &now, &mut attr_ids);
         let t = Template { id, label: req.label, created: now, updated: None, attrs };
-        let change = CatalogChange {
-            put_templates: vec![(id, json!(t))],
-            counters: vec![(TEMPLATE_COUNTER.into(), id), (ATTR_COUNTER.into(), last_attr)],
-            ..Default::default()
-        };
-        self.store.save_catalog(tenant, change).await?;
-        c.last_template_id = id;
-        c.last_attr_id = last_attr;
+        let change = CatalogChange { new_templates: vec![(id, json!(t))], ..Default::default() };
+        self.save(tenant, &mut c, change).await?;
         let rendered = t.render(AttrFormat::Both);
         c.templates.insert(id, t);
+        drop(c);
+        self.emit(tenant, EventKind::TemplateCreate, rendered.clone()).await;
         Ok(rendered)
     }
 
@@ -267,21 +347,22 @@ impl DeviceService {
     pub async fn update_template(&self, tenant: &str, id: &str, body: &Value) -> Result<Value, DeviceError> {
         let tid = parse_template_id(id)?;
         let req = TemplateRequest::parse(body)?;
+        self.retrying(|| self.try_update_template(tenant, id, tid, req.clone())).await
+    }
+
+    async fn try_update_template(
+        &self,
+        tenant: &str,
+        id: &str,
+        tid: i64,
+        req: TemplateRequest,
+    ) -> Result<Value, DeviceError> {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
         let mut c = cat.write().await;
         let mut t = c.existing_template(tid)?.clone();
-        let mut last_attr = c.last_attr_id;
-        t.apply_update(req, &now(), &mut || {
-            last_attr += 1;
-            last_attr
-        });
-        let change = CatalogChange {
-            put_templates: vec![(tid, json!(t))],
-            counters: vec![(ATTR_COUNTER.into(), last_attr)],
-            ..Default::default()
-        };
-        self.store.save_catalog(tenant, change).await?;
-        c.last_attr_id = last_attr;
+        let mut attr_ids = self.attr_ids(tenant, req.id_count()).await?;
+        t.apply_update(req, &now(), &mut attr_ids);
+        self.save(tenant, &mut c, CatalogChange { templates: vec![(tid, json!(t))], ..Default::default() }).await?;
         let rendered = t.render(AttrFormat::Both);
         c.templates.insert(tid, t);
         let affected: Vec<(String, Value)> =
@@ -299,28 +380,41 @@ impl DeviceService {
     /// `DELETE /template/{id}`.
     pub async fn delete_template(&self, tenant: &str, id: &str) -> Result<Value, DeviceError> {
         let tid = parse_template_id(id)?;
-        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
-        let mut c = cat.write().await;
-        let rendered = c.existing_template(tid)?.render(AttrFormat::Both);
-        if !c.devices_using(tid).is_empty() {
-            return Err(CatalogError::TemplateInUse.into());
-        }
-        self.store.save_catalog(tenant, CatalogChange { remove_templates: vec![tid], ..Default::default() }).await?;
-        c.templates.remove(&tid);
-        Ok(rendered)
+        self.retrying(|| async move {
+            let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchTemplate(id.into()))?;
+            let mut c = cat.write().await;
+            let rendered = c.existing_template(tid)?.render(AttrFormat::Both);
+            if !c.devices_using(tid).is_empty() {
+                return Err(CatalogError::TemplateInUse.into());
+            }
+            self.save(tenant, &mut c, CatalogChange { remove_templates: vec![tid], ..Default::default() }).await?;
+            c.templates.remove(&tid);
+            drop(c);
+            self.emit(tenant, EventKind::TemplateRemove, rendered.clone()).await;
+            Ok(rendered)
+        })
+        .await
     }
 
     /// `DELETE /template`: all of the tenant's templates, refused if any is in use.
     pub async fn delete_all_templates(&self, tenant: &str) -> Result<Vec<Value>, DeviceError> {
         let Some(cat) = self.existing_catalog(tenant) else { return Ok(vec![]) };
-        let mut c = cat.write().await;
-        if !c.devices.is_empty() && c.devices.values().any(|d| !d.templates.is_empty()) {
-            return Err(CatalogError::TemplateInUse.into());
-        }
-        let ids: Vec<i64> = c.templates.keys().copied().collect();
-        self.store.save_catalog(tenant, CatalogChange { remove_templates: ids, ..Default::default() }).await?;
-        let removed = std::mem::take(&mut c.templates);
-        Ok(removed.values().map(|t| t.render(AttrFormat::Both)).collect())
+        self.retrying(|| async {
+            let mut c = cat.write().await;
+            if c.devices.values().any(|d| !d.templates.is_empty()) {
+                return Err(CatalogError::TemplateInUse.into());
+            }
+            let ids: Vec<i64> = c.templates.keys().copied().collect();
+            self.save(tenant, &mut c, CatalogChange { remove_templates: ids, ..Default::default() }).await?;
+            let removed: Vec<Value> =
+                std::mem::take(&mut c.templates).values().map(|t| t.render(AttrFormat::Both)).collect();
+            drop(c);
+            for t in &removed {
+                self.emit(tenant, EventKind::TemplateRemove, t.clone()).await;
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     // ----- devices -----
@@ -344,9 +438,27 @@ impl DeviceService {
             return Err(CatalogError::BadRequest("Verbose can only be used for single device creation".into()).into());
         }
         let req = DeviceRequest::parse(body)?;
+        let created = self.retrying(|| self.try_create_devices(tenant, &req, count)).await?;
+        for d in &created {
+            self.emit(tenant, EventKind::Create, d.clone()).await;
+        }
+        Ok(if verbose {
+            CreatedDevices::Verbose(created.into_iter().next().unwrap_or_default())
+        } else {
+            CreatedDevices::Brief(created.iter().map(|d| json!({"id": d["id"], "label": d["label"]})).collect())
+        })
+    }
+
+    /// Creates the devices and returns them rendered.
+    async fn try_create_devices(
+        &self,
+        tenant: &str,
+        req: &DeviceRequest,
+        count: usize,
+    ) -> Result<Vec<Value>, DeviceError> {
         let cat = self.catalog(tenant);
         let mut c = cat.write().await;
-        let overrides = resolve_device(&req, |id| c.template(id))?;
+        let overrides = resolve_device(req, |id| c.template(id))?;
         let now = now();
         // OsRng, not thread_rng: the future must stay Send across the store write.
         let mut rng = rand::rngs::OsRng;
@@ -368,21 +480,12 @@ impl DeviceService {
             });
         }
         let rows = created.iter().map(|d| c.device_row(d)).collect();
-        self.store.save_catalog(tenant, CatalogChange { put_devices: rows, ..Default::default() }).await?;
+        self.save(tenant, &mut c, CatalogChange { new_devices: rows, ..Default::default() }).await?;
         let rendered: Vec<Value> = created.iter().map(|d| c.render_device(d)).collect();
-        let brief: Vec<Value> = created.iter().map(|d| json!({"id": d.id, "label": d.label})).collect();
         for d in created {
             c.devices.insert(d.id.clone(), d);
         }
-        drop(c);
-        for d in &rendered {
-            self.emit(tenant, EventKind::Create, d.clone()).await;
-        }
-        Ok(if verbose {
-            CreatedDevices::Verbose(rendered.into_iter().next().unwrap_or_default())
-        } else {
-            CreatedDevices::Brief(brief)
-        })
+        Ok(rendered)
     }
 
     /// `GET /device`: one page, or with `ids_only` every matching id.
@@ -441,14 +544,17 @@ impl DeviceService {
     /// `PUT /device/{id}`: full replace of label, templates and overrides.
     pub async fn update_device(&self, tenant: &str, id: &str, body: &Value) -> Result<Value, DeviceError> {
         let req = DeviceRequest::parse(body)?;
-        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
-        let mut c = cat.write().await;
-        let mut d = c.device(id)?.clone();
-        d.overrides = resolve_device(&req, |tid| c.template(tid))?;
-        d.label = req.label;
-        d.templates = req.templates;
-        d.updated = Some(now());
-        self.save_device(tenant, &mut c, d).await
+        self.retrying(|| async {
+            let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+            let mut c = cat.write().await;
+            let mut d = c.device(id)?.clone();
+            d.overrides = resolve_device(&req, |tid| c.template(tid))?;
+            d.label = req.label.clone();
+            d.templates = req.templates.clone();
+            d.updated = Some(now());
+            self.save_device(tenant, &mut c, d).await
+        })
+        .await
     }
 
     /// `POST /device/{id}/template/{tid}` (add) and `DELETE …` (remove).
@@ -460,6 +566,10 @@ impl DeviceService {
         add: bool,
     ) -> Result<Value, DeviceError> {
         let tid = parse_template_id(tid)?;
+        self.retrying(|| self.try_set_device_template(tenant, id, tid, add)).await
+    }
+
+    async fn try_set_device_template(&self, tenant: &str, id: &str, tid: i64, add: bool) -> Result<Value, DeviceError> {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
         let mut c = cat.write().await;
         let mut d = c.device(id)?.clone();
@@ -479,9 +589,7 @@ impl DeviceService {
     }
 
     async fn save_device(&self, tenant: &str, c: &mut Catalog, d: Device) -> Result<Value, DeviceError> {
-        self.store
-            .save_catalog(tenant, CatalogChange { put_devices: vec![c.device_row(&d)], ..Default::default() })
-            .await?;
+        self.save(tenant, c, CatalogChange { devices: vec![c.device_row(&d)], ..Default::default() }).await?;
         let rendered = c.render_device(&d);
         c.devices.insert(d.id.clone(), d);
         self.emit(tenant, EventKind::Update, rendered.clone()).await;
@@ -493,9 +601,7 @@ impl DeviceService {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
         let mut c = cat.write().await;
         let rendered = c.render_device(c.device(id)?);
-        self.store
-            .save_catalog(tenant, CatalogChange { remove_devices: vec![id.to_string()], ..Default::default() })
-            .await?;
+        self.save(tenant, &mut c, CatalogChange { remove_devices: vec![id.to_string()], ..Default::default() }).await?;
         c.devices.remove(id);
         c.secrets.remove(id);
         drop(c);
@@ -508,7 +614,7 @@ impl DeviceService {
         let Some(cat) = self.existing_catalog(tenant) else { return Ok(vec![]) };
         let mut c = cat.write().await;
         let ids: Vec<String> = c.devices.keys().cloned().collect();
-        self.store.save_catalog(tenant, CatalogChange { remove_devices: ids, ..Default::default() }).await?;
+        self.save(tenant, &mut c, CatalogChange { remove_devices: ids, ..Default::default() }).await?;
         let removed: Vec<Value> = c.devices.values().map(|d| c.render_device(d)).collect();
         c.devices.clear();
         c.secrets.clear();
@@ -546,17 +652,18 @@ impl DeviceService {
 
     /// `POST /device/{id}/secret`: a new credential, returned once; the old one stops working.
     pub async fn new_secret(&self, tenant: &str, id: &str) -> Result<String, DeviceError> {
-        let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
-        let mut c = cat.write().await;
-        let d = c.device(id)?.clone();
         let secret = model::secret::random_hex(32);
-        let row = DeviceRow { id: d.id.clone(), doc: json!(d), secret_hash: Some(hash_secret(secret.as_bytes())) };
-        let hash = row.secret_hash.clone();
-        self.store.save_catalog(tenant, CatalogChange { put_devices: vec![row], ..Default::default() }).await?;
-        if let Some(h) = hash {
-            c.secrets.insert(d.id, h);
-        }
-        drop(c);
+        let hash = hash_secret(secret.as_bytes());
+        self.retrying(|| async {
+            let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;
+            let mut c = cat.write().await;
+            let d = c.device(id)?.clone();
+            let row = DeviceRow { secret_hash: Some(hash.clone()), ..c.device_row(&d) };
+            self.save(tenant, &mut c, CatalogChange { devices: vec![row], ..Default::default() }).await?;
+            c.secrets.insert(d.id, hash.clone());
+            Ok(())
+        })
+        .await?;
         // Connections that authenticated with the old secret must end (see ingest::mqtt).
         self.emit(tenant, EventKind::Credentials, json!({"id": id})).await;
         Ok(secret)
@@ -730,6 +837,7 @@ mod tests {
                 0
             );
 
+            assert_eq!(events.recv().await.unwrap().msg.kind, EventKind::TemplateCreate);
             assert_eq!(events.recv().await.unwrap().msg.kind, EventKind::Create);
             let mut attrs = Map::new();
             attrs.insert("temperature".into(), json!(1));
@@ -758,6 +866,71 @@ mod tests {
                 svc.delete_template("admin", "1").await,
                 Err(DeviceError::Catalog(CatalogError::TemplateInUse))
             ));
+        }
+    }
+
+    /// Two nodes on one store, each with its own bus: neither hears of the other's
+    /// changes, as a node of a cluster in the moment before an event arrives. The store
+    /// refuses what no longer fits, and each answer is what one node would have given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_missed_changes_answers_as_one_node_would() {
+        for engine in store::testing::engines().await {
+            let name = engine.name;
+            let a = service(engine.store.clone(), Arc::new(MemoryBus::new(1024))).await;
+            let b = service(engine.node().await, Arc::new(MemoryBus::new(1024))).await;
+            let id_of = |t: Value| t["id"].as_i64().unwrap();
+            let attr_ids =
+                |t: &Value| t["attrs"].as_array().unwrap().iter().map(|a| a["id"].clone()).collect::<Vec<_>>();
+            let ta = a.create_template("admin", &thermometer()).await.unwrap();
+            let tb = b.create_template("admin", &thermometer()).await.unwrap();
+            assert_eq!((id_of(ta.clone()), id_of(tb.clone())), (1, 2), "{name}: no template id twice");
+            assert_eq!(attr_ids(&tb), [json!(4), json!(5), json!(6)], "{name}: no attribute id twice");
+            let unused = id_of(a.create_template("admin", &thermometer()).await.unwrap());
+
+            let CreatedDevices::Brief(made) =
+                a.create_devices("admin", &json!({"label": "d", "templates": [1]}), 2, false).await.unwrap()
+            else {
+                panic!()
+            };
+            let (gone, kept) = (made[0]["id"].as_str().unwrap(), made[1]["id"].as_str().unwrap());
+            // b does not know a's devices yet: it learns from the store as it writes.
+            b.refresh_device("admin", gone).await.unwrap();
+            b.delete_device("admin", gone).await.unwrap();
+            let update = a.update_device("admin", gone, &json!({"label": "back?", "templates": [1]})).await;
+            assert!(
+                matches!(update, Err(DeviceError::Catalog(CatalogError::NoSuchDevice(_)))),
+                "{name}: an update does not bring a deleted device back: {update:?}"
+            );
+            assert_eq!(engine.store.catalog_device("admin", gone).await.unwrap(), None, "{name}");
+            assert!(matches!(
+                a.new_secret("admin", gone).await,
+                Err(DeviceError::Catalog(CatalogError::NoSuchDevice(_)))
+            ));
+
+            b.refresh_template("admin", unused).await.unwrap();
+            b.delete_template("admin", &unused.to_string()).await.unwrap();
+            let made = a.create_devices("admin", &json!({"label": "x", "templates": [unused]}), 1, false).await;
+            assert!(
+                matches!(made, Err(DeviceError::Catalog(CatalogError::UnknownTemplate(_)))),
+                "{name}: a device of a deleted template is refused: {made:?}"
+            );
+
+            let CreatedDevices::Brief(theirs) =
+                b.create_devices("admin", &json!({"label": "b", "templates": [2]}), 1, false).await.unwrap()
+            else {
+                panic!()
+            };
+            a.refresh_template("admin", 2).await.unwrap();
+            let deleted = a.delete_template("admin", "2").await;
+            assert!(
+                matches!(deleted, Err(DeviceError::Catalog(CatalogError::TemplateInUse))),
+                "{name}: a template another node's device uses stays: {deleted:?}"
+            );
+            assert!(
+                a.get_device("admin", theirs[0]["id"].as_str().unwrap()).await.is_ok(),
+                "{name}: learnt on the way"
+            );
+            assert!(a.get_device("admin", kept).await.is_ok(), "{name}");
         }
     }
 
@@ -810,6 +983,23 @@ mod tests {
 
             b.delete_device("admin", &id).await.unwrap();
             within_a_second(engine.name, async || a.get_device("admin", &id).await.is_err()).await;
+
+            // Templates too: made, changed and deleted on b, then used on a.
+            let t = b.create_template("admin", &thermometer()).await.unwrap()["id"].to_string();
+            let fmt = AttrFormat::Both;
+            within_a_second(engine.name, async || a.get_template("admin", &t, fmt).await.is_ok()).await;
+            let renamed =
+                json!({"label": "renamed", "attrs": [{"label": "t", "type": "dynamic", "value_type": "float"}]});
+            b.update_template("admin", &t, &renamed).await.unwrap();
+            within_a_second(engine.name, async || {
+                a.get_template("admin", &t, fmt).await.is_ok_and(|t| t["label"] == "renamed")
+            })
+            .await;
+            a.create_devices("admin", &json!({"label": "on a", "templates": [t]}), 1, false).await.unwrap();
+            let spare = b.create_template("admin", &thermometer()).await.unwrap()["id"].to_string();
+            within_a_second(engine.name, async || a.get_template("admin", &spare, fmt).await.is_ok()).await;
+            b.delete_template("admin", &spare).await.unwrap();
+            within_a_second(engine.name, async || a.get_template("admin", &spare, fmt).await.is_err()).await;
         }
     }
 }

@@ -189,6 +189,11 @@ pub struct TemplateRequest {
 }
 
 impl TemplateRequest {
+    /// How many attribute and metadata ids creating (or applying) this request may take.
+    pub fn id_count(&self) -> usize {
+        self.attrs.iter().map(|a| 1 + a.metadata.len()).sum()
+    }
+
     pub fn parse(body: &Value) -> Result<Self, CatalogError> {
         let obj = as_object(body, "template")?;
         let mut errors = Errors::default();

@@ -19,6 +19,13 @@ pub enum EventKind {
     /// A template changed; sent after one `update` per affected device (dojot #923).
     #[serde(rename = "template.update")]
     TemplateUpdate,
+    /// Ingot's own: a template was created; `data`: the template. How the other nodes of
+    /// a cluster learn of it.
+    #[serde(rename = "template.create")]
+    TemplateCreate,
+    /// Ingot's own: a template was deleted; `data`: the template as it was.
+    #[serde(rename = "template.remove")]
+    TemplateRemove,
     /// Ingot's own: the device got a new secret; connections that authenticated with the
     /// old one must end. `data`: `{"id"}`.
     #[serde(rename = "credentials")]
@@ -37,6 +44,8 @@ impl EventKind {
             Self::Remove => "remove",
             Self::Configure => "configure",
             Self::TemplateUpdate => "template.update",
+            Self::TemplateCreate => "template.create",
+            Self::TemplateRemove => "template.remove",
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
         }
@@ -49,7 +58,8 @@ pub struct DeviceEvent {
     pub kind: EventKind,
     pub tenant: String,
     /// For create/update/remove: the device as the API shows it. For configure:
-    /// `{"id", "attrs"}`. For template.update: `{"affected", "template"}`.
+    /// `{"id", "attrs"}`. For template.update: `{"affected", "template"}`; for
+    /// template.create and template.remove: the template.
     pub data: Value,
     pub ts: DateTime<Utc>,
 }
@@ -73,6 +83,16 @@ impl DeviceEvent {
     /// The device this event is about, when it is about one device.
     pub fn device_id(&self) -> Option<&str> {
         self.data.get("id").and_then(Value::as_str)
+    }
+
+    /// The template this event is about, for the template events.
+    pub fn template_id(&self) -> Option<i64> {
+        let template = match self.kind {
+            EventKind::TemplateCreate | EventKind::TemplateRemove => &self.data,
+            EventKind::TemplateUpdate => self.data.get("template")?,
+            _ => return None,
+        };
+        template.get("id").and_then(Value::as_i64)
     }
 
     /// For configure events: the attributes to send to the device.
@@ -108,5 +128,16 @@ mod tests {
             e.to_dojot_json(),
             json!({"event":"configure","data":{"id":"0998","attrs":{"fan":100}},"meta":{"service":"admin","timestamp":0}})
         );
+        assert_eq!(e.template_id(), None);
+    }
+
+    #[test]
+    fn template_events_name_their_template_and_no_device() {
+        let event = |kind, data| DeviceEvent { kind, tenant: "t".into(), data, ts: DateTime::UNIX_EPOCH };
+        let created = event(EventKind::TemplateCreate, json!({"id": 4, "label": "x"}));
+        assert_eq!((created.template_id(), created.device_id()), (Some(4), None));
+        let updated = event(EventKind::TemplateUpdate, json!({"affected": ["a1"], "template": {"id": 5}}));
+        assert_eq!((updated.template_id(), updated.device_id()), (Some(5), None));
+        assert_eq!(event(EventKind::Update, json!({"id": "a1"})).template_id(), None);
     }
 }

@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use model::{DeviceData, DeviceRef};
 use serde_json::{Value, json};
 
-use crate::catalog::{CatalogChange, DeviceRow};
+use crate::catalog::{CatalogChange, CatalogConflict, DeviceRow};
 use crate::history::{HistoryQuery, Point};
 use crate::seats::{LoginOutcome, LoginRow};
 use crate::testing::{Engine, engines};
@@ -147,44 +147,125 @@ async fn the_catalog_is_saved_replaced_and_deleted_per_tenant() {
     for Engine { name, store, .. } in &engines().await {
         let device = |id: &str, label: &str| DeviceRow {
             id: id.into(),
-            doc: json!({"id": id, "label": label}),
+            doc: json!({"id": id, "label": label, "templates": []}),
             secret_hash: Some(format!("secret-{label}")),
+            templates: vec![],
         };
         let first = CatalogChange {
-            put_templates: vec![(1, json!({"id": 1, "label": "sensor"})), (2, json!({"id": 2}))],
-            put_devices: vec![device("d1", "one"), device("d2", "two")],
-            counters: vec![("template".into(), 2)],
+            new_templates: vec![(1, json!({"id": 1, "label": "sensor"})), (2, json!({"id": 2}))],
+            new_devices: vec![device("d1", "one"), device("d2", "two")],
             ..CatalogChange::default()
         };
         store.save_catalog("acme", first).await.unwrap();
         store
-            .save_catalog("globex", CatalogChange { put_devices: vec![device("d1", "theirs")], ..Default::default() })
+            .save_catalog("globex", CatalogChange { new_devices: vec![device("d1", "theirs")], ..Default::default() })
             .await
             .unwrap();
         let second = CatalogChange {
-            put_templates: vec![(1, json!({"id": 1, "label": "renamed"}))],
+            templates: vec![(1, json!({"id": 1, "label": "renamed"}))],
             remove_templates: vec![2],
-            put_devices: vec![DeviceRow { secret_hash: None, ..device("d1", "changed") }],
+            devices: vec![DeviceRow { secret_hash: None, ..device("d1", "changed") }],
             remove_devices: vec!["d2".into()],
-            counters: vec![("template".into(), 3)],
+            ..CatalogChange::default()
         };
         store.save_catalog("acme", second).await.unwrap();
         let rows = store.load_catalog().await.unwrap();
         assert_eq!(rows.templates, [("acme".into(), 1, json!({"id": 1, "label": "renamed"}))], "{name}");
+        let changed = json!({"id": "d1", "label": "changed", "templates": []});
+        let theirs = json!({"id": "d1", "label": "theirs", "templates": []});
         assert_eq!(
             rows.devices,
             [
-                ("acme".into(), "d1".into(), json!({"id": "d1", "label": "changed"}), None),
-                ("globex".into(), "d1".into(), json!({"id": "d1", "label": "theirs"}), Some("secret-theirs".into())),
+                ("acme".into(), "d1".into(), changed.clone(), None),
+                ("globex".into(), "d1".into(), theirs, Some("secret-theirs".into())),
             ],
             "{name}"
         );
-        assert_eq!(rows.counters, [("acme".into(), "template".into(), 3)], "{name}");
         let one = store.catalog_device("acme", "d1").await.unwrap();
-        assert_eq!(one, Some((json!({"id": "d1", "label": "changed"}), None)), "{name}");
+        assert_eq!(one, Some((changed, None)), "{name}");
         let theirs = store.catalog_device("globex", "d1").await.unwrap();
         assert_eq!(theirs.and_then(|t| t.1), Some("secret-theirs".into()), "{name}");
         assert_eq!(store.catalog_device("acme", "d2").await.unwrap(), None, "{name}: removed");
+        assert_eq!(store.catalog_template("acme", 1).await.unwrap(), Some(json!({"id": 1, "label": "renamed"})));
+        assert_eq!(store.catalog_template("acme", 2).await.unwrap(), None, "{name}: removed");
+        assert_eq!(store.catalog_template("globex", 1).await.unwrap(), None, "{name}: another tenant's");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_never_handed_out_twice_by_any_node() {
+    for engine in &engines().await {
+        let (name, other) = (engine.name, engine.node().await);
+        assert_eq!(engine.store.allocate_ids("acme", "attr", 3).await.unwrap(), 1, "{name}");
+        assert_eq!(other.allocate_ids("acme", "attr", 1).await.unwrap(), 4, "{name}");
+        assert_eq!(other.allocate_ids("globex", "attr", 1).await.unwrap(), 1, "{name}: per tenant");
+        assert_eq!(engine.store.allocate_ids("acme", "template", 1).await.unwrap(), 1, "{name}: per counter");
+        let (a, b) = (engine.store.clone(), other.clone());
+        let many = |s: crate::SharedStore| async move {
+            let mut got = Vec::new();
+            for _ in 0..50 {
+                got.push(s.allocate_ids("acme", "attr", 2).await.unwrap());
+            }
+            got
+        };
+        let (x, y) = tokio::join!(tokio::spawn(many(a)), tokio::spawn(many(b)));
+        let mut all: Vec<i64> = x.unwrap().into_iter().chain(y.unwrap()).flat_map(|first| [first, first + 1]).collect();
+        all.sort_unstable();
+        assert_eq!(all, (5..205).collect::<Vec<_>>(), "{name}: 200 distinct ids, no gaps");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_change_that_no_longer_fits_is_refused_whole() {
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let device = |id: &str, templates: Vec<i64>| DeviceRow {
+            id: id.into(),
+            doc: json!({"id": id, "templates": templates}),
+            secret_hash: None,
+            templates,
+        };
+        let setup = CatalogChange {
+            new_templates: vec![(1, json!({"id": 1})), (2, json!({"id": 2}))],
+            new_devices: vec![device("d1", vec![1])],
+            ..Default::default()
+        };
+        store.save_catalog("t", setup).await.unwrap();
+        let refused = |change: CatalogChange| {
+            let other = other.clone();
+            async move {
+                match other.save_catalog("t", change).await {
+                    Err(StoreError::Catalog(c)) => c,
+                    other => panic!("{name}: expected a conflict, got {other:?}"),
+                }
+            }
+        };
+        // Each refused change also carries a write that would have succeeded: it must not land.
+        let bystander = || vec![(2, json!({"id": 2, "label": "must not land"}))];
+        let taken =
+            CatalogChange { templates: bystander(), new_devices: vec![device("d1", vec![])], ..Default::default() };
+        assert_eq!(refused(taken).await, CatalogConflict::DeviceExists("d1".into()), "{name}");
+        let gone =
+            CatalogChange { templates: bystander(), devices: vec![device("nope", vec![])], ..Default::default() };
+        assert_eq!(refused(gone).await, CatalogConflict::NoSuchDevice("nope".into()), "{name}");
+        let no_template =
+            CatalogChange { templates: bystander(), new_devices: vec![device("d2", vec![1, 9])], ..Default::default() };
+        assert_eq!(refused(no_template).await, CatalogConflict::NoSuchTemplate(9), "{name}");
+        let no_template = CatalogChange { templates: vec![(9, json!({}))], ..Default::default() };
+        assert_eq!(refused(no_template).await, CatalogConflict::NoSuchTemplate(9), "{name}");
+        let in_use = CatalogChange { templates: bystander(), remove_templates: vec![1], ..Default::default() };
+        assert_eq!(
+            refused(in_use).await,
+            CatalogConflict::TemplateInUse { template: 1, device: "d1".into() },
+            "{name}"
+        );
+        assert_eq!(store.catalog_template("t", 2).await.unwrap(), Some(json!({"id": 2})), "{name}: nothing landed");
+        assert_eq!(store.catalog_device("t", "d2").await.unwrap(), None, "{name}: nothing landed");
+
+        // Removing the device and its template in one change is fine.
+        let both = CatalogChange { remove_devices: vec!["d1".into()], remove_templates: vec![1], ..Default::default() };
+        other.save_catalog("t", both).await.unwrap();
+        assert_eq!(store.catalog_template("t", 1).await.unwrap(), None, "{name}");
     }
 }
 

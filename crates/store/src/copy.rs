@@ -675,28 +675,30 @@ mod tests {
             id: id.into(),
             doc: json!({"id": id, "label": format!("Device {id}"), "attrs": {"1": [{"label": "t", "type": "dynamic"}]}}),
             secret_hash: secret.map(str::to_string),
+            templates: vec![],
         };
         let acme_catalog = CatalogChange {
-            put_templates: vec![
+            new_templates: vec![
                 (1, json!({"id": 1, "label": "Thermometer"})),
                 (2, json!({"label": "é ünïcode", "id": 2})),
             ],
-            put_devices: vec![
+            new_devices: vec![
                 device("d1", Some("$argon2id$d1")),
                 device("d2", None),
                 device("gone", Some("$argon2id$gone")),
             ],
-            counters: vec![("template".into(), 2), ("attr".into(), 7)],
             ..CatalogChange::default()
         };
         s.save_catalog("acme", acme_catalog).await.unwrap();
+        s.allocate_ids("acme", "template", 2).await.unwrap();
+        s.allocate_ids("acme", "attr", 7).await.unwrap();
         let globex_catalog = CatalogChange {
-            put_templates: vec![(1, json!({"id": 1}))],
-            put_devices: vec![device("d1", Some("$argon2id$globex"))],
-            counters: vec![("template".into(), 1)],
+            new_templates: vec![(1, json!({"id": 1}))],
+            new_devices: vec![device("d1", Some("$argon2id$globex"))],
             ..CatalogChange::default()
         };
         s.save_catalog("globex", globex_catalog).await.unwrap();
+        s.allocate_ids("globex", "template", 1).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

@@ -48,6 +48,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("already exists: {0}")]
     Conflict(String),
+    /// A catalog change no longer fits what is stored (another node changed it).
+    #[error("{0}")]
+    Catalog(#[from] catalog::CatalogConflict),
     #[error("the database task failed: {0}")]
     Task(String),
     /// A PostgreSQL statement failed (the server's own message included).

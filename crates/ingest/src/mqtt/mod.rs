@@ -450,7 +450,11 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                 match delivery.msg.kind {
                     EventKind::Configure => relay_one(&shared, &delivery.msg),
                     EventKind::Remove | EventKind::Credentials | EventKind::TenantSecured => revoke(&shared, &delivery.msg),
-                    EventKind::Create | EventKind::Update | EventKind::TemplateUpdate => {}
+                    EventKind::Create
+                    | EventKind::Update
+                    | EventKind::TemplateUpdate
+                    | EventKind::TemplateCreate
+                    | EventKind::TemplateRemove => {}
                 }
                 delivery.ack();
             }

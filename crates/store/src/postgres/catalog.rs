@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::PgStore;
 use crate::StoreError;
-use crate::catalog::{CatalogChange, CatalogRows, CatalogStore};
+use crate::catalog::{CatalogChange, CatalogConflict, CatalogRows, CatalogStore};
 
 #[async_trait::async_trait]
 impl CatalogStore for PgStore {
@@ -32,6 +32,27 @@ impl CatalogStore for PgStore {
         }
     }
 
+    async fn catalog_template(&self, tenant: &str, id: i64) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        let st = client.prepare_cached("SELECT doc FROM templates WHERE tenant = $1 AND id = $2").await?;
+        match client.query_opt(&st, &[&tenant, &id]).await? {
+            Some(r) => Ok(Some(serde_json::from_str(r.try_get(0)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn allocate_ids(&self, tenant: &str, name: &str, count: i64) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "INSERT INTO counters (tenant, name, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, name) DO UPDATE SET value = counters.value + EXCLUDED.value RETURNING value",
+            )
+            .await?;
+        let last: i64 = client.query_one(&st, &[&tenant, &name, &count]).await?.try_get(0)?;
+        Ok(last - count + 1)
+    }
+
     async fn save_catalog(&self, tenant: &str, change: CatalogChange) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -39,27 +60,46 @@ impl CatalogStore for PgStore {
             // Deleting series: wait for history batches in flight (see `history`).
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&super::lock::SERIES]).await?;
         }
-        let put = tx
-            .prepare_cached(
-                "INSERT INTO templates (tenant, id, doc) VALUES ($1, $2, $3)
-                 ON CONFLICT (tenant, id) DO UPDATE SET doc = EXCLUDED.doc",
-            )
-            .await?;
-        for (id, doc) in &change.put_templates {
+        let put = tx.prepare_cached("INSERT INTO templates (tenant, id, doc) VALUES ($1, $2, $3)").await?;
+        for (id, doc) in &change.new_templates {
             tx.execute(&put, &[&tenant, id, &doc_text(doc)]).await?;
         }
-        let del = tx.prepare_cached("DELETE FROM templates WHERE tenant = $1 AND id = $2").await?;
-        for id in &change.remove_templates {
-            tx.execute(&del, &[&tenant, id]).await?;
+        let put = tx.prepare_cached("UPDATE templates SET doc = $3 WHERE tenant = $1 AND id = $2").await?;
+        for (id, doc) in &change.templates {
+            if tx.execute(&put, &[&tenant, id, &doc_text(doc)]).await? == 0 {
+                return Err(CatalogConflict::NoSuchTemplate(*id).into());
+            }
         }
         let put = tx
             .prepare_cached(
-                "INSERT INTO devices (tenant, id, doc, secret_hash) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, id) DO UPDATE SET doc = EXCLUDED.doc, secret_hash = EXCLUDED.secret_hash",
+                "INSERT INTO devices (tenant, id, doc, secret_hash) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .await?;
-        for d in &change.put_devices {
-            tx.execute(&put, &[&tenant, &d.id, &doc_text(&d.doc), &d.secret_hash]).await?;
+        for d in &change.new_devices {
+            if tx.execute(&put, &[&tenant, &d.id, &doc_text(&d.doc), &d.secret_hash]).await? == 0 {
+                return Err(CatalogConflict::DeviceExists(d.id.clone()).into());
+            }
+        }
+        let put =
+            tx.prepare_cached("UPDATE devices SET doc = $3, secret_hash = $4 WHERE tenant = $1 AND id = $2").await?;
+        for d in &change.devices {
+            if tx.execute(&put, &[&tenant, &d.id, &doc_text(&d.doc), &d.secret_hash]).await? == 0 {
+                return Err(CatalogConflict::NoSuchDevice(d.id.clone()).into());
+            }
+        }
+        // FOR SHARE: a concurrent removal of one of these templates waits for this
+        // transaction, then finds the device that uses it (see below).
+        let mut used: Vec<i64> =
+            change.new_devices.iter().chain(&change.devices).flat_map(|d| d.templates.clone()).collect();
+        used.sort_unstable();
+        used.dedup();
+        if !used.is_empty() {
+            let st = tx.prepare_cached("SELECT id FROM templates WHERE tenant = $1 AND id = ANY($2) FOR SHARE").await?;
+            let found: Vec<i64> =
+                tx.query(&st, &[&tenant, &used]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+            if let Some(missing) = used.iter().find(|id| !found.contains(id)) {
+                return Err(CatalogConflict::NoSuchTemplate(*missing).into());
+            }
         }
         let del = tx.prepare_cached("DELETE FROM devices WHERE tenant = $1 AND id = $2").await?;
         let dead = tx
@@ -74,14 +114,19 @@ impl CatalogStore for PgStore {
             tx.execute(&dead, &[&tenant, id]).await?;
             tx.execute(&forget, &[&tenant, id]).await?;
         }
-        let ctr = tx
+        // The row lock taken by DELETE waits for writers of devices that use the template
+        // (FOR SHARE above); the check after it, with a fresh snapshot, sees their devices.
+        let del = tx.prepare_cached("DELETE FROM templates WHERE tenant = $1 AND id = $2").await?;
+        let user = tx
             .prepare_cached(
-                "INSERT INTO counters (tenant, name, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (tenant, name) DO UPDATE SET value = EXCLUDED.value",
+                "SELECT id FROM devices WHERE tenant = $1 AND doc::jsonb -> 'templates' @> to_jsonb($2::bigint) LIMIT 1",
             )
             .await?;
-        for (name, value) in &change.counters {
-            tx.execute(&ctr, &[&tenant, name, value]).await?;
+        for id in &change.remove_templates {
+            tx.execute(&del, &[&tenant, id]).await?;
+            if let Some(row) = tx.query_opt(&user, &[&tenant, id]).await? {
+                return Err(CatalogConflict::TemplateInUse { template: *id, device: row.try_get(0)? }.into());
+            }
         }
         tx.commit().await?;
         // After the commit: until then the old ids were valid. A batch that checked its
