@@ -62,7 +62,7 @@ impl ApiError {
                 AuthError::Forbidden(m) => message(S::FORBIDDEN, m.as_str()),
                 AuthError::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
                 AuthError::Conflict(m) => message(S::CONFLICT, m.as_str()),
-                AuthError::KeyFile(_) | AuthError::Store(_) => internal(self),
+                AuthError::KeyFile(_) | AuthError::Store(_) | AuthError::Bus(_) => internal(self),
             },
             Self::Device(DeviceError::Catalog(e)) => match e {
                 CatalogError::Schema(errors) => {

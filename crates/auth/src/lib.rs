@@ -4,12 +4,14 @@
 //! verified here (signature and expiry) on every request.
 
 mod cache;
+mod follow;
 mod jwt;
 mod limiter;
 mod password;
 mod service;
 mod tokens;
 
+pub use follow::FOLLOW_GROUP;
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
 pub use model::account::{NewUser, PROFILES, SCOPES, TenantSettings, UserUpdate, group_id};
@@ -38,6 +40,8 @@ pub enum AuthError {
     KeyFile(std::io::Error),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("the bus: {0}")]
+    Bus(#[from] bus::BusError),
 }
 
 /// A request body broke one of the rules of `model::account`.

@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use model::account::{NewUser, TenantSettings, UserUpdate, validate_password};
@@ -44,6 +44,11 @@ pub struct AuthConfig {
     /// How long [`AuthService::current_user`] may answer from memory. Changes made through
     /// the service invalidate at once; this bounds only what bypasses it.
     pub user_recheck_ttl: Duration,
+    /// How long a valid API token may be answered from memory. `None` (one node): until
+    /// revoked, since every revocation goes through this process. With several nodes, a
+    /// revocation reaches the others as an event within milliseconds; this bounds what a
+    /// node that missed the event (bus down) keeps accepting.
+    pub token_recheck_ttl: Option<Duration>,
     /// History retention of newly created tenants.
     pub default_retention_days: u32,
     /// Shortest password accepted for new passwords.
@@ -58,6 +63,7 @@ impl Default for AuthConfig {
             failed_login_window: Duration::from_secs(300),
             max_tracked_logins: 50_000,
             user_recheck_ttl: Duration::from_secs(5),
+            token_recheck_ttl: None,
             default_retention_days: 7,
             min_password_len: 8,
         }
@@ -141,6 +147,8 @@ pub struct AuthService {
     /// Current users by (tenant, id), for [`Self::current_user`].
     user_cache: Cache<(String, i64), UserView>,
     user_listeners: RwLock<Vec<UserListener>>,
+    /// Set on a node of a cluster ([`Self::follow`]): where changes are told to the others.
+    pub(crate) bus: OnceLock<Arc<dyn bus::Bus>>,
 }
 
 impl AuthService {
@@ -154,9 +162,10 @@ impl AuthService {
             store,
             keys,
             limiter,
-            token_cache: Cache::new(TOKEN_CACHE_MAX, None),
+            token_cache: Cache::new(TOKEN_CACHE_MAX, config.token_recheck_ttl),
             user_cache: Cache::new(USER_CACHE_MAX, Some(config.user_recheck_ttl)),
             user_listeners: RwLock::default(),
+            bus: OnceLock::new(),
             config,
         })
     }
@@ -191,12 +200,19 @@ impl AuthService {
             .await
     }
 
-    /// After a user change committed: forget the cached user, then tell the listeners.
-    fn user_changed(&self, change: UserChange) {
+    /// After a user change committed: forget the cached user, tell the listeners, then
+    /// the other nodes.
+    async fn user_changed(&self, change: UserChange) {
+        self.forget_user(&change);
+        self.tell_user_changed(&change).await;
+    }
+
+    /// Forgets the cached user and tells the listeners.
+    pub(crate) fn forget_user(&self, change: &UserChange) {
         let (tenant, id) = change.user();
         self.user_cache.invalidate(|(t, i), _| t == tenant && *i == id);
         for listener in self.user_listeners.read().expect("user listeners lock").iter() {
-            listener(&change);
+            listener(change);
         }
     }
 
@@ -366,7 +382,7 @@ impl AuthService {
         if !found {
             return Err(AuthError::NotFound("No such user".into()));
         }
-        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: id });
+        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: id }).await;
         Ok(())
     }
 
@@ -380,7 +396,7 @@ impl AuthService {
         if !self.store.delete_user(&caller.service, user.id).await? {
             return Err(AuthError::NotFound("No such user".into()));
         }
-        self.user_changed(UserChange::Removed { tenant: caller.service.clone(), user_id: user.id });
+        self.user_changed(UserChange::Removed { tenant: caller.service.clone(), user_id: user.id }).await;
         Ok(())
     }
 
@@ -398,7 +414,7 @@ impl AuthService {
         if !self.store.update_user(&caller.service, user).await? {
             return Err(AuthError::InvalidCredentials);
         }
-        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: caller.userid });
+        self.user_changed(UserChange::Updated { tenant: caller.service.clone(), user_id: caller.userid }).await;
         Ok(())
     }
 

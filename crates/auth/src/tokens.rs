@@ -83,6 +83,7 @@ impl AuthService {
         if self.store().delete_token(&caller.service, id).await? {
             // After the commit: from here on no verification can cache the token again.
             self.token_cache().invalidate(|_, p| p.token_id == id);
+            self.tell_token_revoked(&caller.service, id).await;
             Ok(())
         } else {
             Err(AuthError::NotFound("No such token".into()))

@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// beyond are refused, never dropped.
     #[arg(long, env = "INGOT_BUS_MAX_BYTES", default_value_t = 4 << 30)]
     pub bus_max_bytes: i64,
+    /// With a nats:// bus: seconds a node answers a valid API token from memory. Other
+    /// nodes' revocations reach it as events at once; this bounds a missed one (bus down).
+    #[arg(long, env = "INGOT_CLUSTER_TOKEN_RECHECK_SECS", default_value_t = 30)]
+    pub cluster_token_recheck_secs: u64,
     /// fsync every commit (survives power loss); "false" survives process crashes only
     /// (on PostgreSQL: synchronous_commit off for Ingot's sessions).
     #[arg(long, env = "INGOT_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -168,6 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         failed_login_window: Duration::from_secs(args.failed_login_window_secs),
         max_tracked_logins: args.login_limiter_max_entries,
         default_retention_days: args.history_retention_days,
+        token_recheck_ttl: (args.bus != "memory").then(|| Duration::from_secs(args.cluster_token_recheck_secs)),
         ..auth::AuthConfig::default()
     };
     let legacy_key = args.data_dir.join("jwt.secret");
@@ -217,7 +222,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     history::writer::spawn_configure(bus.clone(), store.clone(), args.history_batch);
     tokio::spawn(history::retention::run(store.clone(), Duration::from_secs(args.retention_interval_secs)));
 
-    // On a NATS bus, other nodes may change the catalog: follow their changes.
+    // On a NATS bus, other nodes may revoke tokens, change users and change the catalog:
+    // follow their changes.
+    if args.bus != "memory" {
+        auth.follow(bus.clone()).await.context("cannot follow the other nodes' revocations")?;
+    }
     let devices = if args.bus == "memory" {
         Arc::new(devices::DeviceService::load(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?)
     } else {

@@ -26,6 +26,13 @@ pub enum EventKind {
     /// Ingot's own: a template was deleted; `data`: the template as it was.
     #[serde(rename = "template.remove")]
     TemplateRemove,
+    /// Ingot's own: an API token was revoked; `data`: `{"token": id}`. Every node forgets it.
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    /// Ingot's own: a user changed or was removed; `data`: `{"user": id, "removed": bool}`.
+    /// Every node re-reads it (and ends a removed user's console sessions).
+    #[serde(rename = "user.changed")]
+    UserChanged,
     /// Ingot's own: the device got a new secret; connections that authenticated with the
     /// old one must end. `data`: `{"id"}`.
     #[serde(rename = "credentials")]
@@ -46,6 +53,8 @@ impl EventKind {
             Self::TemplateUpdate => "template.update",
             Self::TemplateCreate => "template.create",
             Self::TemplateRemove => "template.remove",
+            Self::TokenRevoked => "token.revoked",
+            Self::UserChanged => "user.changed",
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
         }

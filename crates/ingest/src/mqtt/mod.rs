@@ -454,7 +454,9 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                     | EventKind::Update
                     | EventKind::TemplateUpdate
                     | EventKind::TemplateCreate
-                    | EventKind::TemplateRemove => {}
+                    | EventKind::TemplateRemove
+                    | EventKind::TokenRevoked
+                    | EventKind::UserChanged => {}
                 }
                 delivery.ack();
             }
