@@ -254,6 +254,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("ingot: MQTT listening on {}", mqtt.local_addr());
 
     let seats = Arc::new(seats::SeatService::new(store.clone(), bus.clone(), args.max_seat_accounts));
+    if args.bus != "memory" {
+        seats.follow(bus.clone()).await.context("cannot follow the other nodes' seat accounts")?;
+    }
     let state = api::AppState {
         auth,
         devices,

@@ -135,3 +135,65 @@ async fn two_nodes_share_devices_secrets_and_history() {
     assert_eq!(api_b.delete("/auth/user/carol").await.0, 200);
     within(Duration::from_secs(1), "carol's session on A ends", async || session().await == 401).await;
 }
+
+/// Reports a fakeiot login to `base` with API token `token`; returns the account as answered.
+async fn report(http: &reqwest::Client, base: &str, token: &str, account: &str, user: &str) -> serde_json::Value {
+    let body = json!({"account_id": account, "user_id": user, "timestamp": "2026-01-31T12:00:00Z"});
+    let resp = http.post(format!("{base}/metrics")).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "login of {user} on {base}");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seat_counts_are_exact_with_logins_spread_over_two_nodes() {
+    if support::missing("INGOT_TEST_POSTGRES_URL") {
+        return;
+    }
+    let Some(nats) = support::nats_args() else { return };
+    let db = store::testing::TestDb::create().await.expect("checked above").keep();
+    let mut args: Vec<&str> = vec!["--store", &db];
+    args.extend(nats.iter().map(String::as_str));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let admin = Api::admin(&a).await;
+    let (status, made) = admin.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+
+    // 150 users, each reporting twice, every login on either node, 16 at a time: the
+    // database decides each seat once.
+    let logins: Vec<(String, String)> =
+        (0..300).map(|i| ([&a.http, &b.http][i % 2].clone(), format!("user-{}", (i * 7) % 150))).collect();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (base, user) in logins {
+        let (http, token, gate) = (http.clone(), token.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _turn = gate.acquire().await.unwrap();
+            report(&http, &base, &token, "acct", &user).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    for server in [&a, &b] {
+        let (status, account) =
+            Api { jwt: admin.jwt.clone(), ..Api::new(&server.http) }.get("/seats/accounts/acct").await;
+        assert_eq!((status, account["users"].as_i64()), (200, Some(150)), "{}: {account}", server.http);
+    }
+
+    // A new seat and an upgrade on B show in A's answers to repeated logins (answered
+    // from A's memory) within a second.
+    report(&http, &b.http, &token, "acct", "user-new").await;
+    within(Duration::from_secs(1), "node A counts B's new seat", async || {
+        report(&http, &a.http, &token, "acct", "user-0").await["users"] == 151
+    })
+    .await;
+    let on_b = Api { jwt: admin.jwt.clone(), ..Api::new(&b.http) };
+    assert_eq!(on_b.post("/seats/accounts/acct/upgrade", json!({})).await.0, 200);
+    within(Duration::from_secs(1), "node A shows B's upgrade", async || {
+        report(&http, &a.http, &token, "acct", "user-0").await["plan"] == "Enterprise Plan"
+    })
+    .await;
+}

@@ -33,6 +33,10 @@ pub enum EventKind {
     /// Every node re-reads it (and ends a removed user's console sessions).
     #[serde(rename = "user.changed")]
     UserChanged,
+    /// Ingot's own: a seat account got a new user or another plan; `data`: `{"account"}`.
+    /// Every node re-reads it (mirror, live views).
+    #[serde(rename = "seat.account")]
+    SeatAccount,
     /// Ingot's own: the device got a new secret; connections that authenticated with the
     /// old one must end. `data`: `{"id"}`.
     #[serde(rename = "credentials")]
@@ -55,6 +59,7 @@ impl EventKind {
             Self::TemplateRemove => "template.remove",
             Self::TokenRevoked => "token.revoked",
             Self::UserChanged => "user.changed",
+            Self::SeatAccount => "seat.account",
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
         }

@@ -12,8 +12,10 @@
 //! mirrored in memory ([`Committed`]), so a repeated login (the common case: devices report
 //! the same users again and again) needs no seat transaction at all, only its history row.
 
+mod follow;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bus::{Bus, BusError};
 use model::seats::{ENTERPRISE, LoginEvent, Plan, STARTUP};
@@ -139,6 +141,8 @@ pub struct SeatService {
     updates: broadcast::Sender<AccountUpdate>,
     writer: mpsc::Sender<Job>,
     committed: Arc<Mutex<Committed>>,
+    /// Set on a node of a cluster ([`Self::follow`]): where account changes are told.
+    cluster: OnceLock<Arc<dyn Bus>>,
 }
 
 impl SeatService {
@@ -148,7 +152,8 @@ impl SeatService {
         let (writer, jobs) = mpsc::channel(MAX_BATCH * 4);
         let committed = Arc::new(Mutex::new(Committed::default()));
         tokio::spawn(run_writer(store.clone(), jobs, max_accounts, committed.clone()));
-        Self { store, bus, max_accounts, updates: broadcast::channel(1024).0, writer, committed }
+        let updates = broadcast::channel(1024).0;
+        Self { store, bus, max_accounts, updates, writer, committed, cluster: OnceLock::new() }
     }
 
     /// Records a login; resolves once it is stored and its reading is durable.
@@ -180,6 +185,7 @@ impl SeatService {
         let view = AccountView::from_record(&account);
         if new_user {
             let _ = self.updates.send(AccountUpdate { tenant: tenant.to_string(), account: view.clone() });
+            self.tell_nodes(tenant, &event.account_id).await;
         }
         Ok(view)
     }
@@ -205,6 +211,7 @@ impl SeatService {
             .ok_or(SeatError::NoSuchAccount)?;
         let view = AccountView::from_record(&r);
         let _ = self.updates.send(AccountUpdate { tenant: tenant.to_string(), account: view.clone() });
+        self.tell_nodes(tenant, account_id).await;
         Ok(view)
     }
 

@@ -456,7 +456,8 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                     | EventKind::TemplateCreate
                     | EventKind::TemplateRemove
                     | EventKind::TokenRevoked
-                    | EventKind::UserChanged => {}
+                    | EventKind::UserChanged
+                    | EventKind::SeatAccount => {}
                 }
                 delivery.ack();
             }
