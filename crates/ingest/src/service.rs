@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bus::{Bus, BusError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use model::data::PayloadLimits;
 use model::topic::{DeviceTopic, TopicKind};
 use model::{DeviceData, DeviceRef, PayloadError};
@@ -191,13 +191,15 @@ impl IngestService {
     }
 
     /// Turns a raw payload into a reading and publishes it; resolves once it is durable.
+    /// `received_at` stamps a reading that carries no time of its own.
     pub async fn ingest_payload(
         &self,
         agent: &'static str,
         device: &DeviceRef,
         payload: &[u8],
+        received_at: DateTime<Utc>,
     ) -> Result<(), IngestError> {
-        let result = self.parse_payload(device, payload);
+        let result = self.parse_payload(device, payload, received_at);
         self.publish(agent, device, result).await
     }
 
@@ -212,11 +214,16 @@ impl IngestService {
         self.publish(agent, device, result).await
     }
 
-    fn parse_payload(&self, device: &DeviceRef, payload: &[u8]) -> Result<DeviceData, IngestError> {
+    fn parse_payload(
+        &self,
+        device: &DeviceRef,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<DeviceData, IngestError> {
         if payload.len() > self.max_payload {
             return Err(IngestError::TooLarge(self.max_payload));
         }
-        Ok(DeviceData::from_payload(device, payload, Utc::now(), &self.limits)?)
+        Ok(DeviceData::from_payload(device, payload, received_at, &self.limits)?)
     }
 
     async fn publish(

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -196,4 +198,124 @@ async fn seat_counts_are_exact_with_logins_spread_over_two_nodes() {
         report(&http, &a.http, &token, "acct", "user-0").await["plan"] == "Enterprise Plan"
     })
     .await;
+}
+
+/// One MQTT v5 device that publishes QoS 1 readings 1, 2, 3… to the first node that takes
+/// it, moving on to the next when its connection breaks, until `stop`. Records each
+/// acknowledged reading with the index of the node that acknowledged it.
+async fn roaming_device(
+    nodes: Vec<String>,
+    (id, secret): (String, String),
+    acked: Arc<Mutex<Vec<(String, i64, usize)>>>,
+    stop: Arc<AtomicBool>,
+) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut seq = 0;
+    for (node, addr) in nodes.iter().enumerate() {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let mut opts = MqttOptions::new(format!("c-{id}"), host, port.parse().unwrap());
+        opts.set_credentials(format!("admin:{id}"), secret.clone());
+        let (client, mut ev) = AsyncClient::new(opts, 16);
+        let next = async |ev: &mut rumqttc::v5::EventLoop| loop {
+            match tokio::time::timeout(Duration::from_secs(5), ev.poll()).await {
+                Ok(Ok(Event::Incoming(p @ (Packet::ConnAck(_) | Packet::PubAck(_))))) => return Some(p),
+                Ok(Ok(_)) => {}
+                _ => return None,
+            }
+        };
+        if !matches!(next(&mut ev).await, Some(Packet::ConnAck(_))) {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            let payload = format!(r#"{{"temperature": {seq}}}"#);
+            if client.publish(format!("admin:{id}/attrs"), QoS::AtLeastOnce, false, payload).await.is_err() {
+                break;
+            }
+            match next(&mut ev).await {
+                Some(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success => {
+                    acked.lock().unwrap().push((id.clone(), seq, node))
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// SIGKILL of one of two nodes while its devices publish QoS 1 readings: the devices move
+/// to the other node, and every reading either node acknowledged is in history, in the
+/// device's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_publishing_loses_no_acknowledged_reading() {
+    if support::missing("INGOT_TEST_POSTGRES_URL") {
+        return;
+    }
+    let Some(nats) = support::nats_args() else { return };
+    let db = store::testing::TestDb::create().await.expect("checked above").keep();
+    let mut args: Vec<&str> = vec!["--store", &db];
+    args.extend(nats.iter().map(String::as_str));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
+    let template = api_a.thermometer_template().await;
+    let mut devices = Vec::new();
+    for i in 0..6 {
+        devices.push(api_a.device_with_secret(template, &format!("roamer-{i}")).await);
+    }
+    let last = &devices[devices.len() - 1].0;
+    within(Duration::from_secs(1), "node B knows the devices", async || {
+        api_b.get(&format!("/device/{last}")).await.0 == 200
+    })
+    .await;
+
+    let acked: Arc<Mutex<Vec<(String, i64, usize)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes = vec![a.mqtt.clone().unwrap(), b.mqtt.clone().unwrap()];
+    let tasks: Vec<_> = devices
+        .iter()
+        .map(|d| tokio::spawn(roaming_device(nodes.clone(), d.clone(), acked.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9();
+    let killed = Instant::now();
+    // Every device is back, on B, acknowledged again.
+    within(Duration::from_secs(10), "every device publishes through node B", async || {
+        let acked = acked.lock().unwrap();
+        devices.iter().all(|(id, _)| acked.iter().any(|(d, _, node)| d == id && *node == 1))
+    })
+    .await;
+    eprintln!("devices moved to node B within {:?}", killed.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let on_a = acked.iter().filter(|(_, _, node)| *node == 0).count();
+    assert!(on_a > 50, "node A acknowledged readings before it was killed: {on_a}");
+
+    // What A had taken from JetStream but not written comes back to B after the ack wait.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (id, _) in &devices {
+        loop {
+            let (status, hist) =
+                api_b.get(&format!("/history/device/{id}/history?attr=temperature&firstN=100000")).await;
+            let values: Vec<i64> = if status == 200 {
+                hist.as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).collect()
+            } else {
+                vec![]
+            };
+            let missing: Vec<i64> =
+                acked.iter().filter(|(d, s, _)| d == id && !values.contains(s)).map(|(_, s, _)| *s).collect();
+            if missing.is_empty() {
+                assert!(values.windows(2).all(|w| w[0] < w[1]), "device {id}: history out of order: {values:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "device {id}: acknowledged readings lost: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("{} readings acknowledged ({on_a} by node A before SIGKILL), all in history, in order", acked.len());
 }

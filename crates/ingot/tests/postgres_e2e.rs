@@ -18,5 +18,5 @@ async fn readings_are_refused_while_postgres_is_down_and_accepted_again_when_it_
     let pg = Backend::start("postgres.sh");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--store", &pg.url, "--sync-full", "true"]);
-    assert_refused_while_down_then_recovered(&server, &pg, Duration::from_secs(3), true).await;
+    assert_refused_while_down_then_recovered(&[&server], &pg, Duration::from_secs(3), true).await;
 }

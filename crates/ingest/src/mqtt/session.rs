@@ -202,6 +202,7 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
         keep_alive_secs,
         will: RefCell::new(p.will.clone()),
         clean_disconnect: Cell::new(false),
+        last_received_ms: Cell::new(0),
         signal,
         _slot: slot,
     };
@@ -236,15 +237,35 @@ pub(crate) struct Connection {
     keep_alive_secs: u16,
     will: RefCell<Option<Will>>,
     clean_disconnect: Cell<bool>,
+    /// The time (ms) this connection last stamped a reading with ([`Self::next_received_at`]).
+    last_received_ms: Cell<i64>,
     signal: Arc<LiveSignal>,
     _slot: ConnectionSlot,
 }
+
+/// How far [`Connection::next_received_at`] may run ahead of the clock: a device sending
+/// more than a reading per millisecond for longer gets equal times again, not times drifting
+/// into the future.
+const MAX_STAMP_LEAD_MS: i64 = 1000;
 
 impl Connection {
     /// How long a packet may take to arrive whole once it started: 1.5 × keep-alive, the
     /// time a connection may go without a whole packet ([MQTT-3.1.2-24]).
     pub fn packet_timeout(&self) -> ntex_util::time::Millis {
         ntex_util::time::Millis(u32::from(self.keep_alive_secs) * 1500)
+    }
+
+    /// The time to stamp this connection's next reading with (one without a time of its
+    /// own): now, or 1 ms after the previous one when the clock has not moved on. History
+    /// orders a device's readings by time and breaks ties by commit order, which is arrival
+    /// order on one node but not when two nodes write batches at once: distinct times keep
+    /// a device's order in a cluster too.
+    fn next_received_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_received_ms.get();
+        let ms = if last >= now && last - now < MAX_STAMP_LEAD_MS { last + 1 } else { now };
+        self.last_received_ms.set(ms);
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)
     }
 
     /// Handles a PUBLISH: only the device's own attrs topic, payload stored durably.
@@ -256,7 +277,7 @@ impl Connection {
         let revoked = self.signal.close_reason() == Some(CloseReason::NotAuthorized);
         let checked = if revoked { Err(IngestError::Revoked) } else { ingest.check_publish_topic(&self.device, topic) };
         let outcome = match checked {
-            Ok(()) => ingest.ingest_payload(AGENT, &self.device, payload).await,
+            Ok(()) => ingest.ingest_payload(AGENT, &self.device, payload, self.next_received_at()).await,
             Err(e) => {
                 // ingest_payload counts its own rejections; topic refusals are counted here.
                 ingest.count_rejected(AGENT, &self.device.tenant, e.reason());
@@ -348,7 +369,7 @@ impl Connection {
         let device = self.device.clone();
         // The connection is gone; the reading is stored by the main runtime.
         self.shared.runtime.spawn(async move {
-            match ingest.ingest_payload(AGENT, &device, &will.payload).await {
+            match ingest.ingest_payload(AGENT, &device, &will.payload, chrono::Utc::now()).await {
                 Ok(()) => tracing::info!(device = %device, "mqtt will stored as a reading"),
                 Err(e) => tracing::info!(device = %device, reason = e.reason(), "mqtt will not stored"),
             }

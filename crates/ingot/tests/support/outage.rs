@@ -87,19 +87,28 @@ async fn puback(ev: &mut EventLoop) -> Option<PubAckReason> {
     }
 }
 
-/// Publishes over HTTP and MQTT v5 on two new devices of `server`, takes `backend` down
-/// for `outage` and up again, and checks the contract in the module docs. `health` says
-/// whether `/health` must answer 503 during the outage.
+/// Publishes over HTTP to the first of `servers` and over MQTT v5 to the last (the nodes
+/// of one cluster, or one server), on two new devices; takes `backend` down for `outage`
+/// and up again, and checks the contract in the module docs on every server. `health`
+/// says whether `/health` must answer 503 during the outage.
 pub async fn assert_refused_while_down_then_recovered(
-    server: &Server,
+    servers: &[&Server],
     backend: &Backend,
     outage: Duration,
     health: bool,
 ) {
+    let (server, mqtt_server) = (servers[0], servers[servers.len() - 1]);
     let api = Api::admin(server).await;
     let template = api.thermometer_template().await;
     let http_device = api.device_with_secret(template, "over-http").await;
     let mqtt_device = api.device_with_secret(template, "over-mqtt").await;
+    // Made on the first node: the last one knows the device within moments.
+    let last = Api::admin(mqtt_server).await;
+    let known = Instant::now();
+    while last.get(&format!("/device/{}", mqtt_device.0)).await.0 != 200 {
+        assert!(known.elapsed() < Duration::from_secs(1), "the MQTT node does not know the device");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let down = Arc::new(AtomicBool::new(false));
@@ -128,7 +137,7 @@ pub async fn assert_refused_while_down_then_recovered(
     let mqtt = {
         let (outcomes, stop, down) = (outcomes.clone(), stop.clone(), down.clone());
         let (id, secret) = mqtt_device.clone();
-        let addr = server.mqtt.clone().unwrap();
+        let addr = mqtt_server.mqtt.clone().unwrap();
         tokio::spawn(async move {
             let (client, mut ev) = connect(&addr, &id, &secret).await;
             let mut seq = 0;
@@ -160,8 +169,10 @@ pub async fn assert_refused_while_down_then_recovered(
     let acked_at_down = outcomes.lock().unwrap().acked.len();
     tokio::time::sleep(outage).await;
     if health {
-        let (status, body) = Api::new(&server.http).get("/health").await;
-        assert_eq!(status, 503, "health says the backend is gone: {body}");
+        for server in servers {
+            let (status, body) = Api::new(&server.http).get("/health").await;
+            assert_eq!(status, 503, "health says the backend is gone: {body}");
+        }
     }
     {
         let o = outcomes.lock().unwrap();
@@ -193,14 +204,16 @@ pub async fn assert_refused_while_down_then_recovered(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("recovered {:?} after the backend came back", back.elapsed());
-    let (status, health) = Api::new(&server.http).get("/health").await;
-    assert_eq!(status, 200, "{health}");
+    for server in servers {
+        let (status, health) = Api::new(&server.http).get("/health").await;
+        assert_eq!(status, 200, "{health}");
+    }
     stop.store(true, Ordering::Relaxed);
     http.await.unwrap();
     mqtt.await.unwrap();
 
     let o = std::mem::take(&mut *outcomes.lock().unwrap());
-    for (id, _) in [&http_device, &mqtt_device] {
+    for ((id, _), api) in [&http_device, &mqtt_device].into_iter().zip([&api, &last]) {
         let (status, hist) = api.get(&format!("/history/device/{id}/history?attr=temperature&firstN=100000")).await;
         assert_eq!(status, 200, "{hist}");
         let stored: std::collections::BTreeSet<i64> =
