@@ -246,6 +246,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         session_expiry_secs: args.mqtt_session_expiry_secs,
         max_queued_per_session: args.mqtt_max_queued,
         max_sessions_per_device: args.mqtt_max_sessions_per_device,
+        cluster: args.bus != "memory",
         ..MqttConfig::default()
     };
     let mqtt = MqttServer::start(mqtt_config, ingest.clone()).await.with_context(|| {

@@ -319,3 +319,120 @@ async fn a_node_killed_during_publishing_loses_no_acknowledged_reading() {
     }
     eprintln!("{} readings acknowledged ({on_a} by node A before SIGKILL), all in history, in order", acked.len());
 }
+
+/// A v5 device connection to `addr`; `persistent`: no clean start, a session of an hour.
+async fn device_v5(
+    addr: &str,
+    (id, secret): &(String, String),
+    persistent: bool,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut opts = MqttOptions::new(format!("c-{id}"), host, port.parse().unwrap());
+    opts.set_credentials(format!("admin:{id}"), secret.clone());
+    if persistent {
+        opts.set_clean_start(false);
+        opts.set_session_expiry_interval(Some(3600));
+    }
+    let (client, mut ev) = AsyncClient::new(opts, 16);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ev.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return (client, ev),
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK from {addr}: {other:?}"),
+        }
+    }
+}
+
+/// Polls `ev` until a packet `pick` accepts, for at most `limit`.
+async fn wait_for<T>(
+    ev: &mut rumqttc::v5::EventLoop,
+    limit: Duration,
+    pick: impl Fn(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, ev.poll()).await {
+            Ok(Ok(rumqttc::v5::Event::Incoming(p))) => {
+                if let Some(found) = pick(&p) {
+                    return Some(found);
+                }
+            }
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Actuation through either node reaches the device on the other; a persistent session
+/// moves with its device to another node, queued actuation included; and a device's new
+/// connection on one node closes its old one on the other (one connection per session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actuation_and_sessions_follow_the_device_across_nodes() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+    if support::missing("INGOT_TEST_POSTGRES_URL") {
+        return;
+    }
+    let Some(nats) = support::nats_args() else { return };
+    let db = store::testing::TestDb::create().await.expect("checked above").keep();
+    let mut args: Vec<&str> = vec!["--store", &db];
+    args.extend(nats.iter().map(String::as_str));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let (mqtt_a, mqtt_b) = (a.mqtt.clone().unwrap(), b.mqtt.clone().unwrap());
+    let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
+    let template = api_a.thermometer_template().await;
+    let device = api_a.device_with_secret(template, "roaming").await;
+    let id = device.0.clone();
+    within(Duration::from_secs(1), "node B knows the device", async || {
+        api_b.get(&format!("/device/{id}")).await.0 == 200
+    })
+    .await;
+    let config = format!("admin:{id}/config");
+    let actuation = |fan: i64| json!({"attrs": {"fan": fan}});
+    let fan_of = |p: &Packet| match p {
+        Packet::Publish(p) => serde_json::from_slice::<serde_json::Value>(&p.payload).ok()?["fan"].as_i64(),
+        _ => None,
+    };
+
+    // Connected and subscribed on B, actuated through A.
+    let (client, mut ev) = device_v5(&mqtt_b, &device, true).await;
+    client.subscribe(&config, QoS::AtLeastOnce).await.unwrap();
+    wait_for(&mut ev, Duration::from_secs(5), |p| matches!(p, Packet::SubAck(_)).then_some(())).await.expect("SUBACK");
+    assert_eq!(api_a.put(&format!("/device/{id}/actuate"), actuation(1)).await.0, 200);
+    assert_eq!(wait_for(&mut ev, Duration::from_secs(2), fan_of).await, Some(1), "actuation through A reaches B");
+
+    // Offline, its persistent session on B gets actuation through A; it comes back on A.
+    client.disconnect().await.unwrap();
+    let _ = wait_for(&mut ev, Duration::from_millis(500), |_| None::<()>).await;
+    drop((client, ev));
+    assert_eq!(api_a.put(&format!("/device/{id}/actuate"), actuation(2)).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's relay queues it
+    let (_client, mut ev) = device_v5(&mqtt_a, &device, true).await;
+    assert_eq!(wait_for(&mut ev, Duration::from_secs(2), fan_of).await, Some(2), "queued on B, delivered on A");
+    // And the subscription came along: the next actuation, through B, reaches it on A.
+    assert_eq!(api_b.put(&format!("/device/{id}/actuate"), actuation(3)).await.0, 200);
+    assert_eq!(wait_for(&mut ev, Duration::from_secs(2), fan_of).await, Some(3));
+
+    // The same session connecting on B closes the connection on A as taken over.
+    let (_again, _ev_b) = device_v5(&mqtt_b, &device, true).await;
+    let reason = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(Packet::Disconnect(d))) => return Some(d.reason_code),
+                Err(rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => return Some(reason_code),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    assert_eq!(reason, Some(DisconnectReasonCode::SessionTakenOver), "one connection per session across nodes");
+}

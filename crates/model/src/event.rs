@@ -37,6 +37,15 @@ pub enum EventKind {
     /// Every node re-reads it (mirror, live views).
     #[serde(rename = "seat.account")]
     SeatAccount,
+    /// Ingot's own: a node bound an MQTT connection to session (device, client id);
+    /// `data`: `{"device","client","node","clean"}`. Another node holding that session
+    /// closes its connection (taken over) and hands the session's state over.
+    #[serde(rename = "mqtt.session")]
+    MqttSession,
+    /// Ingot's own: a persistent session's state for the node that took it over; `data`:
+    /// `{"device","client","node","subscriptions":[[form, qos]],"queue":[{"topic","qos","payload"}]}`.
+    #[serde(rename = "mqtt.session.state")]
+    MqttSessionState,
     /// Ingot's own: the device got a new secret; connections that authenticated with the
     /// old one must end. `data`: `{"id"}`.
     #[serde(rename = "credentials")]
@@ -60,6 +69,8 @@ impl EventKind {
             Self::TokenRevoked => "token.revoked",
             Self::UserChanged => "user.changed",
             Self::SeatAccount => "seat.account",
+            Self::MqttSession => "mqtt.session",
+            Self::MqttSessionState => "mqtt.session.state",
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
         }

@@ -15,7 +15,8 @@ pub enum TopicKind {
 }
 
 /// The two spellings of a device topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TopicForm {
     /// `tenant:device/kind`
     Colon,

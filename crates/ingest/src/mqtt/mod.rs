@@ -92,6 +92,10 @@ pub struct MqttConfig {
     pub max_sessions_per_device: usize,
     /// ntex worker threads. Default: the number of CPUs.
     pub workers: usize,
+    /// One node of several on a shared bus: a session bound here is announced, so that
+    /// another node holding it closes its connection and hands its state over. Default
+    /// false (one node: nothing to announce).
+    pub cluster: bool,
 }
 
 impl Default for MqttConfig {
@@ -106,6 +110,7 @@ impl Default for MqttConfig {
             max_queued_per_session: 100,
             max_sessions_per_device: 16,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
+            cluster: false,
         }
     }
 }
@@ -164,6 +169,9 @@ pub(crate) struct Shared {
     next_conn_id: AtomicU64,
     /// The caller's tokio runtime: wills are stored there once their connection is gone.
     runtime: Handle,
+    /// This server among the nodes of a cluster (random): tells its own session
+    /// announcements from other nodes'.
+    instance: String,
 }
 
 /// Starts MQTT servers.
@@ -196,6 +204,7 @@ impl MqttServer {
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             runtime: runtime.clone(),
+            instance: model::secret::random_hex(8),
         });
 
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -450,6 +459,8 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                 match delivery.msg.kind {
                     EventKind::Configure => relay_one(&shared, &delivery.msg),
                     EventKind::Remove | EventKind::Credentials | EventKind::TenantSecured => revoke(&shared, &delivery.msg),
+                    EventKind::MqttSession => hand_over(&shared, &delivery.msg).await,
+                    EventKind::MqttSessionState => adopt(&shared, &delivery.msg),
                     EventKind::Create
                     | EventKind::Update
                     | EventKind::TemplateUpdate
@@ -482,6 +493,65 @@ fn revoke(shared: &Shared, event: &DeviceEvent) {
     if closed > 0 {
         metrics::counter!("ingot_mqtt_connections_revoked_total").increment(closed as u64);
         tracing::info!(tenant = %event.tenant, event = event.kind.as_str(), closed, "mqtt connections revoked");
+    }
+}
+
+/// Announces (cluster only) that this node bound a connection to session
+/// `(device, client_id)`: see [`hand_over`].
+pub(crate) fn announce_session(shared: &Arc<Shared>, device: &DeviceRef, client_id: &str, clean_start: bool) {
+    if !shared.config.cluster {
+        return;
+    }
+    let data = serde_json::json!({
+        "device": device.device_id, "client": client_id, "node": shared.instance, "clean": clean_start,
+    });
+    let event =
+        DeviceEvent { kind: EventKind::MqttSession, tenant: device.tenant.clone(), data, ts: chrono::Utc::now() };
+    let bus = shared.ingest.bus().clone();
+    shared.runtime.spawn(async move {
+        if let Err(e) = bus.publish_event(event).await {
+            tracing::warn!(error = %e, "could not tell the other nodes of an MQTT session; an older connection of it may stay open");
+        }
+    });
+}
+
+/// The device and client id a session event names.
+fn session_of(event: &DeviceEvent) -> Option<(DeviceRef, &str, &str)> {
+    let device = DeviceRef::new(&event.tenant, event.data.get("device")?.as_str()?).ok()?;
+    let client = event.data.get("client")?.as_str()?;
+    let node = event.data.get("node")?.as_str()?;
+    Some((device, client, node))
+}
+
+/// Another node bound a connection to a session this node may hold: MQTT allows one
+/// connection per session, so this node's closes (v5 DISCONNECT 0x8E), and a persistent
+/// session's subscriptions and queued actuation go to that node.
+async fn hand_over(shared: &Shared, event: &DeviceEvent) {
+    let Some((device, client, node)) = session_of(event) else { return };
+    if node == shared.instance {
+        return;
+    }
+    let clean = event.data.get("clean").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let Some(state) = shared.registry.hand_over(&device, client, clean) else { return };
+    tracing::info!(device = %device, client_id = client, queued = state.queue.len(), "mqtt session handed over to another node");
+    let mut data = serde_json::json!({"device": device.device_id, "client": client, "node": node});
+    data["state"] = serde_json::to_value(&state).unwrap_or_default();
+    let event =
+        DeviceEvent { kind: EventKind::MqttSessionState, tenant: device.tenant.clone(), data, ts: chrono::Utc::now() };
+    if let Err(e) = shared.ingest.bus().publish_event(event).await {
+        tracing::warn!(device = %device, error = %e, "a session's queued actuation could not be handed over");
+    }
+}
+
+/// A session's state handed over by the node that held it ([`hand_over`]), for this node.
+fn adopt(shared: &Shared, event: &DeviceEvent) {
+    let Some((device, client, node)) = session_of(event) else { return };
+    if node != shared.instance {
+        return;
+    }
+    let Some(state) = event.data.get("state").and_then(|s| serde_json::from_value(s.clone()).ok()) else { return };
+    if !shared.registry.adopt(&device, client, state) {
+        tracing::debug!(device = %device, client_id = client, "a handed-over session ended before it arrived");
     }
 }
 

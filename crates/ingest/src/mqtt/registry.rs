@@ -23,18 +23,27 @@ use model::topic::{DeviceTopic, TopicForm, TopicKind};
 use tokio::sync::Notify;
 
 /// The two QoS levels Ingot speaks (QoS 2 is refused at the protocol level).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Qos {
     AtMostOnce,
     AtLeastOnce,
 }
 
 /// One message waiting to go to a device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Outbound {
     pub topic: String,
     pub qos: Qos,
     pub payload: Bytes,
+}
+
+/// What a persistent session carries from one node to the one that took it over
+/// ([`Registry::hand_over`], [`Registry::adopt`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SessionState {
+    pub subscriptions: Vec<(TopicForm, Qos)>,
+    /// (topic, QoS, payload): actuation payloads are JSON text.
+    pub queue: Vec<(String, Qos, String)>,
 }
 
 impl Outbound {
@@ -231,6 +240,57 @@ impl Registry {
         session.live = Some(Live { conn_id, signal, with_secret });
         sessions.insert(client_id.to_string(), session);
         Ok(Attached { session_present, took_over })
+    }
+
+    /// Another node bound a connection to session `(device, client_id)`: this node's
+    /// connection of it (if any) closes as taken over, and the session leaves this node.
+    /// Returns what the other node continues with: a persistent session's subscriptions
+    /// and queued messages, unless the new connection asked for a clean start.
+    pub fn hand_over(&self, device: &DeviceRef, client_id: &str, clean_start: bool) -> Option<SessionState> {
+        let mut devices = self.lock();
+        let sessions = devices.get_mut(device)?;
+        let session = sessions.remove(client_id)?;
+        if sessions.is_empty() {
+            devices.remove(device);
+        }
+        drop(devices);
+        if let Some(live) = &session.live {
+            live.signal.close(CloseReason::TakenOver);
+        }
+        if clean_start || session.expiry.is_none() || session.expired(Instant::now()) {
+            return None;
+        }
+        let queue = session
+            .queue
+            .into_iter()
+            .map(|m| (m.topic, m.qos, String::from_utf8_lossy(&m.payload).into_owned()))
+            .collect();
+        Some(SessionState { subscriptions: session.subscriptions, queue })
+    }
+
+    /// Takes over what another node handed over ([`Self::hand_over`]) into session
+    /// `(device, client_id)` if it is here: its subscriptions are added, its messages go
+    /// before the ones queued since. Returns false when there is no such session any more.
+    pub fn adopt(&self, device: &DeviceRef, client_id: &str, state: SessionState) -> bool {
+        let mut devices = self.lock();
+        let Some(session) = devices.get_mut(device).and_then(|s| s.get_mut(client_id)) else { return false };
+        for (form, qos) in state.subscriptions {
+            if !session.subscriptions.iter().any(|(f, _)| *f == form) {
+                session.subscriptions.push((form, qos));
+            }
+        }
+        for (topic, qos, payload) in state.queue.into_iter().rev() {
+            if session.queue.len() >= self.max_queued {
+                break;
+            }
+            session.queue.push_front(Outbound { topic, qos, payload: Bytes::from(payload) });
+        }
+        if let Some(live) = &session.live
+            && !session.queue.is_empty()
+        {
+            live.signal.wake();
+        }
+        true
     }
 
     /// Ends every live connection of `device` ([`CloseReason::NotAuthorized`]); with
@@ -469,6 +529,37 @@ mod tests {
         // Another device has its own cap.
         let other = DeviceRef::new("t", "other").unwrap();
         assert!(reg.attach(&other, "a", conn(7, Arc::default()), false, DAY).is_ok());
+    }
+
+    /// Node A held a persistent session with queued actuation; the device connects to
+    /// node B: A's connection closes as taken over, and B ends up with A's subscriptions
+    /// and queue before what B queued since.
+    #[test]
+    fn a_persistent_session_moves_to_the_node_that_took_it_over() {
+        let (node_a, node_b) = (Registry::new(10, 4), Registry::new(10, 4));
+        let on_a = Arc::new(LiveSignal::default());
+        node_a.attach(&dev(), "c", conn(1, on_a.clone()), false, DAY).unwrap();
+        node_a.subscribe(&dev(), "c", 1, TopicForm::Colon, Qos::AtLeastOnce);
+        node_a.detach(&dev(), "c", 1);
+        node_a.deliver(&dev(), &Bytes::from_static(b"{\"fan\":1}"));
+
+        node_b.attach(&dev(), "c", conn(2, Arc::default()), false, DAY).unwrap();
+        node_b.deliver(&dev(), &Bytes::from_static(b"{\"fan\":2}")); // not subscribed on B yet: nothing
+        let state = node_a.hand_over(&dev(), "c", false).expect("a persistent session's state");
+        assert_eq!(node_a.session_count(), 0, "the session left node A");
+        assert!(node_b.adopt(&dev(), "c", state));
+        node_b.deliver(&dev(), &Bytes::from_static(b"{\"fan\":3}"));
+        let got: Vec<_> = std::iter::from_fn(|| node_b.next_outbound(&dev(), "c", 2)).collect();
+        assert_eq!(got.iter().map(|o| &o.payload[..]).collect::<Vec<_>>(), [&b"{\"fan\":1}"[..], b"{\"fan\":3}"]);
+        assert_eq!((got[0].topic.as_str(), got[0].qos), ("t:d/config", Qos::AtLeastOnce));
+
+        // A live connection on the old node is closed; a clean start takes nothing along.
+        let live = Arc::new(LiveSignal::default());
+        node_a.attach(&dev(), "c", conn(3, live.clone()), false, DAY).unwrap();
+        assert_eq!(node_a.hand_over(&dev(), "c", true), None);
+        assert_eq!(live.close_reason(), Some(CloseReason::TakenOver));
+        assert_eq!(node_a.hand_over(&dev(), "other", false), None, "a session it never had");
+        assert!(!node_a.adopt(&dev(), "gone", SessionState::default()), "a session that ended meanwhile");
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     if attached.took_over {
         tracing::info!(device = %device, client_id = %client_id, "mqtt session taken over by a new connection");
     }
+    super::announce_session(shared, &device, &client_id, p.clean_start);
     let conn = Connection {
         shared: shared.clone(),
         device,
