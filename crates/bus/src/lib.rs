@@ -75,6 +75,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Durable groups (`topic/name`) that have no live consumer now: while one is listed,
     /// publishes on its topic fail.
     fn dead_groups(&self) -> Vec<String>;
+    /// Whether the bus's server is out of reach now (a NATS bus whose connection is
+    /// down): then publishes fail, and health checks say so. An in-process bus never is.
+    fn unreachable(&self) -> bool {
+        false
+    }
     /// Resolves once every subscription made so far receives what is published from
     /// now on, on any node (a NATS consumer is made after `subscribe_*` returns). For a
     /// node that subscribes, then loads its state from the store: no change in between

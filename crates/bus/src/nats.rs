@@ -431,6 +431,10 @@ impl Bus for NatsBus {
         self.consumers_made(Topic::Events).await
     }
 
+    fn unreachable(&self) -> bool {
+        self.inner.client.connection_state() != async_nats::connection::State::Connected
+    }
+
     fn dead_groups(&self) -> Vec<String> {
         let groups = self.inner.groups.lock().expect("groups lock");
         groups.iter().filter(|(_, alive)| !alive.load(Ordering::Relaxed)).map(|(g, _)| g.clone()).collect()

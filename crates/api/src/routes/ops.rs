@@ -10,8 +10,9 @@ use crate::extract::bearer_token;
 use crate::{ApiError, AppState};
 
 /// `GET /health`: 200 `{"status":"ok"}`, or 503 `{"status":"unavailable","reasons":[…]}`
-/// when the database does not answer or a durable consumer (the history writer) is not
-/// running — then devices are refused, never acknowledged. The reasons are short and
+/// when the database does not answer, the message bus (NATS) is out of reach, or a
+/// durable consumer (the history writer) is not running — then devices are refused,
+/// never acknowledged. The reasons are short and
 /// fixed; details go to the log, not to unauthenticated callers.
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
@@ -19,6 +20,9 @@ pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     if let Err(e) = s.history.check_store().await {
         tracing::warn!(error = %e, "health: the database does not answer");
         reasons.push("database unavailable".to_string());
+    }
+    if s.ingest.bus().unreachable() {
+        reasons.push("message bus unavailable".to_string());
     }
     for group in s.ingest.bus().dead_groups() {
         reasons.push(format!("consumer {group} is not running"));
