@@ -9,10 +9,14 @@
 #   SCENARIOS="max-1000 idle-10k" bench/mqtt.sh
 #   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
 #   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
+#   STORES="sqlite nats nats2" SCENARIOS="max-200 max-1000" bench/mqtt.sh   # cluster (issue 10)
 #
 # With postgres in STORES, the scenarios that write history run again on PostgreSQL: a
 # private server (scripts/postgres.sh, fsync on) with a new database per scenario, and
 # the report adds the CPU time PostgreSQL's own processes spent during the run.
+# `nats` runs one node on PostgreSQL with a private NATS JetStream server as its bus
+# (scripts/nats.sh); `nats2` two such nodes, the load's connections alternating between
+# them; both reports add NATS's CPU time, and the load's server CPU is the nodes' sum.
 #
 # The load generator runs on the same machine as the server and competes with it for
 # the CPUs; each report says how busy each of them was.
@@ -35,25 +39,35 @@ ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 WORK=$(mktemp -d -t ingot-bench.XXXXXX)
 SUMMARY=$WORK/summary.md
 SERVER_PID=
+SERVER2_PID=
 PG_DIR=
+NATS_DIR=
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi
+    for pid in $SERVER_PID $SERVER2_PID; do
+        if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+    done
     if [ -n "$PG_DIR" ]; then scripts/postgres.sh stop "$PG_DIR" || true; fi
+    if [ -n "$NATS_DIR" ]; then scripts/nats.sh stop "$NATS_DIR" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-if [[ " $STORES " == *" postgres "* ]]; then
+if [[ " $STORES " == *" nats"* ]]; then
+    NATS_DIR=$(mktemp -d -t ingot-bench-nats.XXXXXX)
+    NATS_URL=$(scripts/nats.sh start "$NATS_DIR")
+fi
+if [[ " $STORES " == *" postgres "* || " $STORES " == *" nats"* ]]; then
     PG_DIR=$(mktemp -d -t ingot-bench-pg.XXXXXX)
     PG_URL=$(scripts/postgres.sh start "$PG_DIR")
     PG_DB=0
 fi
 
-# A new empty database on the private PostgreSQL server; prints its URL.
+# A new empty database on the private PostgreSQL server; sets DB_URL (not in a
+# subshell: PG_DB must count up).
 new_database() {
     PG_DB=$((PG_DB + 1))
     psql -X -q "$PG_URL" -c "CREATE DATABASE bench_$PG_DB" >&2
-    echo "${PG_URL%/*}/bench_$PG_DB"
+    DB_URL=${PG_URL%/*}/bench_$PG_DB
 }
 
 # CPU time (ms, user + system) of the PostgreSQL server's processes alive now, by pid.
@@ -64,6 +78,11 @@ pg_cpu() {
     for pid in $pm $(ps --ppid "$pm" -o pid=); do
         [ -r "/proc/$pid/stat" ] && awk -v pid="$pid" -v tick="$tick" '{ sub(/.*\) /, ""); print pid, ($12 + $13) * 1000 / tick }' "/proc/$pid/stat"
     done
+}
+
+# CPU time (ms) of the NATS server.
+nats_cpu() {
+    awk -v tick="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) * 1000 / tick }' "/proc/$(cat "$NATS_DIR/pid")/stat"
 }
 
 # PostgreSQL's CPU between two pg_cpu snapshots (processes that started in between count whole).
@@ -128,18 +147,33 @@ perf_summary() {
 }
 
 # scenario NAME DEVICES RATE(0=max|idle) [serve flags...]; STORE=postgres runs it on a
-# new PostgreSQL database (NAME gets a "pg-" prefix).
+# new PostgreSQL database (NAME gets a "pg-" prefix), STORE=nats also on NATS ("nats-"),
+# STORE=nats2 on two nodes sharing them ("nats2-").
 scenario() {
     local name=$1 devices=$2 rate=$3; shift 3
-    if [ "${STORE:-sqlite}" = postgres ]; then
-        name=pg-$name
-        set -- "$@" --store "$(new_database)"
-    fi
+    local store=${STORE:-sqlite}
+    [ "$store" = sqlite ] || new_database
+    case $store in
+        postgres) name=pg-$name; set -- "$@" --store "$DB_URL" ;;
+        nats | nats2) name=$store-$name; set -- "$@" --store "$DB_URL" --bus "$NATS_URL" --bus-prefix "b$PG_DB" ;;
+    esac
     local dir=$WORK/$name mode=(--rate "$rate")
     [ "$rate" = idle ] && mode=(--idle)
     echo "==> $name: $devices connections, ${rate/#0/max rate}, $DURATION; serve $*"
-    start_server "$dir" "$@"
-    if [ "${STORE:-sqlite}" = postgres ]; then pg_cpu >"$dir/pg.before"; fi
+    local mqtt pids
+    if [ "$store" = nats2 ]; then
+        start_server "$dir/node2" "$@"
+        SERVER2_PID=$SERVER_PID
+        local mqtt2=$MQTT
+        start_server "$dir" "$@"
+        mqtt=$MQTT,$mqtt2 pids=$SERVER_PID,$SERVER2_PID
+    else
+        start_server "$dir" "$@"
+        mqtt=$MQTT pids=$SERVER_PID
+    fi
+    if [ "$store" != sqlite ]; then pg_cpu >"$dir/pg.before"; fi
+    local nats_before=0
+    if [[ $store == nats* ]]; then nats_before=$(nats_cpu); fi
     local started=$SECONDS
     local perf_pid=
     if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
@@ -148,25 +182,34 @@ scenario() {
         (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$dir/perf.data" -- sleep 5 >/dev/null 2>&1) &
         perf_pid=$!
     fi
-    "$BIN" load mqtt --http "$HTTP" --mqtt "$MQTT" --password "$PASSWORD" --devices "$devices" \
-        "${mode[@]}" --duration "$DURATION" --server-pid "$SERVER_PID" --label "$name" --summary "$SUMMARY"
+    "$BIN" load mqtt --http "$HTTP" --mqtt "$mqtt" --password "$PASSWORD" --devices "$devices" \
+        "${mode[@]}" --duration "$DURATION" --server-pid "$pids" --label "$name" --summary "$SUMMARY"
     [ "$rate" = idle ] || writer_metrics
-    if [ "${STORE:-sqlite}" = postgres ]; then
+    if [ "$store" != sqlite ]; then
         pg_cpu >"$dir/pg.after"
         pg_cpu_report "$dir/pg.before" "$dir/pg.after" $((SECONDS - started))
+    fi
+    if [[ $store == nats* ]]; then
+        awk -v a="$nats_before" -v b="$(nats_cpu)" -v secs=$((SECONDS - started)) \
+            'BEGIN { printf "nats-server: %.1f s CPU (%.0f%% of one core over %s s)\n", (b - a) / 1000, (b - a) / 10 / secs, secs }'
     fi
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         perf_summary "$dir/perf.data"
     fi
     stop_server
+    if [ -n "$SERVER2_PID" ]; then
+        kill -TERM "$SERVER2_PID"
+        wait "$SERVER2_PID" || true
+        SERVER2_PID=
+    fi
     echo
 }
 
 # Each scenario on each store, side by side (idle connections never reach the store).
 for s in $SCENARIOS; do
     for STORE in $STORES; do
-        [ "$STORE" = postgres ] && [ "$s" = idle-10k ] && continue
+        [ "$STORE" != sqlite ] && [ "$s" = idle-10k ] && continue
         case $s in
             max-200) scenario max-200 200 0 ;;
             max-1000) scenario max-1000 1000 0 ;;

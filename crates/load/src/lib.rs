@@ -52,7 +52,8 @@ pub struct MqttArgs {
     /// Base URL of Ingot's HTTP API (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub http: String,
-    /// Ingot's MQTT address, host:port (loopback only).
+    /// Ingot's MQTT address, host:port (loopback only); several, separated by commas (the
+    /// nodes of a cluster), take the connections in turn.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: String,
     /// User that provisions the devices.
@@ -91,9 +92,10 @@ pub struct MqttArgs {
     /// How long to wait for outstanding PUBACKs, and then for history, after publishing.
     #[arg(long, default_value = "60s", value_parser = pacing::parse_duration)]
     pub drain_timeout: Duration,
-    /// Process id of the server (same machine): its RSS and CPU time are sampled.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Process id of the server (same machine): its RSS and CPU time are sampled; several,
+    /// separated by commas (the nodes of a cluster), are added up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Name of this run in the report and the summary row.
     #[arg(long, default_value = "mqtt")]
     pub label: String,
@@ -145,7 +147,7 @@ pub(crate) fn loopback_addr(what: &str, addr: &str) -> Result<SocketAddr, LoadEr
 
 impl MqttArgs {
     /// Checks bounds and the loopback rule; returns the MQTT and HTTP socket addresses.
-    pub(crate) fn validate(&self) -> Result<(SocketAddr, SocketAddr), LoadError> {
+    pub(crate) fn validate(&self) -> Result<(Vec<SocketAddr>, SocketAddr), LoadError> {
         if self.devices == 0 || self.devices > MAX_DEVICES {
             return Err(LoadError::Args(format!("--devices must be between 1 and {MAX_DEVICES}")));
         }
@@ -161,7 +163,7 @@ impl MqttArgs {
         if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
             return Err(LoadError::Args("--keep-alive must be 0 or at least 1s".into()));
         }
-        let mqtt = loopback_addr("MQTT", &self.mqtt)?;
+        let mqtt = self.mqtt.split(',').map(|a| loopback_addr("MQTT", a.trim())).collect::<Result<Vec<_>, _>>()?;
         let hostport = self
             .http
             .strip_prefix("http://")

@@ -245,7 +245,8 @@ struct Conn {
 pub async fn run(args: MqttArgs) -> Result<(), LoadError> {
     let (mqtt_addr, _) = args.validate()?;
     let stats = Arc::new(Stats::new(args.sample_interval));
-    let server_pid = args.server_pid.map(|p| p.to_string());
+    let pids: Vec<String> = args.server_pid.iter().map(u32::to_string).collect();
+    let server_pid = (!pids.is_empty()).then(|| pids.join(","));
     let progress = tokio::spawn(progress(stats.clone(), server_pid.clone(), args.devices));
 
     let result = run_inner(&args, mqtt_addr, &stats, server_pid.as_deref()).await;
@@ -271,12 +272,16 @@ pub async fn run(args: MqttArgs) -> Result<(), LoadError> {
 
 async fn run_inner(
     args: &MqttArgs,
-    mqtt_addr: SocketAddr,
+    mqtt_addr: Vec<SocketAddr>,
     stats: &Arc<Stats>,
     server_pid: Option<&str>,
 ) -> Result<Report, LoadError> {
     let api = Arc::new(Api::login(&args.http, &args.user, &args.password).await?);
     let devices = Arc::new(provision(&api, args.devices, stats).await?);
+    if mqtt_addr.len() > 1 {
+        // Devices were made through one node: the others learn of them within moments.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let server_rss_before = server_pid.and_then(procfs::memory).map(|m| m.rss);
 
     stats.set_phase(Phase::Connecting, devices.len());
@@ -398,7 +403,7 @@ async fn provision(api: &Arc<Api>, count: usize, stats: &Arc<Stats>) -> Result<V
 /// (in device order) and how many failed.
 async fn connect_all(
     args: &MqttArgs,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     devices: &Arc<Vec<Device>>,
     stats: &Arc<Stats>,
 ) -> (Vec<Conn>, usize) {
@@ -407,6 +412,7 @@ async fn connect_all(
     for index in 0..devices.len() {
         let (limit, devices, stats) = (limit.clone(), devices.clone(), stats.clone());
         let (tenant, keep_alive, inflight) = (args.tenant.clone(), args.keep_alive, args.inflight);
+        let addr = addrs[index % addrs.len()];
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore open");
             let device = &devices[index];

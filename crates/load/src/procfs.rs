@@ -7,11 +7,15 @@ pub struct Memory {
     pub hwm: u64,
 }
 
-/// Memory of `pid` ("self" for this process); None if it cannot be read (no such
+/// Memory of `pids` ("self" for this process, or pids separated by commas: the sum of
+/// the processes, e.g. the nodes of a cluster); None if one cannot be read (no such
 /// process, not Linux).
-pub fn memory(pid: &str) -> Option<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_status(&status)
+pub fn memory(pids: &str) -> Option<Memory> {
+    pids.split(',').try_fold(Memory::default(), |sum, pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let m = parse_status(&status)?;
+        Some(Memory { rss: sum.rss + m.rss, hwm: sum.hwm + m.hwm })
+    })
 }
 
 fn parse_status(status: &str) -> Option<Memory> {
@@ -23,10 +27,12 @@ fn parse_status(status: &str) -> Option<Memory> {
     Some(Memory { rss: field("VmRSS:")?, hwm: field("VmHWM:")? })
 }
 
-/// User + system CPU time of `pid` in seconds.
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
+/// User + system CPU time of `pids` (as in [`memory`]) in seconds.
+pub fn cpu_seconds(pids: &str) -> Option<f64> {
+    pids.split(',').try_fold(0.0, |sum, pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(sum + parse_stat(&stat)?)
+    })
 }
 
 fn parse_stat(stat: &str) -> Option<f64> {
@@ -51,5 +57,14 @@ mod tests {
         let stat = "1234 (ingot serve) S 1 1234 1234 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_stat(stat), Some(3.0));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn several_processes_add_up() {
+        let me = memory("self").unwrap();
+        let twice = memory("self,self").unwrap();
+        assert!(twice.hwm == 2 * me.hwm || twice.hwm > me.hwm, "{me:?} {twice:?}");
+        assert!(cpu_seconds("self,self").unwrap() >= cpu_seconds("self").unwrap());
+        assert_eq!(memory("self,0"), None, "one unreadable process: no sum");
     }
 }
