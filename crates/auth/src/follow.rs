@@ -25,16 +25,12 @@ impl AuthService {
     /// published, and every node's (its own included) are applied. Returns once the
     /// subscription receives.
     pub async fn follow(self: &Arc<Self>, bus: Arc<dyn Bus>) -> Result<(), AuthError> {
-        let mut events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
+        let events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
         bus.ready().await?;
         let _ = self.bus.set(bus);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(delivery) = events.recv().await {
-                let Some(auth) = weak.upgrade() else { return };
-                auth.apply(&delivery.msg);
-                delivery.ack();
-            }
+        events.follow(Arc::downgrade(self), |auth, event| async move {
+            auth.apply(&event);
+            Ok::<(), AuthError>(())
         });
         Ok(())
     }

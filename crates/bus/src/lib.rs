@@ -137,3 +137,30 @@ impl<T> Subscription<T> {
         self.rx.blocking_recv_many(buf, limit)
     }
 }
+
+impl Subscription<DeviceEvent> {
+    /// How a service of a cluster node follows the other nodes' changes: spawns a task
+    /// that runs `apply` on each event for as long as `target` lives. An event `apply`
+    /// fails on (the store out of reach) is left unacknowledged and comes again.
+    pub fn follow<T, E, F, Fut>(mut self, target: std::sync::Weak<T>, apply: F)
+    where
+        T: Send + Sync + 'static,
+        E: std::fmt::Display,
+        F: Fn(Arc<T>, Arc<DeviceEvent>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send,
+    {
+        tokio::spawn(async move {
+            while let Some(delivery) = self.recv().await {
+                let Some(target) = target.upgrade() else { return };
+                match apply(target, delivery.msg.clone()).await {
+                    Ok(()) => delivery.ack(),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        event = delivery.msg.kind.as_str(),
+                        "cannot apply another node's change yet; it comes again"
+                    ),
+                }
+            }
+        });
+    }
+}

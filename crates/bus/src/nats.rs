@@ -366,8 +366,14 @@ impl NatsBus {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let subscribed = self.inner.client.subscribe(subject.clone()).await;
-        // Flushed: the server has the subscription before `ready` says so.
-        let flushed = self.inner.client.flush().await;
+        // The server has the subscription before `ready` says so: a flush may only write it
+        // out, so also make a request on the same connection and wait for its answer (the
+        // server handles one connection's messages in order). CI saw a publish from
+        // another connection overtake the SUB without it.
+        let flushed = match self.inner.client.flush().await {
+            Ok(()) => self.inner.js.get_stream(self.stream(topic)).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         self.inner.unmade[topic.index()].send_modify(|n| *n -= 1);
         let mut sub = match (subscribed, flushed) {
             (Ok(sub), Ok(())) => sub,

@@ -172,30 +172,17 @@ impl DeviceService {
         bus: Arc<dyn Bus>,
         config: DevicesConfig,
     ) -> Result<Arc<Self>, DeviceError> {
-        let mut events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
+        let events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
         // The group must receive before the load reads the store.
         bus.ready().await?;
         let service = Arc::new(Self::load(store, bus, config).await?);
-        let weak = Arc::downgrade(&service);
-        tokio::spawn(async move {
-            while let Some(delivery) = events.recv().await {
-                let Some(service) = weak.upgrade() else { return };
-                let event = &delivery.msg;
-                let applied = match (event.kind, event.device_id(), event.template_id()) {
-                    (
-                        EventKind::Create | EventKind::Update | EventKind::Remove | EventKind::Credentials,
-                        Some(id),
-                        _,
-                    ) => service.refresh_device(&event.tenant, id).await,
-                    (_, _, Some(id)) => service.refresh_template(&event.tenant, id).await,
-                    _ => Ok(()),
-                };
-                match applied {
-                    Ok(()) => delivery.ack(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, tenant = event.tenant, "cannot apply a catalog change; retrying")
-                    }
+        events.follow(Arc::downgrade(&service), |service: Arc<DeviceService>, event: Arc<DeviceEvent>| async move {
+            match (event.kind, event.device_id(), event.template_id()) {
+                (EventKind::Create | EventKind::Update | EventKind::Remove | EventKind::Credentials, Some(id), _) => {
+                    service.refresh_device(&event.tenant, id).await
                 }
+                (_, _, Some(id)) => service.refresh_template(&event.tenant, id).await,
+                _ => Ok(()),
             }
         });
         Ok(service)

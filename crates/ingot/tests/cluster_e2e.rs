@@ -12,6 +12,30 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{Api, Server};
 
+/// Two nodes on a new PostgreSQL database and the suite's NATS server (a bus prefix of
+/// their own), or `None` after a loud SKIPPED (a failure under CI=true).
+struct Cluster {
+    a: Server,
+    b: Server,
+    /// The nodes' data directories, removed when dropped.
+    dirs: [tempfile::TempDir; 2],
+}
+
+impl Cluster {
+    async fn start() -> Option<Cluster> {
+        if support::missing("INGOT_TEST_POSTGRES_URL") {
+            return None;
+        }
+        let nats = support::nats_args()?;
+        let db = store::testing::TestDb::create().await.expect("checked above").keep();
+        let mut args: Vec<&str> = vec!["--store", &db];
+        args.extend(nats.iter().map(String::as_str));
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let (a, b) = (Server::start(dirs[0].path(), &args), Server::start(dirs[1].path(), &args));
+        Some(Cluster { a, b, dirs })
+    }
+}
+
 /// Polls `check` until it holds, for at most `limit`.
 async fn within(limit: Duration, what: &str, check: impl AsyncFn() -> bool) {
     let deadline = Instant::now() + limit;
@@ -23,17 +47,7 @@ async fn within(limit: Duration, what: &str, check: impl AsyncFn() -> bool) {
 
 #[tokio::test]
 async fn two_nodes_share_devices_secrets_and_history() {
-    if support::missing("INGOT_TEST_POSTGRES_URL") {
-        return;
-    }
-    let Some(nats) = support::nats_args() else { return };
-    let db = store::testing::TestDb::create().await.expect("checked above").keep();
-    let mut args: Vec<&str> = vec!["--store", &db];
-    args.extend(nats.iter().map(String::as_str));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-
-    let b = Server::start(dir_b.path(), &args);
-    let a = Server::start(dir_a.path(), &args);
+    let Some(Cluster { a, b, dirs }) = Cluster::start().await else { return };
     let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
     // A template made on A, used on B within a second; both hand out new template ids.
     let template = api_a.thermometer_template().await;
@@ -43,8 +57,8 @@ async fn two_nodes_share_devices_secrets_and_history() {
     .await;
     assert_eq!(api_b.thermometer_template().await, template + 1, "no template id handed out twice");
     assert_ne!(
-        std::fs::read_to_string(dir_a.path().join("node.id")).unwrap(),
-        std::fs::read_to_string(dir_b.path().join("node.id")).unwrap(),
+        std::fs::read_to_string(dirs[0].path().join("node.id")).unwrap(),
+        std::fs::read_to_string(dirs[1].path().join("node.id")).unwrap(),
         "each node has an id of its own"
     );
 
@@ -148,15 +162,7 @@ async fn report(http: &reqwest::Client, base: &str, token: &str, account: &str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seat_counts_are_exact_with_logins_spread_over_two_nodes() {
-    if support::missing("INGOT_TEST_POSTGRES_URL") {
-        return;
-    }
-    let Some(nats) = support::nats_args() else { return };
-    let db = store::testing::TestDb::create().await.expect("checked above").keep();
-    let mut args: Vec<&str> = vec!["--store", &db];
-    args.extend(nats.iter().map(String::as_str));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
     let admin = Api::admin(&a).await;
     let (status, made) = admin.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
     assert_eq!(status, 201, "{made}");
@@ -249,15 +255,7 @@ async fn roaming_device(
 /// device's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_publishing_loses_no_acknowledged_reading() {
-    if support::missing("INGOT_TEST_POSTGRES_URL") {
-        return;
-    }
-    let Some(nats) = support::nats_args() else { return };
-    let db = store::testing::TestDb::create().await.expect("checked above").keep();
-    let mut args: Vec<&str> = vec!["--store", &db];
-    args.extend(nats.iter().map(String::as_str));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let Some(Cluster { mut a, b, dirs: _dirs }) = Cluster::start().await else { return };
     let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
     let template = api_a.thermometer_template().await;
     let mut devices = Vec::new();
@@ -372,15 +370,7 @@ async fn wait_for<T>(
 async fn actuation_and_sessions_follow_the_device_across_nodes() {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
-    if support::missing("INGOT_TEST_POSTGRES_URL") {
-        return;
-    }
-    let Some(nats) = support::nats_args() else { return };
-    let db = store::testing::TestDb::create().await.expect("checked above").keep();
-    let mut args: Vec<&str> = vec!["--store", &db];
-    args.extend(nats.iter().map(String::as_str));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (Server::start(dir_a.path(), &args), Server::start(dir_b.path(), &args));
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
     let (mqtt_a, mqtt_b) = (a.mqtt.clone().unwrap(), b.mqtt.clone().unwrap());
     let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
     let template = api_a.thermometer_template().await;

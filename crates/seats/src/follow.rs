@@ -23,23 +23,13 @@ impl SeatService {
     /// Makes this node a node of a cluster on `bus` (see the module documentation).
     /// Returns once the subscription receives.
     pub async fn follow(self: &Arc<Self>, bus: Arc<dyn Bus>) -> Result<(), SeatError> {
-        let mut events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
+        let events = bus.subscribe_events(FOLLOW_GROUP, Mode::EachNode);
         bus.ready().await?;
         let _ = self.cluster.set(bus);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(delivery) = events.recv().await {
-                let Some(seats) = weak.upgrade() else { return };
-                let event = &delivery.msg;
-                let account = event.data.get("account").and_then(Value::as_str);
-                match (event.kind, account) {
-                    (EventKind::SeatAccount, Some(account)) => match seats.refresh(&event.tenant, account).await {
-                        Ok(()) => delivery.ack(),
-                        // Left unacknowledged: it comes again.
-                        Err(e) => tracing::warn!(error = %e, "cannot re-read an account another node changed"),
-                    },
-                    _ => delivery.ack(),
-                }
+        events.follow(Arc::downgrade(self), |seats: Arc<SeatService>, event: Arc<DeviceEvent>| async move {
+            match (event.kind, event.data.get("account").and_then(Value::as_str)) {
+                (EventKind::SeatAccount, Some(account)) => seats.refresh(&event.tenant, account).await,
+                _ => Ok(()),
             }
         });
         Ok(())
