@@ -1,7 +1,8 @@
 //! The web console at `/console/`: sign in with user name or e-mail and password, then the
 //! "User Management Dashboard" of seat metering (fakeiot, seed 000), live over SSE.
 //!
-//! Security: server-side sessions ([`session`]) in an HttpOnly, SameSite=Strict cookie
+//! Security: server-side sessions ([`session`], in the store: any node of a cluster
+//! serves any browser) in an HttpOnly, SameSite=Strict cookie
 //! (Secure when served over HTTPS) with an idle timeout and an absolute lifetime; logout
 //! ends the session on the server, and so does removing its user; every request re-checks
 //! the user through `auth` (a demoted admin loses admin actions at once); every state
@@ -41,15 +42,22 @@ impl Default for ConsoleConfig {
     }
 }
 
-/// The console's routes, to merge into the API router. A user removed through `auth`
-/// loses its console sessions at once.
-pub fn router(state: api::AppState, config: ConsoleConfig) -> Router {
-    let sessions = Arc::new(SessionStore::new(config));
+/// The console's routes, to merge into the API router; sessions live in `store`. A user
+/// removed through `auth` loses its console sessions at once (and every request re-checks
+/// its user, so a removal on another node ends them too).
+pub fn router(state: api::AppState, config: ConsoleConfig, store: store::SharedStore) -> Router {
+    let sessions = Arc::new(SessionStore::new(config, store));
     let weak = Arc::downgrade(&sessions);
     state.auth.on_user_change(move |change| {
         if let (auth::UserChange::Removed { tenant, user_id }, Some(sessions)) = (change, weak.upgrade()) {
-            let ended = sessions.end_user(tenant, *user_id);
-            tracing::info!(tenant = %tenant, user_id, ended, "user removed: console sessions ended");
+            let (tenant, user_id) = (tenant.clone(), *user_id);
+            tokio::spawn(async move {
+                match sessions.end_user(&tenant, user_id).await {
+                    Ok(ended) => tracing::info!(tenant, user_id, ended, "user removed: console sessions ended"),
+                    // Harmless: every request re-checks its user.
+                    Err(e) => tracing::warn!(error = %e, "could not delete a removed user's console sessions"),
+                }
+            });
         }
     });
     routes::router(routes::ConsoleState { app: state, sessions })

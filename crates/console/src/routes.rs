@@ -129,12 +129,13 @@ impl FromRequestParts<ConsoleState> for SignedIn {
     async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let not_signed_in = || ConsoleError(StatusCode::UNAUTHORIZED, "not signed in".into());
         let id = cookie_value(&parts.headers, COOKIE_NAME).ok_or_else(not_signed_in)?.to_string();
-        let mut session = state.sessions.get(&id).ok_or_else(not_signed_in)?;
+        let mut session =
+            state.sessions.get(&id).await.map_err(|e| ConsoleError::internal(&e))?.ok_or_else(not_signed_in)?;
         // Cached briefly by auth, and invalidated there when the user changes.
         match state.app.auth.current_user(&session.tenant, session.user_id).await? {
             Some(user) if user.username == session.username => session.profile = user.profile,
             _ => {
-                state.sessions.remove(&id);
+                state.sessions.remove(&id).await.map_err(|e| ConsoleError::internal(&e))?;
                 return Err(not_signed_in());
             }
         }
@@ -188,7 +189,11 @@ async fn login(
     let Json(form) = body.map_err(|e| ConsoleError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let jwt = s.app.auth.login(&form.login, &form.password, peer.ip()).await?;
     let claims = s.app.auth.verify_token(&jwt).map_err(|e| ConsoleError::internal(&e))?;
-    let (id, session) = s.sessions.create(claims.userid, &claims.username, &claims.service, &claims.profile);
+    let (id, session) = s
+        .sessions
+        .create(claims.userid, &claims.username, &claims.service, &claims.profile)
+        .await
+        .map_err(|e| ConsoleError::internal(&e))?;
     let mut resp = Json(session_json(&session)).into_response();
     // The browser forgets the cookie when the server ends the session at the latest.
     let max_age = s.sessions.max_lifetime().as_secs();
@@ -210,7 +215,9 @@ async fn logout(
     tls: Option<axum::Extension<ViaTls>>,
     Csrf(signed_in): Csrf,
 ) -> Response {
-    s.sessions.remove(&signed_in.id);
+    if let Err(e) = s.sessions.remove(&signed_in.id).await {
+        return ConsoleError::internal(&e).into_response();
+    }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(SET_COOKIE, session_cookie("", tls.is_some(), Some(0)));
     resp
@@ -245,18 +252,17 @@ async fn events(
     State(s): State<ConsoleState>,
     signed_in: SignedIn,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let tenant = signed_in.session.tenant;
-    let (sessions, id) = (s.sessions.clone(), signed_in.id);
-    // A session that ended (sign-out, user removed, lifetime over) gets nothing more.
-    let open = move |_: &_| std::future::ready(sessions.is_open(&id));
-    let stream = BroadcastStream::new(s.app.seats.subscribe()).take_while(open).filter_map(move |update| {
-        let tenant = tenant.clone();
-        async move {
-            // A lagging receiver skips what it missed; the page re-reads on the next event.
-            let update = update.ok()?;
-            (update.tenant == tenant)
-                .then(|| Ok(Event::default().event("account").json_data(&update.account).unwrap_or_default()))
-        }
-    });
+    let tenant = signed_in.session.tenant.clone();
+    let (sessions, id, session) = (s.sessions.clone(), signed_in.id, signed_in.session);
+    let stream = BroadcastStream::new(s.app.seats.subscribe())
+        // A lagging receiver skips what it missed; the page re-reads on the next event.
+        .filter_map(move |update| std::future::ready(update.ok().filter(|u| u.tenant == tenant)))
+        // A session that ended (sign-out, user removed, lifetime over) gets nothing more:
+        // checked in the store before each event of its tenant.
+        .take_while(move |_| {
+            let (sessions, id, session) = (sessions.clone(), id.clone(), session.clone());
+            async move { sessions.is_open(&id, &session).await }
+        })
+        .map(|update| Ok(Event::default().event("account").json_data(&update.account).unwrap_or_default()));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

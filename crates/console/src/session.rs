@@ -1,15 +1,17 @@
-//! Server-side console sessions: the cookie holds only a random id.
+//! Server-side console sessions: the cookie holds only a random id; the store holds the
+//! session under the id's SHA-256, so that every node of a cluster knows it.
 //!
 //! A session ends on sign-out, after the idle timeout, after its absolute lifetime
 //! (however busy), and when its user is removed ([`SessionStore::end_user`]). What the
 //! user may do is not frozen at sign-in: every request re-checks the user (see
-//! `routes::SignedIn`), so a demotion takes effect at once too.
+//! `routes::SignedIn`), so a demotion takes effect at once too. "Last seen" is written
+//! at most every [`touch_interval`] (a request needs a read, not a write).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::Duration;
 
-use model::secret::random_hex;
+use model::secret::{hash_secret, random_hex};
+use store::SharedStore;
+use store::sessions::SessionRecord;
 
 use crate::ConsoleConfig;
 
@@ -23,93 +25,120 @@ pub struct Session {
     pub profile: String,
     /// Sent back in `X-CSRF-Token` on every state change.
     pub csrf: String,
-    created: Instant,
-    last_seen: Instant,
+    created_ms: i64,
+}
+
+impl From<SessionRecord> for Session {
+    fn from(r: SessionRecord) -> Self {
+        Self {
+            user_id: r.user_id,
+            username: r.username,
+            tenant: r.tenant,
+            profile: r.profile,
+            csrf: r.csrf,
+            created_ms: r.created_ms,
+        }
+    }
+}
+
+/// How stale a session's stored "last seen" may get: a quarter of the idle timeout, at
+/// most a minute.
+fn touch_interval(idle_timeout: Duration) -> i64 {
+    (idle_timeout / 4).min(Duration::from_secs(60)).as_millis() as i64
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Sessions by id, expiring after the idle timeout or the absolute lifetime.
 pub struct SessionStore {
     config: ConsoleConfig,
-    sessions: Mutex<HashMap<String, Session>>,
+    store: SharedStore,
 }
 
 impl SessionStore {
-    pub fn new(config: ConsoleConfig) -> Self {
-        Self { config, sessions: Mutex::default() }
+    pub fn new(config: ConsoleConfig, store: SharedStore) -> Self {
+        Self { config, store }
     }
 
     /// How long a session lasts at most.
-    pub fn max_lifetime(&self) -> std::time::Duration {
+    pub fn max_lifetime(&self) -> Duration {
         self.config.max_lifetime
     }
 
-    /// Whether `s` is past its idle timeout or its absolute lifetime.
-    fn expired(&self, s: &Session) -> bool {
-        s.last_seen.elapsed() >= self.config.idle_timeout || s.created.elapsed() >= self.config.max_lifetime
+    fn ms(d: Duration) -> i64 {
+        d.as_millis().min(i64::MAX as u128) as i64
     }
 
     /// Starts a session; returns its id (the cookie value).
-    pub fn create(&self, user_id: i64, username: &str, tenant: &str, profile: &str) -> (String, Session) {
+    pub async fn create(
+        &self,
+        user_id: i64,
+        username: &str,
+        tenant: &str,
+        profile: &str,
+    ) -> Result<(String, Session), store::StoreError> {
         let id = random_hex(32);
-        let now = Instant::now();
-        let session = Session {
+        let now = now_ms();
+        let record = SessionRecord {
+            id_hash: hash_secret(id.as_bytes()),
+            tenant: tenant.into(),
             user_id,
             username: username.into(),
-            tenant: tenant.into(),
             profile: profile.into(),
             csrf: random_hex(32),
-            created: now,
-            last_seen: now,
+            created_ms: now,
+            last_seen_ms: now,
         };
-        let mut sessions = self.sessions.lock().expect("session lock");
-        sessions.retain(|_, s| !self.expired(s));
-        while sessions.len() >= self.config.max_sessions {
-            let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) else { break };
-            sessions.remove(&oldest);
-        }
-        sessions.insert(id.clone(), session.clone());
-        (id, session)
+        // Expired sessions go first, so that they do not count against the bound.
+        let (idle, max) = (Self::ms(self.config.idle_timeout), Self::ms(self.config.max_lifetime));
+        self.store.purge_sessions(now.saturating_sub(idle), now.saturating_sub(max)).await?;
+        self.store.insert_session(record.clone(), self.config.max_sessions).await?;
+        Ok((id, record.into()))
     }
 
     /// The live session `id`, touched; `None` if unknown or expired (then removed).
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let mut sessions = self.sessions.lock().expect("session lock");
-        let s = sessions.get(id)?;
-        if self.expired(s) {
-            sessions.remove(id);
-            return None;
+    pub async fn get(&self, id: &str) -> Result<Option<Session>, store::StoreError> {
+        let id_hash = hash_secret(id.as_bytes());
+        let Some(record) = self.store.session(&id_hash).await? else { return Ok(None) };
+        let now = now_ms();
+        let idle = now - record.last_seen_ms;
+        if idle >= Self::ms(self.config.idle_timeout) || now - record.created_ms >= Self::ms(self.config.max_lifetime) {
+            self.store.delete_session(&id_hash).await?;
+            return Ok(None);
         }
-        let s = sessions.get_mut(id)?;
-        s.last_seen = Instant::now();
-        Some(s.clone())
+        if idle >= touch_interval(self.config.idle_timeout) {
+            self.store.touch_session(&id_hash, now).await?;
+        }
+        Ok(Some(record.into()))
     }
 
     /// Whether session `id` still exists and is within its absolute lifetime, without
-    /// touching it: for a server push that is open already.
-    pub fn is_open(&self, id: &str) -> bool {
-        let sessions = self.sessions.lock().expect("session lock");
-        sessions.get(id).is_some_and(|s| s.created.elapsed() < self.config.max_lifetime)
+    /// touching it: for a server push that is open already. `created_ms` is the session's,
+    /// so that no read is needed once the lifetime is over.
+    pub async fn is_open(&self, id: &str, session: &Session) -> bool {
+        if now_ms() - session.created_ms >= Self::ms(self.config.max_lifetime) {
+            return false;
+        }
+        matches!(self.store.session(&hash_secret(id.as_bytes())).await, Ok(Some(_)))
     }
 
     /// Ends a session on the server.
-    pub fn remove(&self, id: &str) {
-        self.sessions.lock().expect("session lock").remove(id);
+    pub async fn remove(&self, id: &str) -> Result<(), store::StoreError> {
+        self.store.delete_session(&hash_secret(id.as_bytes())).await
     }
 
     /// Ends every session of user `user_id` of `tenant` (the user was removed); returns
     /// how many there were.
-    pub fn end_user(&self, tenant: &str, user_id: i64) -> usize {
-        let mut sessions = self.sessions.lock().expect("session lock");
-        let before = sessions.len();
-        sessions.retain(|_, s| !(s.user_id == user_id && s.tenant == tenant));
-        before - sessions.len()
+    pub async fn end_user(&self, tenant: &str, user_id: i64) -> Result<u64, store::StoreError> {
+        self.store.delete_user_sessions(tenant, user_id).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn config(idle_ms: u64, max_lifetime_ms: u64, max_sessions: usize) -> ConsoleConfig {
         ConsoleConfig {
@@ -119,47 +148,73 @@ mod tests {
         }
     }
 
-    #[test]
-    fn idle_timeout_logout_and_bound() {
-        let store = SessionStore::new(config(50, 60_000, 2));
-        let (a, s) = store.create(1, "alice", "acme", "admin");
-        assert_eq!(store.get(&a).unwrap().csrf, s.csrf);
-        assert!(store.get("forged").is_none());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(store.get(&a).is_none(), "idle timeout");
-        let (b, _) = store.create(2, "bob", "acme", "user");
-        store.remove(&b);
-        assert!(store.get(&b).is_none(), "logout ends it server-side");
-        let ids: Vec<String> = (0..3).map(|_| store.create(3, "x", "t", "user").0).collect();
-        assert!(store.get(&ids[0]).is_none(), "oldest evicted beyond max_sessions");
-        assert!(store.get(&ids[2]).is_some());
-    }
-
-    #[test]
-    fn a_busy_session_still_ends_at_its_absolute_lifetime() {
-        let store = SessionStore::new(config(60_000, 150, 10));
-        let (id, _) = store.create(1, "alice", "acme", "admin");
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(100) {
-            assert!(store.get(&id).is_some(), "used within its lifetime");
-            assert!(store.is_open(&id));
-            std::thread::sleep(Duration::from_millis(10));
+    #[tokio::test]
+    async fn idle_timeout_logout_and_bound() {
+        for engine in store::testing::engines().await {
+            let sessions = SessionStore::new(config(200, 60_000, 2), engine.store.clone());
+            let (a, s) = sessions.create(1, "alice", "acme", "admin").await.unwrap();
+            assert_eq!(sessions.get(&a).await.unwrap().unwrap().csrf, s.csrf);
+            assert!(sessions.get("forged").await.unwrap().is_none());
+            // Used every 100 ms (touched every 50): alive after 400 ms.
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(sessions.get(&a).await.unwrap().is_some(), "{}: in use", engine.name);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(sessions.get(&a).await.unwrap().is_none(), "{}: idle timeout", engine.name);
+            let (b, _) = sessions.create(2, "bob", "acme", "user").await.unwrap();
+            sessions.remove(&b).await.unwrap();
+            assert!(sessions.get(&b).await.unwrap().is_none(), "logout ends it server-side");
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(sessions.create(3, "x", "t", "user").await.unwrap().0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(sessions.get(&ids[0]).await.unwrap().is_none(), "oldest evicted beyond max_sessions");
+            assert!(sessions.get(&ids[2]).await.unwrap().is_some());
         }
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(!store.is_open(&id));
-        assert!(store.get(&id).is_none(), "over however busy");
     }
 
-    #[test]
-    fn ending_a_user_ends_all_its_sessions_and_only_those() {
-        let store = SessionStore::new(config(60_000, 60_000, 10));
-        let (a1, _) = store.create(7, "alice", "acme", "admin");
-        let (a2, _) = store.create(7, "alice", "acme", "admin");
-        let (b, _) = store.create(8, "bob", "acme", "admin");
-        let (other, _) = store.create(7, "carol", "globex", "admin");
-        assert_eq!(store.end_user("acme", 7), 2);
-        assert!(store.get(&a1).is_none() && store.get(&a2).is_none() && !store.is_open(&a1));
-        assert!(store.get(&b).is_some(), "another user");
-        assert!(store.get(&other).is_some(), "the same id in another tenant");
+    #[tokio::test]
+    async fn a_busy_session_still_ends_at_its_absolute_lifetime() {
+        for engine in store::testing::engines().await {
+            let sessions = SessionStore::new(config(60_000, 300, 10), engine.store.clone());
+            let (id, session) = sessions.create(1, "alice", "acme", "admin").await.unwrap();
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_millis(200) {
+                assert!(sessions.get(&id).await.unwrap().is_some(), "used within its lifetime");
+                assert!(sessions.is_open(&id, &session).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(!sessions.is_open(&id, &session).await);
+            assert!(sessions.get(&id).await.unwrap().is_none(), "over however busy");
+        }
+    }
+
+    #[tokio::test]
+    async fn ending_a_user_ends_all_its_sessions_and_only_those() {
+        for engine in store::testing::engines().await {
+            let sessions = SessionStore::new(config(60_000, 60_000, 10), engine.store.clone());
+            let (a1, s1) = sessions.create(7, "alice", "acme", "admin").await.unwrap();
+            let (a2, _) = sessions.create(7, "alice", "acme", "admin").await.unwrap();
+            let (b, _) = sessions.create(8, "bob", "acme", "admin").await.unwrap();
+            let (other, _) = sessions.create(7, "carol", "globex", "admin").await.unwrap();
+            assert_eq!(sessions.end_user("acme", 7).await.unwrap(), 2);
+            assert!(sessions.get(&a1).await.unwrap().is_none() && sessions.get(&a2).await.unwrap().is_none());
+            assert!(!sessions.is_open(&a1, &s1).await);
+            assert!(sessions.get(&b).await.unwrap().is_some(), "another user");
+            assert!(sessions.get(&other).await.unwrap().is_some(), "the same id in another tenant");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cookie_value_is_not_stored() {
+        for engine in store::testing::engines().await {
+            let sessions = SessionStore::new(config(60_000, 60_000, 10), engine.store.clone());
+            let (id, _) = sessions.create(1, "alice", "acme", "admin").await.unwrap();
+            assert!(engine.store.session(&id).await.unwrap().is_none());
+            assert!(engine.store.session(&hash_secret(id.as_bytes())).await.unwrap().is_some());
+        }
     }
 }

@@ -263,7 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         devices,
         seats,
         ingest,
-        history: Arc::new(history::HistoryService::new(store, args.max_history_points)),
+        history: Arc::new(history::HistoryService::new(store.clone(), args.max_history_points)),
         metrics: Some(prometheus),
         config: Arc::new(api::ApiConfig { max_body_bytes: args.max_body_bytes }),
         token_limiter: Arc::new(api::ratelimit::RateLimiter::new(
@@ -302,7 +302,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_lifetime: Duration::from_secs(args.console_session_max_secs),
         ..console::ConsoleConfig::default()
     };
-    let router = api::router(state.clone()).merge(console::router(state, console_config));
+    let router = api::router(state.clone()).merge(console::router(state, console_config, store.clone()));
     let router = api::drain::drain_unread_bodies(router, api::drain::DrainLimits::new(args.max_body_bytes));
     let https = tokio::spawn(api::https::serve(tls_listener, router.clone(), tls_config, stopped(stop_rx.clone())));
     let http = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

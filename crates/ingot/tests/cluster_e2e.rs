@@ -128,8 +128,8 @@ async fn two_nodes_share_devices_secrets_and_history() {
     })
     .await;
 
-    // A user removed through B: their console session on A ends within a second (the
-    // user cache alone would take up to 5 s).
+    // A console session made on A works on B (sessions are in the store); a user removed
+    // through B: their session ends within a second (the user cache alone would take up to 5 s).
     let carol = json!({"username": "carol", "service": "admin", "email": "carol@example.com", "name": "Carol",
                        "profile": "user", "passwd": "password-123"});
     let (status, body) = api_b.post("/auth/user", carol).await;
@@ -143,13 +143,16 @@ async fn two_nodes_share_devices_secrets_and_history() {
         .unwrap();
     assert_eq!(login.status().as_u16(), 200, "carol signs in on A");
     let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-    let session = async || {
-        let resp = http.get(format!("{}/console/api/session", a.http)).header("cookie", &cookie).send().await;
+    let session_on = async |node: &Server| {
+        let resp = http.get(format!("{}/console/api/session", node.http)).header("cookie", &cookie).send().await;
         resp.unwrap().status().as_u16()
     };
+    let session = async || session_on(&a).await;
     assert_eq!(session().await, 200);
+    assert_eq!(session_on(&b).await, 200, "a browser may reach either node");
     assert_eq!(api_b.delete("/auth/user/carol").await.0, 200);
     within(Duration::from_secs(1), "carol's session on A ends", async || session().await == 401).await;
+    assert_eq!(session_on(&b).await, 401, "and on B");
 }
 
 /// Reports a fakeiot login to `base` with API token `token`; returns the account as answered.

@@ -552,3 +552,39 @@ async fn a_reading_delivered_twice_is_stored_once() {
         assert_eq!(engine.store.purge_ingested(crate::now_ms() + 1).await.unwrap(), 3, "{}", engine.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_shared_by_nodes_bounded_and_purged() {
+    use crate::sessions::SessionRecord;
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let session = |id: &str, tenant: &str, user_id: i64, seen: i64| SessionRecord {
+            id_hash: id.into(),
+            tenant: tenant.into(),
+            user_id,
+            username: format!("user{user_id}"),
+            profile: "admin".into(),
+            csrf: format!("csrf-{id}"),
+            created_ms: 1_000,
+            last_seen_ms: seen,
+        };
+        store.insert_session(session("a", "acme", 1, 1_000), 3).await.unwrap();
+        assert_eq!(other.session("a").await.unwrap(), Some(session("a", "acme", 1, 1_000)), "{name}: another node");
+        other.touch_session("a", 5_000).await.unwrap();
+        store.touch_session("a", 4_000).await.unwrap(); // an older touch does not go back
+        assert_eq!(store.session("a").await.unwrap().unwrap().last_seen_ms, 5_000, "{name}");
+
+        for (id, seen) in [("b", 2_000), ("c", 3_000), ("d", 6_000)] {
+            store.insert_session(session(id, "acme", 2, seen), 3).await.unwrap();
+        }
+        assert_eq!(store.session("b").await.unwrap(), None, "{name}: the least recently seen went beyond 3");
+        store.insert_session(session("e", "globex", 1, 6_000), 10).await.unwrap();
+        assert_eq!(other.delete_user_sessions("acme", 1).await.unwrap(), 1, "{name}: not globex's user 1");
+        assert_eq!(store.session("a").await.unwrap(), None, "{name}");
+        other.delete_session("c").await.unwrap();
+        assert_eq!(store.session("c").await.unwrap(), None, "{name}");
+        // d (seen 6000) and e remain; an idle cut at 6001 takes both, one on age alone keeps them.
+        assert_eq!(store.purge_sessions(0, 500).await.unwrap(), 0, "{name}");
+        assert_eq!(store.purge_sessions(6_001, 0).await.unwrap(), 2, "{name}");
+    }
+}

@@ -151,7 +151,7 @@ struct Table {
 
 use Kind::{Bool, Bytes, Int, OptText, Text};
 
-/// Every table of schema version 5 on both engines, parents first (`users` and
+/// Every table of schema version 6 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
 const TABLES: &[Table] = &[
     Table {
@@ -240,6 +240,21 @@ const TABLES: &[Table] = &[
         identity: false,
     },
     Table { name: "ingested", columns: &[col("id", Bytes), col("ms", Int)], order_by: "id", identity: false },
+    Table {
+        name: "console_sessions",
+        columns: &[
+            col("id_hash", Text),
+            col("tenant", Text),
+            col("user_id", Int),
+            col("username", Text),
+            col("profile", Text),
+            col("csrf", Text),
+            col("created_ms", Int),
+            col("last_seen_ms", Int),
+        ],
+        order_by: "id_hash",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -254,9 +269,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 5 of both engines: a new migration step must be
+// TABLES describes schema version 6 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 5 && crate::postgres::SCHEMA_VERSION == 5);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 6 && crate::postgres::SCHEMA_VERSION == 6);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -699,6 +714,17 @@ mod tests {
         };
         s.save_catalog("globex", globex_catalog).await.unwrap();
         s.allocate_ids("globex", "template", 1).await.unwrap();
+        let session = crate::sessions::SessionRecord {
+            id_hash: "0f".repeat(32),
+            tenant: "acme".into(),
+            user_id: 1,
+            username: "admin".into(),
+            profile: "admin".into(),
+            csrf: "c".repeat(64),
+            created_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_500,
+        };
+        s.insert_session(session, 10).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

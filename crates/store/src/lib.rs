@@ -26,6 +26,7 @@ mod migrate;
 pub mod postgres;
 pub mod seats;
 pub mod secrets;
+pub mod sessions;
 pub mod tenants;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -96,12 +97,20 @@ impl Default for StoreOptions {
 /// Everything Ingot keeps, room by room. Services hold an `Arc<dyn Store>` ([`SharedStore`])
 /// and never know which engine is behind it; [`SqliteStore`] is the embedded one.
 pub trait Store:
-    UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static
+    UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + SessionStore + 'static
 {
 }
 
 impl<T> Store for T where
-    T: UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + 'static
+    T: UserStore
+        + TenantStore
+        + TokenStore
+        + CatalogStore
+        + SeatStore
+        + HistoryStore
+        + SecretStore
+        + SessionStore
+        + 'static
 {
 }
 
@@ -173,6 +182,7 @@ pub mod prelude {
     pub use crate::history::HistoryStore;
     pub use crate::seats::SeatStore;
     pub use crate::secrets::SecretStore;
+    pub use crate::sessions::SessionStore;
     pub use crate::tenants::TenantStore;
     pub use crate::tokens::TokenStore;
     pub use crate::users::UserStore;

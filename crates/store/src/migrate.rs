@@ -121,6 +121,20 @@ const STEPS: &[&str] = &[
         ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 6: console sessions, so that a browser may reach any node of a cluster.
+    r#"
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE INDEX console_sessions_user ON console_sessions (tenant, user_id);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -145,6 +145,20 @@ const STEPS: &[&str] = &[
         ms BIGINT NOT NULL
     );
     "#,
+    // 6: console sessions, so that a browser may reach any node.
+    r#"
+    CREATE TABLE console_sessions (
+        id_hash TEXT COLLATE "C" PRIMARY KEY,
+        tenant TEXT COLLATE "C" NOT NULL,
+        user_id BIGINT NOT NULL,
+        username TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL
+    );
+    CREATE INDEX console_sessions_user ON console_sessions (tenant, user_id);
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -298,6 +312,7 @@ mod tests {
             constraint_columns("PRIMARY KEY").await,
             [
                 "api_tokens(id)",
+                "console_sessions(id_hash)",
                 "counters(tenant,name)",
                 "dead_series(id)",
                 "devices(tenant,id)",

@@ -35,6 +35,7 @@ mod ingest_bench;
 mod migrate;
 mod seats;
 mod secrets;
+mod sessions;
 mod tenants;
 mod tokens;
 mod users;
