@@ -54,6 +54,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(ops::ping).post(ops::ping))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A failed request is logged where it fails (an internal error once, with its
+        // cause; an outage once by the part that lost its database or bus), not again
+        // per response: an outage would print an ERROR line per refused reading.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
