@@ -110,6 +110,17 @@ impl PgStore {
             *runtime = Some(made.map_err(|e| StoreError::Task(format!("cannot start the writer's runtime: {e}")))?);
         }
         runtime.as_ref().expect("made above").block_on(async {
+            // This runtime runs only during a batch: let the connection's task see what
+            // came while it was idle (a server restart ended it), and start afresh if it
+            // did, rather than failing the batch on a connection known to be dead.
+            // (A few turns: one for the I/O driver to see the socket, one for the task to
+            // read it.)
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            if open.as_ref().is_some_and(|(client, _)| client.is_closed()) {
+                *open = None;
+            }
             if open.is_none() {
                 let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.unreachable(e))?;
                 tokio::spawn(async move {

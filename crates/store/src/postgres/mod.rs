@@ -312,6 +312,35 @@ mod tests {
         assert!(!message.contains("s3cret"), "{message}");
     }
 
+    /// A server restart ends the history writer's own connection while it is idle: the
+    /// next batch opens a new one instead of failing (and refusing its readings).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_history_writer_reconnects_before_a_batch_when_the_server_ended_its_connection() {
+        use crate::history::HistoryStore;
+        let Some(db) = TestDb::create().await else { return };
+        let store = Arc::new(PgStore::connect(&db.url, PgOptions::default()).await.unwrap());
+        let reading = |ts: i64| crate::contract::reading("d", ts, serde_json::json!({"a": ts}));
+        let write = |ts: i64| {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.write_history_blocking(&[reading(ts)], None))
+        };
+        write(1).await.unwrap().unwrap();
+        // What a restart does to it: the server ends every other session of the database.
+        let admin = store.client().await.unwrap();
+        let ended = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert!(ended >= 1, "the writer's connection was ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        write(2).await.unwrap().expect("the first batch after the restart is written");
+    }
+
     #[tokio::test]
     async fn an_unparsable_url_is_a_clear_error() {
         let err = PgStore::connect("postgres://u@h:notaport/d", PgOptions::default()).await.unwrap_err();
