@@ -42,8 +42,8 @@ pub enum EventKind {
     /// closes its connection (taken over) and hands the session's state over.
     #[serde(rename = "mqtt.session")]
     MqttSession,
-    /// Ingot's own: a persistent session's state for the node that took it over; `data`:
-    /// `{"device","client","node","subscriptions":[[form, qos]],"queue":[{"topic","qos","payload"}]}`.
+    /// Ingot's own: a persistent session's state for the node that took it over (`node`);
+    /// `data`: `{"device","client","node","state":{"subscriptions":[[form, qos]],"queue":[[topic, qos, payload]]}}`.
     #[serde(rename = "mqtt.session.state")]
     MqttSessionState,
     /// Ingot's own: the device got a new secret; connections that authenticated with the

@@ -26,6 +26,10 @@
 //! Modules: [`session`] per-connection logic, [`registry`] live and persistent sessions,
 //! `v3`/`v5` thin protocol adapters, `in_order` per-connection ordering.
 //!
+//! In a cluster ([`MqttConfig::cluster`]) a node announces each session it binds; the
+//! node that held it closes its connection and hands a persistent session over (see
+//! `hand_over`), so one session has one connection across nodes.
+//!
 //! Limits worth knowing: persistent sessions are kept in memory only; the publishes of
 //! one connection are handled one at a time (see `in_order`); v5 will delay and
 //! message expiry are not implemented (a will is published at once).
