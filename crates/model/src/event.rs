@@ -33,8 +33,8 @@ pub enum EventKind {
     /// Every node re-reads it (and ends a removed user's console sessions).
     #[serde(rename = "user.changed")]
     UserChanged,
-    /// Ingot's own: a seat account got a new user or another plan; `data`: `{"account"}`.
-    /// Every node re-reads it (mirror, live views).
+    /// Ingot's own: a seat account got a new user or another plan; `data`:
+    /// `{"account","node"}`. Every other node re-reads it (mirror, live views).
     #[serde(rename = "seat.account")]
     SeatAccount,
     /// Ingot's own: a node bound an MQTT connection to session (device, client id);

@@ -142,7 +142,7 @@ pub struct SeatService {
     writer: mpsc::Sender<Job>,
     committed: Arc<Mutex<Committed>>,
     /// Set on a node of a cluster ([`Self::follow`]): where account changes are told.
-    cluster: OnceLock<Arc<dyn Bus>>,
+    cluster: OnceLock<follow::Cluster>,
 }
 
 impl SeatService {
