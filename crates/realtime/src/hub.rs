@@ -180,9 +180,52 @@ struct Sub {
     end: Arc<Mutex<Option<End>>>,
 }
 
+/// A tenant's streams: those of one device indexed by it, so that a reading costs only
+/// its own device's streams and the tenant-wide ones, however many devices are watched.
+#[derive(Default)]
+struct Subs {
+    tenant_wide: Vec<Sub>,
+    by_device: HashMap<String, Vec<Sub>>,
+}
+
+impl Subs {
+    fn push(&mut self, sub: Sub) {
+        match &sub.device {
+            None => self.tenant_wide.push(sub),
+            Some(d) => self.by_device.entry(d.clone()).or_default().push(sub),
+        }
+    }
+
+    /// Keeps the streams for which `keep` holds, among those a message of `device` reaches.
+    fn retain_for(&mut self, device: &str, mut keep: impl FnMut(&Sub) -> bool) {
+        self.tenant_wide.retain(&mut keep);
+        if let Some(subs) = self.by_device.get_mut(device) {
+            subs.retain(keep);
+            if subs.is_empty() {
+                self.by_device.remove(device);
+            }
+        }
+    }
+
+    fn remove(&mut self, device: Option<&str>, id: u64) {
+        match device {
+            None => self.tenant_wide.retain(|s| s.id != id),
+            Some(d) => self.retain_for(d, |s| s.id != id),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tenant_wide.is_empty() && self.by_device.is_empty()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Sub> + '_ {
+        self.tenant_wide.drain(..).chain(self.by_device.drain().flat_map(|(_, subs)| subs))
+    }
+}
+
 #[derive(Default)]
 struct TenantHub {
-    subs: Vec<Sub>,
+    subs: Subs,
     ring: VecDeque<Arc<Entry>>,
     /// The highest sequence number dropped from `ring`: a resume before it has a gap.
     dropped_upto: u64,
@@ -288,7 +331,7 @@ impl Hub {
         t.ring.push_back(entry.clone());
         self.trim(&mut t);
         let epoch = self.epoch;
-        t.subs.retain(|sub| offer(sub, &entry, epoch));
+        t.subs.retain_for(device, |sub| offer(sub, &entry, epoch));
     }
 
     /// Drops kept messages beyond the window.
@@ -337,6 +380,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.config.queue.max(2));
         let end = Arc::new(Mutex::new(None));
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let device = req.device.clone();
         let sub = Sub { id, topic: req.topic, device: req.device, filter: req.filter, tx, end: end.clone() };
         {
             let mut t = tenant.lock().expect("tenant lock");
@@ -347,7 +391,7 @@ impl Hub {
             t.idle_since = None;
             t.subs.push(sub);
         }
-        Ok(Stream { rx, end, _guard: Guard { hub: Arc::downgrade(self), tenant, user, id } })
+        Ok(Stream { rx, end, _guard: Guard { hub: Arc::downgrade(self), tenant, user, device, id } })
     }
 
     /// Queues, for a new stream, the kept messages after `resume` (or a gap first).
@@ -375,7 +419,7 @@ impl Hub {
         self.closed.store(true, Ordering::Release);
         for t in self.tenants.read().expect("hub lock").values() {
             let mut t = t.lock().expect("tenant lock");
-            for sub in t.subs.drain(..) {
+            for sub in t.subs.drain() {
                 sub.end.lock().expect("end lock").get_or_insert(End::Shutdown);
             }
         }
@@ -437,6 +481,7 @@ struct Guard {
     hub: Weak<Hub>,
     tenant: Arc<Mutex<TenantHub>>,
     user: (String, i64),
+    device: Option<String>,
     id: u64,
 }
 
@@ -450,7 +495,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         {
             let mut t = self.tenant.lock().expect("tenant lock");
-            t.subs.retain(|s| s.id != self.id);
+            t.subs.remove(self.device.as_deref(), self.id);
             if t.subs.is_empty() {
                 t.idle_since = Some(Instant::now());
             }

@@ -92,17 +92,26 @@ pub async fn serve(mut socket: WebSocket, hub: Arc<Hub>, holder: Holder, sub: Su
                 Some(Item::Gap) => {}
                 None => {
                     let end = stream.end();
+                    drop(stream);
                     let code = if end == End::Slow { 4008 } else { 1001 };
                     return close(socket, code, end_reason(end)).await;
                 }
             },
             incoming = socket.recv() => match incoming {
-                // The client closed (the library answers its Close frame) or went away.
-                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                None | Some(Err(_)) => return,
+                // The client closes: reading on lets the library send the answering
+                // Close frame before the connection ends.
+                Some(Ok(WsMessage::Close(_))) => {
+                    let _ = timeout(CLOSE_WAIT, async { while socket.recv().await.is_some() {} }).await;
+                    return;
+                }
                 // Clients have nothing to say on this socket; pings are answered by the library.
                 Some(Ok(_)) => {}
             },
             _ = tokio::time::sleep_until(deadline) => {
+                // The stream is released now, not after the handshake: it counts
+                // towards its user's limit.
+                drop(stream);
                 return close(socket, 4408, "connection lifetime is over").await;
             }
         }
