@@ -233,10 +233,12 @@ impl Condition {
                 _ => None,
             })
         };
+        // Borrowed for strings (the common case: a device id, a status): a condition is
+        // tested for every message of a tenant, per stream.
         let text = || {
             found.map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                other => std::borrow::Cow::Owned(other.to_string()),
             })
         };
         match &self.test {
