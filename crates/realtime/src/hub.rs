@@ -634,7 +634,7 @@ mod tests {
         for (device, t) in [("a1", 1), ("ab2c", 2), ("b2", 3), ("aa", 4), ("c3", 5)] {
             hub.publish_data(&reading("acme", device, t));
         }
-        let mut got = |s: &mut Stream| {
+        let got = |s: &mut Stream| {
             let mut seen = vec![];
             while let Ok(item) = s.rx.try_recv() {
                 let Item::Message(m) = item else { panic!("gap") };
