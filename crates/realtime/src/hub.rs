@@ -402,7 +402,7 @@ impl Hub {
         let mut tenants = self.tenants.write().expect("hub lock");
         tenants.retain(|_, t| {
             let t = t.lock().expect("tenant lock");
-            t.idle_since.is_none_or(|since| since.elapsed() <= self.config.replay_age)
+            !t.subs.is_empty() || t.idle_since.is_none_or(|since| since.elapsed() <= self.config.replay_age)
         });
     }
 
@@ -427,7 +427,11 @@ impl Hub {
         metrics::gauge!("realtime_streams").increment(1.0);
         let tenant = {
             let mut tenants = self.tenants.write().expect("hub lock");
-            tenants.entry(req.tenant.clone()).or_default().clone()
+            let tenant = tenants.entry(req.tenant.clone()).or_default().clone();
+            // Not idle from now on, before the map's lock is released: the sweep (which
+            // takes the same two locks in the same order) cannot forget it under us.
+            tenant.lock().expect("tenant lock").idle_since = None;
+            tenant
         };
         let (tx, rx) = mpsc::channel(self.config.queue.max(2));
         let end = Arc::new(Mutex::new(None));
@@ -440,8 +444,8 @@ impl Hub {
             if let Some(resume) = req.resume.as_deref() {
                 self.replay(&t, &sub, resume);
             }
-            t.idle_since = None;
             t.subs.push(&key, sub);
+            t.idle_since = None;
         }
         Ok(Stream { rx, end, _guard: Guard { hub: Arc::downgrade(self), tenant, user, key, id } })
     }
@@ -720,6 +724,21 @@ mod tests {
         let m = message(socketio.rx.try_recv().ok());
         assert_eq!(serde_json::from_str::<Value>(&m.json).unwrap()["attrs"]["target"], 3);
         assert_eq!(temperature(&message(socketio.rx.try_recv().ok())), 7);
+    }
+
+    #[tokio::test]
+    async fn idle_tenants_are_forgotten_and_busy_ones_kept() {
+        let hub = Hub::new(HubConfig { replay_age: Duration::ZERO, ..HubConfig::default() });
+        let mut busy = hub.subscribe(request("acme", 1)).unwrap();
+        drop(hub.subscribe(request("globex", 1)).unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+        hub.sweep();
+        assert!(hub.tenant("globex").is_none(), "idle beyond the window");
+        hub.publish_data(&reading("acme", "d1", 1));
+        assert_eq!(temperature(&message(busy.next().await)), 1, "a tenant with a stream stays");
+        let mut again = hub.subscribe(request("globex", 1)).unwrap();
+        hub.publish_data(&reading("globex", "d1", 2));
+        assert_eq!(temperature(&message(again.next().await)), 2);
     }
 
     #[tokio::test]
