@@ -82,20 +82,6 @@ async fn first_start_prints_a_random_admin_password_once() {
     assert_eq!(status, 401, "dojot's admin/admin must not work");
 }
 
-async fn create_tenant_admin(admin: &Api, username: &str, tenant: &str) -> Api {
-    let (status, body) = admin
-        .post(
-            "/auth/user",
-            json!({"username": username, "service": tenant, "email": format!("{username}@example.com"),
-                   "name": username, "profile": "admin", "passwd": "password-123"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body[1], 200, "dojot's [result, 200] shape");
-    assert_eq!(body[0]["message"], "user created");
-    Api::login(&admin.base, username, "password-123").await
-}
-
 #[tokio::test]
 async fn no_route_reveals_another_tenants_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +91,7 @@ async fn no_route_reveals_another_tenants_data() {
     let (id, secret) = admin.device_with_secret(template, "secret-device").await;
     assert_eq!(admin.send_reading("admin", &id, &secret, json!({"temperature": 1.5})).await.0, 204);
 
-    let alice = create_tenant_admin(&admin, "alice", "acme").await;
+    let alice = admin.tenant_admin("alice", "acme").await;
     // Templates
     assert_eq!(alice.get("/template").await.1["templates"], json!([]));
     for path in [format!("/template/{template}")] {

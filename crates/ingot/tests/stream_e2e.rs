@@ -76,18 +76,6 @@ fn mosquitto_pub(server: &Server, device: &str, secret: &str, payload: &Value) {
     assert!(ok.success(), "mosquitto_pub");
 }
 
-async fn tenant_admin(admin: &Api, username: &str, tenant: &str) -> Api {
-    let (status, body) = admin
-        .post(
-            "/auth/user",
-            json!({"username": username, "service": tenant, "email": format!("{username}@example.com"),
-                   "name": username, "profile": "admin", "passwd": "password-123"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    Api::login(&admin.base, username, "password-123").await
-}
-
 #[tokio::test]
 async fn kafka_ws_streams_filtered_readings_in_order_and_lifecycle_events() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") {
@@ -104,7 +92,7 @@ async fn kafka_ws_streams_filtered_readings_in_order_and_lifecycle_events() {
     let mut all = topic(&server, &api, "admin.device-data", "").await;
     let mut life = topic(&server, &api, "admin.dojot.device-manager.device", "").await;
     // Another tenant's subscriber sees none of it.
-    let alice = tenant_admin(&api, "alice", "acme").await;
+    let alice = api.tenant_admin("alice", "acme").await;
     let mut foreign = topic(&server, &alice, "acme.device-data", "").await;
 
     mosquitto_pub(&server, &id, &secret, &json!({"temperature": 15}));

@@ -51,9 +51,9 @@ pub enum LoadCommand {
     Fakeiot(fakeiot::FakeiotArgs),
 }
 
-/// Settings of `ingot load mqtt`.
+/// Which Ingot a load runs against, and as whom.
 #[derive(Args, Debug, Clone)]
-pub struct MqttArgs {
+pub struct Target {
     /// Base URL of Ingot's HTTP API (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub http: String,
@@ -70,6 +70,27 @@ pub struct MqttArgs {
     /// The user's tenant (the MQTT username is `tenant:device`).
     #[arg(long, default_value = "admin")]
     pub tenant: String,
+}
+
+impl Target {
+    /// The MQTT addresses and the HTTP API's, checked to be loopback.
+    pub(crate) fn addrs(&self) -> Result<(Vec<SocketAddr>, SocketAddr), LoadError> {
+        let mqtt = self.mqtt.split(',').map(|a| loopback_addr("MQTT", a.trim())).collect::<Result<Vec<_>, _>>()?;
+        let hostport = self
+            .http
+            .strip_prefix("http://")
+            .ok_or_else(|| LoadError::Args("--http must start with http://".into()))?
+            .trim_end_matches('/');
+        let http = loopback_addr("HTTP", hostport.split('/').next().unwrap_or(hostport))?;
+        Ok((mqtt, http))
+    }
+}
+
+/// Settings of `ingot load mqtt`.
+#[derive(Args, Debug, Clone)]
+pub struct MqttArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Devices to create, one MQTT connection each.
     #[arg(long, default_value_t = 100)]
     pub devices: usize,
@@ -169,14 +190,7 @@ impl MqttArgs {
         if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
             return Err(LoadError::Args("--keep-alive must be 0 or at least 1s".into()));
         }
-        let mqtt = self.mqtt.split(',').map(|a| loopback_addr("MQTT", a.trim())).collect::<Result<Vec<_>, _>>()?;
-        let hostport = self
-            .http
-            .strip_prefix("http://")
-            .ok_or_else(|| LoadError::Args("--http must start with http://".into()))?
-            .trim_end_matches('/');
-        let http = loopback_addr("HTTP", hostport.split('/').next().unwrap_or(hostport))?;
-        Ok((mqtt, http))
+        self.target.addrs()
     }
 }
 

@@ -276,7 +276,7 @@ async fn run_inner(
     stats: &Arc<Stats>,
     server_pid: Option<&str>,
 ) -> Result<Report, LoadError> {
-    let api = Arc::new(Api::login(&args.http, &args.user, &args.password).await?);
+    let api = Arc::new(Api::login(&args.target.http, &args.target.user, &args.target.password).await?);
     let devices = Arc::new(provision(&api, args.devices, stats).await?);
     if mqtt_addr.len() > 1 {
         // Devices were made through one node: the others learn of them within moments.
@@ -411,7 +411,7 @@ async fn connect_all(
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..devices.len() {
         let (limit, devices, stats) = (limit.clone(), devices.clone(), stats.clone());
-        let (tenant, keep_alive, inflight) = (args.tenant.clone(), args.keep_alive, args.inflight);
+        let (tenant, keep_alive, inflight) = (args.target.tenant.clone(), args.keep_alive, args.inflight);
         let addr = addrs[index % addrs.len()];
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore open");
@@ -553,7 +553,7 @@ async fn publish_phase(
             rate,
             start,
             duration: args.duration,
-            topic: format!("{}:{}/attrs", args.tenant, devices[c.index].id),
+            topic: format!("{}:{}/attrs", args.target.tenant, devices[c.index].id),
         };
         publishers.spawn(publish(plan, c.client.clone(), c.pending.clone(), c.state.clone(), stats.clone()));
     }

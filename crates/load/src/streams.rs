@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::Api;
 use crate::report::Latency;
-use crate::{LoadError, loopback_addr, pacing, procfs};
+use crate::{LoadError, pacing, procfs};
 
 /// Most subscribers one run may open (this process has at most 20,000 files here).
 pub const MAX_SUBSCRIBERS: usize = 15_000;
@@ -49,19 +49,8 @@ pub enum Transport {
 /// Settings of `ingot load streams`.
 #[derive(Args, Debug, Clone)]
 pub struct StreamsArgs {
-    /// Base URL of Ingot's HTTP API (loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub http: String,
-    /// Ingot's MQTT address, host:port (loopback only).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub mqtt: String,
-    #[arg(long, default_value = "admin")]
-    pub user: String,
-    #[arg(long, env = "INGOT_LOAD_PASSWORD")]
-    pub password: String,
-    /// The user's tenant.
-    #[arg(long, default_value = "admin")]
-    pub tenant: String,
+    #[command(flatten)]
+    pub target: crate::Target,
     /// Streams to open.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -118,12 +107,10 @@ pub async fn run(args: StreamsArgs) -> Result<(), LoadError> {
     if !args.rate.is_finite() || args.rate < 0.0 || args.connect_concurrency == 0 {
         return Err(LoadError::Args("--rate must be ≥ 0 and --connect-concurrency ≥ 1".into()));
     }
-    let mqtt = loopback_addr("MQTT", &args.mqtt)?;
-    let hostport =
-        args.http.strip_prefix("http://").ok_or_else(|| LoadError::Args("--http must start with http://".into()))?;
-    loopback_addr("HTTP", hostport.trim_end_matches('/'))?;
+    // One device publishes: through the first MQTT address given.
+    let mqtt = args.target.addrs()?.0[0];
 
-    let api = Arc::new(Api::login(&args.http, &args.user, &args.password).await?);
+    let api = Arc::new(Api::login(&args.target.http, &args.target.user, &args.target.password).await?);
     let template = api.create_template().await?;
     let device = api.create_devices(&template, 1).await?.remove(0);
     let secret = api.new_secret(&device).await?;
@@ -239,8 +226,8 @@ async fn subscribe(api: &Api, args: &StreamsArgs, device: &str) -> Result<Sub, L
                 if args.device_filter { format!("&where=metadata.deviceid=in:{device};") } else { String::new() };
             let url = format!(
                 "{}/kafka-ws/v1/topics/{}.device-data?ticket={ticket}{filter}",
-                args.http.trim_end_matches('/').replacen("http://", "ws://", 1),
-                args.tenant
+                args.target.http.trim_end_matches('/').replacen("http://", "ws://", 1),
+                args.target.tenant
             );
             let (ws, _) =
                 tokio_tungstenite::connect_async(url).await.map_err(|e| LoadError::Args(format!("WebSocket: {e}")))?;
@@ -289,7 +276,7 @@ impl Sub {
 /// Publishes at the fixed rate for the duration; returns how many readings were acknowledged.
 async fn publish(mqtt: std::net::SocketAddr, args: &StreamsArgs, device: &str, secret: &str) -> Result<u64, LoadError> {
     let mut options = MqttOptions::new(format!("load-streams-{device}"), mqtt.ip().to_string(), mqtt.port());
-    options.set_credentials(format!("{}:{device}", args.tenant), secret).set_keep_alive(Duration::from_secs(30));
+    options.set_credentials(format!("{}:{device}", args.target.tenant), secret).set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(options, 64);
     let acked = Arc::new(AtomicU64::new(0));
     let counter = acked.clone();
@@ -304,7 +291,7 @@ async fn publish(mqtt: std::net::SocketAddr, args: &StreamsArgs, device: &str, s
             }
         }
     });
-    let topic = format!("{}:{device}/attrs", args.tenant);
+    let topic = format!("{}:{device}/attrs", args.target.tenant);
     let total = (args.rate * args.duration.as_secs_f64()).floor() as u64;
     eprintln!("publishing {total} readings at {}/s…", args.rate);
     let start = tokio::time::Instant::now();

@@ -274,6 +274,22 @@ impl Api {
         Self::send(self.request(reqwest::Method::PUT, path).json(&body)).await
     }
 
+    /// Creates an admin user of another tenant (which makes the tenant; this client must
+    /// be an admin of tenant `admin`) and logs in as them.
+    pub async fn tenant_admin(&self, username: &str, tenant: &str) -> Api {
+        let (status, body) = self
+            .post(
+                "/auth/user",
+                json!({"username": username, "service": tenant, "email": format!("{username}@example.com"),
+                       "name": username, "profile": "admin", "passwd": "password-123"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[1], 200, "dojot's [result, 200] shape");
+        assert_eq!(body[0]["message"], "user created");
+        Api::login(&self.base, username, "password-123").await
+    }
+
     /// Creates the tutorial's Thermometer Template; returns its id.
     pub async fn thermometer_template(&self) -> i64 {
         let (status, body) = self
