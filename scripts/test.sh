@@ -21,6 +21,26 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# The real npm clients of the protocols Ingot speaks (socket.io-client 2.x), pinned by
+# the committed lock file.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing Node.js and npm (for the socket.io client tests)"
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || true
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || true
+    fi
+fi
+if command -v npm >/dev/null 2>&1; then
+    echo "==> npm ci (test clients: crates/ingot/tests/js)"
+    npm ci --prefix crates/ingot/tests/js --no-audit --no-fund --loglevel=error
+elif [ "${CI:-}" = true ]; then
+    echo "!!! npm is missing and could not be installed; CI=true makes that a failure" >&2
+    exit 1
+else
+    echo "!!!!! WARNING: no npm: the socket.io client tests will say SKIPPED !!!!!" >&2
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check) # fuzz/ is a workspace of its own

@@ -40,6 +40,12 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("history: {0}")]
     HistoryNotFound(&'static str, &'static str),
+    #[error(transparent)]
+    Stream(#[from] realtime::HubError),
+    #[error(
+        "this route is a WebSocket: send a WebSocket upgrade request (GET, Connection: Upgrade, Upgrade: websocket)"
+    )]
+    UpgradeRequired,
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed")]
@@ -57,7 +63,9 @@ impl ApiError {
             Self::Auth(e) => match e {
                 AuthError::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),
                 AuthError::InvalidCredentials => message(S::UNAUTHORIZED, e.to_string()),
-                AuthError::TooManyAttempts { .. } => message(S::TOO_MANY_REQUESTS, e.to_string()),
+                AuthError::TooManyAttempts { .. } | AuthError::TooManyTickets(_) => {
+                    message(S::TOO_MANY_REQUESTS, e.to_string())
+                }
                 AuthError::Unauthorized(m) => message(S::UNAUTHORIZED, m.as_str()),
                 AuthError::Forbidden(m) => message(S::FORBIDDEN, m.as_str()),
                 AuthError::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
@@ -112,6 +120,9 @@ impl ApiError {
             Self::BadRequest(m) => message(S::BAD_REQUEST, m.as_str()),
             Self::RateLimited(_) => message(S::TOO_MANY_REQUESTS, self.to_string()),
             Self::Unauthorized(m) => message(S::UNAUTHORIZED, m.as_str()),
+            Self::Stream(realtime::HubError::ShuttingDown) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
+            Self::Stream(_) => message(S::TOO_MANY_REQUESTS, self.to_string()),
+            Self::UpgradeRequired => message(S::UPGRADE_REQUIRED, self.to_string()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),
             Self::MethodNotAllowed => message(S::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
         }

@@ -18,12 +18,19 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if !parts.headers.contains_key(AUTHORIZATION) {
+        Self::from_headers(&parts.headers, state).map(Caller)
+    }
+}
+
+impl Caller {
+    /// The verified claims of the request's `Authorization: Bearer <jwt>`.
+    pub fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<Claims, ApiError> {
+        if !headers.contains_key(AUTHORIZATION) {
             return Err(ApiError::Unauthorized("No authorization token has been supplied".into()));
         }
-        let token = bearer_token(&parts.headers)
+        let token = bearer_token(headers)
             .ok_or_else(|| ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into()))?;
-        Ok(Caller(state.auth.verify_token(token)?))
+        Ok(state.auth.verify_token(token)?)
     }
 }
 

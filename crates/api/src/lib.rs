@@ -13,6 +13,7 @@ pub mod ratelimit;
 mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use auth::AuthService;
 use axum::Router;
@@ -28,11 +29,19 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// How long a stream ticket (kafka-ws, socket.io, SSE) stays valid; dojot's was 60 s.
+    pub ticket_ttl: Duration,
+    /// Longest life of a WebSocket or SSE stream (kafka-ws: 7200 s, then close 4408).
+    pub stream_max_life: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            ticket_ttl: Duration::from_secs(60),
+            stream_max_life: Duration::from_secs(7200),
+        }
     }
 }
 
@@ -44,6 +53,8 @@ pub struct AppState {
     pub seats: Arc<seats::SeatService>,
     pub ingest: Arc<IngestService>,
     pub history: Arc<HistoryService>,
+    /// The real-time hub every stream reads from.
+    pub realtime: Arc<realtime::Hub>,
     pub metrics: Option<PrometheusHandle>,
     pub config: Arc<ApiConfig>,
     /// Per-token limit of `POST /metrics`.

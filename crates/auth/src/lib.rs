@@ -9,6 +9,7 @@ mod jwt;
 mod limiter;
 mod password;
 mod service;
+mod tickets;
 mod tokens;
 
 pub use follow::FOLLOW_GROUP;
@@ -17,6 +18,7 @@ pub use limiter::LoginLimiter;
 pub use model::account::{NewUser, PROFILES, SCOPES, TenantSettings, UserUpdate, group_id};
 pub use password::{hash_password, verify_password};
 pub use service::{AuthConfig, AuthService, BOOTSTRAP_TENANT, MAX_EMAIL_LEN, MAX_USERNAME_LEN, UserChange, UserView};
+pub use tickets::{MAX_TICKETS_PER_USER, TicketHolder};
 pub use tokens::{TokenPrincipal, TokenView};
 
 /// The one error type of the auth room.
@@ -30,6 +32,8 @@ pub enum AuthError {
     TooManyAttempts { retry_after_secs: u64 },
     #[error("{0}")]
     Unauthorized(String),
+    #[error("too many outstanding stream tickets (at most {0}); use or let some expire")]
+    TooManyTickets(usize),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]

@@ -82,6 +82,28 @@ pub struct ServeArgs {
     /// `POST /metrics` requests per second per API token, bursts of as many (0: unlimited).
     #[arg(long, env = "INGOT_METRICS_RATE_PER_TOKEN", default_value_t = 1000.0)]
     pub metrics_rate_per_token: f64,
+    /// Messages queued per real-time stream (WebSocket, socket.io, SSE); a client that
+    /// falls this far behind is disconnected.
+    #[arg(long, env = "INGOT_STREAM_QUEUE", default_value_t = 256)]
+    pub stream_queue: usize,
+    /// Real-time streams open at once on this node.
+    #[arg(long, env = "INGOT_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+    /// Real-time streams one user may have open at once on this node.
+    #[arg(long, env = "INGOT_MAX_STREAMS_PER_USER", default_value_t = 32)]
+    pub max_streams_per_user: usize,
+    /// Messages kept per tenant for resuming an SSE stream (Last-Event-ID).
+    #[arg(long, env = "INGOT_STREAM_REPLAY", default_value_t = 1000)]
+    pub stream_replay: usize,
+    /// How long, in seconds, a kept message can be replayed.
+    #[arg(long, env = "INGOT_STREAM_REPLAY_SECS", default_value_t = 300)]
+    pub stream_replay_secs: u64,
+    /// Longest life of a WebSocket or SSE stream, in seconds (kafka-ws closes with 4408).
+    #[arg(long, env = "INGOT_STREAM_MAX_LIFE_SECS", default_value_t = 7200)]
+    pub stream_max_life_secs: u64,
+    /// How long a stream ticket stays valid, in seconds (kafka-ws: 60).
+    #[arg(long, env = "INGOT_TICKET_TTL_SECS", default_value_t = 60)]
+    pub ticket_ttl_secs: u64,
     /// Console sessions end after this many seconds without a request.
     #[arg(long, env = "INGOT_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     pub console_idle_timeout_secs: u64,
@@ -258,6 +280,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.bus != "memory" {
         seats.follow(bus.clone()).await.context("cannot follow the other nodes' seat accounts")?;
     }
+    // Real-time streams read the bus as a lossy subscriber: subscribed before devices
+    // connect, never slowing them down.
+    let hub = realtime::Hub::new(realtime::HubConfig {
+        queue: args.stream_queue,
+        max_streams: args.max_streams,
+        max_streams_per_user: args.max_streams_per_user,
+        replay: args.stream_replay,
+        replay_age: Duration::from_secs(args.stream_replay_secs),
+    });
+    hub.start(bus.as_ref());
     let state = api::AppState {
         auth,
         devices,
@@ -265,7 +297,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ingest,
         history: Arc::new(history::HistoryService::new(store.clone(), args.max_history_points)),
         metrics: Some(prometheus),
-        config: Arc::new(api::ApiConfig { max_body_bytes: args.max_body_bytes }),
+        realtime: hub.clone(),
+        config: Arc::new(api::ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+            ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),
+            stream_max_life: Duration::from_secs(args.stream_max_life_secs),
+        }),
         token_limiter: Arc::new(api::ratelimit::RateLimiter::new(
             args.metrics_rate_per_token,
             args.metrics_rate_per_token,
@@ -309,6 +346,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(stopped(stop_rx));
     let http = tokio::spawn(async move { http.await });
     shutdown_signal().await;
+    // Streams end first (WebSockets with 1001, SSE with a `close` event): an open SSE
+    // response would hold the HTTP server's graceful shutdown forever.
+    hub.shutdown();
     let _ = stop_tx.send(true);
     http.await??;
     https.await?;

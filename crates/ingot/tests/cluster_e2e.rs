@@ -429,3 +429,41 @@ async fn actuation_and_sessions_follow_the_device_across_nodes() {
     .flatten();
     assert_eq!(reason, Some(DisconnectReasonCode::SessionTakenOver), "one connection per session across nodes");
 }
+
+/// Behind a balancer, a ticket asked of one node may be used on the other, once; and a
+/// subscriber on either node sees the readings every node takes, in order per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_see_every_nodes_readings_and_tickets_work_once_on_any_node() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
+    let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
+    let template = api_a.thermometer_template().await;
+    let (id, secret) = api_a.device_with_secret(template, "d").await;
+
+    let (status, body) = api_a.get("/kafka-ws/v1/ticket").await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/kafka-ws/v1/topics/admin.device-data?ticket={}", body["ticket"].as_str().unwrap());
+    let url = |s: &Server| format!("{}{path}", s.http.replacen("http://", "ws://", 1));
+    let (mut on_b, _) = tokio_tungstenite::connect_async(url(&b)).await.expect("the ticket of A works on B");
+    match tokio_tungstenite::connect_async(url(&a)).await {
+        Err(Error::Http(resp)) => assert_eq!(resp.status(), 401, "used on B: refused on A"),
+        other => panic!("a used ticket was accepted: {:?}", other.map(|_| ())),
+    }
+
+    // Readings taken by A, then by B, alternating: B's subscriber gets all, in order.
+    within(Duration::from_secs(2), "the device known on B", async || {
+        api_b.get(&format!("/device/{id}")).await.0 == 200
+    })
+    .await;
+    for t in 0..20 {
+        let node = if t % 2 == 0 { &api_a } else { &api_b };
+        assert_eq!(node.send_reading("admin", &id, &secret, json!({"temperature": t})).await.0, 204);
+    }
+    for t in 0..20 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), on_b.next()).await.expect("within 10 s");
+        let Some(Ok(Message::Text(text))) = msg else { panic!("{msg:?}") };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["attrs"]["temperature"], t, "in order");
+    }
+}

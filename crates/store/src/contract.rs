@@ -588,3 +588,43 @@ async fn console_sessions_are_shared_by_nodes_bounded_and_purged() {
         assert_eq!(store.purge_sessions(6_001, 0).await.unwrap(), 2, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_ticket_is_taken_once_by_any_node_before_it_expires() {
+    use crate::tickets::TicketRecord;
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let ticket = |hash: &str, tenant: &str, user_id: i64, expires_ms: i64| TicketRecord {
+            hash: hash.into(),
+            tenant: tenant.into(),
+            user_id,
+            username: format!("user{user_id}"),
+            expires_ms,
+        };
+        assert!(store.insert_ticket(ticket("a", "acme", 1, 61_000), 1_000, 2).await.unwrap(), "{name}");
+        assert_eq!(other.take_ticket("a", 2_000).await.unwrap(), Some(ticket("a", "acme", 1, 61_000)), "{name}");
+        assert_eq!(store.take_ticket("a", 2_000).await.unwrap(), None, "{name}: taken once");
+
+        // Expired: refused, and gone.
+        assert!(store.insert_ticket(ticket("b", "acme", 1, 61_000), 1_000, 2).await.unwrap(), "{name}");
+        assert_eq!(other.take_ticket("b", 61_000).await.unwrap(), None, "{name}: expired");
+
+        // At most 2 unexpired per user; another user or tenant has its own count; an
+        // expired ticket no longer counts.
+        assert!(store.insert_ticket(ticket("c", "acme", 1, 61_000), 1_000, 2).await.unwrap(), "{name}");
+        assert!(store.insert_ticket(ticket("d", "acme", 1, 5_000), 1_000, 2).await.unwrap(), "{name}");
+        assert!(!other.insert_ticket(ticket("e", "acme", 1, 61_000), 1_000, 2).await.unwrap(), "{name}: over 2");
+        assert!(store.insert_ticket(ticket("f", "acme", 2, 61_000), 1_000, 2).await.unwrap(), "{name}");
+        assert!(store.insert_ticket(ticket("g", "globex", 1, 61_000), 1_000, 2).await.unwrap(), "{name}");
+        assert!(other.insert_ticket(ticket("h", "acme", 1, 61_000), 6_000, 2).await.unwrap(), "{name}: d expired");
+        assert_eq!(store.take_ticket("d", 1_000).await.unwrap(), None, "{name}: purged on insert");
+
+        // Many takes of one ticket at once, on two handles: exactly one wins.
+        let takes = (0..16).map(|i| {
+            let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+            async move { s.take_ticket("c", 2_000).await.unwrap() }
+        });
+        let won = futures_util::future::join_all(takes).await.into_iter().flatten().count();
+        assert_eq!(won, 1, "{name}");
+    }
+}

@@ -151,7 +151,7 @@ struct Table {
 
 use Kind::{Bool, Bytes, Int, OptText, Text};
 
-/// Every table of schema version 6 on both engines, parents first (`users` and
+/// Every table of schema version 7 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
 const TABLES: &[Table] = &[
     Table {
@@ -255,6 +255,18 @@ const TABLES: &[Table] = &[
         order_by: "id_hash",
         identity: false,
     },
+    Table {
+        name: "stream_tickets",
+        columns: &[
+            col("hash", Text),
+            col("tenant", Text),
+            col("user_id", Int),
+            col("username", Text),
+            col("expires_ms", Int),
+        ],
+        order_by: "hash",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -269,9 +281,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 6 of both engines: a new migration step must be
+// TABLES describes schema version 7 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 6 && crate::postgres::SCHEMA_VERSION == 6);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 7 && crate::postgres::SCHEMA_VERSION == 7);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -725,6 +737,14 @@ mod tests {
             last_seen_ms: 1_700_000_000_500,
         };
         s.insert_session(session, 10).await.unwrap();
+        let ticket = crate::tickets::TicketRecord {
+            hash: "1e".repeat(32),
+            tenant: "acme".into(),
+            user_id: 1,
+            username: "admin".into(),
+            expires_ms: i64::MAX,
+        };
+        assert!(s.insert_ticket(ticket, 0, 1).await.unwrap());
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

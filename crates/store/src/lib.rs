@@ -30,6 +30,7 @@ pub mod sessions;
 pub mod tenants;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tickets;
 pub mod tokens;
 pub mod users;
 
@@ -97,7 +98,16 @@ impl Default for StoreOptions {
 /// Everything Ingot keeps, room by room. Services hold an `Arc<dyn Store>` ([`SharedStore`])
 /// and never know which engine is behind it; [`SqliteStore`] is the embedded one.
 pub trait Store:
-    UserStore + TenantStore + TokenStore + CatalogStore + SeatStore + HistoryStore + SecretStore + SessionStore + 'static
+    UserStore
+    + TenantStore
+    + TokenStore
+    + CatalogStore
+    + SeatStore
+    + HistoryStore
+    + SecretStore
+    + SessionStore
+    + TicketStore
+    + 'static
 {
 }
 
@@ -110,6 +120,7 @@ impl<T> Store for T where
         + HistoryStore
         + SecretStore
         + SessionStore
+        + TicketStore
         + 'static
 {
 }
@@ -184,6 +195,7 @@ pub mod prelude {
     pub use crate::secrets::SecretStore;
     pub use crate::sessions::SessionStore;
     pub use crate::tenants::TenantStore;
+    pub use crate::tickets::TicketStore;
     pub use crate::tokens::TokenStore;
     pub use crate::users::UserStore;
     pub use crate::{SharedStore, Store};

@@ -135,6 +135,18 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX console_sessions_user ON console_sessions (tenant, user_id);
     "#,
+    // 7: single-use stream tickets (kafka-ws, socket.io, SSE), taken on any node.
+    r#"
+    CREATE TABLE stream_tickets (
+        hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX stream_tickets_user ON stream_tickets (tenant, user_id);
+    CREATE INDEX stream_tickets_expiry ON stream_tickets (expires_ms);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

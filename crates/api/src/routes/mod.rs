@@ -6,6 +6,7 @@ mod history;
 mod ingest;
 mod ops;
 mod seats;
+mod stream;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -13,6 +14,8 @@ use axum::routing::{get, post, put};
 use crate::{ApiError, AppState};
 
 pub fn router(state: AppState) -> Router {
+    // socket.io (under /socket.io/) is a layer of its own: socketioxide serves it.
+    let socketio = stream::socketio_layer(&state);
     Router::new()
         // auth (dojot: /auth, /auth/user via Kong)
         .route("/auth", post(auth::login))
@@ -41,6 +44,12 @@ pub fn router(state: AppState) -> Router {
         // history
         .route("/history/device/{id}/history", get(history::history))
         .route("/history/device/{id}/latest", get(history::latest))
+        // real time: kafka-ws, data-broker's socket.io token, Server-Sent Events
+        .route("/kafka-ws/v1/ticket", get(stream::ticket).post(stream::ticket))
+        .route("/kafka-ws/v1/topics/{topic}", get(stream::topic))
+        .route("/stream/socketio", get(stream::socketio_token))
+        .route("/stream/devices", get(stream::tenant_events))
+        .route("/stream/devices/{id}", get(stream::device_events))
         // device agent over HTTP
         .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
         // seat metering (fakeiot): POST /metrics shares its path with the Prometheus GET
@@ -54,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(ops::ping).post(ops::ping))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(socketio)
         // A failed request is logged where it fails (an internal error once, with its
         // cause; an outage once by the part that lost its database or bus), not again
         // per response: an outage would print an ERROR line per refused reading.

@@ -159,6 +159,18 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX console_sessions_user ON console_sessions (tenant, user_id);
     "#,
+    // 7: single-use stream tickets (kafka-ws, socket.io, SSE), taken on any node.
+    r#"
+    CREATE TABLE stream_tickets (
+        hash TEXT COLLATE "C" PRIMARY KEY,
+        tenant TEXT COLLATE "C" NOT NULL,
+        user_id BIGINT NOT NULL,
+        username TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE INDEX stream_tickets_user ON stream_tickets (tenant, user_id);
+    CREATE INDEX stream_tickets_expiry ON stream_tickets (expires_ms);
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -322,6 +334,7 @@ mod tests {
                 "seat_users(tenant,account_id,user_id)",
                 "secrets(name)",
                 "series(id)",
+                "stream_tickets(hash)",
                 "templates(tenant,id)",
                 "tenants(name)",
                 "users(id)",

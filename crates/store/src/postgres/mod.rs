@@ -37,6 +37,7 @@ mod seats;
 mod secrets;
 mod sessions;
 mod tenants;
+mod tickets;
 mod tokens;
 mod users;
 
