@@ -105,21 +105,22 @@ export class TimeChart {
 /**
  * Follows a device's readings as they arrive (`event: device-data`): `onReading(data)`
  * for each (dojot's device-data: metadata.timestamp in ms, attrs by label), `onGap()` when
- * the server says some were missed (history has them), and `onStatus(words)` when the
- * connection changes. The browser reconnects by itself, with Last-Event-ID so that the
+ * the server says some were missed (history has them), and `onStatus(words, state)` when
+ * the connection changes (state: 'open', 'reconnecting' or 'stopped': the server refused
+ * the stream, e.g. the session ended or too many streams are open). The browser reconnects by itself, with Last-Event-ID so that the
  * server resumes after the last reading seen; `close()` ends it.
  */
 export function follow(deviceId, { onReading, onGap = () => {}, onStatus = () => {} }) {
   const source = new EventSource(`/console/api/devices/${encodeURIComponent(deviceId)}/stream`);
-  source.onopen = () => onStatus('Live: new readings appear as they arrive.');
+  source.onopen = () => onStatus('Live: new readings appear as they arrive.', 'open');
   source.addEventListener('device-data', (e) => {
     let data;
     try { data = JSON.parse(e.data); } catch (_) { return; }
     onReading(data);
   });
   source.addEventListener('gap', () => onGap());
-  source.onerror = () => onStatus(source.readyState === EventSource.CLOSED
-    ? 'Live readings stopped (the session may have ended); reload the page to retry.'
-    : 'Reconnecting to live readings…');
+  source.onerror = () => (source.readyState === EventSource.CLOSED
+    ? onStatus('Live readings stopped (the session may have ended, or too many are open); reload the page to retry.', 'stopped')
+    : onStatus('Reconnecting to live readings…', 'reconnecting'));
   return { close: () => source.close() };
 }

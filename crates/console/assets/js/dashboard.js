@@ -111,7 +111,11 @@ async function render() {
   // One stream per device, shared by its widgets; after missed readings, everything is
   // read again.
   for (const [id, handlers] of live) {
-    feeds.push(follow(id, { onReading: (data) => handlers.forEach((h) => h(data)), onGap: () => render() }));
+    feeds.push(follow(id, {
+      onReading: (data) => handlers.forEach((h) => h(data)),
+      onGap: () => render(),
+      onStatus: (words, state) => state === 'stopped' && say('dashboard-error', `${devices.get(id).label}: ${words}`),
+    }));
   }
 }
 
