@@ -31,6 +31,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 cargo build --release -p ingot
 BIN="$CARGO_TARGET_DIR/release/ingot"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # 10,000 connections need 10,000 descriptors in the server and as many in the load
 # generator (each process has its own limit; the hard limit here is 20,000).
@@ -89,29 +91,6 @@ nats_cpu() {
 pg_cpu_report() {
     awk -v secs="$3" 'NR == FNR { before[$1] = $2; next } { total += $2 - before[$1] }
         END { printf "postgresql: %.1f s CPU in its own processes (%.0f%% of one core over %s s)\n", total / 1000, total / 10 / secs, secs }' "$1" "$2"
-}
-
-# start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT.
-start_server() {
-    local dir=$1; shift
-    mkdir -p "$dir/data"
-    INGOT_ADMIN_PASSWORD=$PASSWORD INGOT_LOG=warn "$BIN" serve --data-dir "$dir/data" \
-        --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 "$@" >"$dir/server.out" 2>"$dir/server.err" &
-    SERVER_PID=$!
-    for _ in $(seq 300); do
-        grep -q '^ingot: HTTP API listening on ' "$dir/server.out" && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/server.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    HTTP=$(sed -n 's/^ingot: HTTP API listening on //p' "$dir/server.out")
-    MQTT=$(sed -n 's/^ingot: MQTT listening on //p' "$dir/server.out")
-    [ -n "$HTTP" ] && [ -n "$MQTT" ] || { echo "ingot serve did not start" >&2; exit 1; }
-}
-
-stop_server() {
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" || true
-    SERVER_PID=
 }
 
 # The history writer's own view (/metrics). Only sums and counts: the exporter's

@@ -428,3 +428,40 @@ async fn socket_io_2_clients_receive_device_and_all_events() {
         assert!(e["error"].as_str().is_some_and(|m| m.contains("invalid token")), "{e}");
     }
 }
+
+#[tokio::test]
+async fn tickets_and_tokens_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::start_logging(&dir.path().join("data"), &[], "debug", &log);
+    let api = Api::admin(&server).await;
+    let mut secrets = vec![api.jwt.clone().unwrap()];
+    // A ticket used on a WebSocket, one refused, one used for SSE, a socket.io token.
+    let used = ticket(&api).await;
+    let path = format!("/kafka-ws/v1/topics/admin.device-data?ticket={used}&where=attrs.t=gt:1;");
+    let mut socket = ws(&server, &path).await.unwrap();
+    socket.close(None).await.unwrap();
+    assert_eq!(ws(&server, &path).await.err(), Some(401));
+    secrets.push(used);
+    let t = ticket(&api).await;
+    secrets.push(t.clone());
+    let resp = Api::new(&server.http)
+        .request(reqwest::Method::GET, &format!("/stream/devices?ticket={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let (_, body) = api.get("/stream/socketio").await;
+    let token = body["token"].as_str().unwrap().to_string();
+    let url =
+        format!("{}/socket.io/?EIO=3&transport=websocket&token={token}", server.http.replacen("http://", "ws://", 1));
+    drop(tokio_tungstenite::connect_async(url).await);
+    secrets.push(token);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("/stream/devices"), "the debug log names requests: {}", &text[..text.len().min(2000)]);
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret in the log");
+    }
+}

@@ -143,6 +143,36 @@ impl Api {
         })
     }
 
+    /// A single-use stream ticket (kafka-ws).
+    pub async fn ticket(&self) -> Result<String, LoadError> {
+        let (status, body) = self.call(reqwest::Method::GET, "/kafka-ws/v1/ticket", None).await?;
+        match (status, body["ticket"].as_str()) {
+            (200, Some(t)) => Ok(t.to_string()),
+            _ => Err(LoadError::Api { context: "GET /kafka-ws/v1/ticket".into(), status, body: body.to_string() }),
+        }
+    }
+
+    /// An open Server-Sent Events response of `path`.
+    pub async fn open_stream(&self, path: &str) -> Result<reqwest::Response, LoadError> {
+        let jwt = self.jwt.read().expect("jwt lock").clone();
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .map_err(|source| LoadError::Http { context: format!("GET {path}"), source })?;
+        if resp.status() != 200 {
+            let status = resp.status().as_u16();
+            return Err(LoadError::Api {
+                context: format!("GET {path}"),
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(resp)
+    }
+
     /// The newest `seq` in `device`'s history, None while it has none.
     pub async fn last_seq(&self, device: &str) -> Result<Option<u64>, LoadError> {
         let path = format!("/history/device/{device}/history?attr=seq&lastN=1");

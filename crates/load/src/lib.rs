@@ -17,6 +17,7 @@ pub mod mqtt;
 pub mod pacing;
 mod procfs;
 pub mod report;
+pub mod streams;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ pub enum LoadCommand {
     /// MQTT devices publishing QoS 1 readings (or holding idle connections); reports
     /// messages/s end to end, PUBACK and history-visibility latency.
     Mqtt(MqttArgs),
+    /// Real-time fan-out: N WebSocket (kafka-ws) or SSE subscribers of one device that
+    /// publishes at a fixed rate; deliveries/s, publish→delivery latency, server memory
+    /// per subscriber.
+    Streams(streams::StreamsArgs),
     /// fakeiot's client (seed 000): `test` (compliance), `run` (traffic), `bench`
     /// (POST /metrics throughput and latency).
     Fakeiot(fakeiot::FakeiotArgs),
@@ -127,6 +132,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     match args.command {
         LoadCommand::Mqtt(args) => mqtt::run(args).await,
         LoadCommand::Fakeiot(args) => fakeiot::run(args).await,
+        LoadCommand::Streams(args) => streams::run(args).await,
     }
 }
 

@@ -74,6 +74,16 @@ impl Filter {
         self.conditions.is_empty() && self.fields.is_none()
     }
 
+    /// The text a message's device id must contain for this filter to pass, when a
+    /// condition says so with one value (`metadata.deviceid=in:<text>;`): the hub files
+    /// such streams under it instead of testing them against every reading.
+    pub fn device_part(&self) -> Option<&str> {
+        self.conditions.iter().find_map(|c| match &c.test {
+            Test::In(values) if values.len() == 1 && c.path == ["metadata", "deviceid"] => Some(values[0].as_str()),
+            _ => None,
+        })
+    }
+
     /// The message as this subscriber gets it, or `None` if it gets nothing.
     pub fn apply(&self, message: &Value) -> Option<Value> {
         if !self.conditions.iter().all(|c| c.holds(message)) {
@@ -233,10 +243,12 @@ impl Condition {
                 _ => None,
             })
         };
+        // Borrowed for strings (the common case: a device id, a status): a condition is
+        // tested for every message of a tenant, per stream.
         let text = || {
             found.map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                other => std::borrow::Cow::Owned(other.to_string()),
             })
         };
         match &self.test {

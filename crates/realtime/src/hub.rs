@@ -180,46 +180,98 @@ struct Sub {
     end: Arc<Mutex<Option<End>>>,
 }
 
-/// A tenant's streams: those of one device indexed by it, so that a reading costs only
-/// its own device's streams and the tenant-wide ones, however many devices are watched.
+/// Where a stream is filed among its tenant's streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    TenantWide,
+    /// A stream of one device (SSE `/stream/devices/{id}`, the console).
+    Device(String),
+    /// A stream whose `where` selects devices whose id contains this text (kafka-ws's
+    /// `metadata.deviceid=in:<text>;`): only a reading of such a device is tested.
+    DevicePart(String),
+}
+
+/// Longest `in` value indexed as a [`Key::DevicePart`]; a reading's id is looked up by its
+/// substrings up to this length.
+const MAX_INDEXED_PART: usize = 16;
+
+impl Key {
+    fn of(device: Option<&str>, filter: &Filter) -> Self {
+        match (device, filter.device_part()) {
+            (Some(d), _) => Key::Device(d.to_string()),
+            (None, Some(part)) if part.len() <= MAX_INDEXED_PART => Key::DevicePart(part.to_string()),
+            (None, _) => Key::TenantWide,
+        }
+    }
+}
+
+/// A tenant's streams, filed so that a reading costs only the streams it may be for: its
+/// device's, those whose device condition its id satisfies, and the tenant-wide ones,
+/// however many devices are watched.
 #[derive(Default)]
 struct Subs {
     tenant_wide: Vec<Sub>,
     by_device: HashMap<String, Vec<Sub>>,
+    by_part: HashMap<String, Vec<Sub>>,
 }
 
 impl Subs {
-    fn push(&mut self, sub: Sub) {
-        match &sub.device {
-            None => self.tenant_wide.push(sub),
-            Some(d) => self.by_device.entry(d.clone()).or_default().push(sub),
+    fn push(&mut self, key: &Key, sub: Sub) {
+        match key {
+            Key::TenantWide => self.tenant_wide.push(sub),
+            Key::Device(d) => self.by_device.entry(d.clone()).or_default().push(sub),
+            Key::DevicePart(p) => self.by_part.entry(p.clone()).or_default().push(sub),
         }
     }
 
     /// Keeps the streams for which `keep` holds, among those a message of `device` reaches.
     fn retain_for(&mut self, device: &str, mut keep: impl FnMut(&Sub) -> bool) {
         self.tenant_wide.retain(&mut keep);
-        if let Some(subs) = self.by_device.get_mut(device) {
-            subs.retain(keep);
-            if subs.is_empty() {
-                self.by_device.remove(device);
+        retain_in(&mut self.by_device, device, &mut keep);
+        if self.by_part.is_empty() {
+            return;
+        }
+        // Every distinct substring of the id, up to the indexed length: each stream is
+        // filed under one part, so it is reached once.
+        let mut seen: Vec<&str> = Vec::new();
+        for start in (0..device.len()).filter(|&i| device.is_char_boundary(i)) {
+            for end in (start + 1..=device.len().min(start + MAX_INDEXED_PART)).filter(|&i| device.is_char_boundary(i))
+            {
+                let part = &device[start..end];
+                if !seen.contains(&part) {
+                    seen.push(part);
+                    retain_in(&mut self.by_part, part, &mut keep);
+                }
             }
         }
     }
 
-    fn remove(&mut self, device: Option<&str>, id: u64) {
-        match device {
-            None => self.tenant_wide.retain(|s| s.id != id),
-            Some(d) => self.retain_for(d, |s| s.id != id),
+    fn remove(&mut self, key: &Key, id: u64) {
+        let keep = |s: &Sub| s.id != id;
+        match key {
+            Key::TenantWide => self.tenant_wide.retain(keep),
+            Key::Device(d) => retain_in(&mut self.by_device, d, keep),
+            Key::DevicePart(p) => retain_in(&mut self.by_part, p, keep),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.tenant_wide.is_empty() && self.by_device.is_empty()
+        self.tenant_wide.is_empty() && self.by_device.is_empty() && self.by_part.is_empty()
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Sub> + '_ {
-        self.tenant_wide.drain(..).chain(self.by_device.drain().flat_map(|(_, subs)| subs))
+        let filed = self.by_device.drain().chain(self.by_part.drain()).flat_map(|(_, subs)| subs);
+        self.tenant_wide.drain(..).chain(filed)
+    }
+}
+
+/// `Vec::retain` on one list of an index, dropping the list once empty.
+fn retain_in(index: &mut HashMap<String, Vec<Sub>>, key: &str, keep: impl FnMut(&Sub) -> bool) {
+    if let Some(subs) = index.get_mut(key) {
+        subs.retain(keep);
+        if subs.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -380,7 +432,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.config.queue.max(2));
         let end = Arc::new(Mutex::new(None));
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
-        let device = req.device.clone();
+        let key = Key::of(req.device.as_deref(), &req.filter);
         let sub = Sub { id, topic: req.topic, device: req.device, filter: req.filter, tx, end: end.clone() };
         {
             let mut t = tenant.lock().expect("tenant lock");
@@ -389,9 +441,9 @@ impl Hub {
                 self.replay(&t, &sub, resume);
             }
             t.idle_since = None;
-            t.subs.push(sub);
+            t.subs.push(&key, sub);
         }
-        Ok(Stream { rx, end, _guard: Guard { hub: Arc::downgrade(self), tenant, user, device, id } })
+        Ok(Stream { rx, end, _guard: Guard { hub: Arc::downgrade(self), tenant, user, key, id } })
     }
 
     /// Queues, for a new stream, the kept messages after `resume` (or a gap first).
@@ -481,7 +533,7 @@ struct Guard {
     hub: Weak<Hub>,
     tenant: Arc<Mutex<TenantHub>>,
     user: (String, i64),
-    device: Option<String>,
+    key: Key,
     id: u64,
 }
 
@@ -495,7 +547,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         {
             let mut t = self.tenant.lock().expect("tenant lock");
-            t.subs.remove(self.device.as_deref(), self.id);
+            t.subs.remove(&self.key, self.id);
             if t.subs.is_empty() {
                 t.idle_since = Some(Instant::now());
             }
@@ -570,6 +622,32 @@ mod tests {
         assert_eq!(got, [6, 7, 8, 9]);
         assert!(one.rx.try_recv().is_err() && hot.rx.try_recv().is_err());
         assert!(other.rx.try_recv().is_err(), "tenant isolation");
+    }
+
+    #[tokio::test]
+    async fn device_conditions_are_indexed_and_mean_what_they_say() {
+        let hub = Hub::new(HubConfig::default());
+        let by = |w: &str| Request { filter: Filter::parse(None, Some(w)).unwrap(), ..request("acme", 1) };
+        let mut part = hub.subscribe(by("metadata.deviceid=in:b2;")).unwrap();
+        let mut a = hub.subscribe(by("metadata.deviceid=in:a;attrs.temperature=gt:1;")).unwrap();
+        let mut two = hub.subscribe(by("metadata.deviceid=in:a1,b2;")).unwrap();
+        for (device, t) in [("a1", 1), ("ab2c", 2), ("b2", 3), ("aa", 4), ("c3", 5)] {
+            hub.publish_data(&reading("acme", device, t));
+        }
+        let got = |s: &mut Stream| {
+            let mut seen = vec![];
+            while let Ok(item) = s.rx.try_recv() {
+                let Item::Message(m) = item else { panic!("gap") };
+                seen.push(temperature(&m));
+            }
+            seen
+        };
+        assert_eq!(got(&mut part), [2, 3], "ids containing b2");
+        assert_eq!(got(&mut a), [2, 4], "containing a, and the other condition; aa once");
+        assert_eq!(got(&mut two), [1, 2, 3], "two values: tested for every reading");
+        drop(part);
+        hub.publish_data(&reading("acme", "b2", 6));
+        assert_eq!(got(&mut two), [6]);
     }
 
     #[tokio::test]

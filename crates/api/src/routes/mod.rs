@@ -67,8 +67,13 @@ pub fn router(state: AppState) -> Router {
         // A failed request is logged where it fails (an internal error once, with its
         // cause; an outage once by the part that lost its database or bus), not again
         // per response: an outage would print an ERROR line per refused reading.
+        // Spans name the path, never the query: stream tickets and socket.io tokens travel
+        // in it (a WebSocket or EventSource cannot send a header), and never go to logs.
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                })
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(state)

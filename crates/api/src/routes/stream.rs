@@ -47,8 +47,13 @@ pub async fn topic(
     };
     let (hub, max_life) = (s.realtime.clone(), s.config.stream_max_life);
     let holder = Holder { tenant: holder.tenant, user_id: holder.user_id };
+    // Clients send nothing on this socket: a small read buffer (tungstenite's default
+    // is 128 KiB per socket) and a bounded write buffer keep a subscriber cheap.
     Ok(upgrade
         .max_message_size(64 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| realtime::kafka_ws::serve(socket, hub, holder, sub, max_life))
         .into_response())
 }

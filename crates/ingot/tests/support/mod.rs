@@ -120,6 +120,16 @@ impl Server {
     }
 
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, extra, env, Stdio::inherit())
+    }
+
+    /// Like [`Server::start`], logging at `filter` (`INGOT_LOG`) into the file `log`.
+    pub fn start_logging(data_dir: &Path, extra: &[&str], filter: &str, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(data_dir, extra, &[("INGOT_ADMIN_PASSWORD", ADMIN_PASSWORD), ("INGOT_LOG", filter)], file.into())
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -131,7 +141,7 @@ impl Server {
             .env("INGOT_SYNC_FULL", "false")
             .env("INGOT_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

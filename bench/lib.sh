@@ -1,0 +1,25 @@
+# Shared by the benchmark scripts (sourced): starting and stopping `ingot serve`.
+# Expects BIN (the binary) and PASSWORD (the bootstrap admin's).
+
+# start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT.
+start_server() {
+    local dir=$1; shift
+    mkdir -p "$dir/data"
+    INGOT_ADMIN_PASSWORD=$PASSWORD INGOT_LOG=warn "$BIN" serve --data-dir "$dir/data" \
+        --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 "$@" >"$dir/server.out" 2>"$dir/server.err" &
+    SERVER_PID=$!
+    for _ in $(seq 300); do
+        grep -q '^ingot: HTTP API listening on ' "$dir/server.out" && break
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/server.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    HTTP=$(sed -n 's/^ingot: HTTP API listening on //p' "$dir/server.out")
+    MQTT=$(sed -n 's/^ingot: MQTT listening on //p' "$dir/server.out")
+    [ -n "$HTTP" ] && [ -n "$MQTT" ] || { echo "ingot serve did not start" >&2; exit 1; }
+}
+
+stop_server() {
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=
+}
