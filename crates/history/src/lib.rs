@@ -12,8 +12,9 @@ pub mod retention;
 mod service;
 pub mod writer;
 
-pub use query::{HistoryParams, HistoryResult};
+pub use query::{HistoryParams, HistoryResult, Range, RangeQuery};
 pub use service::HistoryService;
+pub use store::history::Point;
 
 /// The one error type of the history room.
 #[derive(Debug, thiserror::Error)]

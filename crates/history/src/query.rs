@@ -9,6 +9,9 @@
 //! One answer holds at most the configured maximum of points over all its attributes
 //! (each of N attributes gets at most maximum / N): a device with many labels must not
 //! turn one request into labels × maximum rows.
+//!
+//! [`range`] is the console's query (charts over a time range, the CSV report): typed
+//! points, oldest first, under the same bound, saying whether older ones were left out.
 
 use model::time::{format_dojot, from_ms, parse_iso};
 use serde_json::{Map, Value, json};
@@ -59,6 +62,52 @@ impl HistoryParams {
     }
 }
 
+/// The console's history query: some attributes of a device between two times.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeQuery {
+    /// Labels; none means every attribute of the device.
+    pub attrs: Vec<String>,
+    /// Inclusive bounds, ms since the epoch.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Most points in the answer, over all attributes (never above the service's maximum).
+    pub limit: Option<u32>,
+}
+
+impl RangeQuery {
+    /// From `attr` (comma list or repeated), `from` and `to` (ISO 8601) and `limit`;
+    /// other keys are ignored. A `to` before `from`, a bad date or limit is a 400.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, HistoryError> {
+        let mut q = Self::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "attr" => q.attrs.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
+                "from" if !v.trim().is_empty() => q.from_ms = Some(date(k, v)?),
+                "to" if !v.trim().is_empty() => q.to_ms = Some(date(k, v)?),
+                "limit" => q.limit = Some(int(k, v)?),
+                _ => {}
+            }
+        }
+        if let (Some(from), Some(to)) = (q.from_ms, q.to_ms)
+            && to < from
+        {
+            return Err(HistoryError::BadRequest("the end of the range (to) is before its start (from)".into()));
+        }
+        q.attrs.dedup();
+        Ok(q)
+    }
+}
+
+/// What [`range`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Range {
+    /// Oldest first; readings of one millisecond in the order they were written.
+    pub points: Vec<Point>,
+    /// Some attribute had more readings in the range than its share of the bound: the
+    /// oldest of them were left out.
+    pub truncated: bool,
+}
+
 fn int(k: &str, v: &str) -> Result<u32, HistoryError> {
     v.trim().parse().map_err(|_| HistoryError::BadRequest(format!("{k} must be a non-negative integer")))
 }
@@ -97,13 +146,7 @@ pub async fn history(
     let (newest_first, limit) = params.order_and_limit(max_points);
     let single = params.attrs.len() == 1;
     let labels = if params.attrs.is_empty() { all_labels } else { params.attrs.clone() };
-    // `max_points` bounds the whole answer: with several attributes each gets its share.
-    let Some(share) = u32::try_from(labels.len()).ok().filter(|n| *n <= max_points.max(1)) else {
-        return Err(HistoryError::BadRequest(format!(
-            "at most {max_points} attributes in one query; ask for fewer with attr="
-        )));
-    };
-    let limit = limit.min(max_points / share.max(1));
+    let limit = limit.min(share(max_points, labels.len())?);
     let mut out = Map::new();
     for attr in labels {
         let q = HistoryQuery {
@@ -126,6 +169,56 @@ pub async fn history(
         out.insert(attr, Value::Array(points));
     }
     Ok(HistoryResult::Many(Value::Object(out)))
+}
+
+/// Each attribute's share of an answer of at most `max_points` over `labels` attributes:
+/// the bound is for the whole answer, not per attribute.
+fn share(max_points: u32, labels: usize) -> Result<u32, HistoryError> {
+    match u32::try_from(labels) {
+        Ok(n) if n <= max_points.max(1) => Ok(max_points / n.max(1)),
+        _ => Err(HistoryError::BadRequest(format!(
+            "at most {max_points} attributes in one query; ask for fewer with attr="
+        ))),
+    }
+}
+
+/// The console's query (see [`RangeQuery`]): the newest readings of each attribute in
+/// the range, returned oldest first. Each attribute gets its share of `max_points` (or
+/// of the query's smaller limit; at least one reading), so the answer holds at most
+/// `max_points`. `all_labels` are used when the query names no attribute.
+pub async fn range(
+    store: &SharedStore,
+    tenant: &str,
+    device_id: &str,
+    q: &RangeQuery,
+    all_labels: Vec<String>,
+    max_points: u32,
+) -> Result<Range, HistoryError> {
+    let labels = if q.attrs.is_empty() { all_labels } else { q.attrs.clone() };
+    let max = q.limit.map_or(max_points, |l| l.min(max_points));
+    let per_attr = share(max, labels.len())?.max(1);
+    let (mut points, mut truncated) = (Vec::new(), false);
+    for attr in labels {
+        let query = HistoryQuery {
+            tenant: tenant.to_string(),
+            device_id: device_id.to_string(),
+            attr,
+            from_ms: q.from_ms,
+            to_ms: q.to_ms,
+            newest_first: true,
+            // One more than the share tells whether some were left out.
+            limit: Some(per_attr + 1),
+        };
+        let mut found = store.history(query).await?;
+        if found.len() > per_attr as usize {
+            found.truncate(per_attr as usize);
+            truncated = true;
+        }
+        points.extend(found.into_iter().rev());
+    }
+    // Stable: readings of one millisecond keep their written order within an attribute.
+    points.sort_by_key(|p| p.ts_ms);
+    Ok(Range { points, truncated })
 }
 
 /// The newest value of each attribute of a device, as an array of history points.
@@ -204,6 +297,74 @@ mod tests {
             let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
             assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
             assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+        }
+    }
+
+    #[test]
+    fn range_queries_parse_and_refuse_a_backwards_range() {
+        let q = RangeQuery::from_pairs(&pairs(&[
+            ("attr", "a,b"),
+            ("attr", "c"),
+            ("from", "2024-01-01T00:00:00Z"),
+            ("to", "2024-01-01T00:00:01.5Z"),
+            ("limit", "7"),
+            ("ignored", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(q.attrs, ["a", "b", "c"]);
+        assert_eq!((q.from_ms, q.to_ms, q.limit), (Some(1_704_067_200_000), Some(1_704_067_201_500), Some(7)));
+        let empty = RangeQuery::from_pairs(&pairs(&[("from", ""), ("to", " ")])).unwrap();
+        assert_eq!((empty.from_ms, empty.to_ms), (None, None), "empty inputs of a form mean no bound");
+        for bad in [&[("from", "2024-01-02"), ("to", "2024-01-01")][..], &[("from", "yesterday")], &[("limit", "-3")]] {
+            assert!(RangeQuery::from_pairs(&pairs(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_is_oldest_first_bounded_and_says_when_it_left_readings_out() {
+        for engine in store::testing::engines().await {
+            let store = engine.store.clone();
+            let batch = (0..10)
+                .map(|t| {
+                    let mut attrs = Map::new();
+                    attrs.insert("a".into(), json!(t));
+                    if t % 2 == 0 {
+                        attrs.insert("b".into(), json!(format!("b{t}")));
+                    }
+                    let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
+                    Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                })
+                .collect();
+            store.write_history(batch).await.unwrap();
+            let labels = vec!["a".to_string(), "b".to_string()];
+            let all = range(&store, "t", "d", &RangeQuery::default(), labels.clone(), 100).await.unwrap();
+            assert!(!all.truncated, "{}", engine.name);
+            assert_eq!(all.points.len(), 15);
+            assert!(all.points.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms), "oldest first");
+            assert_eq!((all.points[0].attr.as_str(), all.points[1].attr.as_str()), ("a", "b"), "ties keep label order");
+
+            // From 2 s to 7 s inclusive, at most 4 points over two attributes: the newest 2 of each.
+            let q = RangeQuery { from_ms: Some(2_000), to_ms: Some(7_000), limit: Some(4), ..RangeQuery::default() };
+            let r = range(&store, "t", "d", &q, labels.clone(), 100).await.unwrap();
+            let got: Vec<(String, i64)> = r.points.iter().map(|p| (p.attr.clone(), p.ts_ms)).collect();
+            assert_eq!(
+                got,
+                [("b".into(), 4_000), ("a".into(), 6_000), ("b".into(), 6_000), ("a".into(), 7_000)],
+                "{}",
+                engine.name
+            );
+            assert!(r.truncated);
+
+            // The service's maximum wins over a larger limit; named attributes only.
+            let q = RangeQuery { attrs: vec!["a".into()], limit: Some(1_000), ..RangeQuery::default() };
+            let r = range(&store, "t", "d", &q, labels.clone(), 3).await.unwrap();
+            assert_eq!(r.points.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), [json!(7), json!(8), json!(9)]);
+            assert!(r.truncated);
+            // Exactly as many as the share: nothing left out.
+            let q = RangeQuery { attrs: vec!["b".into()], limit: Some(5), ..RangeQuery::default() };
+            assert!(!range(&store, "t", "d", &q, vec![], 100).await.unwrap().truncated);
+            // Tenant isolation.
+            assert!(range(&store, "other", "d", &RangeQuery::default(), labels, 100).await.unwrap().points.is_empty());
         }
     }
 

@@ -1,14 +1,19 @@
-//! The seats dashboard in a real browser (headless Chromium driven through chromedriver):
-//! sign in, watch the counter move as fakeiot-style metrics arrive, alert at the limit,
-//! upgrade, success message; the session is HttpOnly/Secure/SameSite and ends on logout.
+//! The console in a real browser (headless Chromium driven through chromedriver): the
+//! seats dashboard (sign in, watch the counter move as fakeiot-style metrics arrive,
+//! alert at the limit, upgrade; the session is HttpOnly/Secure/SameSite and ends on
+//! logout), and the device pages (a template and a device made in the UI, readings over
+//! MQTT shown live, actuation received by mosquitto_sub, the CSV report, a dashboard
+//! kept on the server); and, without the browser, the console endpoints' CSRF, tenant
+//! isolation and refusals.
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Api, Server, require_tool};
 
 struct Driver(Child);
@@ -24,7 +29,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+/// Headless Chromium with its profile in `profile`; downloads go to `profile/downloads`
+/// ([`downloads`]), and the browser's console log is kept ([`browser_log`]).
+async fn browser(profile: &Path) -> (Driver, Client) {
     // Several TLS crypto backends are linked into the test; name the one to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let port = free_port();
@@ -52,7 +59,15 @@ async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     let caps = json!({
         // Chromium does not know Ingot's CA; the test trusts the certificate, not the browser.
         "acceptInsecureCerts": true,
-        "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": args,
+            "prefs": {
+                "download.default_directory": downloads(profile),
+                "download.prompt_for_download": false,
+            },
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
     });
     let caps = caps.as_object().unwrap().clone();
     for _ in 0..100 {
@@ -67,6 +82,32 @@ async fn browser(profile: &std::path::Path) -> (Driver, Client) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("chromedriver did not start");
+}
+
+fn downloads(profile: &Path) -> PathBuf {
+    profile.join("downloads")
+}
+
+/// chromedriver's browser log since the last call (`POST /session/{id}/se/log`): each
+/// entry `{"level", "message", "source", "timestamp"}`; CSP violations are among them.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+    }
+}
+
+async fn browser_log(c: &Client) -> Vec<Value> {
+    match c.issue_cmd(BrowserLog).await.expect("chromedriver's browser log") {
+        Value::Array(entries) => entries,
+        other => panic!("the browser log is not a list: {other}"),
+    }
 }
 
 /// Waits until the element's text equals `want` (10 s).
@@ -134,7 +175,9 @@ async fn seats_dashboard_in_headless_chromium() {
     pw.clear().await.unwrap();
     pw.send_keys(support::ADMIN_PASSWORD).await.unwrap();
     c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
-    wait_text(&c, "#dashboard-view h1", "User Management Dashboard").await;
+    wait_text(&c, "#devices-view h1", "Devices").await;
+    c.find(Locator::Css("#nav a[data-page='seats']")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "#seats-view h1", "User Management Dashboard").await;
 
     // The session cookie: HttpOnly, Secure (HTTPS), SameSite=Strict.
     let cookie = c.get_named_cookie("ingot_session").await.expect("session cookie");
@@ -284,8 +327,21 @@ impl ConsoleUser {
     }
 
     async fn post(&self, path: &str) -> u16 {
-        let rb = self.http.post(format!("{}{path}", self.base)).header("cookie", &self.cookie);
-        rb.header("x-csrf-token", &self.csrf).json(&json!({})).send().await.unwrap().status().as_u16()
+        self.send(reqwest::Method::POST, path, Some(json!({})), true).await.0
+    }
+
+    /// A request with the session cookie, and its CSRF token if `csrf`.
+    fn request(&self, method: reqwest::Method, path: &str, csrf: bool) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base)).header("cookie", &self.cookie);
+        if csrf { rb.header("x-csrf-token", &self.csrf) } else { rb }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>, csrf: bool) -> (u16, Value) {
+        let mut rb = self.request(method, path, csrf);
+        if let Some(body) = body {
+            rb = rb.json(&body);
+        }
+        Api::send(rb).await
     }
 }
 
@@ -337,4 +393,480 @@ async fn console_sessions_follow_user_removal_and_demotion() {
     }
     assert_eq!(answers.first(), Some(&200), "alive while used");
     assert_eq!(answers.last(), Some(&401), "the session outlived its absolute lifetime");
+}
+
+/// Finds `css`, waiting up to 10 s for it to appear.
+async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} did not appear");
+}
+
+async fn click(c: &Client, css: &str) {
+    find(c, css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let e = find(c, css).await;
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+async fn choose(c: &Client, css: &str, value: &str) {
+    find(c, css).await.select_by_value(value).await.unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
+}
+
+/// The `data-points` of a chart container: how many values it draws.
+async fn chart_points(c: &Client, css: &str) -> u64 {
+    let points = find(c, css).await.attr("data-points").await.unwrap();
+    points.and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+/// Waits (10 s) until the chart `css` draws more than `than` values; returns how many.
+async fn wait_points_above(c: &Client, css: &str, than: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = chart_points(c, css).await;
+        if last > than {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: still {last} points, wanted more than {than}");
+}
+
+fn mosquitto_args(mqtt: &str, tenant: &str, device: &str, secret: &str) -> Vec<String> {
+    let (host, port) = mqtt.rsplit_once(':').unwrap();
+    let user = format!("{tenant}:{device}");
+    ["-h", host, "-p", port, "-u", &user, "-P", secret, "-q", "1"].iter().map(|s| s.to_string()).collect()
+}
+
+fn publish(mqtt: &str, tenant: &str, device: &str, secret: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(mosquitto_args(mqtt, tenant, device, secret))
+        .args(["-t", &format!("{tenant}:{device}/attrs"), "-m", payload])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto_pub {payload}");
+}
+
+/// The device pages, end to end in Chromium: a template (a dynamic float `temperature`
+/// and an actuator `target`) and a device made in the UI, its secret read from the page,
+/// readings published with mosquitto_pub shown as latest values and in the live chart
+/// without a reload, actuation from the UI received by mosquitto_sub, the history chart,
+/// the CSV report downloaded, a dashboard tile kept across a reload; no CSP violation.
+#[tokio::test]
+async fn device_console_in_headless_chromium() {
+    if !require_tool("chromedriver", "chromium-driver")
+        || !require_tool("chromium", "chromium")
+        || !require_tool("mosquitto_pub", "mosquitto-clients")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let https = server.https.clone().unwrap();
+    let mqtt = server.mqtt.clone().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    c.goto(&format!("{https}/console/")).await.unwrap();
+    fill(&c, "#login", "admin").await;
+    fill(&c, "#password", support::ADMIN_PASSWORD).await;
+    click(&c, "#login-submit").await;
+    wait_text(&c, "#devices-view h1", "Devices").await;
+
+    // A template, in the UI.
+    click(&c, "#nav a[data-page='templates']").await;
+    click(&c, "#template-new").await;
+    fill(&c, "#template-label", "Thermostat").await;
+    let row = |n: usize, part: &str| format!("#template-attrs tbody tr:nth-child({n}) .{part}");
+    fill(&c, &row(1, "attr-label"), "temperature").await;
+    choose(&c, &row(1, "attr-type"), "dynamic").await;
+    choose(&c, &row(1, "attr-value-type"), "float").await;
+    click(&c, "#template-add-attr").await;
+    fill(&c, &row(2, "attr-label"), "target").await;
+    choose(&c, &row(2, "attr-type"), "actuator").await;
+    choose(&c, &row(2, "attr-value-type"), "float").await;
+    click(&c, "#template-save").await;
+    wait_text(&c, "#templates-table tbody tr:first-child td:nth-child(2)", "Thermostat").await;
+    wait_text(
+        &c,
+        "#templates-table tbody tr:first-child td:nth-child(3)",
+        "temperature (dynamic, float), target (actuator, float)",
+    )
+    .await;
+
+    // Edited in the UI: a static attribute with its value.
+    click(&c, "#templates-table tbody tr:first-child button.secondary").await;
+    wait_text(&c, "#template-form-title", "Edit template Thermostat").await;
+    click(&c, "#template-add-attr").await;
+    fill(&c, &row(3, "attr-label"), "model").await;
+    choose(&c, &row(3, "attr-type"), "static").await;
+    choose(&c, &row(3, "attr-value-type"), "string").await;
+    fill(&c, &row(3, "attr-static"), "TX-1").await;
+    click(&c, "#template-save").await;
+    wait_text(
+        &c,
+        "#templates-table tbody tr:first-child td:nth-child(3)",
+        "temperature (dynamic, float), target (actuator, float), model (static, string)",
+    )
+    .await;
+
+    // A device from it, in the UI: the page goes to the new device.
+    click(&c, "#nav a[data-page='devices']").await;
+    fill(&c, "#device-label", "boiler").await;
+    click(&c, "#device-templates input[type='checkbox']").await;
+    click(&c, "#device-create").await;
+    let title = find(&c, "#device-title").await;
+    let mut device = String::new();
+    for _ in 0..100 {
+        let text = title.text().await.unwrap();
+        if let Some(id) = text.strip_prefix("boiler (").and_then(|t| t.strip_suffix(')')) {
+            device = id.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!device.is_empty(), "the device page shows the new device");
+    wait_text(&c, "#device-mqtt-user", &format!("admin:{device}")).await;
+    wait_text(&c, "#device-attrs tr[data-attr='model'] .latest", "TX-1").await;
+
+    // Its secret, shown once, with the warning.
+    click(&c, "#secret-generate").await;
+    wait_text(&c, "#secret-box .alert", "Copy this secret now: it will not be shown again.").await;
+    let secret = find(&c, "#secret-value").await.text().await.unwrap();
+    assert_eq!(secret.len(), 64, "a 256-bit secret in hex: {secret:?}");
+
+    // Readings over MQTT: the latest value and the live chart follow without a reload.
+    c.execute("window.notReloaded = true;", vec![]).await.unwrap();
+    wait_text(&c, "#live-status", "Live: new readings appear as they arrive.").await;
+    publish(&mqtt, "admin", &device, &secret, r#"{"temperature": 21.5}"#);
+    wait_text(&c, "#device-attrs tr[data-attr='temperature'] .latest", "21.5").await;
+    let first = wait_points_above(&c, "#live-chart", 0).await;
+    publish(&mqtt, "admin", &device, &secret, r#"{"temperature": 23}"#);
+    wait_text(&c, "#device-attrs tr[data-attr='temperature'] .latest", "23").await;
+    let second = wait_points_above(&c, "#live-chart", first).await;
+    assert_eq!(second, first + 1);
+    let canvas = c
+        .execute(
+            "const k = document.querySelector('#live-chart canvas'); \
+             return k ? [k.width, k.height, window.notReloaded === true] : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let canvas = canvas.as_array().expect("the live chart draws on a canvas");
+    assert!(canvas[0].as_u64().unwrap() > 0 && canvas[1].as_u64().unwrap() > 0, "{canvas:?}");
+    assert_eq!(canvas[2], json!(true), "the page was not reloaded");
+
+    // Actuation from the UI reaches the device's config topic.
+    let mut sub = Command::new("mosquitto_sub")
+        .args(mosquitto_args(&mqtt, "admin", &device, &secret))
+        .args(["-t", &format!("admin:{device}/config"), "-C", "1", "-W", "15"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fill(&c, "#actuate-target", "30").await;
+    let mut delivered = None;
+    // The subscriber needs a moment to be subscribed: send until it has something.
+    for _ in 0..50 {
+        click(&c, "#actuate-send").await;
+        wait_text(&c, "#actuate-done", "Sent to the device: target = 30.").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(Some(_)) = sub.try_wait() {
+            delivered = Some(sub.wait_with_output().unwrap());
+            break;
+        }
+    }
+    let out = delivered.expect("mosquitto_sub received nothing on the config topic");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"target":30}"#);
+
+    // The history chart over the last hour (the form's default range).
+    click(&c, "#history-show").await;
+    let points = wait_points_above(&c, "#history-chart", 2).await;
+    assert!(points >= 3, "2 temperatures and at least one target: {points}");
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(std::env::temp_dir().join("ingot-console-device.png"), shot).unwrap();
+
+    // The report of the temperature (target unticked), downloaded by the browser as a file.
+    click(&c, "#history-attrs input[value='target']").await;
+    click(&c, "#report-download").await;
+    let file = downloads(profile.path()).join(format!("history-{device}.csv"));
+    let mut csv = String::new();
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && text.ends_with("\r\n")
+        {
+            csv = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.first(), Some(&vec!["timestamp", "attribute", "value"]), "{csv:?}");
+    let values: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[1], r[2])).collect();
+    assert_eq!(values, [("temperature", "21.5"), ("temperature", "23")], "{csv:?}");
+    assert!(rows[1][0].ends_with('Z') && rows[1][0] < rows[2][0], "timestamps, oldest first: {csv:?}");
+
+    // The dashboard: a tile and a chart of the temperature, live, reordered and removed,
+    // kept on the server across reloads.
+    click(&c, "#nav a[data-page='dashboard']").await;
+    wait_text(&c, "#dashboard-page h1", "Dashboard").await;
+    choose(&c, "#widget-type", "tile").await;
+    choose(&c, "#widget-device", &device).await;
+    find(&c, "#widget-attr option[value='temperature']").await;
+    choose(&c, "#widget-attr", "temperature").await;
+    click(&c, "#widget-add").await;
+    let tile = format!("#widgets .widget[data-type='tile'][data-device='{device}'][data-attrs='temperature']");
+    wait_text(&c, &format!("{tile} .value"), "23").await;
+    choose(&c, "#widget-type", "chart").await;
+    find(&c, "#widget-attr[multiple] option[value='temperature']:checked").await;
+    click(&c, "#widget-add").await;
+    let chart = format!("#widgets .widget[data-type='chart'][data-device='{device}'][data-attrs='temperature']");
+    let before = wait_points_above(&c, &format!("{chart} .chart"), 1).await;
+    click(&c, &format!("{chart} button[aria-label='Move up']")).await;
+    find(&c, "#widgets .widget:first-child[data-type='chart']").await;
+    c.refresh().await.unwrap();
+    find(&c, "#widgets .widget:first-child[data-type='chart']").await;
+    wait_text(&c, &format!("{tile} .value"), "23").await;
+    assert_eq!(wait_points_above(&c, &format!("{chart} .chart"), before - 1).await, before, "the same history");
+    publish(&mqtt, "admin", &device, &secret, r#"{"temperature": 24.5}"#);
+    wait_text(&c, &format!("{tile} .value"), "24.5").await;
+    wait_points_above(&c, &format!("{chart} .chart"), before).await;
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(std::env::temp_dir().join("ingot-console-dashboard.png"), shot).unwrap();
+    click(&c, &format!("{tile} button[aria-label='Remove']")).await;
+    for reload in [false, true] {
+        if reload {
+            c.refresh().await.unwrap();
+            find(&c, &chart).await;
+        }
+        let mut widgets = 0;
+        for _ in 0..50 {
+            widgets = c.find_all(Locator::Css("#widgets .widget")).await.unwrap().len();
+            if widgets == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(widgets, 1, "the tile was removed (reloaded: {reload})");
+    }
+
+    // Nothing the page did broke its Content-Security-Policy or threw. (The log also has
+    // the 401 of the first look for a session, before sign-in: expected.)
+    let log = browser_log(&c).await;
+    assert!(!log.is_empty(), "the browser log is read");
+    let bad: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["message"].as_str().is_some_and(|m| m.contains("Content Security Policy") || m.contains("Uncaught"))
+        })
+        .collect();
+    assert!(bad.is_empty(), "CSP violations or uncaught errors: {bad:#?}");
+    c.close().await.unwrap();
+}
+
+/// Reads a streamed body until `enough` holds for what was read, or it ends, or 5 s pass.
+async fn read_events(resp: &mut reqwest::Response, enough: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !enough(&text) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("the stream neither ended nor sent what was awaited in 5 s: {text:?}"),
+        }
+    }
+    text
+}
+
+/// The console's device endpoints without a browser: every change needs the CSRF token,
+/// another tenant's device is "not found" everywhere, the report is an attachment with
+/// formula-safe cells and refuses a range larger than one answer, live readings stop
+/// with the session, a dashboard layout is kept per user and refused, with the reason,
+/// when it is not one the console knows; uPlot is cached for good, the console's own
+/// files not at all.
+#[tokio::test]
+async fn device_console_endpoints_csrf_tenants_report_and_layout() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-history-points", "4"]);
+    let admin = Api::admin(&server).await;
+    let mallory = json!({"username": "mallory", "service": "globex", "email": "mallory@example.com",
+                         "name": "Mallory", "profile": "admin", "passwd": "password-123"});
+    assert_eq!(admin.post("/auth/user", mallory).await.0, 200);
+    let me = ConsoleUser::sign_in(&server.http, "admin", support::ADMIN_PASSWORD).await;
+    let other = ConsoleUser::sign_in(&server.http, "mallory", "password-123").await;
+
+    let template = json!({"label": "Thermostat", "attrs": [
+        {"label": "temperature", "type": "dynamic", "value_type": "float"},
+        {"label": "target", "type": "actuator", "value_type": "float"}]});
+    let (status, _) = me.send(M::POST, "/console/api/templates", Some(template.clone()), false).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, t) = me.send(M::POST, "/console/api/templates", Some(template), true).await;
+    assert_eq!(status, 200, "{t}");
+    let tid = t["id"].as_i64().unwrap();
+    let bad = json!({"label": "", "attrs": [{"label": "a b", "type": "dynamic", "value_type": "float"}]});
+    let (status, refused) = me.send(M::POST, "/console/api/templates", Some(bad), true).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refused["error"],
+        "attrs.0.label: Labels must contain letters, numbers or dashes(-_); label: Field may not be empty."
+    );
+
+    let body = json!({"label": "boiler", "templates": [tid]});
+    assert_eq!(me.send(M::POST, "/console/api/devices", Some(body.clone()), false).await.0, 403);
+    let (status, created) = me.send(M::POST, "/console/api/devices", Some(body), true).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["devices"][0]["id"].as_str().unwrap().to_string();
+    let (status, found) = me.get("/console/api/devices?label=oil&page_size=5").await;
+    assert_eq!((status, found["devices"].as_array().unwrap().len()), (200, 1), "search by part of the label");
+    let (_, none) = me.get("/console/api/devices?label=nothing").await;
+    assert_eq!(none["devices"], json!([]));
+    for label in ["pump", "boiler 2"] {
+        let body = json!({"label": label, "templates": [tid]});
+        assert_eq!(me.send(M::POST, "/console/api/devices", Some(body), true).await.0, 200);
+    }
+    let (_, page) = me.get("/console/api/devices?page_size=2&page_num=2&sortBy=label").await;
+    let labels: Vec<&str> = page["devices"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert_eq!((labels, &page["pagination"]["total"]), (vec!["pump"], &json!(2)), "{page}");
+
+    // Templates: edited (attributes matched by label and type keep their id), deleted when unused.
+    let edited = json!({"label": "Thermostat", "attrs": [
+        {"label": "temperature", "type": "dynamic", "value_type": "float"},
+        {"label": "target", "type": "actuator", "value_type": "float"},
+        {"label": "model", "type": "static", "value_type": "string", "static_value": "TX-1"}]});
+    let path = format!("/console/api/templates/{tid}");
+    assert_eq!(me.send(M::PUT, &path, Some(edited.clone()), false).await.0, 403);
+    let (status, t) = me.send(M::PUT, &path, Some(edited), true).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["attrs"][2]["static_value"], "TX-1");
+    let (_, d) = me.get(&format!("/console/api/devices/{id}")).await;
+    let attrs = d["attrs"][tid.to_string()].as_array().unwrap();
+    assert_eq!(
+        attrs.iter().map(|a| a["label"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["temperature", "target", "model"]
+    );
+    let (status, refused) = me.send(M::DELETE, &path, None, true).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("Templates cannot be removed as they are being used by devices"))
+    );
+    let spare = json!({"label": "Spare", "attrs": []});
+    let (_, spare) = me.send(M::POST, "/console/api/templates", Some(spare), true).await;
+    let spare = format!("/console/api/templates/{}", spare["id"]);
+    assert_eq!(me.send(M::DELETE, &spare, None, false).await.0, 403);
+    assert_eq!(me.send(M::DELETE, &spare, None, true).await.0, 200);
+    assert_eq!(me.send(M::DELETE, &spare, None, true).await.0, 404);
+    assert_eq!(me.send(M::POST, &format!("/console/api/devices/{id}/secret"), None, false).await.0, 403);
+    let (status, secret) = me.send(M::POST, &format!("/console/api/devices/{id}/secret"), None, true).await;
+    assert_eq!(status, 200);
+    let secret = secret["secret"].as_str().unwrap().to_string();
+
+    // Readings, one a text a spreadsheet would run.
+    let formula = r#"=HYPERLINK("http://evil.example","click")"#;
+    let (status, _) = admin.send_reading("admin", &id, &secret, json!({"temperature": -1.5, "note": formula})).await;
+    assert_eq!(status, 204);
+    let resp = me.request(M::GET, &format!("/console/api/devices/{id}/report.csv?attr=note,temperature"), false);
+    let resp = resp.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(resp.headers()["content-disposition"], format!("attachment; filename=\"history-{id}.csv\"").as_str());
+    let csv = resp.text().await.unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").collect();
+    assert_eq!(lines.len(), 4, "{csv:?}");
+    assert_eq!(lines[0], "timestamp,attribute,value");
+    assert!(lines[1].ends_with(r#",note,"'=HYPERLINK(""http://evil.example"",""click"")""#), "{csv:?}");
+    assert!(lines[2].ends_with(",temperature,-1.5"), "a negative number stays a number: {csv:?}");
+
+    // Actuation: actuators only; CSRF needed.
+    let actuate = format!("/console/api/devices/{id}/actuate");
+    assert_eq!(me.send(M::PUT, &actuate, Some(json!({"attrs": {"target": 20}})), false).await.0, 403);
+    assert_eq!(me.send(M::PUT, &actuate, Some(json!({"attrs": {"target": 20}})), true).await.0, 200);
+    let (status, refused) = me.send(M::PUT, &actuate, Some(json!({"attrs": {"temperature": 20}})), true).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("not actuator attributes of this device: temperature")));
+
+    // More readings than one answer holds (4): the chart says so, the report refuses.
+    for t in 0..4 {
+        admin.send_reading("admin", &id, &secret, json!({"temperature": t})).await;
+    }
+    let (status, range) = me.get(&format!("/console/api/devices/{id}/history?attr=temperature")).await;
+    assert_eq!((status, range["truncated"].as_bool()), (200, Some(true)), "{range}");
+    let values: Vec<&Value> = range["points"].as_array().unwrap().iter().map(|p| &p["value"]).collect();
+    assert_eq!(values, [&json!(0), &json!(1), &json!(2), &json!(3)], "the newest, oldest first");
+    let (status, refused) = me.get(&format!("/console/api/devices/{id}/report.csv?attr=temperature")).await;
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("choose a shorter range"), "{refused}");
+    let (status, refused) = me.get(&format!("/console/api/devices/{id}/history?from=2024-02-01&to=2024-01-01")).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("the end of the range (to) is before its start (from)"))
+    );
+
+    // Another tenant's device is not found, whatever the endpoint; its lists are its own.
+    for path in ["", "/latest", "/history", "/report.csv", "/stream"] {
+        assert_eq!(other.get(&format!("/console/api/devices/{id}{path}")).await.0, 404, "GET {path}");
+    }
+    assert_eq!(other.send(M::PUT, &actuate, Some(json!({"attrs": {"target": 1}})), true).await.0, 404);
+    assert_eq!(other.send(M::POST, &format!("/console/api/devices/{id}/secret"), None, true).await.0, 404);
+    assert_eq!(other.send(M::DELETE, &format!("/console/api/devices/{id}"), None, true).await.0, 404);
+    assert_eq!(other.send(M::DELETE, &format!("/console/api/templates/{tid}"), None, true).await.0, 404);
+    assert_eq!(other.get("/console/api/devices").await.1["devices"], json!([]));
+    assert_eq!(other.get("/console/api/templates").await.1["templates"], json!([]));
+    assert_eq!(me.get(&format!("/console/api/devices/{id}")).await.0, 200, "still there");
+
+    // Dashboards: per user, validated, CSRF needed.
+    let layout = json!({"widgets": [{"type": "tile", "device": id, "attr": "temperature"},
+                                    {"type": "chart", "device": id, "attrs": ["temperature", "target"]}]});
+    assert_eq!(me.get("/console/api/dashboard").await, (200, json!({"widgets": []})));
+    assert_eq!(me.send(M::PUT, "/console/api/dashboard", Some(layout.clone()), false).await.0, 403);
+    assert_eq!(me.send(M::PUT, "/console/api/dashboard", Some(layout.clone()), true).await, (200, layout.clone()));
+    assert_eq!(me.get("/console/api/dashboard").await, (200, layout.clone()));
+    assert_eq!(other.get("/console/api/dashboard").await, (200, json!({"widgets": []})), "another user's own");
+    let tile = json!({"type": "tile", "device": id, "attr": "temperature"});
+    let too_many = json!({"widgets": vec![tile; 65]});
+    let (status, refused) = me.send(M::PUT, "/console/api/dashboard", Some(too_many), true).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("a dashboard holds at most 64 widgets")));
+    let unknown = json!({"widgets": [{"type": "map", "device": id}]});
+    let (status, refused) = me.send(M::PUT, "/console/api/dashboard", Some(unknown), true).await;
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("unknown variant `map`"), "{refused}");
+    assert_eq!(me.get("/console/api/dashboard").await, (200, layout), "a refused layout changes nothing");
+
+    // Live readings: the device's own, as SSE; they stop once the session is over.
+    let viewer = ConsoleUser::sign_in(&server.http, "admin", support::ADMIN_PASSWORD).await;
+    let mut live = viewer.request(M::GET, &format!("/console/api/devices/{id}/stream"), false).send().await.unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    admin.send_reading("admin", &id, &secret, json!({"temperature": 7})).await;
+    let seen = read_events(&mut live, |text| text.contains("\"temperature\":7")).await;
+    assert!(seen.contains("event: device-data\n"), "{seen:?}");
+    assert!(seen.contains(&format!("\"deviceid\":\"{id}\"")) && seen.contains("\"tenant\":\"admin\""), "{seen:?}");
+    assert_eq!(viewer.post("/console/api/logout").await, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin.send_reading("admin", &id, &secret, json!({"temperature": 8})).await;
+    let rest = read_events(&mut live, |_| false).await;
+    assert!(!rest.contains("\"temperature\":8"), "a signed-out session's stream goes on: {rest:?}");
+
+    // Files: the vendored chart library is cached for good (its version is in its path).
+    for (path, cache, kind) in [
+        ("/console/vendor/uplot-1.6.32/uPlot.iife.min.js", "public, max-age=31536000, immutable", "text/javascript"),
+        ("/console/js/app.js", "no-store", "text/javascript"),
+        ("/console/", "no-store", "text/html"),
+    ] {
+        let resp = reqwest::get(format!("{}{path}", server.http)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        assert_eq!(resp.headers()["cache-control"], cache, "{path}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        assert!(resp.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self';"));
+    }
+
+    // Deleting the device (CSRF needed) ends its pages.
+    assert_eq!(me.send(M::DELETE, &format!("/console/api/devices/{id}"), None, false).await.0, 403);
+    assert_eq!(me.send(M::DELETE, &format!("/console/api/devices/{id}"), None, true).await.0, 200);
+    assert_eq!(me.get(&format!("/console/api/devices/{id}/latest")).await.0, 404);
 }

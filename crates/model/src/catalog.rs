@@ -154,7 +154,9 @@ fn string_field(obj: &Map<String, Value>, key: &str, prefix: &str, max: usize, e
     String::new()
 }
 
-fn is_attr_label(s: &str) -> bool {
+/// Whether `s` may be a template attribute's label: letters, digits, `_` and `-` (its
+/// length is checked against [`MAX_LABEL_LEN`] apart).
+pub fn is_attr_label(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

@@ -628,3 +628,28 @@ async fn a_stream_ticket_is_taken_once_by_any_node_before_it_expires() {
         assert_eq!(won, 1, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_are_kept_per_tenant_and_user_and_shared_by_nodes() {
+    use crate::dashboards::DashboardRecord;
+    let layout = |text: &str, updated_ms: i64| DashboardRecord { layout: text.into(), updated_ms };
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        assert_eq!(store.dashboard("acme", 1).await.unwrap(), None, "{name}: none saved yet");
+        store.save_dashboard("acme", 1, layout(r#"{"widgets":[]}"#, 10)).await.unwrap();
+        store.save_dashboard("globex", 1, layout("globex's user 1", 11)).await.unwrap();
+        store.save_dashboard("acme", 2, layout("acme's user 2", 12)).await.unwrap();
+        assert_eq!(other.dashboard("acme", 1).await.unwrap(), Some(layout(r#"{"widgets":[]}"#, 10)), "{name}");
+
+        // Saving again replaces the layout, on any node; the others' stay.
+        other.save_dashboard("acme", 1, layout("replaced, é ✓", 20)).await.unwrap();
+        assert_eq!(store.dashboard("acme", 1).await.unwrap(), Some(layout("replaced, é ✓", 20)), "{name}");
+        assert_eq!(store.dashboard("globex", 1).await.unwrap(), Some(layout("globex's user 1", 11)), "{name}");
+
+        assert!(other.delete_dashboard("acme", 1).await.unwrap(), "{name}");
+        assert!(!store.delete_dashboard("acme", 1).await.unwrap(), "{name}: already gone");
+        assert_eq!(store.dashboard("acme", 1).await.unwrap(), None, "{name}");
+        assert_eq!(store.dashboard("acme", 2).await.unwrap(), Some(layout("acme's user 2", 12)), "{name}");
+        assert_eq!(store.dashboard("globex", 1).await.unwrap(), Some(layout("globex's user 1", 11)), "{name}");
+    }
+}

@@ -151,7 +151,7 @@ struct Table {
 
 use Kind::{Bool, Bytes, Int, OptText, Text};
 
-/// Every table of schema version 7 on both engines, parents first (`users` and
+/// Every table of schema version 8 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
 const TABLES: &[Table] = &[
     Table {
@@ -267,6 +267,12 @@ const TABLES: &[Table] = &[
         order_by: "hash",
         identity: false,
     },
+    Table {
+        name: "console_dashboards",
+        columns: &[col("tenant", Text), col("user_id", Int), col("layout", Text), col("updated_ms", Int)],
+        order_by: "tenant, user_id",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -281,9 +287,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 7 of both engines: a new migration step must be
+// TABLES describes schema version 8 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 7 && crate::postgres::SCHEMA_VERSION == 7);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 8 && crate::postgres::SCHEMA_VERSION == 8);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -745,6 +751,9 @@ mod tests {
             expires_ms: i64::MAX,
         };
         assert!(s.insert_ticket(ticket, 0, 1).await.unwrap());
+        let layout = r#"{"widgets":[{"type":"tile","device":"d1","attr":"t"}]}"#;
+        let dashboard = crate::dashboards::DashboardRecord { layout: layout.into(), updated_ms: 1_700_000_000_900 };
+        s.save_dashboard("acme", 1, dashboard).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {
@@ -883,6 +892,8 @@ mod tests {
         for name in ["jwt", "ca.key", "nothing"] {
             assert_eq!(pg.secret(name).await.unwrap(), sqlite.secret(name).await.unwrap(), "{name}");
         }
+        assert_eq!(pg.dashboard("acme", 1).await.unwrap(), sqlite.dashboard("acme", 1).await.unwrap());
+        assert!(pg.dashboard("acme", 1).await.unwrap().is_some());
 
         // Row for row, ids included (history's are SQLite's rowids).
         let client = pg.client().await.unwrap();

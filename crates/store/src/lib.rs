@@ -1,5 +1,6 @@
 //! Persistence for Ingot, behind one trait per room ([`users::UserStore`],
-//! [`catalog::CatalogStore`], [`history::HistoryStore`], …; together [`Store`]) so that
+//! [`catalog::CatalogStore`], [`history::HistoryStore`], [`dashboards::DashboardStore`], …;
+//! together [`Store`]) so that
 //! services never depend on an engine. [`SqliteStore`] is the embedded implementation:
 //! an SQLite database in the data directory.
 //!
@@ -21,6 +22,7 @@ pub mod catalog;
 #[cfg(test)]
 mod contract;
 pub mod copy;
+pub mod dashboards;
 pub mod history;
 mod migrate;
 pub mod postgres;
@@ -107,6 +109,7 @@ pub trait Store:
     + SecretStore
     + SessionStore
     + TicketStore
+    + DashboardStore
     + 'static
 {
 }
@@ -121,6 +124,7 @@ impl<T> Store for T where
         + SecretStore
         + SessionStore
         + TicketStore
+        + DashboardStore
         + 'static
 {
 }
@@ -190,6 +194,7 @@ impl StoreUrl {
 /// The room traits, for `use store::prelude::*` where a [`SharedStore`] is used.
 pub mod prelude {
     pub use crate::catalog::CatalogStore;
+    pub use crate::dashboards::DashboardStore;
     pub use crate::history::HistoryStore;
     pub use crate::seats::SeatStore;
     pub use crate::secrets::SecretStore;

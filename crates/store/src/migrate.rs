@@ -147,6 +147,16 @@ const STEPS: &[&str] = &[
     CREATE INDEX stream_tickets_user ON stream_tickets (tenant, user_id);
     CREATE INDEX stream_tickets_expiry ON stream_tickets (expires_ms);
     "#,
+    // 8: console dashboards, one layout (JSON) per user.
+    r#"
+    CREATE TABLE console_dashboards (
+        tenant TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        layout TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+    );
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -171,6 +171,16 @@ const STEPS: &[&str] = &[
     CREATE INDEX stream_tickets_user ON stream_tickets (tenant, user_id);
     CREATE INDEX stream_tickets_expiry ON stream_tickets (expires_ms);
     "#,
+    // 8: console dashboards, one layout (JSON) per user.
+    r#"
+    CREATE TABLE console_dashboards (
+        tenant TEXT COLLATE "C" NOT NULL,
+        user_id BIGINT NOT NULL,
+        layout TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -324,6 +334,7 @@ mod tests {
             constraint_columns("PRIMARY KEY").await,
             [
                 "api_tokens(id)",
+                "console_dashboards(tenant,user_id)",
                 "console_sessions(id_hash)",
                 "counters(tenant,name)",
                 "dead_series(id)",
