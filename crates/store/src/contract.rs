@@ -653,3 +653,54 @@ async fn dashboards_are_kept_per_tenant_and_user_and_shared_by_nodes() {
         assert_eq!(store.dashboard("globex", 1).await.unwrap(), Some(layout("globex's user 1", 11)), "{name}");
     }
 }
+
+#[tokio::test]
+async fn certificates_are_kept_per_tenant_listed_owned_and_revoked_once() {
+    use crate::certificates::{CertificateFilter, CertificateRecord};
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let cert = |fp: &str, tenant: &str, device: Option<&str>, created_ms: i64| CertificateRecord {
+            fingerprint: fp.into(),
+            tenant: tenant.into(),
+            device: device.map(str::to_string),
+            application: None,
+            pem: format!("pem of {fp}"),
+            serial: format!("serial-{fp}"),
+            not_after_ms: 10_000,
+            created_ms,
+            revoked_ms: None,
+        };
+        store.insert_certificate(cert("AA", "acme", Some("d1"), 1)).await.unwrap();
+        store.insert_certificate(cert("BB", "acme", None, 2)).await.unwrap();
+        store.insert_certificate(cert("CC", "globex", Some("d1"), 3)).await.unwrap();
+        assert!(store.insert_certificate(cert("AA", "globex", None, 4)).await.is_err(), "{name}: one fingerprint");
+
+        assert_eq!(other.certificate("acme", "AA").await.unwrap(), Some(cert("AA", "acme", Some("d1"), 1)), "{name}");
+        assert_eq!(other.certificate("globex", "AA").await.unwrap(), None, "{name}: tenant isolation");
+        assert_eq!(other.certificate_any("CC").await.unwrap().unwrap().tenant, "globex", "{name}");
+
+        let all = CertificateFilter::default();
+        let page = store.certificates("acme", &all, 0, 1).await.unwrap();
+        assert_eq!((page.total, page.certificates[0].fingerprint.as_str()), (2, "BB"), "{name}: newest first");
+        let page = store.certificates("acme", &all, 1, 1).await.unwrap();
+        assert_eq!(page.certificates[0].fingerprint, "AA", "{name}: page 1");
+        let d1 = CertificateFilter { device: Some("d1".into()), ..CertificateFilter::default() };
+        assert_eq!(store.certificates("acme", &d1, 0, 10).await.unwrap().total, 1, "{name}");
+
+        assert!(other.set_certificate_owner("acme", "BB", Some("d2"), None).await.unwrap(), "{name}");
+        assert!(!other.set_certificate_owner("globex", "BB", Some("d2"), None).await.unwrap(), "{name}");
+        assert_eq!(store.certificate("acme", "BB").await.unwrap().unwrap().device.as_deref(), Some("d2"), "{name}");
+
+        let revoked = other.revoke_certificate("acme", "AA", 500).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_ms, Some(500), "{name}");
+        let again = store.revoke_certificate("acme", "AA", 900).await.unwrap().unwrap();
+        assert_eq!(again.revoked_ms, Some(500), "{name}: revoked once");
+        assert_eq!(store.revoke_certificate("globex", "BB", 900).await.unwrap(), None, "{name}");
+        assert!(!store.set_certificate_owner("acme", "AA", Some("d3"), None).await.unwrap(), "{name}: revoked");
+        assert_eq!(store.certificates("acme", &all, 0, 10).await.unwrap().total, 1, "{name}: valid ones listed");
+        let with_revoked = CertificateFilter { revoked: true, ..CertificateFilter::default() };
+        assert_eq!(store.certificates("acme", &with_revoked, 0, 10).await.unwrap().total, 2, "{name}");
+        assert_eq!(store.revoked_certificates(1_000).await.unwrap(), vec![("serial-AA".to_string(), 500)], "{name}");
+        assert!(store.revoked_certificates(10_000).await.unwrap().is_empty(), "{name}: expired ones leave the CRL");
+    }
+}

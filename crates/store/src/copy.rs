@@ -122,6 +122,8 @@ enum Kind {
     Text,
     /// Text or NULL.
     OptText,
+    /// INTEGER or NULL.
+    OptInt,
     /// BLOB in SQLite, BYTEA in PostgreSQL.
     Bytes,
 }
@@ -149,9 +151,9 @@ struct Table {
     identity: bool,
 }
 
-use Kind::{Bool, Bytes, Int, OptText, Text};
+use Kind::{Bool, Bytes, Int, OptInt, OptText, Text};
 
-/// Every table of schema version 8 on both engines, parents first (`users` and
+/// Every table of schema version 9 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
 const TABLES: &[Table] = &[
     Table {
@@ -273,6 +275,22 @@ const TABLES: &[Table] = &[
         order_by: "tenant, user_id",
         identity: false,
     },
+    Table {
+        name: "certificates",
+        columns: &[
+            col("fingerprint", Text),
+            col("tenant", Text),
+            col("device", OptText),
+            col("application", OptText),
+            col("pem", Text),
+            col("serial", Text),
+            col("not_after_ms", Int),
+            col("created_ms", Int),
+            col("revoked_ms", OptInt),
+        ],
+        order_by: "fingerprint",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -287,9 +305,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 8 of both engines: a new migration step must be
+// TABLES describes schema version 9 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 8 && crate::postgres::SCHEMA_VERSION == 8);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 9 && crate::postgres::SCHEMA_VERSION == 9);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -306,7 +324,7 @@ impl Table {
         self.columns
             .iter()
             .map(|c| match c.kind {
-                Int => Type::INT8,
+                Int | OptInt => Type::INT8,
                 Bool => Type::BOOL,
                 Text | OptText => Type::TEXT,
                 Bytes => Type::BYTEA,
@@ -332,6 +350,7 @@ impl Kind {
             Bool => Cell::Bool(row.get(i)?),
             Text => Cell::Text(row.get(i)?),
             OptText => row.get::<_, Option<String>>(i)?.map_or(Cell::Null, Cell::Text),
+            OptInt => row.get::<_, Option<i64>>(i)?.map_or(Cell::Null, Cell::Int),
             Bytes => Cell::Bytes(row.get(i)?),
         })
     }
@@ -754,6 +773,20 @@ mod tests {
         let layout = r#"{"widgets":[{"type":"tile","device":"d1","attr":"t"}]}"#;
         let dashboard = crate::dashboards::DashboardRecord { layout: layout.into(), updated_ms: 1_700_000_000_900 };
         s.save_dashboard("acme", 1, dashboard).await.unwrap();
+        for (n, revoked) in [(1, None), (2, Some(1_700_000_000_900))] {
+            let cert = crate::certificates::CertificateRecord {
+                fingerprint: format!("AB:{n:02}"),
+                tenant: "acme".into(),
+                device: (n == 1).then(|| "d1".into()),
+                application: None,
+                pem: "-----BEGIN CERTIFICATE-----".into(),
+                serial: format!("{n:x}"),
+                not_after_ms: 1_800_000_000_000,
+                created_ms: 1_700_000_000_000,
+                revoked_ms: revoked,
+            };
+            s.insert_certificate(cert).await.unwrap();
+        }
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {
@@ -1018,7 +1051,7 @@ mod tests {
                         .filter(|c| c.source != "rowid")
                         .map(|c| {
                             let ty = match c.kind {
-                                Int | Bool => "INTEGER",
+                                Int | OptInt | Bool => "INTEGER",
                                 Text | OptText => "TEXT",
                                 Bytes => "BLOB",
                             };
@@ -1074,12 +1107,12 @@ mod tests {
             .flat_map(|t| {
                 t.columns.iter().map(|c| {
                     let ty = match c.kind {
-                        Int => "bigint",
+                        Int | OptInt => "bigint",
                         Bool => "boolean",
                         Text | OptText => "text",
                         Bytes => "bytea",
                     };
-                    let nullable = if c.kind == OptText { "YES" } else { "NO" };
+                    let nullable = if matches!(c.kind, OptText | OptInt) { "YES" } else { "NO" };
                     (t.name.to_string(), c.name.to_string(), ty.to_string(), nullable.to_string())
                 })
             })

@@ -19,6 +19,7 @@
 //! (`contract`, [`testing::engines`]).
 
 pub mod catalog;
+pub mod certificates;
 #[cfg(test)]
 mod contract;
 pub mod copy;
@@ -110,6 +111,7 @@ pub trait Store:
     + SessionStore
     + TicketStore
     + DashboardStore
+    + CertificateStore
     + 'static
 {
 }
@@ -125,6 +127,7 @@ impl<T> Store for T where
         + SessionStore
         + TicketStore
         + DashboardStore
+        + CertificateStore
         + 'static
 {
 }
@@ -194,6 +197,7 @@ impl StoreUrl {
 /// The room traits, for `use store::prelude::*` where a [`SharedStore`] is used.
 pub mod prelude {
     pub use crate::catalog::CatalogStore;
+    pub use crate::certificates::CertificateStore;
     pub use crate::dashboards::DashboardStore;
     pub use crate::history::HistoryStore;
     pub use crate::seats::SeatStore;

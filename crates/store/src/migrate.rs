@@ -157,6 +157,21 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (tenant, user_id)
     );
     "#,
+    // 9: device certificates issued by the CA (x509-identity-mgmt's registry).
+    r#"
+    CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        device TEXT,
+        application TEXT,
+        pem TEXT NOT NULL,
+        serial TEXT NOT NULL UNIQUE,
+        not_after_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -181,6 +181,21 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (tenant, user_id)
     );
     "#,
+    // 9: device certificates issued by the CA (x509-identity-mgmt's registry).
+    r#"
+    CREATE TABLE certificates (
+        fingerprint TEXT COLLATE "C" PRIMARY KEY,
+        tenant TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C",
+        application TEXT,
+        pem TEXT NOT NULL,
+        serial TEXT COLLATE "C" NOT NULL UNIQUE,
+        not_after_ms BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        revoked_ms BIGINT
+    );
+    CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -334,6 +349,7 @@ mod tests {
             constraint_columns("PRIMARY KEY").await,
             [
                 "api_tokens(id)",
+                "certificates(fingerprint)",
                 "console_dashboards(tenant,user_id)",
                 "console_sessions(id_hash)",
                 "counters(tenant,name)",
@@ -353,7 +369,13 @@ mod tests {
         );
         assert_eq!(
             constraint_columns("UNIQUE").await,
-            ["api_tokens(token_hash)", "series(tenant,device_id,attr)", "users(email)", "users(username)"]
+            [
+                "api_tokens(token_hash)",
+                "certificates(serial)",
+                "series(tenant,device_id,attr)",
+                "users(email)",
+                "users(username)"
+            ]
         );
         assert_eq!(constraint_columns("FOREIGN KEY").await, ["api_tokens(tenant)", "users(service)"]);
 

@@ -29,6 +29,7 @@
 //! publish is refused, never acknowledged, while PostgreSQL is down.
 
 mod catalog;
+mod certificates;
 mod dashboards;
 mod history;
 #[cfg(test)]
