@@ -11,6 +11,8 @@
 //! the CA did. A user-supplied certificate and key ([`TlsMaterial::from_files`]) replace
 //! the generated server certificate.
 
+pub mod certificates;
+
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -42,6 +44,9 @@ pub enum PkiError {
     Store(#[from] store::StoreError),
     #[error("the stored CA is unusable ({0}); the store was changed by hand")]
     BadStoredCa(&'static str),
+    /// A certificate signing request broke one of the rules (an HTTP 400).
+    #[error("{0}")]
+    BadCsr(String),
 }
 
 /// Ingot's certificate authority: its certificate and private key (PEM).
