@@ -6,7 +6,7 @@ start_server() {
     local dir=$1; shift
     mkdir -p "$dir/data"
     INGOT_ADMIN_PASSWORD=$PASSWORD INGOT_LOG=warn "$BIN" serve --data-dir "$dir/data" \
-        --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 "$@" >"$dir/server.out" 2>"$dir/server.err" &
+        --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 --mqtts 127.0.0.1:0 "$@" >"$dir/server.out" 2>"$dir/server.err" &
     SERVER_PID=$!
     for _ in $(seq 300); do
         grep -q '^ingot: HTTP API listening on ' "$dir/server.out" && break

@@ -26,7 +26,7 @@ BIN="$CARGO_TARGET_DIR/release/ingot"
 
 WORK=$(mktemp -d -t ingot-metrics-bench.XXXXXX)
 INGOT_ADMIN_PASSWORD=$PASSWORD INGOT_LOG=warn "$BIN" serve --data-dir "$WORK/data" \
-    --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 --metrics-rate-per-token 0 ${SERVE_FLAGS:-} > "$WORK/out" &
+    --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --https 127.0.0.1:0 --mqtts 127.0.0.1:0 --metrics-rate-per-token 0 ${SERVE_FLAGS:-} > "$WORK/out" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do grep -q "HTTPS listening" "$WORK/out" 2>/dev/null && break; sleep 0.1; done

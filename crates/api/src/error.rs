@@ -42,6 +42,10 @@ pub enum ApiError {
     HistoryNotFound(&'static str, &'static str),
     #[error(transparent)]
     Stream(#[from] realtime::HubError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("{0}")]
+    NotFound(String),
     #[error(
         "this route is a WebSocket: send a WebSocket upgrade request (GET, Connection: Upgrade, Upgrade: websocket)"
     )]
@@ -123,6 +127,9 @@ impl ApiError {
             Self::Stream(realtime::HubError::ShuttingDown) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
             Self::Stream(_) => message(S::TOO_MANY_REQUESTS, self.to_string()),
             Self::UpgradeRequired => message(S::UPGRADE_REQUIRED, self.to_string()),
+            Self::Pki(pki::PkiError::BadCsr(m)) => message(S::BAD_REQUEST, m.as_str()),
+            Self::Pki(_) => internal(self),
+            Self::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),
             Self::MethodNotAllowed => message(S::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
         }

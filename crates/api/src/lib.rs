@@ -53,6 +53,8 @@ pub struct AppState {
     pub seats: Arc<seats::SeatService>,
     pub ingest: Arc<IngestService>,
     pub history: Arc<HistoryService>,
+    /// Device certificates under the installation's CA (x509).
+    pub certificates: Arc<pki::certificates::CertificateService>,
     /// The real-time hub every stream reads from.
     pub realtime: Arc<realtime::Hub>,
     pub metrics: Option<PrometheusHandle>,

@@ -656,6 +656,12 @@ impl DeviceService {
         Ok(secret)
     }
 
+    /// A credential of the device other than its secret was withdrawn (a certificate
+    /// revoked): its connections end (see ingest::mqtt) and must authenticate again.
+    pub async fn credential_revoked(&self, tenant: &str, id: &str) {
+        self.emit(tenant, EventKind::Credentials, json!({"id": id})).await;
+    }
+
     /// The tenant left dojot's unsecured mode (`PUT /tenant/settings`): devices connected
     /// without a secret are told to go (see ingest::mqtt); new ones are refused already,
     /// since every connect reads the setting.
@@ -733,6 +739,28 @@ impl DeviceDirectory for DeviceService {
                     (false, Some(_)) => Err(DeviceAuthError::BadSecret),
                 }
             }
+        }
+    }
+
+    /// The certificate registry (`pki` writes it) says whether the certificate is this
+    /// device's and not revoked; the catalog, whether the device exists.
+    async fn verify_certificate(&self, device: &DeviceRef, fingerprint: &str) -> Result<DeviceAuth, DeviceAuthError> {
+        if !self.device_exists(&device.tenant, &device.device_id).await {
+            return Err(DeviceAuthError::UnknownDevice);
+        }
+        let cert = self.store.certificate_any(fingerprint).await.map_err(|e| {
+            tracing::warn!(device = %device, error = %e, "cannot read the certificate registry");
+            DeviceAuthError::Unavailable
+        })?;
+        match cert {
+            Some(c)
+                if c.tenant == device.tenant
+                    && c.device.as_deref() == Some(device.device_id.as_str())
+                    && c.revoked_ms.is_none() =>
+            {
+                Ok(DeviceAuth::Certificate)
+            }
+            _ => Err(DeviceAuthError::BadCertificate),
         }
     }
 }

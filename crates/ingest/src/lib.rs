@@ -9,5 +9,6 @@ pub mod mqtt;
 mod service;
 
 pub use service::{
-    DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth, DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService,
+    ClientCertificate, DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth, DeviceAuthError, DeviceDirectory, DeviceLogin,
+    IngestError, IngestService,
 };

@@ -17,6 +17,13 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     /// Checks that `device` exists and that `secret` is its current credential.
     /// `None` is accepted only for a tenant in dojot's "unsecured mode".
     async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<DeviceAuth, DeviceAuthError>;
+    /// Checks that `device` exists and that the certificate with `fingerprint` (already
+    /// verified against the CA by TLS) is a valid one of its own: issued for it, not
+    /// revoked. A directory without certificates refuses them.
+    async fn verify_certificate(&self, device: &DeviceRef, fingerprint: &str) -> Result<DeviceAuth, DeviceAuthError> {
+        let _ = (device, fingerprint);
+        Err(DeviceAuthError::BadCertificate)
+    }
     /// The attribute labels `device` has history for (its distinct attributes so far).
     async fn stored_attrs(&self, device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError>;
 }
@@ -28,6 +35,8 @@ pub enum DeviceAuth {
     Secret,
     /// Without one: its tenant is in dojot's unsecured mode.
     Unsecured,
+    /// With a client certificate of its own (MQTT over mutual TLS).
+    Certificate,
 }
 
 /// Why a device was not let in.
@@ -41,6 +50,8 @@ pub enum DeviceAuthError {
     SecretRequired,
     #[error("wrong device secret")]
     BadSecret,
+    #[error("the client certificate is unknown, revoked or not this device's")]
+    BadCertificate,
     #[error("device directory unavailable")]
     Unavailable,
 }
@@ -53,6 +64,7 @@ impl DeviceAuthError {
             Self::UnknownDevice => "unknown_device",
             Self::SecretRequired => "secret_required",
             Self::BadSecret => "bad_secret",
+            Self::BadCertificate => "bad_certificate",
             Self::Unavailable => "unavailable",
         }
     }
@@ -66,6 +78,17 @@ pub struct DeviceLogin<'a> {
     pub password: Option<&'a [u8]>,
     /// MQTT client id; mosca identified devices by a `tenant:device` client id.
     pub client_id: &'a str,
+    /// The client certificate of a mutual-TLS connection: it alone identifies the device.
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
+/// A client certificate TLS verified against the CA: what identifies the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// `model::secret::certificate_fingerprint` of its DER.
+    pub fingerprint: String,
+    /// Its subject's CN: `tenant:device`, as the CA writes it.
+    pub common_name: String,
 }
 
 /// Why a message from an authenticated device was not accepted.
@@ -160,6 +183,15 @@ impl IngestService {
     /// [`Self::authenticate`], also saying how the device proved itself (the MQTT agent
     /// ends unsecured connections when their tenant leaves unsecured mode).
     pub async fn authenticate_how(&self, login: DeviceLogin<'_>) -> Result<(DeviceRef, DeviceAuth), DeviceAuthError> {
+        if let Some(cert) = login.certificate {
+            // The certificate names the device; a username, if sent, must agree.
+            let device = DeviceRef::parse_colon(&cert.common_name).map_err(|_| DeviceAuthError::BadIdentity)?;
+            if login.username.is_some_and(|u| !u.is_empty() && u != cert.common_name) {
+                return Err(DeviceAuthError::BadIdentity);
+            }
+            let how = self.directory.verify_certificate(&device, &cert.fingerprint).await?;
+            return Ok((device, how));
+        }
         let ident = login.username.filter(|u| !u.is_empty()).unwrap_or(login.client_id);
         let device = DeviceRef::parse_colon(ident).map_err(|_| DeviceAuthError::BadIdentity)?;
         let how = self.directory.verify_device(&device, login.password).await?;

@@ -38,7 +38,8 @@ enum Command {
 
 fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    let filter =
+        EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,rustls=error"));
     // Logs go to stderr so that stdout stays free for command output (e.g. proxy stats).
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("INGOT_LOG_FORMAT").is_ok_and(|f| f == "json") {

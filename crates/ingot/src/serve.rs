@@ -31,9 +31,13 @@ pub struct ServeArgs {
     /// MQTT device agent address.
     #[arg(long, env = "INGOT_MQTT", default_value = "0.0.0.0:1883")]
     pub mqtt: SocketAddr,
-    /// MQTT over TLS address (reserved for the mutual-TLS device agent).
+    /// MQTT over mutual TLS: devices present a certificate from Ingot's CA
+    /// (`POST /x509/v1/certificates`), which identifies them.
     #[arg(long, env = "INGOT_MQTTS", default_value = "0.0.0.0:8883")]
     pub mqtts: SocketAddr,
+    /// Validity of the device certificates the CA issues, in days.
+    #[arg(long, env = "INGOT_CERT_VALIDITY_DAYS", default_value_t = 90)]
+    pub cert_validity_days: u32,
     /// HTTPS address: the whole API over TLS, with a certificate from Ingot's CA
     /// (`<data-dir>/tls/ca.pem`) unless --tls-cert/--tls-key are given.
     #[arg(long, env = "INGOT_HTTPS", default_value = "0.0.0.0:8443")]
@@ -201,7 +205,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = Arc::new(auth::AuthService::open(store.clone(), Some(&legacy_key), auth_config).await?);
     // The CA is in the store too (a file of an older installation is imported).
     let tls_dir = args.data_dir.join("tls");
-    let ca = pki::CertificateAuthority::load_or_create(&store, &tls_dir).await?;
+    let ca = Arc::new(pki::CertificateAuthority::load_or_create(&store, &tls_dir).await?);
     let admin_password = std::env::var("INGOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some(generated) = auth.bootstrap(admin_password).await? {
         // Printed, not logged: the one time this password is shown.
@@ -260,8 +264,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_max_attrs_per_device(args.max_attrs_per_device),
     );
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,
+        _ => pki::TlsMaterial::load_or_create(&tls_dir, &ca, &pki::default_server_names())?,
+    };
+    let mqtts = ingest::mqtt::MqttTls { listen: args.mqtts, config: tls.mutual_tls_config(&[&ca.cert_pem])? };
     let mqtt_config = MqttConfig {
         listen: args.mqtt,
+        tls: Some(mqtts),
         max_connections: args.max_mqtt_connections,
         max_keep_alive_secs: args.mqtt_max_keep_alive_secs,
         max_inflight: args.mqtt_max_inflight,
@@ -272,9 +282,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..MqttConfig::default()
     };
     let mqtt = MqttServer::start(mqtt_config, ingest.clone()).await.with_context(|| {
-        format!("cannot start the MQTT agent on {} (is another broker using it? use --mqtt)", args.mqtt)
+        format!(
+            "cannot start the MQTT agent on {} and {} (is another broker using them? use --mqtt and --mqtts)",
+            args.mqtt, args.mqtts
+        )
     })?;
     println!("ingot: MQTT listening on {}", mqtt.local_addr());
+    if let Some(addr) = mqtt.tls_local_addr() {
+        println!("ingot: MQTTS (mutual TLS) listening on {addr}");
+    }
 
     let seats = Arc::new(seats::SeatService::new(store.clone(), bus.clone(), args.max_seat_accounts));
     if args.bus != "memory" {
@@ -298,6 +314,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         history: Arc::new(history::HistoryService::new(store.clone(), args.max_history_points)),
         metrics: Some(prometheus),
         realtime: hub.clone(),
+        certificates: Arc::new(pki::certificates::CertificateService::new(
+            store.clone(),
+            ca.clone(),
+            args.cert_validity_days,
+        )),
         config: Arc::new(api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),
@@ -307,10 +328,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.metrics_rate_per_token,
             args.metrics_rate_per_token,
         )),
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,
-        _ => pki::TlsMaterial::load_or_create(&tls_dir, &ca, &pki::default_server_names())?,
     };
     let tls_config = tls.server_config(api::https::ALPN)?;
 

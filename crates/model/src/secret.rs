@@ -21,6 +21,13 @@ pub fn hash_secret(secret: &[u8]) -> String {
     hex::encode(Sha256::digest(secret))
 }
 
+/// A certificate's fingerprint as dojot printed it: SHA-256 of its DER, upper-case hex
+/// pairs joined by `:`. The certificate registry's key, computed alike by the CA and by
+/// the MQTT agent from the certificate a device presents.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
 /// Whether `secret` hashes to `stored_hash`, compared in constant time.
 pub fn secret_matches(secret: &[u8], stored_hash: &str) -> bool {
     let computed = hash_secret(secret);

@@ -19,9 +19,8 @@ use rcgen::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
-use sha2::{Digest, Sha256};
 use store::SharedStore;
-use store::certificates::{CertificateFilter, CertificatePage, CertificateRecord};
+pub use store::certificates::{CertificateFilter, CertificatePage, CertificateRecord};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -52,10 +51,7 @@ pub struct CertificateService {
     validity: Duration,
 }
 
-/// SHA-256 of a DER certificate as dojot printed fingerprints: `AB:CD:…`, upper case.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
+pub use model::secret::certificate_fingerprint as fingerprint;
 
 /// The CN of a DER certificate, if it has one.
 pub fn common_name(der: &[u8]) -> Option<String> {

@@ -44,6 +44,8 @@ pub enum PkiError {
     Store(#[from] store::StoreError),
     #[error("the stored CA is unusable ({0}); the store was changed by hand")]
     BadStoredCa(&'static str),
+    #[error("cannot verify client certificates: {0}")]
+    ClientVerifier(String),
     /// A certificate signing request broke one of the rules (an HTTP 400).
     #[error("{0}")]
     BadCsr(String),
@@ -203,6 +205,30 @@ impl TlsMaterial {
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+impl TlsMaterial {
+    /// rustls configuration of the mutual-TLS MQTT listener: TLS 1.2 and 1.3, this
+    /// certificate, and a client certificate required and verified (chain, dates, use)
+    /// against `client_ca_pems` (Ingot's CA). Which certificates are still valid for
+    /// which device is the MQTT agent's question at CONNECT (`certificates`).
+    pub fn mutual_tls_config(&self, client_ca_pems: &[&str]) -> Result<Arc<ServerConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in client_ca_pems {
+            for der in CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok) {
+                roots.add(der)?;
+            }
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| PkiError::ClientVerifier(e.to_string()))?;
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(config))
     }
 }

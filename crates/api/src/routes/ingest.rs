@@ -19,7 +19,12 @@ pub async fn incoming_message(
     creds: DeviceCredentials,
     req: Request,
 ) -> Result<StatusCode, ApiError> {
-    let login = DeviceLogin { username: Some(&creds.identity), password: Some(creds.secret.as_bytes()), client_id: "" };
+    let login = DeviceLogin {
+        username: Some(&creds.identity),
+        password: Some(creds.secret.as_bytes()),
+        client_id: "",
+        certificate: None,
+    };
     let device = s.ingest.authenticate(login).await.inspect_err(|e| {
         tracing::info!(identity = %creds.identity, reason = e.reason(), "HTTP device refused");
         metrics::counter!("ingot_http_devices_refused_total", "reason" => e.reason()).increment(1);

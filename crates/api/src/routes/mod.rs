@@ -7,6 +7,7 @@ mod ingest;
 mod ops;
 mod seats;
 mod stream;
+mod x509;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -50,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/stream/socketio", get(stream::socketio_token))
         .route("/stream/devices", get(stream::tenant_events))
         .route("/stream/devices/{id}", get(stream::device_events))
+        // x509-identity-mgmt
+        .route("/x509/v1/ca", get(x509::ca))
+        .route("/x509/v1/ca/crl", get(x509::crl))
+        .route("/x509/v1/certificates", get(x509::list).post(x509::issue))
+        .route(
+            "/x509/v1/certificates/{fingerprint}",
+            get(x509::get).patch(x509::set_owner).delete(x509::revoke),
+        )
         // device agent over HTTP
         .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
         // seat metering (fakeiot): POST /metrics shares its path with the Prometheus GET

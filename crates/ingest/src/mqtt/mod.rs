@@ -39,8 +39,11 @@
 mod in_order;
 mod registry;
 mod session;
+mod tls;
 mod v3;
 mod v5;
+
+pub use tls::MqttTls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,6 +103,8 @@ pub struct MqttConfig {
     /// another node holding it closes its connection and hands its state over. Default
     /// false (one node: nothing to announce).
     pub cluster: bool,
+    /// MQTT over mutual TLS (client certificates identify devices); none by default.
+    pub tls: Option<MqttTls>,
 }
 
 impl Default for MqttConfig {
@@ -115,6 +120,7 @@ impl Default for MqttConfig {
             max_sessions_per_device: 16,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             cluster: false,
+            tls: None,
         }
     }
 }
@@ -145,6 +151,8 @@ pub(crate) enum ConnectionError {
     Payload(String),
     #[error("connection service failed to start")]
     Init,
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 // ntex-mqtt's service plumbing converts initialisation errors of `fn_service` (`()`).
@@ -193,6 +201,16 @@ impl MqttServer {
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|source| MqttError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| MqttError::Bind { addr: config.listen, source })?;
+        let tls_listener = match &config.tls {
+            Some(tls) => {
+                let l = std::net::TcpListener::bind(tls.listen)
+                    .map_err(|source| MqttError::Bind { addr: tls.listen, source })?;
+                let addr = l.local_addr().map_err(|source| MqttError::Bind { addr: tls.listen, source })?;
+                Some((l, addr))
+            }
+            None => None,
+        };
+        let tls_local_addr = tls_listener.as_ref().map(|(_, a)| *a);
 
         // Subscribed before accepting connections, so no actuation request slips by;
         // durable, so that no revocation (device deleted, secret changed) is ever dropped;
@@ -215,7 +233,7 @@ impl MqttServer {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ingot-mqtt".into())
-            .spawn(move || run_server(thread_shared, listener, ready_tx))
+            .spawn(move || run_server(thread_shared, listener, tls_listener.map(|(l, _)| l), ready_tx))
             .map_err(|e| MqttError::Start(e.to_string()))?;
         let server = match ready_rx.await {
             Ok(Ok(server)) => server,
@@ -223,8 +241,8 @@ impl MqttServer {
             Err(_) => return Err(MqttError::Start("the server thread ended early".into())),
         };
         let relay = runtime.spawn(relay_events(shared.clone(), events));
-        tracing::info!(%local_addr, "mqtt server listening");
-        Ok(MqttHandle { local_addr, server: Some(server), thread: Some(thread), relay, shared })
+        tracing::info!(%local_addr, tls = ?tls_local_addr, "mqtt server listening");
+        Ok(MqttHandle { local_addr, tls_local_addr, server: Some(server), thread: Some(thread), relay, shared })
     }
 }
 
@@ -247,6 +265,7 @@ fn validate(config: &MqttConfig) -> Result<(), MqttError> {
 /// A running MQTT server. Dropping it stops the server abruptly; prefer [`MqttHandle::shutdown`].
 pub struct MqttHandle {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     server: Option<ntex_server::Server<ntex_server::net::Connection>>,
     thread: Option<std::thread::JoinHandle<()>>,
     relay: tokio::task::JoinHandle<()>,
@@ -257,6 +276,11 @@ impl MqttHandle {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The mutual-TLS listener's address, if there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// Authenticated connections now.
@@ -292,7 +316,12 @@ impl Drop for MqttHandle {
 type StartResult = Result<ntex_server::Server<ntex_server::net::Connection>, std::io::Error>;
 
 /// The server thread: an ntex system running the MQTT service until it is stopped.
-fn run_server(shared: Arc<Shared>, listener: std::net::TcpListener, ready: tokio::sync::oneshot::Sender<StartResult>) {
+fn run_server(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    tls_listener: Option<std::net::TcpListener>,
+    ready: tokio::sync::oneshot::Sender<StartResult>,
+) {
     let workers = shared.config.workers;
     // ntex's limit is per worker and process-wide; ours (at CONNECT) is the one that
     // answers with a CONNACK, so ntex's only has to be above it.
@@ -313,6 +342,7 @@ fn run_server(shared: Arc<Shared>, listener: std::net::TcpListener, ready: tokio
                     .set_connect_timeout(ntex_util::time::Seconds(10)),
             )
             .into();
+        let tls_shared = shared.clone();
         let built = ntex_server::net::build()
             .workers(workers)
             .disable_signals()
@@ -320,7 +350,23 @@ fn run_server(shared: Arc<Shared>, listener: std::net::TcpListener, ready: tokio
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
             .stop_runtime()
             .listen("mqtt", listener, async move |_| mqtt_service(shared.clone()))
-            .map(|builder| builder.config("mqtt", mqtt_cfg));
+            .map(|builder| builder.config("mqtt", mqtt_cfg.clone()))
+            .and_then(|builder| match (tls_listener, tls_shared.config.tls.clone()) {
+                (Some(l), Some(tls)) => builder
+                    .listen("mqtts", l, async move |_| {
+                        ntex_service::chain_factory(ntex_tls::rustls::TlsAcceptor::new(tls.config.clone()))
+                            .map_err(|e| {
+                                // No certificate, another CA's, expired, or not TLS at all.
+                                metrics::counter!("ingot_mqtt_connections_refused_total", "reason" => "tls")
+                                    .increment(1);
+                                tracing::warn!(error = %e, "mqtts connection refused at the TLS handshake");
+                                ntex_mqtt::MqttError::Service(ConnectionError::Tls(e))
+                            })
+                            .and_then(mqtt_service(tls_shared.clone()))
+                    })
+                    .map(|builder| builder.config("mqtts", mqtt_cfg)),
+                _ => Ok(builder),
+            });
         match built {
             Ok(builder) => {
                 let server = builder.run();

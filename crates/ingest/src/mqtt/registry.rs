@@ -103,7 +103,8 @@ impl LiveSignal {
 struct Live {
     conn_id: u64,
     signal: Arc<LiveSignal>,
-    /// Whether the connection proved a secret (else it came in through unsecured mode).
+    /// Whether the connection proved a secret or a certificate (else it came in through
+    /// unsecured mode).
     with_secret: bool,
 }
 
@@ -134,7 +135,7 @@ impl Session {
 pub(crate) struct NewConnection {
     pub conn_id: u64,
     pub signal: Arc<LiveSignal>,
-    /// Whether it proved a secret (see [`Registry::revoke_unsecured`]).
+    /// Whether it proved a secret or a certificate (see [`Registry::revoke_unsecured`]).
     pub with_secret: bool,
 }
 

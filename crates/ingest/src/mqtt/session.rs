@@ -60,6 +60,8 @@ pub(crate) struct ConnectParams<'a> {
     pub session_expiry_secs: u32,
     pub keep_alive_secs: u16,
     pub will: Option<Will>,
+    /// The client certificate, on the mutual-TLS listener.
+    pub certificate: Option<crate::ClientCertificate>,
 }
 
 /// Why a CONNECT was refused; each adapter maps it to its CONNACK code.
@@ -67,6 +69,8 @@ pub(crate) struct ConnectParams<'a> {
 pub(crate) enum Refusal {
     /// Wrong or missing device secret.
     BadCredentials,
+    /// A client certificate not (or no longer) valid for its device.
+    BadCertificate,
     /// No such device.
     UnknownDevice,
     /// The identity is not `tenant:device`; `from_client_id` when it came from the client id.
@@ -86,6 +90,7 @@ impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
             Self::BadCredentials => "bad_credentials",
+            Self::BadCertificate => "bad_certificate",
             Self::UnknownDevice => "unknown_device",
             Self::BadIdentity { .. } => "bad_identity",
             Self::ClientIdRequired => "client_id_required",
@@ -98,6 +103,7 @@ impl Refusal {
     fn from_auth(e: &DeviceAuthError, identity_from_client_id: bool) -> Self {
         match e {
             DeviceAuthError::BadSecret | DeviceAuthError::SecretRequired => Self::BadCredentials,
+            DeviceAuthError::BadCertificate => Self::BadCertificate,
             DeviceAuthError::UnknownDevice => Self::UnknownDevice,
             DeviceAuthError::BadIdentity => Self::BadIdentity { from_client_id: identity_from_client_id },
             DeviceAuthError::Unavailable => Self::Unavailable,
@@ -155,6 +161,7 @@ pub(crate) async fn connect(shared: &Arc<Shared>, params: ConnectParams<'_>) -> 
             tracing::warn!(
                 client_id = params.client_id,
                 username = params.username.unwrap_or(""),
+                certificate = params.certificate.as_ref().map_or("", |c| c.fingerprint.as_str()),
                 protocol = params.protocol.label(),
                 reason = refusal.reason(),
                 "mqtt connection refused"
@@ -171,7 +178,12 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     if p.client_id.is_empty() && (persistent || !p.clean_start) {
         return Err(Refusal::ClientIdRequired);
     }
-    let login = DeviceLogin { username: p.username, password: p.password, client_id: p.client_id };
+    let login = DeviceLogin {
+        username: p.username,
+        password: p.password,
+        client_id: p.client_id,
+        certificate: p.certificate.as_ref(),
+    };
     let identity_from_client_id = p.username.is_none_or(str::is_empty);
     let (device, how) =
         shared.ingest.authenticate_how(login).await.map_err(|e| Refusal::from_auth(&e, identity_from_client_id))?;
@@ -185,7 +197,7 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     let keep_alive_secs = if p.keep_alive_secs == 0 { max_keep_alive } else { p.keep_alive_secs.min(max_keep_alive) };
 
     let signal = Arc::new(LiveSignal::default());
-    let new = NewConnection { conn_id, signal: signal.clone(), with_secret: how == DeviceAuth::Secret };
+    let new = NewConnection { conn_id, signal: signal.clone(), with_secret: how != DeviceAuth::Unsecured };
     let attached = shared.registry.attach(&device, &client_id, new, p.clean_start, expiry).map_err(|_| {
         tracing::info!(device = %device, client_id = %client_id, "mqtt session refused: every session of the device is live");
         Refusal::TooManySessions

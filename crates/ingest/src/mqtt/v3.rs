@@ -31,6 +31,7 @@ pub(super) async fn handshake(
         session_expiry_secs: if pkt.clean_session { 0 } else { shared.config.session_expiry_secs },
         keep_alive_secs: pkt.keep_alive,
         will,
+        certificate: super::tls::client_certificate(handshake.io()),
     };
     match session::connect(shared, params).await {
         Ok(accepted) => {
@@ -53,6 +54,7 @@ pub(super) async fn handshake(
 fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
     match refusal {
         Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
+        Refusal::BadCertificate => codec::ConnectAckReason::NotAuthorized,
         Refusal::UnknownDevice | Refusal::BadIdentity { .. } => codec::ConnectAckReason::NotAuthorized,
         Refusal::ClientIdRequired => codec::ConnectAckReason::IdentifierRejected,
         Refusal::Unavailable | Refusal::TooManyConnections | Refusal::TooManySessions => {

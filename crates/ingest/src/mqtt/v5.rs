@@ -31,6 +31,7 @@ pub(super) async fn handshake(
         session_expiry_secs: requested_expiry,
         keep_alive_secs: pkt.keep_alive,
         will,
+        certificate: super::tls::client_certificate(handshake.io()),
     };
     match session::connect(shared, params).await {
         Ok(accepted) => {
@@ -67,6 +68,7 @@ pub(super) async fn handshake(
 fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
     match refusal {
         Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
+        Refusal::BadCertificate => codec::ConnectAckReason::NotAuthorized,
         Refusal::UnknownDevice | Refusal::BadIdentity { from_client_id: false } => {
             codec::ConnectAckReason::NotAuthorized
         }

@@ -109,6 +109,8 @@ pub struct Server {
     pub http: String,
     pub mqtt: Option<String>,
     pub https: Option<String>,
+    /// The mutual-TLS MQTT listener, host:port.
+    pub mqtts: Option<String>,
     pub data_dir: PathBuf,
     pub stdout: Vec<String>,
 }
@@ -135,6 +137,7 @@ impl Server {
             .arg(data_dir)
             .env("INGOT_STORE", store_url(data_dir))
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            .args(["--mqtts", "127.0.0.1:0"])
             .args(extra)
             .env_remove("INGOT_ADMIN_PASSWORD")
             // Tests survive process crashes, not power loss: skip fsync unless a test asks.
@@ -160,6 +163,7 @@ impl Server {
             http: String::new(),
             mqtt: None,
             https: None,
+            mqtts: None,
             data_dir: data_dir.to_path_buf(),
             stdout: vec![],
         };
@@ -173,6 +177,9 @@ impl Server {
             }
             if let Some(addr) = line.strip_prefix("ingot: MQTT listening on ") {
                 server.mqtt = Some(addr.trim().to_string());
+            }
+            if let Some(addr) = line.strip_prefix("ingot: MQTTS (mutual TLS) listening on ") {
+                server.mqtts = Some(addr.trim().to_string());
             }
             server.stdout.push(line);
         }

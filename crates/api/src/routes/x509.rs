@@ -1,0 +1,172 @@
+//! dojot's x509-identity-mgmt (`/x509/v1`): the CA, device certificates from CSRs, their
+//! owners, revocation and the CRL. The tenant is the caller's (JWT `service`); another
+//! tenant's certificate is "not found".
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pki::certificates::{CertificateFilter, CertificateRecord, Owner};
+use serde_json::{Map, Value, json};
+
+use crate::extract::{Caller, JsonBody, QueryPairs};
+use crate::{ApiError, AppState};
+
+/// dojot's default and largest page sizes.
+const DEFAULT_LIMIT: u64 = 25;
+const MAX_LIMIT: u64 = 250;
+
+/// `GET /x509/v1/ca`.
+pub async fn ca(State(s): State<AppState>, Caller(_): Caller) -> Result<Json<Value>, ApiError> {
+    let (fingerprint, pem) = s.certificates.ca()?;
+    Ok(Json(json!({"certificateFingerprint": fingerprint, "caPem": pem})))
+}
+
+/// `GET /x509/v1/ca/crl`.
+pub async fn crl(State(s): State<AppState>, Caller(_): Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"crl": s.certificates.crl().await?})))
+}
+
+/// `POST /x509/v1/certificates {"csr", "belongsTo"?}` → 201.
+pub async fn issue(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Some(csr) = body.get("csr").and_then(Value::as_str) else {
+        return Err(ApiError::BadRequest("the body must be {\"csr\": \"<PEM>\", \"belongsTo\"?: {…}}".into()));
+    };
+    let owner = body.get("belongsTo").map(owner).transpose()?;
+    let issued = s.certificates.issue(&c.service, csr, owner).await?;
+    let body = json!({"certificateFingerprint": issued.fingerprint, "certificatePem": issued.pem});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /x509/v1/certificates?page=&limit=&fields=&fingerprint=&belongsTo.device=`.
+pub async fn list(State(s): State<AppState>, Caller(c): Caller, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    let number = |key: &str, default: u64| -> Result<u64, ApiError> {
+        q.get(key).map_or(Ok(default), |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a positive integer")))
+        })
+    };
+    let (page, limit) = (number("page", 1)?, number("limit", DEFAULT_LIMIT)?.min(MAX_LIMIT));
+    let filter = CertificateFilter {
+        device: q.get("belongsTo.device").map(str::to_string),
+        fingerprint: q.get("fingerprint").map(str::to_uppercase),
+        revoked: false,
+    };
+    let found = s.certificates.list(&c.service, &filter, page - 1, limit).await?;
+    let total_pages = found.total.div_ceil(limit);
+    let fields = fields(&q);
+    let certificates: Vec<Value> = found.certificates.iter().map(|r| project(view(r), fields.as_deref())).collect();
+    Ok(Json(json!({
+        "paging": {
+            "previous": (page > 1).then(|| page - 1),
+            "current": page,
+            "next": (page < total_pages).then(|| page + 1),
+            "totalItems": found.total,
+            "totalPages": total_pages,
+            "limitPerPage": limit,
+        },
+        "certificates": certificates,
+    })))
+}
+
+/// `GET /x509/v1/certificates/{fingerprint}?fields=`.
+pub async fn get(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(fp): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let cert = s.certificates.get(&c.service, &fp).await?.ok_or_else(|| not_found(&fp))?;
+    Ok(Json(project(view(&cert), fields(&q).as_deref())))
+}
+
+/// `PATCH /x509/v1/certificates/{fingerprint} {"belongsTo": {"device": id}}` → 204.
+pub async fn set_owner(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(fp): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
+    let owner = body.get("belongsTo").map(owner).transpose()?.ok_or_else(|| {
+        ApiError::BadRequest("the body must be {\"belongsTo\": {\"device\": id} or {\"application\": name}}".into())
+    })?;
+    if let Owner::Device(d) = &owner
+        && !s.devices.device_exists(&c.service, d).await
+    {
+        return Err(ApiError::BadRequest(format!("no device {d} in this tenant")));
+    }
+    if !s.certificates.set_owner(&c.service, &fp, &owner).await? {
+        return Err(not_found(&fp));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /x509/v1/certificates/{fingerprint}` → 204: revoked (on the CRL, refused at
+/// every later CONNECT) and its device's live MQTT connections ended.
+pub async fn revoke(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(fp): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let cert = s.certificates.revoke(&c.service, &fp).await?.ok_or_else(|| not_found(&fp))?;
+    if let Some(device) = &cert.device {
+        s.devices.credential_revoked(&c.service, device).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found(fp: &str) -> ApiError {
+    ApiError::NotFound(format!("no certificate with fingerprint {fp}"))
+}
+
+/// dojot's `belongsTo`: `{"device": id}` or `{"application": name}`.
+fn owner(v: &Value) -> Result<Owner, ApiError> {
+    let bad = || ApiError::BadRequest("belongsTo must be {\"device\": id} or {\"application\": name}".into());
+    let obj = v.as_object().filter(|o| o.len() == 1).ok_or_else(bad)?;
+    match obj.iter().next() {
+        Some((k, Value::String(id))) if k == "device" && !id.is_empty() => Ok(Owner::Device(id.clone())),
+        Some((k, Value::String(a))) if k == "application" && !a.is_empty() => Ok(Owner::Application(a.clone())),
+        _ => Err(bad()),
+    }
+}
+
+/// A certificate as dojot listed it.
+fn view(r: &CertificateRecord) -> Value {
+    let belongs_to = match (&r.device, &r.application) {
+        (Some(d), _) => json!({"device": d}),
+        (None, Some(a)) => json!({"application": a}),
+        _ => json!({}),
+    };
+    let iso = |ms: i64| model::time::format_dojot(&model::time::from_ms(ms));
+    json!({
+        "fingerprint": r.fingerprint,
+        "pem": r.pem,
+        "belongsTo": belongs_to,
+        "tenant": r.tenant,
+        "issuedByDojotPki": true,
+        "autoRegistered": false,
+        "createdAt": iso(r.created_ms),
+        "validity": {"notAfter": iso(r.not_after_ms)},
+        "revokedAt": r.revoked_ms.map(iso),
+    })
+}
+
+fn fields(q: &QueryPairs) -> Option<Vec<String>> {
+    q.get("fields").map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+/// Only the top-level `fields` asked for (all without `fields`).
+fn project(v: Value, fields: Option<&[String]>) -> Value {
+    match (v, fields) {
+        (Value::Object(m), Some(keep)) => {
+            Value::Object(m.into_iter().filter(|(k, _)| keep.iter().any(|f| f == k)).collect::<Map<_, _>>())
+        }
+        (v, _) => v,
+    }
+}
