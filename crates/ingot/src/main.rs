@@ -1,6 +1,7 @@
 //! `ingot`: the command line. Each subcommand wires services together and runs them;
 //! no logic lives here.
 
+mod cert;
 mod migrate;
 mod serve;
 
@@ -34,6 +35,9 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Load generator / device simulator against a running Ingot (loopback only).
     Load(load::LoadArgs),
+    /// Device certificates from a running Ingot (dojot's certreq), or a CA and server
+    /// certificate of your own.
+    Cert(cert::CertArgs),
 }
 
 fn init_logging() {
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Cert(args) => cert::run(args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
             Command::Load(args) => match load::run(args).await {
                 // fakeiot's exit code for a failed check.

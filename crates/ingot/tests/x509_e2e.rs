@@ -313,3 +313,80 @@ async fn a_rust_client_with_a_certificate_is_cut_off_when_it_is_revoked() {
         "{refused:?}"
     );
 }
+
+/// `ingot cert request` (dojot's certreq): files in certreq's layout that mosquitto uses
+/// as they are; `ingot cert ca` and `ingot cert server` for a PKI of one's own.
+#[tokio::test]
+async fn ingot_cert_request_writes_what_mosquitto_needs() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (a, _) = api.device_with_secret(template, "a").await;
+    let (b, _) = api.device_with_secret(template, "b").await;
+    let cert = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .arg("cert")
+            .args(args)
+            .env("INGOT_CERT_PASSWORD", support::ADMIN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let run = cert(&["request", "--url", &server.http, "--user", "admin", "--all", "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ca = out.join("ca/ca.pem");
+    for device in [&a, &b] {
+        let files = DeviceFiles {
+            key: out.join(format!("cert_{device}/private.key")),
+            cert: out.join(format!("cert_{device}/cert.pem")),
+        };
+        assert!(publish(&server, &ca, &files, &format!("admin:{device}/attrs"), &[]), "{device}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&files.key).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+    let (_, list) = api.get("/x509/v1/certificates").await;
+    assert_eq!(list["paging"]["totalItems"], 2);
+    let wrong = cert(&[
+        "request",
+        "--url",
+        &server.http,
+        "--user",
+        "admin",
+        "--device",
+        &a,
+        "--out",
+        out.to_str().unwrap(),
+        "--password",
+        "nope",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("cannot log in"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    let pki = dir.path().join("pki");
+    assert!(cert(&["ca", "--out", pki.to_str().unwrap()]).status.success());
+    assert!(!cert(&["ca", "--out", pki.to_str().unwrap()]).status.success(), "never overwrites a CA");
+    let made = cert(&[
+        "server",
+        "--ca-dir",
+        pki.to_str().unwrap(),
+        "--out",
+        pki.to_str().unwrap(),
+        "--name",
+        "mqtt.example,127.0.0.1",
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ca_file = pki.join("ca.pem");
+    let server_file = pki.join("server.pem");
+    openssl(&["verify", "-CAfile", ca_file.to_str().unwrap(), server_file.to_str().unwrap()]);
+}

@@ -12,6 +12,7 @@
 //! the generated server certificate.
 
 pub mod certificates;
+pub mod tool;
 
 use std::fs;
 use std::io::Write;
@@ -54,7 +55,7 @@ pub enum PkiError {
 /// Ingot's certificate authority: its certificate and private key (PEM).
 pub struct CertificateAuthority {
     pub cert_pem: String,
-    key_pem: String,
+    pub(crate) key_pem: String,
 }
 
 /// The CA's name in the store.
@@ -79,7 +80,7 @@ impl CertificateAuthority {
         Self::from_bundle(&stored)
     }
 
-    fn generate() -> Result<Self, PkiError> {
+    pub(crate) fn generate() -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -98,7 +99,7 @@ impl CertificateAuthority {
     }
 
     /// `ca.pem` and `ca.key` in `dir`, if both are there.
-    fn from_dir(dir: &Path) -> Result<Option<Self>, PkiError> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<Option<Self>, PkiError> {
         let (ca_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         if !(ca_path.exists() && key_path.exists()) {
             return Ok(None);
@@ -125,7 +126,7 @@ impl CertificateAuthority {
         Ok(Self { cert_pem, key_pem })
     }
 
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key = KeyPair::from_pem(&self.key_pem).map_err(|_| PkiError::BadStoredCa("unreadable private key"))?;
         Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
     }
