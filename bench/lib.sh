@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts (sourced): starting and stopping `ingot serve`.
 # Expects BIN (the binary) and PASSWORD (the bootstrap admin's).
 
-# start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT.
+# start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT, MQTTS.
 start_server() {
     local dir=$1; shift
     mkdir -p "$dir/data"
@@ -15,6 +15,7 @@ start_server() {
     done
     HTTP=$(sed -n 's/^ingot: HTTP API listening on //p' "$dir/server.out")
     MQTT=$(sed -n 's/^ingot: MQTT listening on //p' "$dir/server.out")
+    MQTTS=$(sed -n 's/^ingot: MQTTS (mutual TLS) listening on //p' "$dir/server.out")
     [ -n "$HTTP" ] && [ -n "$MQTT" ] || { echo "ingot serve did not start" >&2; exit 1; }
 }
 

@@ -143,6 +143,23 @@ impl Api {
         })
     }
 
+    /// A certificate for `device` (CN = its id) whose key is `key`; the certificate's PEM.
+    pub async fn certificate(&self, device: &str, key: &rcgen::KeyPair) -> Result<String, LoadError> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, device);
+        let csr = params
+            .serialize_request(key)
+            .and_then(|c| c.pem())
+            .map_err(|e| LoadError::Args(format!("cannot make a CSR: {e}")))?;
+        let (status, body) =
+            self.call(reqwest::Method::POST, "/x509/v1/certificates", Some(&json!({"csr": csr}))).await?;
+        match (status, body["certificatePem"].as_str()) {
+            (201, Some(pem)) => Ok(pem.to_string()),
+            _ => Err(LoadError::Api { context: "POST /x509/v1/certificates".into(), status, body: body.to_string() }),
+        }
+    }
+
     /// A single-use stream ticket (kafka-ws).
     pub async fn ticket(&self) -> Result<String, LoadError> {
         let (status, body) = self.call(reqwest::Method::GET, "/kafka-ws/v1/ticket", None).await?;

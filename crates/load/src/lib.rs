@@ -103,6 +103,15 @@ pub struct MqttArgs {
     /// Only open the connections and hold them (memory per idle connection).
     #[arg(long)]
     pub idle: bool,
+    /// MQTT over mutual TLS: `--mqtt` is the MQTTS port, this is the CA certificate to
+    /// trust (`<data-dir>/tls/ca.pem`), and every device gets a certificate of its own
+    /// (`POST /x509/v1/certificates`) instead of a secret.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: sign every device's CSR with this private key (PEM, e.g. an RSA-2048
+    /// key from openssl) instead of a new ECDSA P-256 key per device.
+    #[arg(long, requires = "tls_ca")]
+    pub tls_key_pem: Option<PathBuf>,
     /// Unacknowledged QoS 1 publishes per connection.
     #[arg(long, default_value_t = 4)]
     pub inflight: u16,

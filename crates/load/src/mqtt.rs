@@ -55,10 +55,15 @@ const SAMPLE_POLL: Duration = Duration::from_millis(2);
 /// How long one connection may take to get its CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A provisioned device.
+/// A provisioned device: its secret, or (mutual TLS) its certificate and key (PEM).
 struct Device {
     id: String,
-    secret: String,
+    credential: Credential,
+}
+
+enum Credential {
+    Secret(String),
+    Certificate { cert: Vec<u8>, key: Vec<u8> },
 }
 
 /// What the progress line says we are doing.
@@ -277,7 +282,19 @@ async fn run_inner(
     server_pid: Option<&str>,
 ) -> Result<Report, LoadError> {
     let api = Arc::new(Api::login(&args.target.http, &args.target.user, &args.target.password).await?);
-    let devices = Arc::new(provision(&api, args.devices, stats).await?);
+    if let Some(path) = &args.tls_ca {
+        std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+        // rustls needs its crypto provider chosen; several are linked into this binary.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let tls_key = match &args.tls_key_pem {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+            Some(Arc::new(rcgen::KeyPair::from_pem(&pem).map_err(|e| LoadError::Args(format!("--tls-key-pem: {e}")))?))
+        }
+        None => None,
+    };
+    let devices = Arc::new(provision(&api, args.devices, tls_key, args.tls_ca.is_some(), stats).await?);
     if mqtt_addr.len() > 1 {
         // Devices were made through one node: the others learn of them within moments.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -367,7 +384,13 @@ async fn run_inner(
 }
 
 /// Template, devices, one secret each.
-async fn provision(api: &Arc<Api>, count: usize, stats: &Arc<Stats>) -> Result<Vec<Device>, LoadError> {
+async fn provision(
+    api: &Arc<Api>,
+    count: usize,
+    tls_key: Option<Arc<rcgen::KeyPair>>,
+    tls: bool,
+    stats: &Arc<Stats>,
+) -> Result<Vec<Device>, LoadError> {
     stats.set_phase(Phase::Provisioning, count);
     let template = api.create_template().await?;
     let ids = api.create_devices(&template, count).await?;
@@ -375,27 +398,42 @@ async fn provision(api: &Arc<Api>, count: usize, stats: &Arc<Stats>) -> Result<V
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..HTTP_CONCURRENCY.min(count) {
-        let (api, ids, next, stats) = (api.clone(), ids.clone(), next.clone(), stats.clone());
+        let (api, ids, next, stats, tls_key) = (api.clone(), ids.clone(), next.clone(), stats.clone(), tls_key.clone());
         workers.spawn(async move {
             let mut mine = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(i) else { return Ok::<_, LoadError>(mine) };
-                mine.push((i, api.new_secret(id).await?));
+                let credential = if tls {
+                    let key = match &tls_key {
+                        Some(k) => k.clone(),
+                        None => Arc::new(
+                            rcgen::KeyPair::generate().map_err(|e| LoadError::Args(format!("key generation: {e}")))?,
+                        ),
+                    };
+                    let cert = api.certificate(id, &key).await?;
+                    Credential::Certificate { cert: cert.into_bytes(), key: key.serialize_pem().into_bytes() }
+                } else {
+                    Credential::Secret(api.new_secret(id).await?)
+                };
+                mine.push((i, credential));
                 stats.step.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
-    let mut secrets: Vec<Option<String>> = vec![None; count];
+    let mut credentials: Vec<Option<Credential>> = (0..count).map(|_| None).collect();
     while let Some(joined) = workers.join_next().await {
-        for (i, s) in joined.expect("provisioning worker panicked")? {
-            secrets[i] = Some(s);
+        for (i, c) in joined.expect("provisioning worker panicked")? {
+            credentials[i] = Some(c);
         }
     }
     Ok(ids
         .iter()
-        .zip(secrets)
-        .map(|(id, secret)| Device { id: id.clone(), secret: secret.expect("every device got a secret") })
+        .zip(credentials)
+        .map(|(id, credential)| Device {
+            id: id.clone(),
+            credential: credential.expect("every device got a credential"),
+        })
         .collect())
 }
 
@@ -408,19 +446,31 @@ async fn connect_all(
     stats: &Arc<Stats>,
 ) -> (Vec<Conn>, usize) {
     let limit = Arc::new(Semaphore::new(args.connect_concurrency));
+    // Read once: every TLS connection trusts the same CA (checked readable in `run`).
+    let ca: Option<Arc<[u8]>> = args.tls_ca.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::from);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..devices.len() {
         let (limit, devices, stats) = (limit.clone(), devices.clone(), stats.clone());
         let (tenant, keep_alive, inflight) = (args.target.tenant.clone(), args.keep_alive, args.inflight);
+        let ca = ca.clone();
         let addr = addrs[index % addrs.len()];
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore open");
             let device = &devices[index];
             let mut opts = MqttOptions::new(format!("ingot-load-{index}"), addr.ip().to_string(), addr.port());
-            opts.set_credentials(format!("{tenant}:{}", device.id), device.secret.clone())
-                .set_keep_alive(keep_alive)
-                .set_inflight(inflight)
-                .set_clean_session(true);
+            match &device.credential {
+                Credential::Secret(secret) => {
+                    opts.set_credentials(format!("{tenant}:{}", device.id), secret.clone());
+                }
+                Credential::Certificate { cert, key } => {
+                    opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                        ca: ca.as_ref().expect("a CA with certificates").to_vec(),
+                        alpn: None,
+                        client_auth: Some((cert.clone(), key.clone())),
+                    }));
+                }
+            }
+            opts.set_keep_alive(keep_alive).set_inflight(inflight).set_clean_session(true);
             let (client, mut eventloop) = AsyncClient::new(opts, usize::from(inflight));
             let connack = tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll()).await;
             let outcome = match connack {
