@@ -38,6 +38,8 @@ pub enum ConsoleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Stream(#[from] realtime::HubError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
 }
 
 impl ConsoleError {
@@ -66,7 +68,7 @@ impl ConsoleError {
             Self::Seat(SeatError::NoSuchAccount) => said(S::NOT_FOUND),
             Self::Stream(realtime::HubError::UserLimit(_)) => said(S::TOO_MANY_REQUESTS),
             Self::Stream(_) => said(S::SERVICE_UNAVAILABLE),
-            Self::History(_) | Self::Seat(_) | Self::Store(_) => self.internal(),
+            Self::History(_) | Self::Seat(_) | Self::Store(_) | Self::Pki(_) => self.internal(),
         }
     }
 

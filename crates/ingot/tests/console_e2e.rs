@@ -65,6 +65,8 @@ async fn browser(profile: &Path) -> (Driver, Client) {
             "prefs": {
                 "download.default_directory": downloads(profile),
                 "download.prompt_for_download": false,
+                // The certificate button saves three files; a user allows that once.
+                "profile.default_content_setting_values.automatic_downloads": 1,
             },
         },
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -612,6 +614,22 @@ async fn device_console_in_headless_chromium() {
     assert_eq!(values, [("temperature", "21.5"), ("temperature", "23")], "{csv:?}");
     assert!(rows[1][0].ends_with('Z') && rows[1][0] < rows[2][0], "timestamps, oldest first: {csv:?}");
 
+    // The certificate files for MQTT over TLS: three downloads from one click.
+    click(&c, "#certificate-generate").await;
+    let names = [format!("{device}-cert.pem"), format!("{device}-private.key"), "ca.pem".to_string()];
+    for name in &names {
+        let file = downloads(profile.path()).join(name);
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&file).unwrap_or_default();
+            if text.trim_end().ends_with("-----") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(text.starts_with("-----BEGIN "), "{name}: {text:?}");
+    }
+
     // The dashboard: a tile and a chart of the temperature, live, reordered and removed,
     // kept on the server across reloads.
     click(&c, "#nav a[data-page='dashboard']").await;
@@ -869,4 +887,49 @@ async fn device_console_endpoints_csrf_tenants_report_and_layout() {
     assert_eq!(me.send(M::DELETE, &format!("/console/api/devices/{id}"), None, false).await.0, 403);
     assert_eq!(me.send(M::DELETE, &format!("/console/api/devices/{id}"), None, true).await.0, 200);
     assert_eq!(me.get(&format!("/console/api/devices/{id}/latest")).await.0, 404);
+}
+
+/// The device page's "certificate files": a certificate, its key (made on the server,
+/// handed over once) and the CA, which mosquitto uses as they are on the MQTTS port.
+#[tokio::test]
+async fn device_console_hands_out_certificate_files_that_mosquitto_uses() {
+    use reqwest::Method as M;
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let admin = Api::admin(&server).await;
+    let template = admin.thermometer_template().await;
+    let (id, _) = admin.device_with_secret(template, "d").await;
+    let me = ConsoleUser::sign_in(&server.http, "admin", support::ADMIN_PASSWORD).await;
+    let path = format!("/console/api/devices/{id}/certificate");
+    assert_eq!(me.send(M::POST, &path, Some(json!({})), false).await.0, 403, "CSRF");
+    assert_eq!(me.send(M::POST, "/console/api/devices/nosuch/certificate", Some(json!({})), true).await.0, 404);
+    let (status, files) = me.send(M::POST, &path, Some(json!({})), true).await;
+    assert_eq!(status, 200, "{files}");
+    let write = |name: &str, key: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, files[key].as_str().unwrap()).unwrap();
+        p
+    };
+    let (cert, key, ca) = (write("cert.pem", "certificate"), write("private.key", "privateKey"), write("ca.pem", "ca"));
+    let (host, port) = server.mqtts.as_ref().unwrap().rsplit_once(':').unwrap();
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", host, "-p", port, "--cafile", ca.to_str().unwrap(), "--cert", cert.to_str().unwrap()])
+        .args([
+            "--key",
+            key.to_str().unwrap(),
+            "-t",
+            &format!("admin:{id}/attrs"),
+            "-m",
+            r#"{"temperature": 5}"#,
+            "-q",
+            "1",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto_pub with the console's files");
+    let (_, listed) = admin.get(&format!("/x509/v1/certificates/{}", files["fingerprint"].as_str().unwrap())).await;
+    assert_eq!(listed["belongsTo"], json!({"device": id}));
 }

@@ -124,6 +124,18 @@ impl CertificateService {
         Ok(Issued { fingerprint, pem })
     }
 
+    /// A certificate for `device` with a key made here (ECDSA P-256), for the console's
+    /// "certificate files" button: the key is returned once and never stored.
+    pub async fn issue_with_new_key(&self, tenant: &str, device: &str) -> Result<(Issued, String), PkiError> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, device);
+        let csr = params.serialize_request(&key)?.pem()?;
+        let issued = self.issue(tenant, &csr, Some(Owner::Device(device.to_string()))).await?;
+        Ok((issued, key.serialize_pem()))
+    }
+
     pub async fn get(&self, tenant: &str, fingerprint: &str) -> Result<Option<CertificateRecord>, PkiError> {
         Ok(self.store.certificate(tenant, &fingerprint.to_uppercase()).await?)
     }

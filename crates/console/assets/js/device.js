@@ -96,12 +96,7 @@ async function downloadReport() {
   say('history-error', null);
   try {
     const { blob, name } = await download(devicePath(device.id, `/report.csv${query(rangeParams())}`));
-    const url = URL.createObjectURL(blob);
-    const link = el('a', { href: url, download: name, hidden: true });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    saveBlob(name, blob);
   } catch (err) {
     say('history-error', err);
   }
@@ -175,6 +170,32 @@ async function newSecret() {
   }
 }
 
+/** Saves `blob` as a file named `name`, as a download. */
+function saveBlob(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const link = el('a', { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+async function newCertificate() {
+  say('certificate-error', null);
+  show('certificate-done', false);
+  try {
+    const files = await call('POST', devicePath(device.id, '/certificate'), {});
+    const pem = (text) => new Blob([text], { type: 'application/x-pem-file' });
+    saveBlob(`${device.id}-cert.pem`, pem(files.certificate));
+    saveBlob(`${device.id}-private.key`, pem(files.privateKey));
+    saveBlob('ca.pem', pem(files.ca));
+    $('certificate-done').textContent = `Saved ${device.id}-cert.pem, ${device.id}-private.key and ca.pem (certificate ${files.fingerprint}).`;
+    show('certificate-done', true);
+  } catch (err) {
+    say('certificate-error', err);
+  }
+}
+
 async function copySecret() {
   const text = $('secret-value').textContent;
   try {
@@ -225,9 +246,11 @@ export async function enter({ id }) {
     $('actuate-form').addEventListener('submit', actuate);
     $('secret-generate').addEventListener('click', newSecret);
     $('secret-copy').addEventListener('click', copySecret);
+    $('certificate-generate').addEventListener('click', newCertificate);
     wired = true;
   }
-  for (const idOf of ['device-error', 'history-error', 'actuate-error', 'secret-error']) say(idOf, null);
+  for (const idOf of ['device-error', 'history-error', 'actuate-error', 'secret-error', 'certificate-error']) say(idOf, null);
+  show('certificate-done', false);
   show('secret-box', false);
   show('actuate-done', false);
   show('history-note', false);

@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<ConsoleState> {
         .route("/console/api/devices", get(list_devices).post(create_device))
         .route("/console/api/devices/{id}", get(device).delete(delete_device))
         .route("/console/api/devices/{id}/secret", post(new_secret))
+        .route("/console/api/devices/{id}/certificate", post(new_certificate))
         .route("/console/api/devices/{id}/actuate", put(actuate))
 }
 
@@ -82,6 +83,18 @@ async fn delete_device(State(s): State<ConsoleState>, Csrf(me): Csrf, Path(id): 
 async fn new_secret(State(s): State<ConsoleState>, Csrf(me): Csrf, Path(id): Path<String>) -> JsonResult {
     let secret = s.app.devices.new_secret(&me.session.tenant, &id).await?;
     Ok(Json(json!({"secret": secret})))
+}
+
+/// A certificate for MQTT over mutual TLS with a key made on the server (no CSR tooling
+/// in the browser): `{"fingerprint", "certificate", "privateKey", "ca"}`, the key shown
+/// this once and never stored. (`POST /x509/v1/certificates` takes a CSR from a key that
+/// never leaves its owner's machine; `ingot cert request` makes one.)
+async fn new_certificate(State(s): State<ConsoleState>, Csrf(me): Csrf, Path(id): Path<String>) -> JsonResult {
+    let tenant = &me.session.tenant;
+    s.app.devices.get_device(tenant, &id).await?;
+    let (issued, key) = s.app.certificates.issue_with_new_key(tenant, &id).await?;
+    let (_, ca) = s.app.certificates.ca()?;
+    Ok(Json(json!({"fingerprint": issued.fingerprint, "certificate": issued.pem, "privateKey": key, "ca": ca})))
 }
 
 /// `{"attrs": {"label": value, …}}` to the device's actuator attributes, as
