@@ -796,7 +796,7 @@ async fn progress(stats: Arc<Stats>, server_pid: Option<String>, devices: usize)
         let mut line = format!("load: {:>6.1}s {}", stats.base.elapsed().as_secs_f64(), phase.name());
         let (step, steps) = (stats.step.load(Ordering::Relaxed), stats.steps.load(Ordering::Relaxed));
         match phase {
-            Phase::Provisioning => line += &format!(": {step}/{devices} device secrets"),
+            Phase::Provisioning => line += &format!(": {step}/{devices} device credentials"),
             Phase::Connecting => line += &format!(": {step}/{steps} connections tried"),
             Phase::Sweeping => line += &format!(": {step}/{steps} devices checked"),
             Phase::Holding => line += &format!(": {steps} connections"),
