@@ -390,3 +390,55 @@ async fn ingot_cert_request_writes_what_mosquitto_needs() {
     let server_file = pki.join("server.pem");
     openssl(&["verify", "-CAfile", ca_file.to_str().unwrap(), server_file.to_str().unwrap()]);
 }
+
+/// Certificates signed by the CA but expired, or never issued through the API (as with a
+/// stolen CA key): refused at the TLS handshake and at CONNECT respectively.
+#[tokio::test]
+async fn expired_and_unregistered_certificates_are_refused() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (id, _) = api.device_with_secret(template, "d").await;
+    // The CA as the server keeps it (certificate, then key), to sign outside the API.
+    let bundle = String::from_utf8(support::stored_secret(&data, "ca").await).unwrap();
+    let at = bundle.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let (ca_pem, ca_key) = (&bundle[..at], &bundle[at..]);
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, rcgen::KeyPair::from_pem(ca_key).unwrap()).unwrap();
+    let ca = files.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let sign = |name: &str, days: std::ops::Range<i64>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("admin:{id}"));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.start);
+        params.not_after = now + time::Duration::days(days.end);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let files = DeviceFiles { key: files.join(format!("{name}.key")), cert: files.join(format!("{name}.pem")) };
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        files
+    };
+    let topic = format!("admin:{id}/attrs");
+    assert!(!publish(&server, &ca, &sign("expired", -30..-1), &topic, &[]), "expired: refused at TLS");
+    assert!(!publish(&server, &ca, &sign("unregistered", -1..30), &topic, &[]), "never issued: refused at CONNECT");
+    let (issued, _) = certify(&api, &files, &id, true).await;
+    assert!(publish(&server, &ca, &issued, &topic, &[]), "the API's certificate works");
+    assert_eq!(readings(&api, &id).await, 1);
+    // Each refusal is counted with its reason.
+    let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"ingot_client_certificates_refused_total{reason="expired"} 1"#,
+        r#"ingot_mqtt_connections_refused_total{reason="bad_certificate"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+}

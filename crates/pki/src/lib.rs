@@ -226,11 +226,76 @@ impl TlsMaterial {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| PkiError::ClientVerifier(e.to_string()))?;
+        let verifier = Arc::new(SayWhy(verifier));
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(config))
+    }
+}
+
+/// The client-certificate verifier, saying why it refused a certificate (a log line and
+/// `ingot_client_certificates_refused_total{reason}`): TLS alone would only tell the
+/// server "disconnected".
+#[derive(Debug)]
+struct SayWhy(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for SayWhy {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
+            use rustls::CertificateError as C;
+            let reason = match e {
+                rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+                rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+                rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
+                rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
+                rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+                _ => "invalid",
+            };
+            let fingerprint = model::secret::certificate_fingerprint(end_entity);
+            metrics::counter!("ingot_client_certificates_refused_total", "reason" => reason).increment(1);
+            tracing::warn!(reason, certificate = %fingerprint, error = %e, "client certificate refused at the TLS handshake");
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
     }
 }
 

@@ -98,9 +98,14 @@ pub fn nats_args() -> Option<Vec<String>> {
 
 /// The server's JWT secret, read from its store (to forge tokens in tests).
 pub async fn jwt_secret(data_dir: &Path) -> Vec<u8> {
+    stored_secret(data_dir, "jwt.secret").await
+}
+
+/// One of the server's installation secrets (`jwt.secret`, `ca`), read from its store.
+pub async fn stored_secret(data_dir: &Path, name: &str) -> Vec<u8> {
     let url: store::StoreUrl = store_url(data_dir).parse().unwrap();
     let store = url.open(store::StoreOptions::default(), store::postgres::PgOptions::default()).await.unwrap();
-    store.secret("jwt.secret").await.unwrap().expect("the server made its secret")
+    store.secret(name).await.unwrap().expect("the server made its secret")
 }
 
 /// A running `ingot serve`.
