@@ -71,26 +71,45 @@ async fn readings(api: &Api, device: &str) -> usize {
     if status == 404 { 0 } else { body.as_array().map_or(0, Vec::len) }
 }
 
+/// A server with the tutorial's template and one device, a folder for files, and the
+/// CA certificate saved there as `ca.pem`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    files: PathBuf,
+    server: Server,
+    api: Api,
+    template: i64,
+    device: String,
+    ca: PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, files) = (dir.path().join("data"), dir.path().join("files"));
+        std::fs::create_dir_all(&files).unwrap();
+        let server = Server::start(&data, &[]);
+        let api = Api::admin(&server).await;
+        let template = api.thermometer_template().await;
+        let (device, _) = api.device_with_secret(template, "thermometer").await;
+        let (status, body) = api.get("/x509/v1/ca").await;
+        assert_eq!(status, 200, "{body}");
+        let fp = body["certificateFingerprint"].as_str().unwrap();
+        assert_eq!(fp.split(':').count(), 32, "SHA-256 as AB:CD:…: {fp}");
+        let ca = files.join("ca.pem");
+        std::fs::write(&ca, body["caPem"].as_str().unwrap()).unwrap();
+        Setup { _dir: dir, data, files, server, api, template, device, ca }
+    }
+}
+
 #[tokio::test]
 async fn chapter_12_with_openssl_and_mosquitto_then_revocation() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let files_dir = dir.path().join("files");
-    std::fs::create_dir_all(&files_dir).unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (id, _secret) = api.device_with_secret(template, "thermometer").await;
-
-    // 1. The CA.
-    let (status, ca_body) = api.get("/x509/v1/ca").await;
-    assert_eq!(status, 200, "{ca_body}");
-    let ca = files_dir.join("ca.pem");
-    std::fs::write(&ca, ca_body["caPem"].as_str().unwrap()).unwrap();
-    let fp = ca_body["certificateFingerprint"].as_str().unwrap();
-    assert_eq!(fp.split(':').count(), 32, "SHA-256 as AB:CD:…: {fp}");
+    // 1. The CA (saved by Setup).
+    let Setup { _dir: _keep, files: files_dir, server, api, device: id, ca, .. } = Setup::new().await;
 
     // 2. RSA and EC CSRs from OpenSSL; the CN becomes tenant:device.
     let (rsa, rsa_fp) = certify(&api, &files_dir, &id, false).await;
@@ -172,17 +191,8 @@ async fn certificates_that_are_not_the_devices_are_refused() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (a, _) = api.device_with_secret(template, "a").await;
+    let Setup { _dir: _keep, files, server, api, template, device: a, ca, .. } = Setup::new().await;
     let (b, _) = api.device_with_secret(template, "b").await;
-    let (_, ca_body) = api.get("/x509/v1/ca").await;
-    let ca = files.join("ca.pem");
-    std::fs::write(&ca, ca_body["caPem"].as_str().unwrap()).unwrap();
     let (cert_a, fp_a) = certify(&api, &files, &a, true).await;
 
     // Another device's topic, or a username naming another device.
@@ -268,21 +278,14 @@ async fn a_rust_client_with_a_certificate_is_cut_off_when_it_is_revoked() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (id, _) = api.device_with_secret(template, "d").await;
-    let (_, ca_body) = api.get("/x509/v1/ca").await;
+    let Setup { _dir: _keep, files, server, api, device: id, ca, .. } = Setup::new().await;
     let (files_d, fp) = certify(&api, &files, &id, true).await;
 
     let (host, port) = server.mqtts.as_ref().unwrap().rsplit_once(':').unwrap();
     let mut options = MqttOptions::new("rust-client", host, port.parse().unwrap());
     options.set_keep_alive(Duration::from_secs(30));
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: ca_body["caPem"].as_str().unwrap().as_bytes().to_vec(),
+        ca: std::fs::read(&ca).unwrap(),
         alpn: None,
         client_auth: Some((std::fs::read(&files_d.cert).unwrap(), std::fs::read(&files_d.key).unwrap())),
     }));
@@ -321,12 +324,7 @@ async fn ingot_cert_request_writes_what_mosquitto_needs() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (a, _) = api.device_with_secret(template, "a").await;
+    let Setup { _dir: _keep, files: out, server, api, template, device: a, .. } = Setup::new().await;
     let (b, _) = api.device_with_secret(template, "b").await;
     let cert = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_ingot"))
@@ -373,7 +371,7 @@ async fn ingot_cert_request_writes_what_mosquitto_needs() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 
-    let pki = dir.path().join("pki");
+    let pki = out.join("pki");
     assert!(cert(&["ca", "--out", pki.to_str().unwrap()]).status.success());
     assert!(!cert(&["ca", "--out", pki.to_str().unwrap()]).status.success(), "never overwrites a CA");
     let made = cert(&[
@@ -398,21 +396,12 @@ async fn expired_and_unregistered_certificates_are_refused() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &[]);
-    let api = Api::admin(&server).await;
-    let template = api.thermometer_template().await;
-    let (id, _) = api.device_with_secret(template, "d").await;
+    let Setup { _dir: _keep, data, files, server, api, device: id, ca, .. } = Setup::new().await;
     // The CA as the server keeps it (certificate, then key), to sign outside the API.
     let bundle = String::from_utf8(support::stored_secret(&data, "ca").await).unwrap();
     let at = bundle.find("-----BEGIN PRIVATE KEY-----").unwrap();
     let (ca_pem, ca_key) = (&bundle[..at], &bundle[at..]);
     let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, rcgen::KeyPair::from_pem(ca_key).unwrap()).unwrap();
-    let ca = files.join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
     let sign = |name: &str, days: std::ops::Range<i64>| {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::default();
