@@ -1,5 +1,12 @@
-# Shared by the benchmark scripts (sourced): starting and stopping `ingot serve`.
-# Expects BIN (the binary) and PASSWORD (the bootstrap admin's).
+# Shared by the benchmark scripts (sourced): the release build, the descriptor limit,
+# starting and stopping `ingot serve`. Expects CARGO_TARGET_DIR and PASSWORD (the
+# bootstrap admin's); sets BIN.
+
+cargo build --release -p ingot
+BIN="$CARGO_TARGET_DIR/release/ingot"
+# 10,000 connections need 10,000 descriptors in the server and as many in the load
+# generator (each process has its own limit; the hard limit here is 20,000).
+ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 
 # start_server DIR [serve flags...]: sets SERVER_PID, HTTP, MQTT, MQTTS.
 start_server() {

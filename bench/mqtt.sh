@@ -29,14 +29,9 @@ STORES=${STORES:-"sqlite postgres"}
 PASSWORD=bench-password-1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -p ingot
-BIN="$CARGO_TARGET_DIR/release/ingot"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-# 10,000 connections need 10,000 descriptors in the server and as many in the load
-# generator (each process has its own limit; the hard limit here is 20,000).
-ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 
 WORK=$(mktemp -d -t ingot-bench.XXXXXX)
 SUMMARY=$WORK/summary.md

@@ -19,11 +19,8 @@ HOLD=${HOLD:-10s}
 PASSWORD=bench-password-1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -p ingot
-BIN="$CARGO_TARGET_DIR/release/ingot"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 
 WORK=$(mktemp -d -t ingot-bench-mqtts.XXXXXX)
 SERVER_PID=

@@ -25,13 +25,9 @@ SCENARIOS=${SCENARIOS:-"ws-1k ws-10k sse-1k ingest"}
 PASSWORD=bench-password-1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -p ingot
-BIN="$CARGO_TARGET_DIR/release/ingot"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-# 10,000 subscribers need as many descriptors in the server and in the load generator.
-ulimit -n "$(( $(ulimit -Hn) < 19000 ? $(ulimit -Hn) : 19000 ))"
 
 WORK=$(mktemp -d -t ingot-bench-streams.XXXXXX)
 SUMMARY=$WORK/summary.md
