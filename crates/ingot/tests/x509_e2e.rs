@@ -137,6 +137,9 @@ async fn chapter_12_with_openssl_and_mosquitto_then_revocation() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"fan":7}"#);
 
     // 4. Listing, one, owner.
+    for bad in ["page=0", "page=18446744073709551615", "limit=x"] {
+        assert_eq!(api.get(&format!("/x509/v1/certificates?{bad}")).await.0, 400, "{bad}");
+    }
     let (status, list) = api.get("/x509/v1/certificates?limit=1").await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["paging"]["totalItems"], 2);

@@ -15,6 +15,8 @@ use crate::{ApiError, AppState};
 /// dojot's default and largest page sizes.
 const DEFAULT_LIMIT: u64 = 25;
 const MAX_LIMIT: u64 = 250;
+/// Largest `page` (and `limit` asked for): bounds the offset the store computes.
+const MAX_PAGE: u64 = 1_000_000;
 
 /// `GET /x509/v1/ca`.
 pub async fn ca(State(s): State<AppState>, Caller(_): Caller) -> Result<Json<Value>, ApiError> {
@@ -48,8 +50,8 @@ pub async fn list(State(s): State<AppState>, Caller(c): Caller, q: QueryPairs) -
         q.get(key).map_or(Ok(default), |v| {
             v.parse::<u64>()
                 .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a positive integer")))
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| ApiError::BadRequest(format!("{key} must be an integer from 1 to {MAX_PAGE}")))
         })
     };
     let (page, limit) = (number("page", 1)?, number("limit", DEFAULT_LIMIT)?.min(MAX_LIMIT));
