@@ -53,13 +53,6 @@ pub struct CertificateService {
 
 pub use model::secret::certificate_fingerprint as fingerprint;
 
-/// The CN of a DER certificate, if it has one.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(cn)
-}
-
 impl CertificateService {
     /// Certificates valid for `validity_days`.
     pub fn new(store: SharedStore, ca: Arc<CertificateAuthority>, validity_days: u32) -> Self {
@@ -268,6 +261,12 @@ mod tests {
     use x509_parser::prelude::*;
 
     use super::*;
+
+    /// The CN of a DER certificate.
+    fn common_name(der: &[u8]) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        Some(cert.subject().iter_common_name().next()?.as_str().ok()?.to_string())
+    }
 
     async fn service() -> (CertificateService, store::testing::Engine) {
         let engine = store::testing::Engine::sqlite();

@@ -114,6 +114,16 @@ pub enum End {
     Shutdown,
 }
 
+impl End {
+    /// Why the stream ended, in words for its client (every protocol says it).
+    pub fn reason(self) -> &'static str {
+        match self {
+            End::Slow => "the client did not read fast enough: messages were queued past the stream's limit",
+            End::Shutdown => "the server is shutting down",
+        }
+    }
+}
+
 /// A message's id: the hub that sent it and its place in that hub's sequence. Its text
 /// form is what SSE sends as `id:` and takes back as `Last-Event-ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,6 @@ use tokio::time::{Instant, timeout};
 
 use crate::filter::Filter;
 use crate::hub::{End, Hub, HubError, Item, Request, Topic};
-use crate::sse::end_reason;
 
 /// Who holds the ticket the socket was opened with.
 #[derive(Debug, Clone)]
@@ -94,7 +93,7 @@ pub async fn serve(mut socket: WebSocket, hub: Arc<Hub>, holder: Holder, sub: Su
                     let end = stream.end();
                     drop(stream);
                     let code = if end == End::Slow { 4008 } else { 1001 };
-                    return close(socket, code, end_reason(end)).await;
+                    return close(socket, code, end.reason()).await;
                 }
             },
             incoming = socket.recv() => match incoming {

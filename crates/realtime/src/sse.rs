@@ -15,15 +15,7 @@ use futures_util::Stream as FuturesStream;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::hub::{End, Item, Stream};
-
-/// Why a stream ended, in words for its client.
-pub fn end_reason(end: End) -> &'static str {
-    match end {
-        End::Slow => "the client did not read fast enough: messages were queued past the stream's limit",
-        End::Shutdown => "the server is shutting down",
-    }
-}
+use crate::hub::{Item, Stream};
 
 /// The SSE response of `stream`, ended after `max_life`; `event` names its messages.
 pub fn response(
@@ -48,7 +40,7 @@ pub fn response(
                 Event::default().event("gap").data(gap.to_string())
             }
             None => {
-                let close = json!({"reason": end_reason(stream.end())});
+                let close = json!({"reason": stream.end().reason()});
                 return Some((Ok(Event::default().event("close").data(close.to_string())), None));
             }
         };
