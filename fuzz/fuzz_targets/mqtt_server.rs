@@ -52,6 +52,10 @@ impl DeviceDirectory for Directory {
         }
     }
 
+    async fn check_device(&self, device: &DeviceRef) -> Result<(), DeviceAuthError> {
+        self.0.get(device.to_string().as_str()).map(|_| ()).ok_or(DeviceAuthError::UnknownDevice)
+    }
+
     /// No device has history here: every label counts against a fresh budget.
     async fn stored_attrs(&self, _device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError> {
         Ok(Vec::new())

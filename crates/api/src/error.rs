@@ -127,7 +127,10 @@ impl ApiError {
             Self::Stream(realtime::HubError::ShuttingDown) => message(S::SERVICE_UNAVAILABLE, self.to_string()),
             Self::Stream(_) => message(S::TOO_MANY_REQUESTS, self.to_string()),
             Self::UpgradeRequired => message(S::UPGRADE_REQUIRED, self.to_string()),
-            Self::Pki(pki::PkiError::BadCsr(m)) => message(S::BAD_REQUEST, m.as_str()),
+            Self::Pki(pki::PkiError::BadCsr(m) | pki::PkiError::BadCertificate(m)) => {
+                message(S::BAD_REQUEST, m.as_str())
+            }
+            Self::Pki(pki::PkiError::Exists(m)) => message(S::CONFLICT, m.as_str()),
             Self::Pki(_) => internal(self),
             Self::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),

@@ -656,10 +656,10 @@ impl DeviceService {
         Ok(secret)
     }
 
-    /// A credential of the device other than its secret was withdrawn (a certificate
-    /// revoked): its connections end (see ingest::mqtt) and must authenticate again.
-    pub async fn credential_revoked(&self, tenant: &str, id: &str) {
-        self.emit(tenant, EventKind::Credentials, json!({"id": id})).await;
+    /// A certificate of the device was withdrawn (revoked, or its CA is no longer
+    /// trusted): the connections that presented it end (see ingest::mqtt) on every node.
+    pub async fn certificate_withdrawn(&self, tenant: &str, id: &str, fingerprint: &str) {
+        self.emit(tenant, EventKind::Credentials, json!({"id": id, "certificate": fingerprint})).await;
     }
 
     /// The tenant left dojot's unsecured mode (`PUT /tenant/settings`): devices connected
@@ -742,25 +742,11 @@ impl DeviceDirectory for DeviceService {
         }
     }
 
-    /// The certificate registry (`pki` writes it) says whether the certificate is this
-    /// device's and not revoked; the catalog, whether the device exists.
-    async fn verify_certificate(&self, device: &DeviceRef, fingerprint: &str) -> Result<DeviceAuth, DeviceAuthError> {
-        if !self.device_exists(&device.tenant, &device.device_id).await {
-            return Err(DeviceAuthError::UnknownDevice);
-        }
-        let cert = self.store.certificate_any(fingerprint).await.map_err(|e| {
-            tracing::warn!(device = %device, error = %e, "cannot read the certificate registry");
-            DeviceAuthError::Unavailable
-        })?;
-        match cert {
-            Some(c)
-                if c.tenant == device.tenant
-                    && c.device.as_deref() == Some(device.device_id.as_str())
-                    && c.revoked_ms.is_none() =>
-            {
-                Ok(DeviceAuth::Certificate)
-            }
-            _ => Err(DeviceAuthError::BadCertificate),
+    async fn check_device(&self, device: &DeviceRef) -> Result<(), DeviceAuthError> {
+        if self.device_exists(&device.tenant, &device.device_id).await {
+            Ok(())
+        } else {
+            Err(DeviceAuthError::UnknownDevice)
         }
     }
 }

@@ -9,6 +9,6 @@ pub mod mqtt;
 mod service;
 
 pub use service::{
-    ClientCertificate, DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth, DeviceAuthError, DeviceDirectory, DeviceLogin,
-    IngestError, IngestService,
+    CertificateRefusal, CertificateRegistry, ClientCertificate, DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth,
+    DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService,
 };

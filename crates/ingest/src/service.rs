@@ -17,15 +17,51 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     /// Checks that `device` exists and that `secret` is its current credential.
     /// `None` is accepted only for a tenant in dojot's "unsecured mode".
     async fn verify_device(&self, device: &DeviceRef, secret: Option<&[u8]>) -> Result<DeviceAuth, DeviceAuthError>;
-    /// Checks that `device` exists and that the certificate with `fingerprint` (already
-    /// verified against the CA by TLS) is a valid one of its own: issued for it, not
-    /// revoked. A directory without certificates refuses them.
-    async fn verify_certificate(&self, device: &DeviceRef, fingerprint: &str) -> Result<DeviceAuth, DeviceAuthError> {
-        let _ = (device, fingerprint);
-        Err(DeviceAuthError::BadCertificate)
-    }
+    /// Checks that `device` exists (for a device a client certificate names: whether the
+    /// certificate is its own is the [`CertificateRegistry`]'s question).
+    async fn check_device(&self, device: &DeviceRef) -> Result<(), DeviceAuthError>;
     /// The attribute labels `device` has history for (its distinct attributes so far).
     async fn stored_attrs(&self, device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError>;
+}
+
+/// Where the MQTT agent checks client certificates: implemented by `pki`.
+#[async_trait::async_trait]
+pub trait CertificateRegistry: Send + Sync + 'static {
+    /// Checks that `cert`, whose chain TLS verified against one of the CAs the listener
+    /// trusts, may speak for `device` (the tenant and device its CN names): registered
+    /// for that device and not revoked, or issued by one of that tenant's own CAs that
+    /// registers its certificates at their first CONNECT (which this does). Refusals are
+    /// [`DeviceAuthError::Certificate`], or `Unavailable`.
+    async fn admit(&self, device: &DeviceRef, cert: &ClientCertificate) -> Result<(), DeviceAuthError>;
+}
+
+/// Why a client certificate was refused at CONNECT (TLS refuses expired ones and those
+/// of CAs nobody trusts before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateRefusal {
+    #[error("the certificate is not registered (and its CA does not register certificates at CONNECT)")]
+    Unregistered,
+    #[error("the certificate was revoked")]
+    Revoked,
+    #[error("the certificate belongs to another device")]
+    NotThisDevice,
+    #[error("the certificate's CA is not one of its tenant's")]
+    WrongCa,
+    #[error("the certificate's CA has expired")]
+    CaExpired,
+}
+
+impl CertificateRefusal {
+    /// Metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unregistered => "certificate_unregistered",
+            Self::Revoked => "certificate_revoked",
+            Self::NotThisDevice => "certificate_not_this_device",
+            Self::WrongCa => "certificate_wrong_ca",
+            Self::CaExpired => "certificate_ca_expired",
+        }
+    }
 }
 
 /// How a device that was let in proved who it is.
@@ -50,8 +86,8 @@ pub enum DeviceAuthError {
     SecretRequired,
     #[error("wrong device secret")]
     BadSecret,
-    #[error("the client certificate is unknown, revoked or not this device's")]
-    BadCertificate,
+    #[error("client certificate refused: {0}")]
+    Certificate(#[from] CertificateRefusal),
     #[error("device directory unavailable")]
     Unavailable,
 }
@@ -64,7 +100,7 @@ impl DeviceAuthError {
             Self::UnknownDevice => "unknown_device",
             Self::SecretRequired => "secret_required",
             Self::BadSecret => "bad_secret",
-            Self::BadCertificate => "bad_certificate",
+            Self::Certificate(why) => why.reason(),
             Self::Unavailable => "unavailable",
         }
     }
@@ -82,13 +118,15 @@ pub struct DeviceLogin<'a> {
     pub certificate: Option<&'a ClientCertificate>,
 }
 
-/// A client certificate TLS verified against the CA: what identifies the device.
+/// A client certificate TLS verified against a trusted CA: what identifies the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
     /// `model::secret::certificate_fingerprint` of its DER.
     pub fingerprint: String,
     /// Its subject's CN: `tenant:device`, as the CA writes it.
     pub common_name: String,
+    /// The certificate itself (DER), for the registry to find its CA.
+    pub der: Vec<u8>,
 }
 
 /// Why a message from an authenticated device was not accepted.
@@ -137,6 +175,8 @@ const BUDGET_DEVICES: usize = 100_000;
 pub struct IngestService {
     bus: Arc<dyn Bus>,
     directory: Arc<dyn DeviceDirectory>,
+    /// Without one, client certificates are refused.
+    certificates: Option<Arc<dyn CertificateRegistry>>,
     limits: PayloadLimits,
     max_payload: usize,
     budget: AttrBudget,
@@ -150,7 +190,13 @@ impl IngestService {
         max_payload: usize,
     ) -> Self {
         let budget = AttrBudget::new(DEFAULT_MAX_ATTRS_PER_DEVICE, BUDGET_DEVICES);
-        Self { bus, directory, limits, max_payload, budget }
+        Self { bus, directory, certificates: None, limits, max_payload, budget }
+    }
+
+    /// Client certificates (MQTT over mutual TLS) are checked by `registry`.
+    pub fn with_certificates(mut self, registry: Arc<dyn CertificateRegistry>) -> Self {
+        self.certificates = Some(registry);
+        self
     }
 
     /// At most `max` distinct attribute labels per device (default
@@ -189,8 +235,10 @@ impl IngestService {
             if login.username.is_some_and(|u| !u.is_empty() && u != cert.common_name) {
                 return Err(DeviceAuthError::BadIdentity);
             }
-            let how = self.directory.verify_certificate(&device, &cert.fingerprint).await?;
-            return Ok((device, how));
+            self.directory.check_device(&device).await?;
+            let registry = self.certificates.as_ref().ok_or(CertificateRefusal::Unregistered)?;
+            registry.admit(&device, cert).await?;
+            return Ok((device, DeviceAuth::Certificate));
         }
         let ident = login.username.filter(|u| !u.is_empty()).unwrap_or(login.client_id);
         let device = DeviceRef::parse_colon(ident).map_err(|_| DeviceAuthError::BadIdentity)?;

@@ -41,6 +41,10 @@ impl DeviceDirectory for Directory {
         }
     }
 
+    async fn check_device(&self, device: &DeviceRef) -> Result<(), DeviceAuthError> {
+        self.0.get(&device.to_string()).map(|_| ()).ok_or(DeviceAuthError::UnknownDevice)
+    }
+
     /// No device has history yet in these tests.
     async fn stored_attrs(&self, _device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError> {
         Ok(Vec::new())

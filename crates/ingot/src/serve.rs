@@ -32,12 +32,16 @@ pub struct ServeArgs {
     #[arg(long, env = "INGOT_MQTT", default_value = "0.0.0.0:1883")]
     pub mqtt: SocketAddr,
     /// MQTT over mutual TLS: devices present a certificate from Ingot's CA
-    /// (`POST /x509/v1/certificates`), which identifies them.
+    /// (`POST /x509/v1/certificates`) or from their tenant's own CA
+    /// (`/x509/v1/trusted-cas`), which identifies them.
     #[arg(long, env = "INGOT_MQTTS", default_value = "0.0.0.0:8883")]
     pub mqtts: SocketAddr,
     /// Validity of the device certificates the CA issues, in days.
     #[arg(long, env = "INGOT_CERT_VALIDITY_DAYS", default_value_t = 90)]
     pub cert_validity_days: u32,
+    /// Most CAs of its own a tenant may register (`/x509/v1/trusted-cas`).
+    #[arg(long, env = "INGOT_MAX_TRUSTED_CAS", default_value_t = 10)]
+    pub max_trusted_cas: u64,
     /// HTTPS address: the whole API over TLS, with a certificate from Ingot's CA
     /// (`<data-dir>/tls/ca.pem`) unless --tls-cert/--tls-key are given.
     #[arg(long, env = "INGOT_HTTPS", default_value = "0.0.0.0:8443")]
@@ -258,17 +262,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         devices::DeviceService::load_following(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?
     };
+    // Device certificates: the MQTTS listener trusts Ingot's CA and the tenants' own,
+    // and asks the registry at every CONNECT.
+    let cert_config = pki::certificates::CertificateConfig {
+        validity_days: args.cert_validity_days,
+        max_trusted_cas: args.max_trusted_cas,
+    };
+    let certificates = Arc::new(pki::certificates::CertificateService::new(store.clone(), ca.clone(), cert_config)?);
+    certificates.reload_roots().await.context("cannot read the tenants' trusted CAs")?;
+    if args.bus != "memory" {
+        certificates.follow(bus.clone()).await.context("cannot follow the other nodes' trusted CAs")?;
+    }
     let limits = PayloadLimits { max_attrs: args.max_attrs, ..PayloadLimits::default() };
     let ingest = Arc::new(
         ingest::IngestService::new(bus.clone(), devices.clone(), limits, args.max_payload_bytes)
-            .with_max_attrs_per_device(args.max_attrs_per_device),
+            .with_max_attrs_per_device(args.max_attrs_per_device)
+            .with_certificates(certificates.clone()),
     );
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => pki::TlsMaterial::from_files(cert, key)?,
         _ => pki::TlsMaterial::load_or_create(&tls_dir, &ca, &pki::default_server_names())?,
     };
-    let mqtts = ingest::mqtt::MqttTls { listen: args.mqtts, config: tls.mutual_tls_config(&[&ca.cert_pem])? };
+    let mqtts =
+        ingest::mqtt::MqttTls { listen: args.mqtts, config: tls.mutual_tls_config(certificates.client_roots())? };
     let mqtt_config = MqttConfig {
         listen: args.mqtt,
         tls: Some(mqtts),
@@ -314,11 +331,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         history: Arc::new(history::HistoryService::new(store.clone(), args.max_history_points)),
         metrics: Some(prometheus),
         realtime: hub.clone(),
-        certificates: Arc::new(pki::certificates::CertificateService::new(
-            store.clone(),
-            ca.clone(),
-            args.cert_validity_days,
-        )),
+        certificates,
         config: Arc::new(api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),

@@ -467,3 +467,67 @@ async fn streams_see_every_nodes_readings_and_tickets_work_once_on_any_node() {
         assert_eq!(v["attrs"]["temperature"], t, "in order");
     }
 }
+
+/// A tenant's own CA registered through node A is trusted by node B's MQTTS listener
+/// within a second (the `x509.trusted-cas` event), its certificates register themselves
+/// at CONNECT on B, and removing it through A cuts B's connection off.
+#[tokio::test]
+async fn a_trusted_ca_registered_on_one_node_is_trusted_by_the_other() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api_a = Api::admin(&a).await;
+    let template = api_a.thermometer_template().await;
+    let (id, _) = api_a.device_with_secret(template, "own-ca").await;
+    // The tenant's CA and a device certificate from it, made with rcgen.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Cluster tenant CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let device_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("admin:{id}"));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let device_cert = params.signed_by(&device_key, &issuer).unwrap().pem();
+
+    let (status, body) =
+        api_a.post("/x509/v1/trusted-cas", json!({"caPem": ca_pem, "allowAutoRegistration": true})).await;
+    assert_eq!(status, 201, "{body}");
+    let ca_fp = body["caFingerprint"].as_str().unwrap().to_string();
+    let ingot_ca = std::fs::read(a.data_dir.join("tls/ca.pem")).unwrap();
+    let (host, port) = b.mqtts.as_ref().unwrap().rsplit_once(':').unwrap();
+    let connect = async || {
+        let mut options = MqttOptions::new("own-ca", host, port.parse().unwrap());
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: ingot_ca.clone(),
+            alpn: None,
+            client_auth: Some((device_cert.clone().into_bytes(), device_key.serialize_pem().into_bytes())),
+        }));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client.publish(format!("admin:{id}/attrs"), QoS::AtLeastOnce, false, r#"{"temperature": 5}"#).await.unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return Some((client, events)),
+                Ok(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    };
+    let started = Instant::now();
+    let (_client, mut events) = loop {
+        if let Some(connected) = connect().await {
+            break connected;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "node B trusts the CA within a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("node B trusted the CA registered on A after {:?}", started.elapsed());
+
+    assert_eq!(api_a.delete(&format!("/x509/v1/trusted-cas/{ca_fp}")).await.0, 204);
+    let removed = Instant::now();
+    while tokio::time::timeout(Duration::from_secs(5), events.poll()).await.expect("cut off within 5 s").is_ok() {}
+    eprintln!("node B ended the connection {:?} after the CA was removed on A", removed.elapsed());
+    assert!(removed.elapsed() < Duration::from_secs(1), "cut off within a second");
+}

@@ -66,6 +66,34 @@ fn publish(server: &Server, ca: &Path, files: &DeviceFiles, topic: &str, extra: 
         .success()
 }
 
+/// A Rust client (rumqttc over rustls) with `files`, connected as `device` and past one
+/// acknowledged reading.
+async fn rust_client(
+    server: &Server,
+    ca: &Path,
+    files: &DeviceFiles,
+    device: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    let (host, port) = server.mqtts.as_ref().unwrap().rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new("rust-client", host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: std::fs::read(ca).unwrap(),
+        alpn: None,
+        client_auth: Some((std::fs::read(&files.cert).unwrap(), std::fs::read(&files.key).unwrap())),
+    }));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client.publish(format!("{device}/attrs"), QoS::AtLeastOnce, false, r#"{"temperature": 21}"#).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("an event").unwrap() {
+            Event::Incoming(Packet::PubAck(_)) => return (client, events),
+            Event::Incoming(Packet::ConnAck(ack)) => assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success),
+            _ => {}
+        }
+    }
+}
+
 async fn readings(api: &Api, device: &str) -> usize {
     let (status, body) = api.get(&format!("/history/device/{device}/history?attr=temperature&lastN=100")).await;
     if status == 404 { 0 } else { body.as_array().map_or(0, Vec::len) }
@@ -276,7 +304,6 @@ async fn certificates_that_are_not_the_devices_are_refused() {
 /// disconnected when the certificate is revoked, without reconnecting.
 #[tokio::test]
 async fn a_rust_client_with_a_certificate_is_cut_off_when_it_is_revoked() {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
     if !require_tool("openssl", "openssl") {
         return;
     }
@@ -284,23 +311,7 @@ async fn a_rust_client_with_a_certificate_is_cut_off_when_it_is_revoked() {
     let Setup { _dir: _keep, files, server, api, device: id, ca, .. } = Setup::new().await;
     let (files_d, fp) = certify(&api, &files, &id, true).await;
 
-    let (host, port) = server.mqtts.as_ref().unwrap().rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new("rust-client", host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: std::fs::read(&ca).unwrap(),
-        alpn: None,
-        client_auth: Some((std::fs::read(&files_d.cert).unwrap(), std::fs::read(&files_d.key).unwrap())),
-    }));
-    let (client, mut events) = AsyncClient::new(options, 10);
-    client.publish(format!("admin:{id}/attrs"), QoS::AtLeastOnce, false, r#"{"temperature": 21}"#).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("an event").unwrap() {
-            Event::Incoming(Packet::PubAck(_)) => break,
-            Event::Incoming(Packet::ConnAck(ack)) => assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success),
-            _ => {}
-        }
-    }
+    let (_client, mut events) = rust_client(&server, &ca, &files_d, &format!("admin:{id}")).await;
     assert_eq!(readings(&api, &id).await, 1);
 
     assert_eq!(api.delete(&format!("/x509/v1/certificates/{fp}")).await.0, 204);
@@ -429,8 +440,182 @@ async fn expired_and_unregistered_certificates_are_refused() {
     let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     for line in [
         r#"ingot_client_certificates_refused_total{reason="expired"} 1"#,
-        r#"ingot_mqtt_connections_refused_total{reason="bad_certificate"} 1"#,
+        r#"ingot_mqtt_connections_refused_total{reason="certificate_unregistered"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
+}
+
+/// A CA of one's own made with OpenSSL (a root: `req -x509`), in `dir` as `<name>.crt`
+/// and `<name>.key`.
+fn own_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+        "-subj",
+        &format!("/O=Example/CN={name}"),
+        "-days",
+        "30",
+    ]);
+    (crt, key)
+}
+
+/// A device key and certificate for CN `cn` (`tenant:device`: an own CA writes the CN
+/// itself), signed by an own CA with `openssl x509 -req`, as `<name>.key`, `<name>.crt`.
+fn sign_with(dir: &Path, (ca_crt, ca_key): &(PathBuf, PathBuf), cn: &str, name: &str) -> DeviceFiles {
+    let path = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let (key, csr, cert, ext) = (path("key"), path("csr"), path("crt"), path("ext"));
+    let subj = format!("/CN={cn}");
+    let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-new"];
+    args.extend_from_slice(&p256);
+    args.extend_from_slice(&["-keyout", key.to_str().unwrap(), "-out", csr.to_str().unwrap(), "-subj", &subj]);
+    openssl(&args);
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n").unwrap();
+    let (ca_crt, ca_key) = (ca_crt.to_str().unwrap(), ca_key.to_str().unwrap());
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        ca_crt,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "5",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    DeviceFiles { key, cert }
+}
+
+fn metric_lines(metrics: &str, wanted: &[&str]) {
+    for line in wanted {
+        assert!(metrics.lines().any(|l| l == *line), "{line} in {metrics}");
+    }
+}
+
+/// A tenant's own CA (`/x509/v1/trusted-cas`): its certificates are refused until it is
+/// trusted, then need registering (or register themselves at their first CONNECT when
+/// the CA allows it); another tenant's CA cannot speak for this tenant's devices; and
+/// when the CA is removed, live connections of its certificates end and new ones fail.
+#[tokio::test]
+async fn a_tenants_own_ca_is_trusted_registered_and_removed() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Setup { _dir: _keep, files, server, api, template, device: a, ca, .. } = Setup::new().await;
+    let (b, _) = api.device_with_secret(template, "b").await;
+    let own = own_ca(&files, "Admin Devices CA");
+    let own_pem = std::fs::read_to_string(&own.0).unwrap();
+    let device_a = sign_with(&files, &own, &format!("admin:{a}"), "device-a");
+    let topic_a = format!("admin:{a}/attrs");
+
+    assert!(!publish(&server, &ca, &device_a, &topic_a, &[]), "an unknown CA: refused at TLS");
+    let (status, body) = api.post("/x509/v1/trusted-cas", json!({"caPem": own_pem})).await;
+    assert_eq!(status, 201, "{body}");
+    let ca_fp = body["caFingerprint"].as_str().unwrap().to_string();
+    assert_eq!(ca_fp.split(':').count(), 32, "{ca_fp}");
+    let (status, listed) = api.get("/x509/v1/trusted-cas").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["paging"]["totalItems"], 1, "{listed}");
+    let entry = &listed["trustedCAs"][0];
+    assert_eq!(
+        (entry["caFingerprint"].as_str(), entry["allowAutoRegistration"].as_bool()),
+        (Some(&*ca_fp), Some(false))
+    );
+    assert!(entry["subjectDN"].as_str().unwrap().contains("Admin Devices CA"), "{entry}");
+    assert_eq!(api.get(&format!("/x509/v1/trusted-cas/{ca_fp}")).await.1["caPem"], entry["caPem"]);
+
+    // Refusals, each with a message: not a CA, not PEM, Ingot's own CA, twice, bad fields.
+    let ingot_ca = std::fs::read_to_string(&ca).unwrap();
+    let not_a_ca = std::fs::read_to_string(&device_a.cert).unwrap();
+    for (body, status) in [
+        (json!({"caPem": not_a_ca}), 400),
+        (json!({"caPem": "garbage"}), 400),
+        (json!({"caPem": ingot_ca}), 400),
+        (json!({"caPem": own_pem, "allowAutoRegistration": "yes"}), 400),
+        (json!({"caPem": own_pem, "extra": 1}), 400),
+        (json!({"caPem": own_pem}), 409),
+    ] {
+        let (got, answer) = api.post("/x509/v1/trusted-cas", body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["message"].is_string(), "{answer}");
+    }
+
+    // Trusted, but this certificate is not registered and the CA does not register them.
+    assert!(!publish(&server, &ca, &device_a, &topic_a, &[]), "unregistered: refused at CONNECT");
+    let cert_pem = std::fs::read_to_string(&device_a.cert).unwrap();
+    let (status, body) = api.post("/x509/v1/certificates", json!({"certificatePem": cert_pem})).await;
+    assert_eq!(status, 201, "{body}");
+    let fp_a = body["certificateFingerprint"].as_str().unwrap().to_string();
+    assert_eq!(api.post("/x509/v1/certificates", json!({"certificatePem": cert_pem})).await.0, 409);
+    assert!(publish(&server, &ca, &device_a, &topic_a, &[]), "registered: accepted");
+    let (_, cert) = api.get(&format!("/x509/v1/certificates/{fp_a}")).await;
+    assert_eq!((cert["issuedByDojotPki"].as_bool(), cert["autoRegistered"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(cert["belongsTo"], json!({"device": a}));
+
+    // Auto-registration: device b's certificate registers itself at its first CONNECT.
+    let patch =
+        |allow: Value| api.request(reqwest::Method::PATCH, &format!("/x509/v1/trusted-cas/{ca_fp}")).json(&allow);
+    assert_eq!(Api::send(patch(json!({"allowAutoRegistration": true}))).await.0, 204);
+    assert_eq!(Api::send(patch(json!({"allowAutoRegistration": 1}))).await.0, 400);
+    let device_b = sign_with(&files, &own, &format!("admin:{b}"), "device-b");
+    let (_, listed) = api.get(&format!("/x509/v1/certificates?belongsTo.device={b}")).await;
+    assert_eq!(listed["paging"]["totalItems"], 0, "{listed}");
+
+    // Another tenant's CA, which auto-registers, signs CN admin:<a>: it cannot speak for admin.
+    let alice = api.tenant_admin("alice", "acme").await;
+    let theirs = own_ca(&files, "Acme CA");
+    let body = json!({"caPem": std::fs::read_to_string(&theirs.0).unwrap(), "allowAutoRegistration": true});
+    let (status, answer) = alice.post("/x509/v1/trusted-cas", body).await;
+    assert_eq!(status, 201, "{answer}");
+    let impostor = sign_with(&files, &theirs, &format!("admin:{b}"), "impostor");
+    assert!(!publish(&server, &ca, &impostor, &format!("admin:{b}/attrs"), &[]), "another tenant's CA");
+    assert_eq!(alice.get(&format!("/x509/v1/trusted-cas/{ca_fp}")).await.0, 404, "tenant isolation");
+    assert_eq!(alice.delete(&format!("/x509/v1/trusted-cas/{ca_fp}")).await.0, 404);
+    assert_eq!(alice.get("/x509/v1/trusted-cas").await.1["paging"]["totalItems"], 1);
+
+    // Device b, with a Rust client: connects (auto-registered), publishes, and is cut off
+    // when its CA is removed.
+    let (_client, mut events) = rust_client(&server, &ca, &device_b, &format!("admin:{b}")).await;
+    assert_eq!(readings(&api, &b).await, 1);
+    let (_, listed) = api.get(&format!("/x509/v1/certificates?belongsTo.device={b}")).await;
+    assert_eq!(listed["certificates"][0]["autoRegistered"], true, "{listed}");
+    assert_eq!(listed["certificates"][0]["issuedByDojotPki"], false, "{listed}");
+
+    assert_eq!(api.delete(&format!("/x509/v1/trusted-cas/{ca_fp}")).await.0, 204);
+    let removed_at = Instant::now();
+    while tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("disconnected within 10 s").is_ok()
+    {
+    }
+    eprintln!("device b was disconnected {:?} after its CA was removed", removed_at.elapsed());
+    assert!(!publish(&server, &ca, &device_a, &topic_a, &[]), "its CA is no longer trusted");
+    assert_eq!(api.get(&format!("/x509/v1/certificates/{fp_a}")).await.0, 404, "its certificates went with it");
+    assert_eq!(api.get("/x509/v1/trusted-cas").await.1["trustedCAs"], json!([]));
+    assert_eq!(readings(&api, &a).await, 1);
+
+    let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    metric_lines(
+        &metrics,
+        &[
+            r#"ingot_mqtt_connections_refused_total{reason="certificate_unregistered"} 1"#,
+            r#"ingot_mqtt_connections_refused_total{reason="certificate_wrong_ca"} 1"#,
+        ],
+    );
 }

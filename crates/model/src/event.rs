@@ -46,14 +46,20 @@ pub enum EventKind {
     /// `data`: `{"device","client","node","state":{"subscriptions":[[form, qos]],"queue":[[topic, qos, payload]]}}`.
     #[serde(rename = "mqtt.session.state")]
     MqttSessionState,
-    /// Ingot's own: the device got a new secret; connections that authenticated with the
-    /// old one must end. `data`: `{"id"}`.
+    /// Ingot's own: a credential of the device was withdrawn. `data`: `{"id"}` when it got
+    /// a new secret (connections that authenticated with a secret must end), or
+    /// `{"id", "certificate": fingerprint}` when that certificate was revoked or its CA is
+    /// no longer trusted (connections that authenticated with it must end).
     #[serde(rename = "credentials")]
     Credentials,
     /// Ingot's own: the tenant left dojot's unsecured mode; connections that
     /// authenticated without a secret must end. `data`: `{}`.
     #[serde(rename = "tenant.secured")]
     TenantSecured,
+    /// Ingot's own: the tenant's trusted CAs changed (`/x509/v1/trusted-cas`); `data`:
+    /// `{"ca": fingerprint}`. Every node reloads the CAs its MQTTS listener trusts.
+    #[serde(rename = "x509.trusted-cas")]
+    TrustedCas,
 }
 
 impl EventKind {
@@ -73,6 +79,7 @@ impl EventKind {
             Self::MqttSessionState => "mqtt.session.state",
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
+            Self::TrustedCas => "x509.trusted-cas",
         }
     }
 }
@@ -98,6 +105,11 @@ impl DeviceEvent {
     /// A device's secret changed.
     pub fn credentials(tenant: &str, device_id: &str, ts: DateTime<Utc>) -> Self {
         Self { kind: EventKind::Credentials, tenant: tenant.into(), data: json!({"id": device_id}), ts }
+    }
+
+    /// For a `credentials` event: the certificate it withdraws, if it is about one.
+    pub fn certificate(&self) -> Option<&str> {
+        self.data.get("certificate").and_then(Value::as_str)
     }
 
     /// The tenant left unsecured mode.

@@ -25,6 +25,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
+use crate::trusted::ClientRoots;
 use crate::{CertificateAuthority, PkiError};
 
 /// Longest CN accepted in a CSR (dojot's rule).
@@ -44,26 +45,62 @@ pub struct Issued {
     pub pem: String,
 }
 
-/// Issues, lists and revokes device certificates under the installation's CA.
+/// Issues, lists and revokes device certificates under the installation's CA, and
+/// keeps the tenants' own CAs (`trusted`).
 pub struct CertificateService {
-    store: SharedStore,
+    pub(crate) store: SharedStore,
     ca: Arc<CertificateAuthority>,
     validity: Duration,
+    /// Most trusted CAs per tenant.
+    pub(crate) max_trusted_cas: u64,
+    /// What the MQTTS listener trusts (`trusted`).
+    pub(crate) roots: Arc<ClientRoots>,
+    /// Set when this node follows the others (`trusted`).
+    pub(crate) bus: std::sync::OnceLock<Arc<dyn bus::Bus>>,
+}
+
+/// Defaults of [`CertificateService`]'s limits.
+#[derive(Debug, Clone, Copy)]
+pub struct CertificateConfig {
+    /// Validity of the certificates the CA issues (`--cert-validity-days`).
+    pub validity_days: u32,
+    /// Most trusted CAs a tenant may register (`--max-trusted-cas`).
+    pub max_trusted_cas: u64,
+}
+
+impl Default for CertificateConfig {
+    fn default() -> Self {
+        Self { validity_days: 90, max_trusted_cas: 10 }
+    }
 }
 
 pub use model::secret::certificate_fingerprint as fingerprint;
 
 impl CertificateService {
-    /// Certificates valid for `validity_days`.
-    pub fn new(store: SharedStore, ca: Arc<CertificateAuthority>, validity_days: u32) -> Self {
-        Self { store, ca, validity: Duration::days(i64::from(validity_days.max(1))) }
+    /// Trusting Ingot's CA only until [`CertificateService::reload_roots`] reads the
+    /// tenants' CAs.
+    pub fn new(store: SharedStore, ca: Arc<CertificateAuthority>, config: CertificateConfig) -> Result<Self, PkiError> {
+        Ok(Self {
+            roots: ClientRoots::new(&ca.cert_pem)?,
+            store,
+            ca,
+            validity: Duration::days(i64::from(config.validity_days.max(1))),
+            max_trusted_cas: config.max_trusted_cas,
+            bus: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn ca_pem(&self) -> String {
+        self.ca.cert_pem.clone()
+    }
+
+    pub(crate) fn ingot_ca_der(&self) -> Result<CertificateDer<'static>, PkiError> {
+        CertificateDer::from_pem_slice(self.ca.cert_pem.as_bytes()).map_err(|_| PkiError::BadStoredCa("no certificate"))
     }
 
     /// The CA certificate and its fingerprint (`GET /x509/v1/ca`).
     pub fn ca(&self) -> Result<(String, String), PkiError> {
-        let der = CertificateDer::from_pem_slice(self.ca.cert_pem.as_bytes())
-            .map_err(|_| PkiError::BadStoredCa("no certificate"))?;
-        Ok((fingerprint(&der), self.ca.cert_pem.clone()))
+        Ok((fingerprint(&self.ingot_ca_der()?), self.ca.cert_pem.clone()))
     }
 
     /// Signs `csr_pem` for `tenant`, records the certificate and returns it.
@@ -111,6 +148,8 @@ impl CertificateService {
             not_after_ms: ms(csr.params.not_after),
             created_ms: ms(now),
             revoked_ms: None,
+            issuer: None,
+            auto_registered: false,
         };
         self.store.insert_certificate(record).await?;
         tracing::info!(%tenant, %fingerprint, "issued a device certificate");
@@ -243,7 +282,7 @@ fn rand_serial() -> [u8; 16] {
     serial
 }
 
-fn ms(t: OffsetDateTime) -> i64 {
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -272,7 +311,8 @@ mod tests {
         let engine = store::testing::Engine::sqlite();
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::load_or_create(&engine.store, dir.path()).await.unwrap();
-        (CertificateService::new(engine.store.clone(), Arc::new(ca), 30), engine)
+        let config = CertificateConfig { validity_days: 30, ..CertificateConfig::default() };
+        (CertificateService::new(engine.store.clone(), Arc::new(ca), config).unwrap(), engine)
     }
 
     fn csr(subject: &[(DnType, &str)]) -> String {

@@ -13,6 +13,7 @@
 
 pub mod certificates;
 pub mod tool;
+pub mod trusted;
 
 use std::fs;
 use std::io::Write;
@@ -50,6 +51,12 @@ pub enum PkiError {
     /// A certificate signing request broke one of the rules (an HTTP 400).
     #[error("{0}")]
     BadCsr(String),
+    /// A CA or certificate sent to be trusted or registered broke one of the rules (400).
+    #[error("{0}")]
+    BadCertificate(String),
+    /// The tenant has this CA or certificate already (409).
+    #[error("{0}")]
+    Exists(String),
 }
 
 /// Ingot's certificate authority: its certificate and private key (PEM).
@@ -213,89 +220,16 @@ impl TlsMaterial {
 impl TlsMaterial {
     /// rustls configuration of the mutual-TLS MQTT listener: TLS 1.2 and 1.3, this
     /// certificate, and a client certificate required and verified (chain, dates, use)
-    /// against `client_ca_pems` (Ingot's CA). Which certificates are still valid for
-    /// which device is the MQTT agent's question at CONNECT (`certificates`).
-    pub fn mutual_tls_config(&self, client_ca_pems: &[&str]) -> Result<Arc<ServerConfig>, PkiError> {
+    /// against `roots` (Ingot's CA and the tenants' own, changed while it runs). Which
+    /// certificates are valid for which device is the MQTT agent's question at CONNECT
+    /// (`certificates`).
+    pub fn mutual_tls_config(&self, roots: Arc<trusted::ClientRoots>) -> Result<Arc<ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for pem in client_ca_pems {
-            for der in CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok) {
-                roots.add(der)?;
-            }
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| PkiError::ClientVerifier(e.to_string()))?;
-        let verifier = Arc::new(SayWhy(verifier));
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(roots)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(config))
-    }
-}
-
-/// The client-certificate verifier, saying why it refused a certificate (a log line and
-/// `ingot_client_certificates_refused_total{reason}`): TLS alone would only tell the
-/// server "disconnected".
-#[derive(Debug)]
-struct SayWhy(Arc<dyn rustls::server::danger::ClientCertVerifier>);
-
-impl rustls::server::danger::ClientCertVerifier for SayWhy {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
-            use rustls::CertificateError as C;
-            let reason = match e {
-                rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
-                rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
-                rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
-                rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
-                rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
-                _ => "invalid",
-            };
-            let fingerprint = model::secret::certificate_fingerprint(end_entity);
-            metrics::counter!("ingot_client_certificates_refused_total", "reason" => reason).increment(1);
-            tracing::warn!(reason, certificate = %fingerprint, error = %e, "client certificate refused at the TLS handshake");
-        })
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-
-    fn offer_client_auth(&self) -> bool {
-        self.0.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.0.client_auth_mandatory()
     }
 }
 

@@ -63,7 +63,14 @@ mod tests {
             lifecycle(&create).unwrap(),
             json!({"event": "create", "data": {"id": "a1"}, "meta": {"service": "admin"}})
         );
-        for kind in [EventKind::TokenRevoked, EventKind::MqttSession, EventKind::Credentials, EventKind::SeatAccount] {
+        let own = [
+            EventKind::TokenRevoked,
+            EventKind::MqttSession,
+            EventKind::Credentials,
+            EventKind::SeatAccount,
+            EventKind::TrustedCas,
+        ];
+        for kind in own {
             let e = DeviceEvent { kind, tenant: "admin".into(), data: json!({}), ts };
             assert_eq!(lifecycle(&e), None, "{kind:?}");
         }

@@ -669,11 +669,18 @@ async fn certificates_are_kept_per_tenant_listed_owned_and_revoked_once() {
             not_after_ms: 10_000,
             created_ms,
             revoked_ms: None,
+            issuer: None,
+            auto_registered: false,
         };
-        store.insert_certificate(cert("AA", "acme", Some("d1"), 1)).await.unwrap();
-        store.insert_certificate(cert("BB", "acme", None, 2)).await.unwrap();
-        store.insert_certificate(cert("CC", "globex", Some("d1"), 3)).await.unwrap();
-        assert!(store.insert_certificate(cert("AA", "globex", None, 4)).await.is_err(), "{name}: one fingerprint");
+        assert!(store.insert_certificate(cert("AA", "acme", Some("d1"), 1)).await.unwrap());
+        assert!(store.insert_certificate(cert("BB", "acme", None, 2)).await.unwrap());
+        assert!(store.insert_certificate(cert("CC", "globex", Some("d1"), 3)).await.unwrap());
+        assert!(!store.insert_certificate(cert("AA", "globex", None, 4)).await.unwrap(), "{name}: one fingerprint");
+        let same_serial = CertificateRecord { serial: "serial-AA".into(), ..cert("DD", "acme", None, 4) };
+        assert!(!store.insert_certificate(same_serial.clone()).await.unwrap(), "{name}: one serial per issuer");
+        let other_issuer = CertificateRecord { issuer: Some("CA".into()), ..same_serial };
+        assert!(store.insert_certificate(other_issuer).await.unwrap(), "{name}: another issuer's serial");
+        assert!(store.revoke_certificate("acme", "DD", 400).await.unwrap().is_some(), "{name}");
 
         assert_eq!(other.certificate("acme", "AA").await.unwrap(), Some(cert("AA", "acme", Some("d1"), 1)), "{name}");
         assert_eq!(other.certificate("globex", "AA").await.unwrap(), None, "{name}: tenant isolation");
@@ -699,8 +706,73 @@ async fn certificates_are_kept_per_tenant_listed_owned_and_revoked_once() {
         assert!(!store.set_certificate_owner("acme", "AA", Some("d3"), None).await.unwrap(), "{name}: revoked");
         assert_eq!(store.certificates("acme", &all, 0, 10).await.unwrap().total, 1, "{name}: valid ones listed");
         let with_revoked = CertificateFilter { revoked: true, ..CertificateFilter::default() };
-        assert_eq!(store.certificates("acme", &with_revoked, 0, 10).await.unwrap().total, 2, "{name}");
-        assert_eq!(store.revoked_certificates(1_000).await.unwrap(), vec![("serial-AA".to_string(), 500)], "{name}");
+        assert_eq!(store.certificates("acme", &with_revoked, 0, 10).await.unwrap().total, 3, "{name}");
+        assert_eq!(
+            store.revoked_certificates(1_000).await.unwrap(),
+            vec![("serial-AA".to_string(), 500)],
+            "{name}: Ingot's own only"
+        );
         assert!(store.revoked_certificates(10_000).await.unwrap().is_empty(), "{name}: expired ones leave the CRL");
+    }
+}
+
+#[tokio::test]
+async fn trusted_cas_are_per_tenant_bounded_and_take_their_certificates_with_them() {
+    use crate::certificates::{CertificateRecord, TrustedCaInsert, TrustedCaRecord};
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let ca = |tenant: &str, fp: &str, created_ms: i64| TrustedCaRecord {
+            tenant: tenant.into(),
+            fingerprint: fp.into(),
+            pem: format!("pem of {fp}"),
+            subject_dn: format!("CN={fp}"),
+            not_before_ms: 0,
+            not_after_ms: 10_000,
+            allow_auto_registration: false,
+            created_ms,
+            modified_ms: created_ms,
+        };
+        assert_eq!(store.insert_trusted_ca(ca("acme", "C1", 1), 2).await.unwrap(), TrustedCaInsert::Inserted);
+        assert_eq!(other.insert_trusted_ca(ca("acme", "C1", 2), 2).await.unwrap(), TrustedCaInsert::Exists, "{name}");
+        assert_eq!(store.insert_trusted_ca(ca("globex", "C1", 3), 2).await.unwrap(), TrustedCaInsert::Inserted);
+        assert_eq!(store.insert_trusted_ca(ca("acme", "C2", 4), 2).await.unwrap(), TrustedCaInsert::Inserted);
+        assert_eq!(store.insert_trusted_ca(ca("acme", "C3", 5), 2).await.unwrap(), TrustedCaInsert::Full, "{name}");
+
+        assert_eq!(other.trusted_ca("acme", "C1").await.unwrap(), Some(ca("acme", "C1", 1)), "{name}");
+        assert_eq!(other.trusted_ca("initech", "C1").await.unwrap(), None, "{name}: tenant isolation");
+        let page = other.trusted_cas("acme", 0, 1).await.unwrap();
+        assert_eq!((page.total, page.cas[0].fingerprint.as_str()), (2, "C1"), "{name}: oldest first");
+        assert_eq!(other.trusted_cas("acme", 1, 1).await.unwrap().cas[0].fingerprint, "C2", "{name}");
+        assert_eq!(other.all_trusted_cas().await.unwrap().len(), 3, "{name}: every tenant's");
+
+        assert!(other.set_trusted_ca_auto_registration("acme", "C1", true, 50).await.unwrap(), "{name}");
+        assert!(!other.set_trusted_ca_auto_registration("initech", "C1", true, 50).await.unwrap(), "{name}");
+        let changed = store.trusted_ca("acme", "C1").await.unwrap().unwrap();
+        assert_eq!((changed.allow_auto_registration, changed.modified_ms), (true, 50), "{name}");
+
+        let cert = |fp: &str, tenant: &str, issuer: &str| CertificateRecord {
+            fingerprint: fp.into(),
+            tenant: tenant.into(),
+            device: Some("d1".into()),
+            application: None,
+            pem: String::new(),
+            serial: fp.into(),
+            not_after_ms: 10_000,
+            created_ms: 1,
+            revoked_ms: None,
+            issuer: Some(issuer.into()),
+            auto_registered: true,
+        };
+        for (fp, tenant, issuer) in [("E1", "acme", "C1"), ("E2", "acme", "C2"), ("E3", "globex", "C1")] {
+            assert!(store.insert_certificate(cert(fp, tenant, issuer)).await.unwrap(), "{name}");
+        }
+        assert_eq!(other.certificate("acme", "E1").await.unwrap(), Some(cert("E1", "acme", "C1")), "{name}");
+        let gone = other.delete_trusted_ca("acme", "C1").await.unwrap().unwrap();
+        assert_eq!(gone, vec![cert("E1", "acme", "C1")], "{name}: its certificates, not another tenant's");
+        assert_eq!(store.certificate("acme", "E1").await.unwrap(), None, "{name}");
+        assert!(store.certificate("globex", "E3").await.unwrap().is_some(), "{name}");
+        assert!(store.certificate("acme", "E2").await.unwrap().is_some(), "{name}");
+        assert_eq!(store.delete_trusted_ca("acme", "C1").await.unwrap(), None, "{name}: once");
+        assert_eq!(store.insert_trusted_ca(ca("acme", "C3", 6), 2).await.unwrap(), TrustedCaInsert::Inserted, "{name}");
     }
 }

@@ -287,8 +287,26 @@ const TABLES: &[Table] = &[
             col("not_after_ms", Int),
             col("created_ms", Int),
             col("revoked_ms", OptInt),
+            col("issuer", Text),
+            col("auto_registered", Bool),
         ],
         order_by: "fingerprint",
+        identity: false,
+    },
+    Table {
+        name: "trusted_cas",
+        columns: &[
+            col("tenant", Text),
+            col("fingerprint", Text),
+            col("pem", Text),
+            col("subject_dn", Text),
+            col("not_before_ms", Int),
+            col("not_after_ms", Int),
+            col("allow_auto_registration", Bool),
+            col("created_ms", Int),
+            col("modified_ms", Int),
+        ],
+        order_by: "tenant, fingerprint",
         identity: false,
     },
     // Last: by far the longest.
@@ -305,9 +323,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 9 of both engines: a new migration step must be
+// TABLES describes schema version 10 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 9 && crate::postgres::SCHEMA_VERSION == 9);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 10 && crate::postgres::SCHEMA_VERSION == 10);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -784,9 +802,23 @@ mod tests {
                 not_after_ms: 1_800_000_000_000,
                 created_ms: 1_700_000_000_000,
                 revoked_ms: revoked,
+                issuer: (n == 2).then(|| "CA:01".into()),
+                auto_registered: n == 2,
             };
-            s.insert_certificate(cert).await.unwrap();
+            assert!(s.insert_certificate(cert).await.unwrap());
         }
+        let ca = crate::certificates::TrustedCaRecord {
+            tenant: "acme".into(),
+            fingerprint: "CA:01".into(),
+            pem: "-----BEGIN CERTIFICATE-----".into(),
+            subject_dn: "CN=Acme Devices".into(),
+            not_before_ms: 1_600_000_000_000,
+            not_after_ms: 1_900_000_000_000,
+            allow_auto_registration: true,
+            created_ms: 1_700_000_000_000,
+            modified_ms: 1_700_000_000_100,
+        };
+        s.insert_trusted_ca(ca, 10).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

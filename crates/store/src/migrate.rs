@@ -172,6 +172,46 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
     "#,
+    // 10: tenants' own CAs (x509 trusted CAs). A certificate now says which CA issued it
+    // (`issuer`: a trusted CA's fingerprint, '' for Ingot's) and whether a device's first
+    // CONNECT registered it; serials are unique per issuer, not overall. SQLite cannot
+    // drop a constraint: the table is rebuilt.
+    r#"
+    CREATE TABLE trusted_cas (
+        tenant TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        subject_dn TEXT NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        allow_auto_registration INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, fingerprint)
+    );
+    CREATE TABLE certificates_v10 (
+        fingerprint TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        device TEXT,
+        application TEXT,
+        pem TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        issuer TEXT NOT NULL DEFAULT '',
+        auto_registered INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (issuer, serial)
+    );
+    INSERT INTO certificates_v10
+        (fingerprint, tenant, device, application, pem, serial, not_after_ms, created_ms, revoked_ms)
+        SELECT fingerprint, tenant, device, application, pem, serial, not_after_ms, created_ms, revoked_ms
+        FROM certificates;
+    DROP TABLE certificates;
+    ALTER TABLE certificates_v10 RENAME TO certificates;
+    CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
+    CREATE INDEX certificates_issuer ON certificates (tenant, issuer);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -59,6 +59,11 @@ pub fn router(state: AppState) -> Router {
             "/x509/v1/certificates/{fingerprint}",
             get(x509::get).patch(x509::set_owner).delete(x509::revoke),
         )
+        .route("/x509/v1/trusted-cas", get(x509::list_cas).post(x509::register_ca))
+        .route(
+            "/x509/v1/trusted-cas/{fingerprint}",
+            get(x509::get_ca).patch(x509::set_ca).delete(x509::remove_ca),
+        )
         // device agent over HTTP
         .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
         // seat metering (fakeiot): POST /metrics shares its path with the Prometheus GET

@@ -518,7 +518,8 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                     | EventKind::TemplateRemove
                     | EventKind::TokenRevoked
                     | EventKind::UserChanged
-                    | EventKind::SeatAccount => {}
+                    | EventKind::SeatAccount
+                    | EventKind::TrustedCas => {}
                 }
                 delivery.ack();
             }
@@ -528,17 +529,19 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
 }
 
 /// Ends the connections an event makes unauthorised: a deleted device's (and its stored
-/// sessions), a re-keyed device's, or a tenant's unsecured ones.
+/// sessions), a re-keyed device's, those of a withdrawn certificate, or a tenant's
+/// unsecured ones.
 fn revoke(shared: &Shared, event: &DeviceEvent) {
     let closed = if event.kind == EventKind::TenantSecured {
         shared.registry.revoke_unsecured(&event.tenant)
     } else {
         let Some(device) = event.device_id().and_then(|id| DeviceRef::new(&event.tenant, id).ok()) else { return };
-        let deleted = event.kind == EventKind::Remove;
-        if deleted {
+        if event.kind == EventKind::Remove {
             shared.ingest.forget_device(&device);
+            shared.registry.revoke_device(&device)
+        } else {
+            shared.registry.revoke_credential(&device, event.certificate())
         }
-        shared.registry.revoke_device(&device, deleted)
     };
     if closed > 0 {
         metrics::counter!("ingot_mqtt_connections_revoked_total").increment(closed as u64);

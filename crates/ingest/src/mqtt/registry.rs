@@ -103,9 +103,18 @@ impl LiveSignal {
 struct Live {
     conn_id: u64,
     signal: Arc<LiveSignal>,
-    /// Whether the connection proved a secret or a certificate (else it came in through
-    /// unsecured mode).
-    with_secret: bool,
+    credential: Credential,
+}
+
+/// How a connection proved who it is: what a revocation must match to end it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// Nothing: its tenant was in unsecured mode.
+    Unsecured,
+    /// The device's secret.
+    Secret,
+    /// The client certificate with this fingerprint.
+    Certificate(String),
 }
 
 struct Session {
@@ -135,8 +144,8 @@ impl Session {
 pub(crate) struct NewConnection {
     pub conn_id: u64,
     pub signal: Arc<LiveSignal>,
-    /// Whether it proved a secret or a certificate (see [`Registry::revoke_unsecured`]).
-    pub with_secret: bool,
+    /// How it proved who it is (see [`Registry::revoke_credential`]).
+    pub credential: Credential,
 }
 
 /// Asks the live connections of `sessions` that match `which` to close as not authorized.
@@ -208,7 +217,7 @@ impl Registry {
         clean_start: bool,
         expiry: Option<Duration>,
     ) -> Result<Attached, TooManySessions> {
-        let NewConnection { conn_id, signal, with_secret } = conn;
+        let NewConnection { conn_id, signal, credential } = conn;
         let now = Instant::now();
         let mut devices = self.lock();
         let sessions = devices.entry(device.clone()).or_default();
@@ -238,7 +247,7 @@ impl Registry {
         if !session.queue.is_empty() {
             signal.wake();
         }
-        session.live = Some(Live { conn_id, signal, with_secret });
+        session.live = Some(Live { conn_id, signal, credential });
         sessions.insert(client_id.to_string(), session);
         Ok(Attached { session_present, took_over })
     }
@@ -294,17 +303,27 @@ impl Registry {
         true
     }
 
-    /// Ends every live connection of `device` ([`CloseReason::NotAuthorized`]); with
-    /// `drop_sessions` (the device was deleted) its stored sessions go too. Returns the
-    /// number of connections told to close.
-    pub fn revoke_device(&self, device: &DeviceRef, drop_sessions: bool) -> usize {
+    /// Ends every live connection of `device` ([`CloseReason::NotAuthorized`]) and drops
+    /// its stored sessions: the device was deleted. Returns the number of connections
+    /// told to close.
+    pub fn revoke_device(&self, device: &DeviceRef) -> usize {
         let mut devices = self.lock();
-        let Some(sessions) = devices.get_mut(device) else { return 0 };
-        let closed = close_live(sessions.values(), |_| true);
-        if drop_sessions {
-            devices.remove(device);
-        }
-        closed
+        let Some(sessions) = devices.remove(device) else { return 0 };
+        close_live(sessions.values(), |_| true)
+    }
+
+    /// Ends the live connections of `device` that a withdrawn credential let in: with a
+    /// `certificate` (fingerprint), those that presented it; without, those that did not
+    /// come in with a certificate (the device got a new secret). Returns how many were
+    /// told to close.
+    pub fn revoke_credential(&self, device: &DeviceRef, certificate: Option<&str>) -> usize {
+        let devices = self.lock();
+        let Some(sessions) = devices.get(device) else { return 0 };
+        close_live(sessions.values(), |l| match (&l.credential, certificate) {
+            (Credential::Certificate(used), Some(withdrawn)) => used == withdrawn,
+            (Credential::Certificate(_), None) | (_, Some(_)) => false,
+            (_, None) => true,
+        })
     }
 
     /// Ends the live connections of `tenant` that came in without a secret (the tenant
@@ -314,7 +333,7 @@ impl Registry {
         devices
             .iter()
             .filter(|(d, _)| d.tenant == tenant)
-            .map(|(_, sessions)| close_live(sessions.values(), |l| !l.with_secret))
+            .map(|(_, sessions)| close_live(sessions.values(), |l| l.credential == Credential::Unsecured))
             .sum()
     }
 
@@ -450,7 +469,7 @@ mod tests {
     const DAY: Option<Duration> = Some(Duration::from_secs(86_400));
 
     fn conn(conn_id: u64, signal: Arc<LiveSignal>) -> NewConnection {
-        NewConnection { conn_id, signal, with_secret: true }
+        NewConnection { conn_id, signal, credential: Credential::Secret }
     }
 
     #[test]
@@ -568,15 +587,37 @@ mod tests {
         let reg = Registry::new(10, 4);
         let (s1, s2) = (Arc::new(LiveSignal::default()), Arc::new(LiveSignal::default()));
         reg.attach(&dev(), "a", conn(1, s1.clone()), false, DAY).unwrap();
-        let unsecured = NewConnection { conn_id: 2, signal: s2.clone(), with_secret: false };
+        let unsecured = NewConnection { conn_id: 2, signal: s2.clone(), credential: Credential::Unsecured };
         reg.attach(&dev(), "b", unsecured, false, DAY).unwrap();
         assert_eq!(reg.revoke_unsecured("other-tenant"), 0);
         assert_eq!(reg.revoke_unsecured("t"), 1);
         assert_eq!((s1.close_reason(), s2.close_reason()), (None, Some(CloseReason::NotAuthorized)));
-        assert_eq!(reg.revoke_device(&dev(), false), 2);
+        assert_eq!(reg.revoke_credential(&dev(), None), 2);
         assert_eq!(s1.close_reason(), Some(CloseReason::NotAuthorized));
         assert_eq!(reg.session_count(), 2, "a new secret keeps the stored sessions");
-        reg.revoke_device(&dev(), true);
+        reg.revoke_device(&dev());
         assert_eq!(reg.session_count(), 0, "a deleted device keeps nothing");
+    }
+
+    #[test]
+    fn a_withdrawn_credential_ends_only_the_connections_it_let_in() {
+        let reg = Registry::new(10, 4);
+        let signals: Vec<_> = (0..4).map(|_| Arc::new(LiveSignal::default())).collect();
+        let credentials = [
+            Credential::Secret,
+            Credential::Certificate("AA:01".into()),
+            Credential::Certificate("AA:02".into()),
+            Credential::Unsecured,
+        ];
+        for (i, credential) in credentials.into_iter().enumerate() {
+            let conn = NewConnection { conn_id: i as u64, signal: signals[i].clone(), credential };
+            reg.attach(&dev(), &format!("c{i}"), conn, false, DAY).unwrap();
+        }
+        let closed = || signals.iter().map(|s| s.close_reason().is_some()).collect::<Vec<_>>();
+        assert_eq!(reg.revoke_credential(&DeviceRef::new("t", "other").unwrap(), Some("AA:01")), 0);
+        assert_eq!(reg.revoke_credential(&dev(), Some("AA:01")), 1, "that certificate's connection");
+        assert_eq!(closed(), [false, true, false, false]);
+        assert_eq!(reg.revoke_credential(&dev(), None), 2, "a new secret: the secret's and the unsecured one");
+        assert_eq!(closed(), [true, true, false, true], "the other certificate's connection stays");
     }
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use model::DeviceRef;
 
 use super::Shared;
-use super::registry::{CloseReason, LiveSignal, NewConnection, Outbound, Qos};
-use crate::{DeviceAuth, DeviceAuthError, DeviceLogin, IngestError};
+use super::registry::{CloseReason, Credential, LiveSignal, NewConnection, Outbound, Qos};
+use crate::{CertificateRefusal, DeviceAuth, DeviceAuthError, DeviceLogin, IngestError};
 
 /// The agent name readings and rejections are counted under.
 pub(crate) const AGENT: &str = "mqtt";
@@ -70,7 +70,7 @@ pub(crate) enum Refusal {
     /// Wrong or missing device secret.
     BadCredentials,
     /// A client certificate not (or no longer) valid for its device.
-    BadCertificate,
+    BadCertificate(CertificateRefusal),
     /// No such device.
     UnknownDevice,
     /// The identity is not `tenant:device`; `from_client_id` when it came from the client id.
@@ -90,7 +90,7 @@ impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
             Self::BadCredentials => "bad_credentials",
-            Self::BadCertificate => "bad_certificate",
+            Self::BadCertificate(why) => why.reason(),
             Self::UnknownDevice => "unknown_device",
             Self::BadIdentity { .. } => "bad_identity",
             Self::ClientIdRequired => "client_id_required",
@@ -103,7 +103,7 @@ impl Refusal {
     fn from_auth(e: &DeviceAuthError, identity_from_client_id: bool) -> Self {
         match e {
             DeviceAuthError::BadSecret | DeviceAuthError::SecretRequired => Self::BadCredentials,
-            DeviceAuthError::BadCertificate => Self::BadCertificate,
+            DeviceAuthError::Certificate(why) => Self::BadCertificate(*why),
             DeviceAuthError::UnknownDevice => Self::UnknownDevice,
             DeviceAuthError::BadIdentity => Self::BadIdentity { from_client_id: identity_from_client_id },
             DeviceAuthError::Unavailable => Self::Unavailable,
@@ -197,7 +197,12 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     let keep_alive_secs = if p.keep_alive_secs == 0 { max_keep_alive } else { p.keep_alive_secs.min(max_keep_alive) };
 
     let signal = Arc::new(LiveSignal::default());
-    let new = NewConnection { conn_id, signal: signal.clone(), with_secret: how != DeviceAuth::Unsecured };
+    let credential = match (how, &p.certificate) {
+        (DeviceAuth::Certificate, Some(cert)) => Credential::Certificate(cert.fingerprint.clone()),
+        (DeviceAuth::Unsecured, _) => Credential::Unsecured,
+        _ => Credential::Secret,
+    };
+    let new = NewConnection { conn_id, signal: signal.clone(), credential };
     let attached = shared.registry.attach(&device, &client_id, new, p.clean_start, expiry).map_err(|_| {
         tracing::info!(device = %device, client_id = %client_id, "mqtt session refused: every session of the device is live");
         Refusal::TooManySessions

@@ -1,9 +1,10 @@
 //! MQTT over mutual TLS (dojot's port 8883): the same MQTT service behind ntex-tls's
 //! rustls acceptor. TLS itself checks the client's certificate chain against the
-//! configured CAs (and its validity dates); the CONNECT then asks the device directory
-//! whether that certificate is a valid one of the device its CN names (issued for it,
-//! not revoked), so a revocation takes effect at the next CONNECT on every node, and the
-//! revocation event ends live connections.
+//! trusted CAs (Ingot's and the tenants' own) and its validity dates; the CONNECT then
+//! asks the certificate registry whether that certificate may speak for the device its
+//! CN names (registered for it, not revoked, from that tenant's CA), so a revocation
+//! takes effect at the next CONNECT on every node, and the revocation event ends the
+//! live connections that used it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,5 +36,5 @@ pub(super) fn client_certificate(io: &IoBoxed) -> Option<ClientCertificate> {
     let der = query.as_ref()?.0.as_ref().to_vec();
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
     let common_name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(ClientCertificate { fingerprint: model::secret::certificate_fingerprint(&der), common_name })
+    Some(ClientCertificate { fingerprint: model::secret::certificate_fingerprint(&der), common_name, der })
 }

@@ -68,7 +68,7 @@ pub(super) async fn handshake(
 fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
     match refusal {
         Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
-        Refusal::BadCertificate => codec::ConnectAckReason::NotAuthorized,
+        Refusal::BadCertificate(_) => codec::ConnectAckReason::NotAuthorized,
         Refusal::UnknownDevice | Refusal::BadIdentity { from_client_id: false } => {
             codec::ConnectAckReason::NotAuthorized
         }

@@ -196,6 +196,28 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
     "#,
+    // 10: tenants' own CAs (x509 trusted CAs). A certificate now says which CA issued it
+    // (`issuer`: a trusted CA's fingerprint, '' for Ingot's) and whether a device's first
+    // CONNECT registered it; serials are unique per issuer, not overall.
+    r#"
+    CREATE TABLE trusted_cas (
+        tenant TEXT COLLATE "C" NOT NULL,
+        fingerprint TEXT COLLATE "C" NOT NULL,
+        pem TEXT NOT NULL,
+        subject_dn TEXT NOT NULL,
+        not_before_ms BIGINT NOT NULL,
+        not_after_ms BIGINT NOT NULL,
+        allow_auto_registration BOOLEAN NOT NULL,
+        created_ms BIGINT NOT NULL,
+        modified_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, fingerprint)
+    );
+    ALTER TABLE certificates ADD COLUMN issuer TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE certificates ADD COLUMN auto_registered BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE certificates DROP CONSTRAINT certificates_serial_key;
+    ALTER TABLE certificates ADD CONSTRAINT certificates_issuer_serial UNIQUE (issuer, serial);
+    CREATE INDEX certificates_issuer ON certificates (tenant, issuer);
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -364,6 +386,7 @@ mod tests {
                 "stream_tickets(hash)",
                 "templates(tenant,id)",
                 "tenants(name)",
+                "trusted_cas(tenant,fingerprint)",
                 "users(id)",
             ]
         );
@@ -371,7 +394,7 @@ mod tests {
             constraint_columns("UNIQUE").await,
             [
                 "api_tokens(token_hash)",
-                "certificates(serial)",
+                "certificates(issuer,serial)",
                 "series(tenant,device_id,attr)",
                 "users(email)",
                 "users(username)"
