@@ -619,3 +619,38 @@ async fn a_tenants_own_ca_is_trusted_registered_and_removed() {
         ],
     );
 }
+
+/// An ECDSA P-521 key (dojot accepted them): its CSR is signed, and mosquitto connects
+/// with it (the handshake's P-521 signature is checked by the MQTTS listener).
+#[tokio::test]
+async fn a_p521_device_key_is_certified_and_connects() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let Setup { _dir: _keep, files, server, api, device: id, ca, .. } = Setup::new().await;
+    let (key, csr, cert) = (files.join("p521.key"), files.join("p521.csr"), files.join("p521.pem"));
+    let subj = format!("/CN={id}");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:secp521r1",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+        "-subj",
+        &subj,
+    ]);
+    let body = json!({"csr": std::fs::read_to_string(&csr).unwrap()});
+    let (status, answer) = api.post("/x509/v1/certificates", body).await;
+    assert_eq!(status, 201, "{answer}");
+    std::fs::write(&cert, answer["certificatePem"].as_str().unwrap()).unwrap();
+    let device = DeviceFiles { key, cert };
+    assert!(publish(&server, &ca, &device, &format!("admin:{id}/attrs"), &[]), "TLS 1.3");
+    assert!(publish(&server, &ca, &device, &format!("admin:{id}/attrs"), &["--tls-version", "tlsv1.2"]), "TLS 1.2");
+    assert_eq!(readings(&api, &id).await, 2);
+}

@@ -7,21 +7,23 @@
 //! never leaves the server.
 //!
 //! CSR rules, as dojot's: a subject of a CN only, at most 255 characters of
-//! `[A-Za-z0-9 ]`; RSA of at least 2048 bits or ECDSA on P-256 or P-384 (P-521 CSRs
-//! are refused: their signature cannot be checked with this crypto provider); a valid
-//! signature.
+//! `[A-Za-z0-9 ]`; RSA of at least 2048 bits or ECDSA on P-256, P-384 or P-521; a valid
+//! signature. P-521 is why `pki` links AWS-LC beside ring: ring neither checks P-521
+//! signatures (the CSR's, the handshake's) nor writes P-521 keys into certificates
+//! (rcgen's P-521 needs its AWS-LC backend).
 
 use std::sync::Arc;
 
 use rcgen::{
-    CertificateRevocationListParams, CertificateSigningRequestParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, KeyIdMethod, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    KeyIdMethod, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 use store::SharedStore;
 pub use store::certificates::{CertificateFilter, CertificatePage, CertificateRecord};
 use time::{Duration, OffsetDateTime};
+use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
@@ -107,10 +109,7 @@ impl CertificateService {
     pub async fn issue(&self, tenant: &str, csr_pem: &str, owner: Option<Owner>) -> Result<Issued, PkiError> {
         let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.trim().as_bytes())
             .map_err(|_| PkiError::BadCsr("the csr is not a PEM certificate signing request".into()))?;
-        check_key(der.as_ref())?;
-        let mut csr = CertificateSigningRequestParams::from_der(&der)
-            .map_err(|e| PkiError::BadCsr(format!("the csr cannot be read or its signature is wrong ({e})")))?;
-        let cn = subject_cn(&csr.params.distinguished_name)?;
+        let (cn, public_key) = read_csr(der.as_ref())?;
         let owner = match owner {
             Some(Owner::Device(d)) if d != cn => {
                 return Err(PkiError::BadCsr(format!("belongsTo.device '{d}' is not the CSR's CN '{cn}'")));
@@ -118,10 +117,11 @@ impl CertificateService {
             Some(o) => o,
             None => Owner::Device(cn.clone()),
         };
-        let params = &mut csr.params;
+        // Only the CSR's key and CN are taken: nothing else it asks for (names,
+        // extensions) goes into the certificate.
+        let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, format!("{tenant}:{cn}"));
-        params.subject_alt_names.clear();
         params.is_ca = rcgen::IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -131,7 +131,7 @@ impl CertificateService {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + self.validity;
-        let cert = csr.signed_by(&self.ca.issuer()?)?;
+        let cert = params.signed_by(&public_key, &self.ca.issuer()?)?;
         let pem = cert.pem();
         let fingerprint = fingerprint(cert.der());
         let (device, application) = match owner {
@@ -145,7 +145,7 @@ impl CertificateService {
             application,
             pem: pem.clone(),
             serial: hex(&serial),
-            not_after_ms: ms(csr.params.not_after),
+            not_after_ms: ms(params.not_after),
             created_ms: ms(now),
             revoked_ms: None,
             issuer: None,
@@ -229,19 +229,57 @@ impl CertificateService {
     }
 }
 
-/// The subject must be one CN of `[A-Za-z0-9 ]`, at most 255 characters.
-fn subject_cn(dn: &DistinguishedName) -> Result<String, PkiError> {
+/// Reads a CSR by dojot's rules: its signature must verify, its key be RSA of at least
+/// 2048 bits or ECDSA on P-256, P-384 or P-521, and its subject one CN of
+/// `[A-Za-z0-9 ]`, at most 255 characters. Returns the CN and the public key.
+fn read_csr(der: &[u8]) -> Result<(String, rcgen::SubjectPublicKeyInfo), PkiError> {
+    let (_, csr) =
+        X509CertificationRequest::from_der(der).map_err(|_| PkiError::BadCsr("the csr cannot be read".into()))?;
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
+    let p521 = match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => false,
+        Ok(PublicKey::RSA(rsa)) => {
+            return Err(PkiError::BadCsr(format!("an RSA key must have at least 2048 bits, not {}", rsa.key_size())));
+        }
+        Ok(PublicKey::EC(_)) => {
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            match curve.as_deref() {
+                Some(P256 | P384) => false,
+                Some(P521) => true,
+                _ => return Err(PkiError::BadCsr("an ECDSA key must be on P-256, P-384 or P-521".into())),
+            }
+        }
+        _ => {
+            return Err(PkiError::BadCsr(
+                "the key must be RSA (2048 bits or more) or ECDSA (P-256, P-384, P-521)".into(),
+            ));
+        }
+    };
+    let bad_signature = || PkiError::BadCsr("the csr's signature does not verify".into());
+    if p521 {
+        // x509-parser's check knows P-256 and P-384 only: AWS-LC checks P-521.
+        use aws_lc_rs::signature as sig;
+        let algorithm = match csr.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" => &sig::ECDSA_P521_SHA256_ASN1,
+            "1.2.840.10045.4.3.3" => &sig::ECDSA_P521_SHA384_ASN1,
+            "1.2.840.10045.4.3.4" => &sig::ECDSA_P521_SHA512_ASN1,
+            _ => return Err(bad_signature()),
+        };
+        sig::UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data[..])
+            .verify(info.raw, &csr.signature_value.data)
+            .map_err(|_| bad_signature())?;
+    } else {
+        csr.verify_signature().map_err(|_| bad_signature())?;
+    }
     let mut cn = None;
-    for (ty, value) in dn.iter() {
-        if *ty != DnType::CommonName {
+    for attr in info.subject.iter_attributes() {
+        if attr.attr_type().to_id_string() != "2.5.4.3" {
             return Err(PkiError::BadCsr("the CSR's subject must hold a CN only".into()));
         }
-        let text = match value {
-            DnValue::Utf8String(s) => s.clone(),
-            DnValue::PrintableString(s) => s.as_str().to_string(),
-            _ => return Err(PkiError::BadCsr("the CSR's CN must be a UTF-8 or printable string".into())),
-        };
-        if cn.replace(text).is_some() {
+        let text =
+            attr.as_str().map_err(|_| PkiError::BadCsr("the CSR's CN must be a UTF-8 or printable string".into()))?;
+        if cn.replace(text.to_string()).is_some() {
             return Err(PkiError::BadCsr("the CSR's subject must hold one CN".into()));
         }
     }
@@ -251,29 +289,15 @@ fn subject_cn(dn: &DistinguishedName) -> Result<String, PkiError> {
             "the CSR's CN must be 1 to {MAX_CN_LEN} characters of A-Z, a-z, 0-9 and space"
         )));
     }
-    Ok(cn)
+    let key = rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
+        .map_err(|e| PkiError::BadCsr(format!("the csr's key cannot be used ({e})")))?;
+    Ok((cn, key))
 }
 
-/// RSA of at least 2048 bits, or ECDSA on P-256 or P-384.
-fn check_key(csr_der: &[u8]) -> Result<(), PkiError> {
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
-        .map_err(|_| PkiError::BadCsr("the csr cannot be read".into()))?;
-    let spki = &csr.certification_request_info.subject_pki;
-    match spki.parsed() {
-        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
-        Ok(PublicKey::RSA(rsa)) => {
-            Err(PkiError::BadCsr(format!("an RSA key must have at least 2048 bits, not {}", rsa.key_size())))
-        }
-        Ok(PublicKey::EC(_)) => {
-            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
-            match curve.as_deref() {
-                Some("1.2.840.10045.3.1.7" | "1.3.132.0.34") => Ok(()),
-                _ => Err(PkiError::BadCsr("an ECDSA key must be on P-256 or P-384".into())),
-            }
-        }
-        _ => Err(PkiError::BadCsr("the key must be RSA (2048 bits or more) or ECDSA (P-256, P-384)".into())),
-    }
-}
+/// Named curves, by OID.
+const P256: &str = "1.2.840.10045.3.1.7";
+const P384: &str = "1.3.132.0.34";
+const P521: &str = "1.3.132.0.35";
 
 fn rand_serial() -> [u8; 16] {
     let mut serial: [u8; 16] = rand::random();
@@ -349,6 +373,35 @@ mod tests {
             X509Certificate::from_der(&der).unwrap().1.raw_serial().to_vec()
         };
         assert_ne!(serial(&issued.pem), serial(&other.pem));
+    }
+
+    #[tokio::test]
+    async fn rsa_and_every_curve_dojot_accepted_are_signed() {
+        let (svc, _dir) = service().await;
+        let algorithms = [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ECDSA_P521_SHA512,
+            &rcgen::PKCS_ECDSA_P521_SHA256,
+            &rcgen::PKCS_RSA_SHA256,
+        ];
+        for alg in algorithms {
+            let key = if *alg == rcgen::PKCS_RSA_SHA256 {
+                let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+                let pkcs8 = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&rsa).unwrap();
+                KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_ref().into(), alg).unwrap()
+            } else {
+                KeyPair::generate_for(alg).unwrap()
+            };
+            let mut params = CertificateParams::default();
+            params.distinguished_name = DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, "dev");
+            let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+            let issued = svc.issue("acme", &csr, None).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            assert_eq!(cert.public_key().raw, rcgen::PublicKeyData::subject_public_key_info(&key), "{alg:?}: its key");
+        }
     }
 
     #[tokio::test]

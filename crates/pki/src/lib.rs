@@ -224,8 +224,7 @@ impl TlsMaterial {
     /// certificates are valid for which device is the MQTT agent's question at CONNECT
     /// (`certificates`).
     pub fn mutual_tls_config(&self, roots: Arc<trusted::ClientRoots>) -> Result<Arc<ServerConfig>, PkiError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let config = ServerConfig::builder_with_provider(trusted::provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(roots)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;

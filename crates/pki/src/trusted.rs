@@ -90,8 +90,9 @@ fn pem_fingerprint(pem: &str) -> String {
     CertificateDer::from_pem_slice(pem.as_bytes()).map_or_else(|_| "?".into(), |d| fingerprint(&d))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// AWS-LC's provider: unlike ring's it checks P-521 signatures (P-521 device keys).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn build_verifier(roots: &[CertificateDer<'static>]) -> Result<Verifier, PkiError> {
