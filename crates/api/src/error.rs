@@ -44,6 +44,8 @@ pub enum ApiError {
     Stream(#[from] realtime::HubError),
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Flow(#[from] flows::FlowError),
     #[error("{0}")]
     NotFound(String),
     #[error(
@@ -131,6 +133,15 @@ impl ApiError {
                 message(S::BAD_REQUEST, m.as_str())
             }
             Self::Pki(pki::PkiError::Exists(m)) => message(S::CONFLICT, m.as_str()),
+            Self::Flow(e) => match e {
+                flows::FlowError::Invalid(_) | flows::FlowError::Missing(_) | flows::FlowError::TooMany(_) => {
+                    message(S::BAD_REQUEST, e.to_string())
+                }
+                flows::FlowError::UnknownFlow(id) => {
+                    (S::NOT_FOUND, json!({"message": e.to_string(), "flow": id, "status": 404}))
+                }
+                flows::FlowError::Node(_) | flows::FlowError::Store(_) => internal(self),
+            },
             Self::Pki(_) => internal(self),
             Self::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),

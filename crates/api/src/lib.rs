@@ -55,6 +55,8 @@ pub struct AppState {
     pub history: Arc<HistoryService>,
     /// Device certificates under the installation's CA (x509).
     pub certificates: Arc<pki::certificates::CertificateService>,
+    /// Flows (flowbroker's API) and their engine.
+    pub flows: Arc<flows::FlowService>,
     /// The real-time hub every stream reads from.
     pub realtime: Arc<realtime::Hub>,
     pub metrics: Option<PrometheusHandle>,

@@ -516,6 +516,24 @@ impl DeviceService {
         }
     }
 
+    /// What flows need of a device: its template ids and its static attribute values
+    /// (which dojot merged into every reading a flow sees). `None`: no such device.
+    pub async fn flow_facts(&self, tenant: &str, id: &str) -> Option<(Vec<i64>, Map<String, Value>)> {
+        let cat = self.existing_catalog(tenant)?;
+        let c = cat.read().await;
+        let d = c.device(id).ok()?;
+        let statics = d
+            .templates
+            .iter()
+            .filter_map(|t| c.template(*t))
+            .flat_map(|t| t.attrs.iter().filter(|a| a.kind == "static"))
+            .filter_map(|a| {
+                d.static_value(a).filter(|v| !v.is_null() && *v != "").map(|v| (a.label.clone(), v.clone()))
+            })
+            .collect();
+        Some((d.templates.clone(), statics))
+    }
+
     /// Labels of the device's data attributes (history without `attr`).
     pub async fn data_attr_labels(&self, tenant: &str, id: &str) -> Result<Vec<String>, DeviceError> {
         let cat = self.existing_catalog(tenant).ok_or_else(|| CatalogError::NoSuchDevice(id.into()))?;

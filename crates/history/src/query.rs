@@ -264,6 +264,7 @@ mod tests {
                     let mut attrs = Map::new();
                     attrs.insert("temperature".into(), json!(t));
                     Arc::new(DeviceData {
+                        hops: 0,
                         tenant: "admin".into(),
                         device_id: "0998".into(),
                         ts: chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap(),
@@ -332,7 +333,7 @@ mod tests {
                         attrs.insert("b".into(), json!(format!("b{t}")));
                     }
                     let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
-                    Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                    Arc::new(DeviceData { hops: 0, tenant: "t".into(), device_id: "d".into(), ts, attrs })
                 })
                 .collect();
             store.write_history(batch).await.unwrap();
@@ -378,7 +379,7 @@ mod tests {
                 .map(|t| {
                     let attrs = labels.iter().map(|l| (l.clone(), json!(t))).collect();
                     let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
-                    Arc::new(DeviceData { tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                    Arc::new(DeviceData { hops: 0, tenant: "t".into(), device_id: "d".into(), ts, attrs })
                 })
                 .collect();
             w.write_history(batch).await.unwrap();

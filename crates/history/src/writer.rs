@@ -208,6 +208,7 @@ pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: Sh
                 let e = &d.msg;
                 let (attrs, device_id) = (e.configure_attrs()?, e.device_id()?);
                 Some(std::sync::Arc::new(DeviceData {
+                    hops: 0,
                     tenant: e.tenant.clone(),
                     device_id: device_id.to_string(),
                     ts: e.ts,
@@ -260,7 +261,8 @@ mod tests {
                 let publishes = (0..100).map(|i| {
                     let bus = bus.clone();
                     let serde_json::Value::Object(attrs) = serde_json::json!({"seq": i}) else { unreachable!() };
-                    let data = DeviceData { tenant: "t".into(), device_id: bus_name.into(), ts: Utc::now(), attrs };
+                    let data =
+                        DeviceData { hops: 0, tenant: "t".into(), device_id: bus_name.into(), ts: Utc::now(), attrs };
                     async move { bus.publish_data(data).await }
                 });
                 for published in futures_util::future::join_all(publishes).await {

@@ -39,6 +39,16 @@ pub struct ServeArgs {
     /// Validity of the device certificates the CA issues, in days.
     #[arg(long, env = "INGOT_CERT_VALIDITY_DAYS", default_value_t = 90)]
     pub cert_validity_days: u32,
+    /// Most flows a tenant may have (`/flows/v1/flow`).
+    #[arg(long, env = "INGOT_MAX_FLOWS", default_value_t = 100)]
+    pub max_flows: u64,
+    /// Readings waiting for flows at most; past it a reading runs no flow (counted in
+    /// `ingot_flow_readings_dropped_total`), so that flows never slow devices down.
+    #[arg(long, env = "INGOT_FLOW_QUEUE", default_value_t = 10_000)]
+    pub flow_queue: usize,
+    /// A reading made by this many flow outputs in a row runs no flow (a loop guard).
+    #[arg(long, env = "INGOT_FLOW_MAX_HOPS", default_value_t = 8)]
+    pub flow_max_hops: u8,
     /// Most CAs of its own a tenant may register (`/x509/v1/trusted-cas`).
     #[arg(long, env = "INGOT_MAX_TRUSTED_CAS", default_value_t = 10)]
     pub max_trusted_cas: u64,
@@ -262,6 +272,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         devices::DeviceService::load_following(store.clone(), bus.clone(), devices::DevicesConfig::default()).await?
     };
+    // Flows run on the bus as a durable consumer; their definitions are in the store,
+    // loaded before any device can connect (so flows run after a restart).
+    let flow_engine = flows::FlowEngine::new(
+        devices.clone(),
+        bus.clone(),
+        flows::EngineConfig { max_hops: args.flow_max_hops, queue: args.flow_queue },
+    );
+    let flows = Arc::new(flows::FlowService::new(store.clone(), flow_engine.clone(), args.max_flows));
+    if args.bus != "memory" {
+        flows.follow(bus.clone()).await.context("cannot follow the other nodes' flow changes")?;
+    }
+    let loaded = flows.load().await.context("cannot load the flows")?;
+    flow_engine.start(args.bus == "memory");
+    tracing::info!(flows = loaded, "flows loaded");
     // Device certificates: the MQTTS listener trusts Ingot's CA and the tenants' own,
     // and asks the registry at every CONNECT.
     let cert_config = pki::certificates::CertificateConfig {
@@ -332,6 +356,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: Some(prometheus),
         realtime: hub.clone(),
         certificates,
+        flows,
         config: Arc::new(api::ApiConfig {
             max_body_bytes: args.max_body_bytes,
             ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),

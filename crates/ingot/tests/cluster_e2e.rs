@@ -531,3 +531,44 @@ async fn a_trusted_ca_registered_on_one_node_is_trusted_by_the_other() {
     eprintln!("node B ended the connection {:?} after the CA was removed on A", removed.elapsed());
     assert!(removed.elapsed() < Duration::from_secs(1), "cut off within a second");
 }
+
+/// A flow made through node A runs on readings node B takes (the engine is one durable
+/// group across nodes; the definitions follow `flows.changed`), once per reading.
+#[tokio::test]
+async fn a_flow_made_on_one_node_runs_on_the_others_readings() {
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
+    let (api_a, api_b) = (Api::admin(&a).await, Api::admin(&b).await);
+    let template = api_a.thermometer_template().await;
+    let (sensor, secret) = api_a.device_with_secret(template, "sensor").await;
+    let (mirror, _) = api_a.device_with_secret(template, "mirror").await;
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": sensor, "event_publish": true, "wires": [["c"]]},
+        {"id": "c", "type": "change", "rules": [
+            {"t": "set", "p": "out.temperature", "to": "payload.data.attrs.temperature", "tot": "msg"}], "wires": [["o"]]},
+        {"id": "o", "type": "multi device out", "device_source": "configured", "devices_source_configured": [mirror],
+         "attrs": "out", "wires": []}
+    ]);
+    assert_eq!(api_a.post("/flows/v1/flow", json!({"name": "mirror", "flow": flow})).await.0, 200);
+    let started = Instant::now();
+    let mut sent = 0.0;
+    // Node B may learn of the flow a moment later: readings sent before run no flow.
+    while api_a.get(&format!("/history/device/{mirror}/history?attr=temperature&lastN=1")).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the flow runs on B's readings");
+        sent += 1.0;
+        assert_eq!(api_b.send_reading("admin", &sensor, &secret, json!({"temperature": sent})).await.0, 204);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("a flow made on A ran on B's readings after {:?}", started.elapsed());
+    for t in 100..110 {
+        assert_eq!(api_b.send_reading("admin", &sensor, &secret, json!({"temperature": f64::from(t)})).await.0, 204);
+    }
+    within(Duration::from_secs(5), "ten more mirrored readings", async || {
+        let (_, h) = api_b.get(&format!("/history/device/{mirror}/history?attr=temperature&lastN=200")).await;
+        h.as_array().is_some_and(|a| a.iter().filter(|p| p["value"].as_f64().unwrap_or(0.0) >= 100.0).count() >= 10)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, h) = api_b.get(&format!("/history/device/{mirror}/history?attr=temperature&lastN=200")).await;
+    let mirrored = h.as_array().unwrap().iter().filter(|p| p["value"].as_f64().unwrap_or(0.0) >= 100.0).count();
+    assert_eq!(mirrored, 10, "each reading ran the flow once, not once per node");
+}

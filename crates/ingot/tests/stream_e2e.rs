@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use support::sse::SseReader;
 use support::{Api, Server, require_tool};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
@@ -233,65 +234,6 @@ async fn streams_are_limited_in_number_life_and_queue_and_end_on_shutdown() {
         rest.extend_from_slice(&chunk);
     }
     assert!(String::from_utf8_lossy(&rest).contains("event: close"), "{}", String::from_utf8_lossy(&rest));
-}
-
-/// One Server-Sent Event.
-#[derive(Debug, Default)]
-struct Sse {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
-}
-
-/// Reads SSE events from a response body.
-struct SseReader {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl SseReader {
-    async fn open(api: &Api, path: &str, last_event_id: Option<&str>) -> Self {
-        let mut rb = api.request(reqwest::Method::GET, path);
-        if let Some(id) = last_event_id {
-            rb = rb.header("Last-Event-ID", id);
-        }
-        let resp = rb.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { resp, buf: String::new() }
-    }
-
-    /// The next event (keep-alive comments skipped), within 10 s.
-    async fn next(&mut self) -> Sse {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut e = Sse::default();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        e.id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        e.event = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        e.data.push_str(v.trim_start());
-                    }
-                }
-                if e.event.is_some() || !e.data.is_empty() {
-                    return e;
-                }
-                continue;
-            }
-            let chunk =
-                tokio::time::timeout(Duration::from_secs(10), self.resp.chunk()).await.expect("an event in 10 s");
-            self.buf.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("the stream ended")));
-        }
-    }
-
-    async fn reading(&mut self) -> (String, Value) {
-        let e = self.next().await;
-        assert_eq!(e.event.as_deref(), Some("device-data"), "{e:?}");
-        (e.id.expect("an id"), serde_json::from_str(&e.data).unwrap())
-    }
 }
 
 #[tokio::test]

@@ -18,6 +18,15 @@ pub struct DeviceData {
     /// When the reading was taken: the payload's `timestamp` if it had one, else arrival time.
     pub ts: DateTime<Utc>,
     pub attrs: Map<String, Value>,
+    /// How many flow outputs led to this reading: 0 from a device, 1 from a flow that a
+    /// device's reading ran, and so on. Flows stop at a limit, so that a flow writing to
+    /// a device whose readings run it cannot loop forever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// Limits applied when turning a device payload into [`DeviceData`].
@@ -79,6 +88,11 @@ pub fn http_agent_attrs(body: Value) -> Result<Map<String, Value>, PayloadError>
 }
 
 impl DeviceData {
+    /// A reading of `device_id` taken at `ts`, straight from a device (no flow made it).
+    pub fn new(tenant: &str, device_id: &str, ts: DateTime<Utc>, attrs: Map<String, Value>) -> Self {
+        Self { tenant: tenant.to_string(), device_id: device_id.to_string(), ts, attrs, hops: 0 }
+    }
+
     /// Parses a device's payload (a flat JSON object of attribute values).
     ///
     /// A `timestamp` member (seconds, milliseconds or ISO 8601) becomes the reading's
@@ -122,7 +136,7 @@ impl DeviceData {
                 return Err(PayloadError::TooDeep(limits.max_depth));
             }
         }
-        Ok(Self { tenant: device.tenant.clone(), device_id: device.device_id.clone(), ts, attrs })
+        Ok(Self { tenant: device.tenant.clone(), device_id: device.device_id.clone(), ts, attrs, hops: 0 })
     }
 
     /// dojot's wire form: `{"metadata":{"deviceid","tenant","timestamp"},"attrs":{…}}`.

@@ -60,6 +60,9 @@ pub enum EventKind {
     /// `{"ca": fingerprint}`. Every node reloads the CAs its MQTTS listener trusts.
     #[serde(rename = "x509.trusted-cas")]
     TrustedCas,
+    /// Ingot's own: the tenant's flows changed; `data`: `{}`. Every node reloads them.
+    #[serde(rename = "flows.changed")]
+    FlowsChanged,
 }
 
 impl EventKind {
@@ -80,6 +83,7 @@ impl EventKind {
             Self::Credentials => "credentials",
             Self::TenantSecured => "tenant.secured",
             Self::TrustedCas => "x509.trusted-cas",
+            Self::FlowsChanged => "flows.changed",
         }
     }
 }

@@ -77,6 +77,7 @@ impl LoginEvent {
             json!({"account_id": self.account_id, "user_id": self.user_id, "new_user": new_user}),
         );
         DeviceData {
+            hops: 0,
             tenant: tenant.to_string(),
             device_id: account_device_id(&self.account_id),
             ts: self.timestamp,

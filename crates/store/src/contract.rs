@@ -18,9 +18,13 @@ use crate::users::UserRecord;
 use crate::{StoreError, testing};
 
 pub(crate) fn reading(device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
-    let d = DeviceRef::new("t", device).unwrap();
+    reading_of("t", device, ts, attrs)
+}
+
+pub(crate) fn reading_of(tenant: &str, device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
+    let d = DeviceRef::new(tenant, device).unwrap();
     let Value::Object(attrs) = attrs else { unreachable!() };
-    Arc::new(DeviceData { tenant: d.tenant, device_id: d.device_id, ts: Utc.timestamp_millis_opt(ts).unwrap(), attrs })
+    Arc::new(DeviceData::new(&d.tenant, &d.device_id, Utc.timestamp_millis_opt(ts).unwrap(), attrs))
 }
 
 pub(crate) fn query(device: &str, attr: &str) -> HistoryQuery {
@@ -774,5 +778,44 @@ async fn trusted_cas_are_per_tenant_bounded_and_take_their_certificates_with_the
         assert!(store.certificate("acme", "E2").await.unwrap().is_some(), "{name}");
         assert_eq!(store.delete_trusted_ca("acme", "C1").await.unwrap(), None, "{name}: once");
         assert_eq!(store.insert_trusted_ca(ca("acme", "C3", 6), 2).await.unwrap(), TrustedCaInsert::Inserted, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn flows_are_kept_per_tenant_bounded_updated_and_removed() {
+    use crate::flows::FlowRecord;
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let flow = |tenant: &str, id: &str, created_ms: i64| FlowRecord {
+            tenant: tenant.into(),
+            id: id.into(),
+            label: format!("flow {id}"),
+            enabled: true,
+            flow: "[]".into(),
+            created_ms,
+            updated_ms: created_ms,
+        };
+        assert!(store.insert_flow(flow("acme", "f2", 2), 2).await.unwrap(), "{name}");
+        assert!(other.insert_flow(flow("acme", "f1", 1), 2).await.unwrap(), "{name}");
+        assert!(!store.insert_flow(flow("acme", "f3", 3), 2).await.unwrap(), "{name}: at most 2");
+        assert!(store.insert_flow(flow("globex", "f1", 4), 2).await.unwrap(), "{name}: ids are per tenant");
+        let ids = |v: Vec<FlowRecord>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(other.flows("acme").await.unwrap()), ["f1", "f2"], "{name}: oldest first");
+        assert_eq!(other.all_flows().await.unwrap().len(), 3, "{name}");
+        assert_eq!(other.flow("initech", "f1").await.unwrap(), None, "{name}: tenant isolation");
+        let changed = FlowRecord {
+            label: "renamed".into(),
+            enabled: false,
+            flow: "[1]".into(),
+            updated_ms: 9,
+            ..flow("acme", "f1", 1)
+        };
+        assert!(other.update_flow(changed.clone()).await.unwrap(), "{name}");
+        assert!(!other.update_flow(flow("initech", "f1", 1)).await.unwrap(), "{name}");
+        assert_eq!(store.flow("acme", "f1").await.unwrap(), Some(changed.clone()), "{name}");
+        assert_eq!(store.delete_flow("acme", "f1").await.unwrap(), Some(changed), "{name}");
+        assert_eq!(store.delete_flow("acme", "f1").await.unwrap(), None, "{name}");
+        assert_eq!(other.delete_flows("acme").await.unwrap(), 1, "{name}");
+        assert_eq!(ids(store.flows("globex").await.unwrap()), ["f1"], "{name}");
     }
 }

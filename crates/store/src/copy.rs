@@ -309,6 +309,20 @@ const TABLES: &[Table] = &[
         order_by: "tenant, fingerprint",
         identity: false,
     },
+    Table {
+        name: "flows",
+        columns: &[
+            col("tenant", Text),
+            col("id", Text),
+            col("label", Text),
+            col("enabled", Bool),
+            col("flow", Text),
+            col("created_ms", Int),
+            col("updated_ms", Int),
+        ],
+        order_by: "tenant, id",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -323,9 +337,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 10 of both engines: a new migration step must be
+// TABLES describes schema version 11 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 10 && crate::postgres::SCHEMA_VERSION == 10);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 11 && crate::postgres::SCHEMA_VERSION == 11);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -650,8 +664,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use chrono::{TimeZone, Utc};
-    use model::{DeviceData, DeviceRef};
+    use model::DeviceData;
     use serde_json::{Value, json};
 
     use super::*;
@@ -664,14 +677,7 @@ mod tests {
     use crate::users::UserRecord;
 
     fn reading(tenant: &str, device: &str, ts: i64, attrs: Value) -> Arc<DeviceData> {
-        let d = DeviceRef::new(tenant, device).unwrap();
-        let Value::Object(attrs) = attrs else { unreachable!() };
-        Arc::new(DeviceData {
-            tenant: d.tenant,
-            device_id: d.device_id,
-            ts: Utc.timestamp_millis_opt(ts).unwrap(),
-            attrs,
-        })
+        crate::contract::reading_of(tenant, device, ts, attrs)
     }
 
     fn user(name: &str, tenant: &str) -> UserRecord {
@@ -819,6 +825,16 @@ mod tests {
             modified_ms: 1_700_000_000_100,
         };
         s.insert_trusted_ca(ca, 10).await.unwrap();
+        let flow = crate::flows::FlowRecord {
+            tenant: "acme".into(),
+            id: "0b7c6f1e-0000-4000-8000-000000000001".into(),
+            label: "kitchen".into(),
+            enabled: true,
+            flow: r#"[{"id":"a","type":"tab"}]"#.into(),
+            created_ms: 1_700_000_000_000,
+            updated_ms: 1_700_000_000_200,
+        };
+        assert!(s.insert_flow(flow, 10).await.unwrap());
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

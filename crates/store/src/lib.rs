@@ -24,6 +24,7 @@ pub mod certificates;
 mod contract;
 pub mod copy;
 pub mod dashboards;
+pub mod flows;
 pub mod history;
 mod migrate;
 pub mod postgres;
@@ -112,6 +113,7 @@ pub trait Store:
     + TicketStore
     + DashboardStore
     + CertificateStore
+    + FlowStore
     + 'static
 {
 }
@@ -128,6 +130,7 @@ impl<T> Store for T where
         + TicketStore
         + DashboardStore
         + CertificateStore
+        + FlowStore
         + 'static
 {
 }
@@ -199,6 +202,7 @@ pub mod prelude {
     pub use crate::catalog::CatalogStore;
     pub use crate::certificates::CertificateStore;
     pub use crate::dashboards::DashboardStore;
+    pub use crate::flows::FlowStore;
     pub use crate::history::HistoryStore;
     pub use crate::seats::SeatStore;
     pub use crate::secrets::SecretStore;

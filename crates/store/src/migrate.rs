@@ -212,6 +212,19 @@ const STEPS: &[&str] = &[
     CREATE INDEX certificates_tenant ON certificates (tenant, created_ms);
     CREATE INDEX certificates_issuer ON certificates (tenant, issuer);
     "#,
+    // 11: flows (flowbroker's documents).
+    r#"
+    CREATE TABLE flows (
+        tenant TEXT NOT NULL,
+        id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        flow TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

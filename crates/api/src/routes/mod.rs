@@ -2,6 +2,7 @@
 
 mod auth;
 mod catalog;
+mod flows;
 mod history;
 mod ingest;
 mod ops;
@@ -51,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/stream/socketio", get(stream::socketio_token))
         .route("/stream/devices", get(stream::tenant_events))
         .route("/stream/devices/{id}", get(stream::device_events))
+        // flowbroker
+        .route("/flows/v1/flow", get(flows::list).post(flows::create).delete(flows::delete_all))
+        .route("/flows/v1/flow/{id}", get(flows::get).put(flows::update).delete(flows::delete))
         // x509-identity-mgmt
         .route("/x509/v1/ca", get(x509::ca))
         .route("/x509/v1/ca/crl", get(x509::crl))

@@ -519,7 +519,8 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                     | EventKind::TokenRevoked
                     | EventKind::UserChanged
                     | EventKind::SeatAccount
-                    | EventKind::TrustedCas => {}
+                    | EventKind::TrustedCas
+                    | EventKind::FlowsChanged => {}
                 }
                 delivery.ack();
             }

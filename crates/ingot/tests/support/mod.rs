@@ -8,6 +8,8 @@ pub mod foo;
 pub mod outage;
 /// A handle on a real `ingot proxy` process (proxy tests).
 pub mod process;
+/// Server-Sent Events (stream and flow tests).
+pub mod sse;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -218,6 +218,19 @@ const STEPS: &[&str] = &[
     ALTER TABLE certificates ADD CONSTRAINT certificates_issuer_serial UNIQUE (issuer, serial);
     CREATE INDEX certificates_issuer ON certificates (tenant, issuer);
     "#,
+    // 11: flows (flowbroker's documents).
+    r#"
+    CREATE TABLE flows (
+        tenant TEXT COLLATE "C" NOT NULL,
+        id TEXT COLLATE "C" NOT NULL,
+        label TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        flow TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -377,6 +390,7 @@ mod tests {
                 "counters(tenant,name)",
                 "dead_series(id)",
                 "devices(tenant,id)",
+                "flows(tenant,id)",
                 "ingested(id)",
                 "schema_version(version)",
                 "seat_accounts(tenant,account_id)",

@@ -31,6 +31,7 @@
 mod catalog;
 mod certificates;
 mod dashboards;
+mod flows;
 mod history;
 #[cfg(test)]
 mod ingest_bench;

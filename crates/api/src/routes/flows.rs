@@ -1,0 +1,59 @@
+//! dojot's flowbroker API (`/flows/v1/flow`): flows of the caller's tenant. The service
+//! (`flows::FlowService`) holds the rules; answers keep dojot's shapes (`{"message":
+//! "ok", "flow": F}`, 200 on create as flowbroker answered).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::extract::{Caller, JsonBody};
+use crate::{ApiError, AppState};
+
+/// `GET /flows/v1/flow` → `{"flows": [F]}`.
+pub async fn list(State(s): State<AppState>, Caller(c): Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.flows.list(&c.service).await?))
+}
+
+/// `POST /flows/v1/flow {"name", "enabled"?, "flow"}` → `{"message": "ok", "flow": F}`.
+pub async fn create(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let flow = s.flows.create(&c.service, &body).await?;
+    Ok(Json(json!({"message": "ok", "flow": flow})))
+}
+
+/// `DELETE /flows/v1/flow` → `{"message": "All flows removed"}`.
+pub async fn delete_all(State(s): State<AppState>, Caller(c): Caller) -> Result<Json<Value>, ApiError> {
+    s.flows.delete_all(&c.service).await?;
+    Ok(Json(json!({"message": "All flows removed"})))
+}
+
+/// `GET /flows/v1/flow/{id}` → `{"message": "ok", "flow": F}`.
+pub async fn get(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"message": "ok", "flow": s.flows.get(&c.service, &id).await?})))
+}
+
+/// `PUT /flows/v1/flow/{id}` (any of `name`, `enabled`, `flow`) → `{"message": "ok", "flow": F}`.
+pub async fn update(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"message": "ok", "flow": s.flows.update(&c.service, &id, &body).await?})))
+}
+
+/// `DELETE /flows/v1/flow/{id}` → `{"message": "flow removed", "flow": F}`.
+pub async fn delete(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"message": "flow removed", "flow": s.flows.delete(&c.service, &id).await?})))
+}

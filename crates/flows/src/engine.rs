@@ -1,0 +1,363 @@
+//! The engine: runs every tenant's enabled flows on the readings and device events of
+//! the bus.
+//!
+//! - **A durable consumer** (group `flows`), so each reading runs the flows once, on one
+//!   node, in per-device order (one consumer task). On a NATS bus the backlog is the
+//!   stream's: a slow flow falls behind without slowing devices, and survives a restart.
+//!   On the in-process bus, where a durable subscriber's ack is what a publisher waits
+//!   for, the engine acks as soon as a reading is in its own bounded queue
+//!   (`--flow-queue`), so that flows never slow ingest; a full queue drops the reading
+//!   for flows (counted: `ingot_flow_readings_dropped_total`).
+//! - **What a flow sees** is dojot's: an event head gets `{"payload": {"event",
+//!   "data": {"id", "attrs"}, "metadata": {"tenant", "timestamp"}}}`, a deprecated head
+//!   `{"payload": attrs}`; the device's static attribute values are merged into the
+//!   attributes, as flowbroker did.
+//! - **A run** copies the message to every wire, stops a branch at a node's error (logged
+//!   and counted, never a crash), and stops the whole run after [`MAX_STEPS`] nodes.
+//! - **Outputs** are carried out after the run: readings go on the bus as new
+//!   [`DeviceData`] (so history, streams and flows see them) with one more `hops`;
+//!   actuation goes through the devices service. A reading [`EngineConfig::max_hops`] flow
+//!   outputs deep runs no flow: a flow that feeds itself is cut there and counted
+//!   (`ingot_flow_loops_total`), where dojot spun forever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use bus::{Bus, Mode};
+use chrono::Utc;
+use devices::DeviceService;
+use model::{DeviceData, DeviceEvent, EventKind};
+use serde_json::{Map, Value, json};
+
+use crate::nodes::{Head, Kind, RunContext};
+use crate::{CompiledFlow, Effect};
+
+/// Most node runs one trigger may cause.
+pub const MAX_STEPS: usize = 10_000;
+
+/// The engine's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// A reading this many flow outputs deep runs no flow.
+    pub max_hops: u8,
+    /// Readings queued for flows at most (in-process bus).
+    pub queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_hops: 8, queue: 10_000 }
+    }
+}
+
+/// What starts flows: a reading or a device event.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub tenant: String,
+    pub device: String,
+    /// `publish`, `configure`, `create`, `update`, `remove`.
+    pub event: &'static str,
+    pub attrs: Map<String, Value>,
+    /// The event's `data` for lifecycle events (the device as the API shows it).
+    pub data: Option<Value>,
+    pub timestamp_ms: Option<i64>,
+    pub hops: u8,
+}
+
+pub struct FlowEngine {
+    devices: Arc<DeviceService>,
+    bus: Arc<dyn Bus>,
+    config: EngineConfig,
+    flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
+}
+
+impl FlowEngine {
+    pub fn new(devices: Arc<DeviceService>, bus: Arc<dyn Bus>, config: EngineConfig) -> Arc<Self> {
+        Arc::new(Self { devices, bus, config, flows: RwLock::new(HashMap::new()) })
+    }
+
+    /// Replaces the flows the engine runs for `tenant`.
+    pub fn set_flows(&self, tenant: &str, flows: Vec<Arc<CompiledFlow>>) {
+        let mut all = self.flows.write().unwrap_or_else(|p| p.into_inner());
+        if flows.is_empty() {
+            all.remove(tenant);
+        } else {
+            all.insert(tenant.to_string(), Arc::new(flows));
+        }
+    }
+
+    fn tenant_flows(&self, tenant: &str) -> Option<Arc<Vec<Arc<CompiledFlow>>>> {
+        self.flows.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
+    }
+
+    /// Subscribes to readings and device events and runs flows on them until the bus
+    /// ends. `decoupled`: the bus is in-process (see the module docs).
+    pub fn start(self: &Arc<Self>, decoupled: bool) {
+        let mut data = self.bus.subscribe_data("flows", Mode::Durable);
+        let mut events = self.bus.subscribe_events("flows", Mode::Durable);
+        let engine = self.clone();
+        if decoupled {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<DeviceData>>(self.config.queue.max(1));
+            tokio::spawn(async move {
+                while let Some(delivery) = data.recv().await {
+                    match tx.try_send(delivery.msg.clone()) {
+                        Ok(()) => metrics::gauge!("ingot_flow_queue").increment(1.0),
+                        Err(_) => {
+                            metrics::counter!("ingot_flow_readings_dropped_total").increment(1);
+                            tracing::warn!(tenant = %delivery.msg.tenant, "flows are behind: a reading was dropped for them (--flow-queue)");
+                        }
+                    }
+                    delivery.ack();
+                }
+            });
+            let worker = engine.clone();
+            tokio::spawn(async move {
+                while let Some(reading) = rx.recv().await {
+                    metrics::gauge!("ingot_flow_queue").decrement(1.0);
+                    worker.on_reading(&reading).await;
+                }
+            });
+        } else {
+            let worker = engine.clone();
+            tokio::spawn(async move {
+                while let Some(delivery) = data.recv().await {
+                    worker.on_reading(&delivery.msg).await;
+                    delivery.ack();
+                }
+            });
+        }
+        tokio::spawn(async move {
+            while let Some(delivery) = events.recv().await {
+                engine.on_event(&delivery.msg).await;
+                delivery.ack();
+            }
+        });
+    }
+
+    /// Runs the tenant's flows on a reading.
+    pub async fn on_reading(&self, reading: &DeviceData) {
+        let trigger = Trigger {
+            tenant: reading.tenant.clone(),
+            device: reading.device_id.clone(),
+            event: "publish",
+            attrs: reading.attrs.clone(),
+            data: None,
+            timestamp_ms: Some(reading.ts.timestamp_millis()),
+            hops: reading.hops,
+        };
+        self.on_trigger(trigger).await;
+    }
+
+    async fn on_event(&self, event: &DeviceEvent) {
+        let (name, attrs) = match event.kind {
+            EventKind::Configure => {
+                ("configure", event.data.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default())
+            }
+            EventKind::Create => ("create", Map::new()),
+            EventKind::Update => ("update", Map::new()),
+            EventKind::Remove => ("remove", Map::new()),
+            _ => return,
+        };
+        let Some(device) = event.device_id() else { return };
+        let trigger = Trigger {
+            tenant: event.tenant.clone(),
+            device: device.to_string(),
+            event: name,
+            attrs,
+            data: (name != "configure").then(|| event.data.clone()),
+            timestamp_ms: (name == "configure").then(|| event.ts.timestamp_millis()),
+            hops: 0,
+        };
+        self.on_trigger(trigger).await;
+    }
+
+    async fn on_trigger(&self, mut trigger: Trigger) {
+        let Some(flows) = self.tenant_flows(&trigger.tenant) else { return };
+        if trigger.hops >= self.config.max_hops {
+            metrics::counter!("ingot_flow_loops_total").increment(1);
+            tracing::warn!(tenant = %trigger.tenant, device = %trigger.device, hops = trigger.hops, "a reading made by flows {} times over runs no flow (a loop?)", trigger.hops);
+            return;
+        }
+        // Removed devices are gone from the catalog: their event runs with what it says.
+        let (templates, statics) = match self.devices.flow_facts(&trigger.tenant, &trigger.device).await {
+            Some(facts) => facts,
+            None if trigger.event == "remove" => (templates_of(trigger.data.as_ref()), Map::new()),
+            None => return,
+        };
+        for (k, v) in statics {
+            trigger.attrs.insert(k, v);
+        }
+        let templates: Vec<String> = templates.iter().map(i64::to_string).collect();
+        let mut effects = Vec::new();
+        for flow in flows.iter().filter(|f| f.enabled) {
+            run(flow, &trigger, &templates, &mut effects);
+        }
+        for effect in effects {
+            self.carry_out(&trigger, effect).await;
+        }
+    }
+
+    async fn carry_out(&self, trigger: &Trigger, effect: Effect) {
+        let tenant = &trigger.tenant;
+        match effect {
+            Effect::Publish { device, attrs } => {
+                if !self.devices.device_exists(tenant, &device).await {
+                    metrics::counter!("ingot_flow_output_errors_total").increment(1);
+                    tracing::warn!(%tenant, %device, "a flow's output names a device that does not exist");
+                    return;
+                }
+                let data = DeviceData {
+                    tenant: tenant.clone(),
+                    device_id: device,
+                    ts: Utc::now(),
+                    attrs,
+                    hops: trigger.hops + 1,
+                };
+                if let Err(e) = self.bus.publish_data(data).await {
+                    metrics::counter!("ingot_flow_output_errors_total").increment(1);
+                    tracing::warn!(%tenant, error = %e, "a flow's output could not be published");
+                } else {
+                    metrics::counter!("ingot_flow_outputs_total").increment(1);
+                }
+            }
+            Effect::Actuate { device, attrs } => match self.devices.actuate(tenant, &device, attrs).await {
+                Ok(()) => metrics::counter!("ingot_flow_outputs_total").increment(1),
+                Err(e) => {
+                    metrics::counter!("ingot_flow_output_errors_total").increment(1);
+                    tracing::warn!(%tenant, %device, error = %e, "a flow's actuation was refused");
+                }
+            },
+        }
+    }
+}
+
+fn templates_of(data: Option<&Value>) -> Vec<i64> {
+    data.and_then(|d| d.get("templates")).and_then(Value::as_array).map_or_else(Vec::new, |ts| {
+        ts.iter().filter_map(|t| t.as_i64().or_else(|| t.as_str().and_then(|s| s.parse().ok()))).collect()
+    })
+}
+
+/// The message a head gives its flow, if it reacts to `trigger`.
+fn head_message(head: &Head, trigger: &Trigger, templates: &[String]) -> Option<Value> {
+    let wants = |events: &crate::nodes::Events| match trigger.event {
+        "publish" => events.publish,
+        "configure" => events.configure,
+        "create" => events.create,
+        "update" => events.update,
+        "remove" => events.remove,
+        _ => false,
+    };
+    let event_message = || {
+        let mut data = trigger.data.clone().unwrap_or_else(|| json!({}));
+        data["id"] = json!(trigger.device);
+        if trigger.data.is_none() || trigger.event == "configure" {
+            data["attrs"] = Value::Object(trigger.attrs.clone());
+        }
+        let mut metadata = json!({"tenant": trigger.tenant});
+        if let Some(ts) = trigger.timestamp_ms {
+            metadata["timestamp"] = json!(ts);
+        }
+        json!({"payload": {"event": trigger.event, "data": data, "metadata": metadata}})
+    };
+    match head {
+        Head::EventDevice { device, events } if *device == trigger.device && wants(events) => Some(event_message()),
+        Head::EventTemplate { template, events } if templates.contains(template) && wants(events) => {
+            Some(event_message())
+        }
+        Head::Device { device } if *device == trigger.device && trigger.event == "publish" => {
+            Some(json!({"payload": trigger.attrs}))
+        }
+        Head::DeviceTemplate { template } if templates.contains(template) && trigger.event == "publish" => {
+            Some(json!({"payload": trigger.attrs}))
+        }
+        _ => None,
+    }
+}
+
+/// Runs one flow on a trigger, adding what its outputs ask for to `effects`.
+pub fn run(flow: &CompiledFlow, trigger: &Trigger, templates: &[String], effects: &mut Vec<Effect>) {
+    let graph = &flow.graph;
+    let mut queue: VecDeque<(usize, Value)> = VecDeque::new();
+    for (i, head) in graph.heads() {
+        if let Some(msg) = head_message(head, trigger, templates) {
+            queue.push_back((i, msg));
+        }
+    }
+    if queue.is_empty() {
+        return;
+    }
+    metrics::counter!("ingot_flow_runs_total").increment(1);
+    let now_ms = Utc::now().timestamp_millis();
+    let mut steps = 0;
+    while let Some((at, msg)) = queue.pop_front() {
+        steps += 1;
+        if steps > MAX_STEPS {
+            metrics::counter!("ingot_flow_node_errors_total").increment(1);
+            tracing::warn!(tenant = %trigger.tenant, flow = %flow.id, "the flow ran more than {MAX_STEPS} nodes for one message; stopped");
+            return;
+        }
+        let node = &graph.nodes[at];
+        let mut ctx = RunContext { originator: &trigger.device, now_ms, effects };
+        match node.kind.run(msg, &mut ctx) {
+            Ok(outputs) => {
+                for (port, out) in outputs.into_iter().enumerate() {
+                    let (Some(out), Some(targets)) = (out, node.wires.get(port)) else { continue };
+                    for &t in targets {
+                        queue.push_back((t, out.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!("ingot_flow_node_errors_total").increment(1);
+                let kind = match &node.kind {
+                    Kind::Head(_) => "head",
+                    Kind::Switch(_) => "switch",
+                    Kind::Change(_) => "change",
+                    Kind::Template(_) => "template",
+                    Kind::Geofence(_) => "geofence",
+                    Kind::Output(_) => "output",
+                };
+                tracing::info!(tenant = %trigger.tenant, flow = %flow.id, node = %node.id, kind, error = %e, "a flow's branch stopped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::compile;
+
+    fn trigger(attrs: Value) -> Trigger {
+        Trigger {
+            tenant: "admin".into(),
+            device: "thermo1".into(),
+            event: "publish",
+            attrs: attrs.as_object().unwrap().clone(),
+            data: None,
+            timestamp_ms: Some(1_700_000_000_000),
+            hops: 0,
+        }
+    }
+
+    #[test]
+    fn the_kitchen_flow_sets_the_alarm() {
+        let flow = CompiledFlow {
+            id: "f".into(),
+            enabled: true,
+            graph: compile(&crate::document::tests_support::kitchen("7", "alarm01")).unwrap(),
+        };
+        for (t, message, severity) in [(30, "kitchen OK", 4), (45, "kitchen on fire", 1)] {
+            let mut effects = Vec::new();
+            run(&flow, &trigger(json!({"temperature": t})), &["7".to_string()], &mut effects);
+            let attrs = json!({"message": message, "severity": severity});
+            assert_eq!(
+                effects,
+                vec![Effect::Publish { device: "alarm01".into(), attrs: attrs.as_object().unwrap().clone() }]
+            );
+        }
+        let mut effects = Vec::new();
+        run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &mut effects);
+        assert!(effects.is_empty(), "another template's device");
+    }
+}

@@ -1,0 +1,169 @@
+//! Flows (issue 13), end to end with the real binary: dojot's flow API and chapter 9.2's
+//! kitchen, fed by `mosquitto_pub`, its outputs read back from history and a live stream;
+//! flows survive a restart; a flow that feeds itself is cut off.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::sse::SseReader;
+use support::{Api, Server, require_tool};
+
+fn publish(server: &Server, device: &str, secret: &str, payload: &str) {
+    let (host, port) = server.mqtt.as_deref().unwrap().rsplit_once(':').unwrap();
+    let user = format!("admin:{device}");
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", host, "-p", port, "-u", &user, "-P", secret, "-q", "1"])
+        .args(["-t", &format!("{user}/attrs"), "-m", payload])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto_pub {payload}");
+}
+
+/// The alarm's readings of `attr`, newest first, once there are `n`.
+async fn history(api: &Api, device: &str, attr: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = api.get(&format!("/history/device/{device}/history?attr={attr}&lastN=100")).await;
+        if status == 200 && body.as_array().is_some_and(|a| a.len() >= n) {
+            return body.as_array().unwrap().iter().map(|p| p["value"].clone()).collect();
+        }
+        assert!(Instant::now() < deadline, "{n} values of {attr} in history: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Chapter 9.2's kitchen, exported from dojot's flow editor (a `tab`, `x`/`y`, wires).
+fn kitchen(template: i64, alarm: &str) -> Value {
+    let text = include_str!("../../flows/testdata/kitchen.json")
+        .replace("$TEMPLATE", &template.to_string())
+        .replace("$ALARM", alarm);
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn the_kitchen_flow_raises_the_alarm_and_survives_a_restart() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let thermometers = api.thermometer_template().await;
+    let (status, body) = api
+        .post(
+            "/template",
+            json!({"label": "Alarm", "attrs": [
+                {"label": "message", "type": "dynamic", "value_type": "string"},
+                {"label": "severity", "type": "dynamic", "value_type": "integer"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let alarm_template = body["template"]["id"].as_i64().unwrap();
+    let (kitchen1, secret1) = api.device_with_secret(thermometers, "kitchen thermometer").await;
+    let (kitchen2, secret2) = api.device_with_secret(thermometers, "oven thermometer").await;
+    let (alarm, _) = api.device_with_secret(alarm_template, "kitchen alarm").await;
+
+    let (status, body) =
+        api.post("/flows/v1/flow", json!({"name": "kitchen", "flow": kitchen(thermometers, &alarm)})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "ok");
+    let flow = &body["flow"];
+    let id = flow["id"].as_str().unwrap().to_string();
+    assert_eq!((flow["name"].as_str(), flow["enabled"].as_bool()), (Some("kitchen"), Some(true)));
+    assert_eq!(flow["flow"], kitchen(thermometers, &alarm), "the document is kept as sent");
+    assert!(flow["created"].as_i64().unwrap() > 0 && flow["created"] == flow["updated"]);
+
+    let mut live = SseReader::open(&api, &format!("/stream/devices/{alarm}"), None).await;
+    publish(&server, &kitchen1, &secret1, r#"{"temperature": 30}"#);
+    assert_eq!(history(&api, &alarm, "message", 1).await, [json!("kitchen OK")]);
+    assert_eq!(history(&api, &alarm, "severity", 1).await, [json!(4)]);
+    publish(&server, &kitchen2, &secret2, r#"{"temperature": 45}"#);
+    assert_eq!(history(&api, &alarm, "message", 2).await[0], "kitchen on fire");
+    assert_eq!(history(&api, &alarm, "severity", 2).await[0], 1);
+    let (_, first) = live.reading().await;
+    assert_eq!(first["attrs"], json!({"message": "kitchen OK", "severity": 4}), "{first}");
+    let (_, second) = live.reading().await;
+    assert_eq!(second["attrs"]["message"], "kitchen on fire");
+
+    // The flows outlive the process (dojot #2577: "no flows run" after a restart).
+    assert!(server.terminate());
+    server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    publish(&server, &kitchen1, &secret1, r#"{"temperature": 20}"#);
+    assert_eq!(history(&api, &alarm, "message", 3).await[0], "kitchen OK");
+
+    // Disabled (dojot could not set enabled to false with PUT), it no longer runs.
+    let (status, body) = api.put(&format!("/flows/v1/flow/{id}"), json!({"enabled": false})).await;
+    assert_eq!((status, body["flow"]["enabled"].as_bool()), (200, Some(false)), "{body}");
+    publish(&server, &kitchen1, &secret1, r#"{"temperature": 50}"#);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&api, &alarm, "message", 3).await.len(), 3, "a disabled flow does not run");
+    let (status, listed) = api.get("/flows/v1/flow").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["flows"].as_array().unwrap().len(), 1, "{listed}");
+    let (status, gone) = api.delete(&format!("/flows/v1/flow/{id}")).await;
+    assert_eq!((status, gone["message"].as_str()), (200, Some("flow removed")), "{gone}");
+    let (status, body) = api.get(&format!("/flows/v1/flow/{id}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body, json!({"message": format!("Unknown flow: {id}"), "flow": id, "status": 404}));
+}
+
+#[tokio::test]
+async fn bad_flows_are_refused_in_dojots_words_and_tenants_are_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let cases = [
+        (json!({"flow": []}), "Missing mandatory field: name"),
+        (json!({"name": "x"}), "Missing mandatory field: flow"),
+        (json!({"name": "x", "flow": [{"id": "a"}]}), "Given flow is invalid"),
+        (json!({"name": "x", "flow": [{"id": "a", "type": "mystery", "wires": []}]}), "unknown node type 'mystery'"),
+        (
+            json!({"name": "x", "flow": [{"id": "a", "type": "event device in", "device_id": "d", "wires": [["b"]]}]}),
+            "'b'",
+        ),
+        (json!({"name": "x", "enabled": "yes", "flow": []}), "enabled"),
+    ];
+    for (body, message) in cases {
+        let (status, answer) = api.post("/flows/v1/flow", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains(message), "{body}: {answer}");
+    }
+    let (status, made) = api.post("/flows/v1/flow", json!({"name": "empty", "flow": []})).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["flow"]["id"].as_str().unwrap();
+    let alice = api.tenant_admin("alice", "acme").await;
+    assert_eq!(alice.get(&format!("/flows/v1/flow/{id}")).await.0, 404, "tenant isolation");
+    assert_eq!(alice.get("/flows/v1/flow").await.1, json!({"flows": []}));
+    assert_eq!(alice.delete("/flows/v1/flow").await.1, json!({"message": "All flows removed"}));
+    assert_eq!(api.get(&format!("/flows/v1/flow/{id}")).await.0, 200, "alice removed only her own");
+    assert_eq!(Api::new(&server.http).get("/flows/v1/flow").await.0, 401);
+}
+
+/// A flow whose output is a reading of the device that runs it: dojot spun forever;
+/// Ingot stops after `--flow-max-hops` outputs and counts it.
+#[tokio::test]
+async fn a_flow_that_feeds_itself_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--flow-max-hops", "3"]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (id, secret) = api.device_with_secret(template, "echo").await;
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": id, "event_publish": true, "wires": [["inc"]]},
+        {"id": "inc", "type": "change", "rules": [
+            {"t": "set", "p": "out.temperature", "to": "payload.data.attrs.temperature", "tot": "msg"}], "wires": [["out"]]},
+        {"id": "out", "type": "multi device out", "device_source": "self", "attrs": "out", "wires": []}
+    ]);
+    assert_eq!(api.post("/flows/v1/flow", json!({"name": "echo", "flow": flow})).await.0, 200);
+    assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 7})).await.0, 204);
+    // The reading and three echoes, then the loop guard.
+    assert_eq!(history(&api, &id, "temperature", 4).await.len(), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&api, &id, "temperature", 4).await.len(), 4, "no more echoes");
+    let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "ingot_flow_loops_total 1"), "{metrics}");
+}

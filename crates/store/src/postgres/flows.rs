@@ -1,0 +1,79 @@
+//! Flows on PostgreSQL (see [`crate::flows`]).
+
+use super::PgStore;
+use crate::StoreError;
+use crate::flows::{COLUMNS, FlowRecord, FlowStore};
+
+fn record(r: &tokio_postgres::Row) -> Result<FlowRecord, StoreError> {
+    Ok(FlowRecord {
+        tenant: r.try_get(0)?,
+        id: r.try_get(1)?,
+        label: r.try_get(2)?,
+        enabled: r.try_get(3)?,
+        flow: r.try_get(4)?,
+        created_ms: r.try_get(5)?,
+        updated_ms: r.try_get(6)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl FlowStore for PgStore {
+    async fn insert_flow(&self, f: FlowRecord, max_per_tenant: u64) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // One insertion per tenant at a time, so two cannot both pass the count.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('flows:' || $1))", &[&f.tenant]).await?;
+        let count: i64 =
+            tx.query_one("SELECT count(*) FROM flows WHERE tenant = $1", &[&f.tenant]).await?.try_get(0)?;
+        if count as u64 >= max_per_tenant {
+            return Ok(false);
+        }
+        tx.execute(
+            &format!("INSERT INTO flows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[&f.tenant, &f.id, &f.label, &f.enabled, &f.flow, &f.created_ms, &f.updated_ms],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn flow(&self, tenant: &str, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let client = self.client().await?;
+        let query = format!("SELECT {COLUMNS} FROM flows WHERE tenant = $1 AND id = $2");
+        client.query_opt(&query, &[&tenant, &id]).await?.as_ref().map(record).transpose()
+    }
+
+    async fn flows(&self, tenant: &str) -> Result<Vec<FlowRecord>, StoreError> {
+        let client = self.client().await?;
+        let query = format!("SELECT {COLUMNS} FROM flows WHERE tenant = $1 ORDER BY created_ms, id");
+        client.query(&query, &[&tenant]).await?.iter().map(record).collect()
+    }
+
+    async fn all_flows(&self) -> Result<Vec<FlowRecord>, StoreError> {
+        let client = self.client().await?;
+        let query = format!("SELECT {COLUMNS} FROM flows ORDER BY tenant, created_ms, id");
+        client.query(&query, &[]).await?.iter().map(record).collect()
+    }
+
+    async fn update_flow(&self, f: FlowRecord) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE flows SET label = $3, enabled = $4, flow = $5, updated_ms = $6 WHERE tenant = $1 AND id = $2",
+                &[&f.tenant, &f.id, &f.label, &f.enabled, &f.flow, &f.updated_ms],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_flow(&self, tenant: &str, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let client = self.client().await?;
+        let query = format!("DELETE FROM flows WHERE tenant = $1 AND id = $2 RETURNING {COLUMNS}");
+        client.query_opt(&query, &[&tenant, &id]).await?.as_ref().map(record).transpose()
+    }
+
+    async fn delete_flows(&self, tenant: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client.execute("DELETE FROM flows WHERE tenant = $1", &[&tenant]).await?)
+    }
+}
