@@ -137,6 +137,7 @@ impl ApiError {
                 flows::FlowError::Invalid(_) | flows::FlowError::Missing(_) | flows::FlowError::TooMany(_) => {
                     message(S::BAD_REQUEST, e.to_string())
                 }
+                flows::FlowError::TraceOff(_) => message(S::CONFLICT, e.to_string()),
                 flows::FlowError::UnknownFlow(id) => {
                     (S::NOT_FOUND, json!({"message": e.to_string(), "flow": id, "status": 404}))
                 }

@@ -30,6 +30,7 @@ use model::{DeviceData, DeviceEvent, EventKind};
 use serde_json::{Map, Value, json};
 
 use crate::nodes::{Head, Kind, RunContext};
+use crate::trace::Trace;
 use crate::{CompiledFlow, Effect};
 
 /// Most node runs one trigger may cause.
@@ -69,11 +70,35 @@ pub struct FlowEngine {
     bus: Arc<dyn Bus>,
     config: EngineConfig,
     flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
+    /// Traces of the flows whose switch is on, by flow id (they outlive recompilation).
+    traces: std::sync::Mutex<HashMap<String, Arc<Trace>>>,
 }
 
 impl FlowEngine {
     pub fn new(devices: Arc<DeviceService>, bus: Arc<dyn Bus>, config: EngineConfig) -> Arc<Self> {
-        Arc::new(Self { devices, bus, config, flows: RwLock::new(HashMap::new()) })
+        Arc::new(Self {
+            devices,
+            bus,
+            config,
+            flows: RwLock::new(HashMap::new()),
+            traces: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The trace of flow `id`, made if `on` and dropped if not.
+    pub fn trace_switch(&self, id: &str, on: bool) -> Option<Arc<Trace>> {
+        let mut traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            Some(traces.entry(id.to_string()).or_default().clone())
+        } else {
+            traces.remove(id);
+            None
+        }
+    }
+
+    /// The trace of flow `id`, if its switch is on.
+    pub fn trace(&self, id: &str) -> Option<Arc<Trace>> {
+        self.traces.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// Replaces the flows the engine runs for `tenant`.
@@ -297,17 +322,27 @@ pub fn run(flow: &CompiledFlow, trigger: &Trigger, templates: &[String], effects
             return;
         }
         let node = &graph.nodes[at];
+        if let Some(trace) = &flow.trace {
+            trace.record(&node.id, "in", None, Some(&msg), None);
+        }
         let mut ctx = RunContext { originator: &trigger.device, now_ms, effects };
         match node.kind.run(msg, &mut ctx) {
             Ok(outputs) => {
                 for (port, out) in outputs.into_iter().enumerate() {
-                    let (Some(out), Some(targets)) = (out, node.wires.get(port)) else { continue };
+                    let Some(out) = out else { continue };
+                    if let Some(trace) = &flow.trace {
+                        trace.record(&node.id, "out", Some(port), Some(&out), None);
+                    }
+                    let Some(targets) = node.wires.get(port) else { continue };
                     for &t in targets {
                         queue.push_back((t, out.clone()));
                     }
                 }
             }
             Err(e) => {
+                if let Some(trace) = &flow.trace {
+                    trace.record(&node.id, "error", None, None, Some(e.to_string()));
+                }
                 metrics::counter!("ingot_flow_node_errors_total").increment(1);
                 let kind = match &node.kind {
                     Kind::Head(_) => "head",
@@ -346,6 +381,7 @@ mod tests {
             id: "f".into(),
             enabled: true,
             graph: compile(&crate::document::tests_support::kitchen("7", "alarm01")).unwrap(),
+            trace: Some(Arc::default()),
         };
         for (t, message, severity) in [(30, "kitchen OK", 4), (45, "kitchen on fire", 1)] {
             let mut effects = Vec::new();
@@ -359,5 +395,15 @@ mod tests {
         let mut effects = Vec::new();
         run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &mut effects);
         assert!(effects.is_empty(), "another template's device");
+        // The trace saw both runs: the switch took each message in and sent it on one port.
+        let trace = flow.trace.as_ref().unwrap().snapshot();
+        let switch: Vec<(&str, Option<u64>)> = trace["nodes"]["sw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["kind"].as_str().unwrap(), e["port"].as_u64()))
+            .collect();
+        assert_eq!(switch, [("in", None), ("out", Some(0)), ("in", None), ("out", Some(1))]);
+        assert_eq!(trace["nodes"]["sw"][0]["message"]["payload"]["data"]["attrs"]["temperature"], 30);
     }
 }

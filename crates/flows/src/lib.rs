@@ -7,13 +7,15 @@
 //! - [`path`] reads and writes message properties as flowbroker's nodes did;
 //! - [`engine`] is the durable bus consumer that runs them and carries out their outputs;
 //! - [`service`] keeps flows in the store (the `/flows/v1/flow` API) and tells the engine,
-//!   on every node of a cluster.
+//!   on every node of a cluster;
+//! - [`trace`] is the debugger: what each node of a traced flow received, sent and failed on.
 
 pub mod document;
 pub mod engine;
 pub mod nodes;
 pub mod path;
 pub mod service;
+pub mod trace;
 
 use serde_json::{Map, Value};
 
@@ -32,6 +34,9 @@ pub enum FlowError {
     /// No such flow in the tenant (404).
     #[error("Unknown flow: {0}")]
     UnknownFlow(String),
+    /// The flow's trace switch is off (409).
+    #[error("tracing is off for flow {0}: PUT {{\"trace\": true}} on it first")]
+    TraceOff(String),
     /// The tenant has as many flows as it may (400).
     #[error("a tenant may have at most {0} flows (--max-flows)")]
     TooMany(u64),
@@ -57,4 +62,6 @@ pub struct CompiledFlow {
     pub id: String,
     pub enabled: bool,
     pub graph: document::Graph,
+    /// Where its runs are traced, when its trace switch is on.
+    pub trace: Option<std::sync::Arc<trace::Trace>>,
 }

@@ -5,7 +5,8 @@
 //! Shapes are dojot's: a flow is `{"name", "enabled", "id", "flow", "created",
 //! "updated"}` (times in ms). Fixed: `enabled: false` can be set with PUT (flowbroker
 //! ignored falsy values), disabled flows do not run, and a flow that would not run is
-//! refused when it is saved (see [`crate::document`]).
+//! refused when it is saved (see [`crate::document`]). Ingot's own field: `trace`, the
+//! debugger's switch (see [`crate::trace`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,7 +33,8 @@ pub struct FlowService {
 /// A flow as dojot's API shows it.
 fn view(f: &FlowRecord) -> Value {
     let flow: Value = serde_json::from_str(&f.flow).unwrap_or(Value::Array(Vec::new()));
-    json!({"name": f.label, "enabled": f.enabled, "id": f.id, "flow": flow, "created": f.created_ms, "updated": f.updated_ms})
+    json!({"name": f.label, "enabled": f.enabled, "trace": f.trace, "id": f.id, "flow": flow,
+           "created": f.created_ms, "updated": f.updated_ms})
 }
 
 impl FlowService {
@@ -47,7 +49,7 @@ impl FlowService {
         tenants.dedup();
         for tenant in tenants {
             let flows: Vec<FlowRecord> = all.iter().filter(|f| f.tenant == tenant).cloned().collect();
-            self.engine.set_flows(tenant, compiled(&flows));
+            self.engine.set_flows(tenant, self.compiled(&flows));
         }
         Ok(all.len())
     }
@@ -55,7 +57,7 @@ impl FlowService {
     /// Re-reads the tenant's flows into the engine.
     async fn reload(&self, tenant: &str) -> Result<(), FlowError> {
         let flows = self.store.flows(tenant).await?;
-        self.engine.set_flows(tenant, compiled(&flows));
+        self.engine.set_flows(tenant, self.compiled(&flows));
         Ok(())
     }
 
@@ -96,13 +98,15 @@ impl FlowService {
         let name = name(body)?.ok_or(FlowError::Missing("name"))?;
         let flow = body.get("flow").ok_or(FlowError::Missing("flow"))?;
         compile(flow)?;
-        let enabled = enabled(body)?.unwrap_or(true);
+        let enabled = switch(body, "enabled")?.unwrap_or(true);
+        let trace = switch(body, "trace")?.unwrap_or(false);
         let now = Utc::now().timestamp_millis();
         let record = FlowRecord {
             tenant: tenant.into(),
             id: uuid::Uuid::new_v4().to_string(),
             label: name,
             enabled,
+            trace,
             flow: flow.to_string(),
             created_ms: now,
             updated_ms: now,
@@ -130,8 +134,11 @@ impl FlowService {
         if let Some(name) = name(body)? {
             record.label = name;
         }
-        if let Some(enabled) = enabled(body)? {
+        if let Some(enabled) = switch(body, "enabled")? {
             record.enabled = enabled;
+        }
+        if let Some(trace) = switch(body, "trace")? {
+            record.trace = trace;
         }
         if let Some(flow) = body.get("flow") {
             compile(flow)?;
@@ -148,33 +155,68 @@ impl FlowService {
     /// `DELETE /flows/v1/flow/{id}`: the flow as it was.
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<Value, FlowError> {
         let gone = self.store.delete_flow(tenant, id).await?.ok_or_else(|| FlowError::UnknownFlow(id.into()))?;
+        self.engine.trace_switch(id, false);
         self.changed(tenant).await?;
         Ok(view(&gone))
     }
 
     /// `DELETE /flows/v1/flow`.
     pub async fn delete_all(&self, tenant: &str) -> Result<u64, FlowError> {
+        for f in self.store.flows(tenant).await? {
+            self.engine.trace_switch(&f.id, false);
+        }
         let n = self.store.delete_flows(tenant).await?;
         self.changed(tenant).await?;
         Ok(n)
     }
-}
 
-/// The flows that compile (a stored flow always did when it was saved).
-fn compiled(flows: &[FlowRecord]) -> Vec<Arc<CompiledFlow>> {
-    flows
-        .iter()
-        .filter_map(|f| {
-            let doc: Value = serde_json::from_str(&f.flow).ok()?;
-            match compile(&doc) {
-                Ok(graph) => Some(Arc::new(CompiledFlow { id: f.id.clone(), enabled: f.enabled, graph })),
-                Err(e) => {
-                    tracing::warn!(tenant = %f.tenant, flow = %f.id, error = %e, "a stored flow no longer compiles; it does not run");
-                    None
+    /// The flows that compile (a stored flow always did when it was saved), with their
+    /// traces.
+    fn compiled(&self, flows: &[FlowRecord]) -> Vec<Arc<CompiledFlow>> {
+        flows
+            .iter()
+            .filter_map(|f| {
+                let doc: Value = serde_json::from_str(&f.flow).ok()?;
+                match compile(&doc) {
+                    Ok(graph) => Some(Arc::new(CompiledFlow {
+                        id: f.id.clone(),
+                        enabled: f.enabled,
+                        graph,
+                        trace: self.engine.trace_switch(&f.id, f.trace),
+                    })),
+                    Err(e) => {
+                        tracing::warn!(tenant = %f.tenant, flow = %f.id, error = %e, "a stored flow no longer compiles; it does not run");
+                        None
+                    }
                 }
-            }
-        })
-        .collect()
+            })
+            .collect()
+    }
+
+    /// `GET /flows/v1/flow/{id}/trace`: what this node's runs of the flow did lately.
+    pub async fn trace(&self, tenant: &str, id: &str) -> Result<Value, FlowError> {
+        let record = self.existing(tenant, id).await?;
+        let mut answer = match self.engine.trace(id) {
+            Some(t) if record.trace => t.snapshot(),
+            _ => json!({"nodes": {}, "dropped": 0}),
+        };
+        answer["flow"] = json!(id);
+        answer["trace"] = json!(record.trace);
+        Ok(answer)
+    }
+
+    /// The live trace of a flow whose switch is on (`…/trace/stream`).
+    pub async fn trace_feed(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<tokio::sync::broadcast::Receiver<crate::trace::Entry>, FlowError> {
+        let record = self.existing(tenant, id).await?;
+        match self.engine.trace(id) {
+            Some(t) if record.trace => Ok(t.subscribe()),
+            _ => Err(FlowError::TraceOff(id.into())),
+        }
+    }
 }
 
 fn name(body: &Value) -> Result<Option<String>, FlowError> {
@@ -185,10 +227,11 @@ fn name(body: &Value) -> Result<Option<String>, FlowError> {
     }
 }
 
-fn enabled(body: &Value) -> Result<Option<bool>, FlowError> {
-    match body.get("enabled") {
+/// A true/false field of the body (`enabled`, `trace`).
+fn switch(body: &Value, key: &str) -> Result<Option<bool>, FlowError> {
+    match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(FlowError::Invalid("Given flow is invalid: enabled must be true or false".into())),
+        Some(_) => Err(FlowError::Invalid(format!("Given flow is invalid: {key} must be true or false"))),
     }
 }

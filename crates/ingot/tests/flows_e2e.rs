@@ -167,3 +167,63 @@ async fn a_flow_that_feeds_itself_is_cut_off() {
     let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "ingot_flow_loops_total 1"), "{metrics}");
 }
+
+/// The debugger: with a flow's `trace` switch on, each node's last messages in and out and
+/// its errors, from `…/trace` and live from `…/trace/stream`.
+#[tokio::test]
+async fn the_debugger_shows_what_each_node_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (id, secret) = api.device_with_secret(template, "traced").await;
+    let (sink, _) = api.device_with_secret(template, "sink").await;
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": id, "event_publish": true, "wires": [["sw"]]},
+        {"id": "sw", "type": "switch", "property": "payload.data.attrs.temperature",
+         "rules": [{"t": "gt", "v": "10", "vt": "num"}], "wires": [["copy"]]},
+        {"id": "copy", "type": "change", "rules": [
+            {"t": "set", "p": "out.temperature", "to": "payload.data.attrs.missing", "tot": "msg"}], "wires": [["out"]]},
+        {"id": "out", "type": "multi device out", "device_source": "configured", "devices_source_configured": [sink],
+         "attrs": "out", "wires": []}
+    ]);
+    let (status, made) = api.post("/flows/v1/flow", json!({"name": "traced", "flow": flow, "trace": true})).await;
+    assert_eq!((status, made["flow"]["trace"].as_bool()), (200, Some(true)), "{made}");
+    let flow_id = made["flow"]["id"].as_str().unwrap().to_string();
+    let mut live = SseReader::open(&api, &format!("/flows/v1/flow/{flow_id}/trace/stream"), None).await;
+
+    assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 5})).await.0, 204);
+    assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 25})).await.0, 204);
+    let first = live.next().await;
+    assert_eq!(first.event.as_deref(), Some("trace"), "{first:?}");
+    let entry: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!((entry["node"].as_str(), entry["kind"].as_str()), (Some("in"), Some("in")), "{entry}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace = loop {
+        let (status, trace) = api.get(&format!("/flows/v1/flow/{flow_id}/trace")).await;
+        assert_eq!(status, 200, "{trace}");
+        if trace["nodes"]["copy"].as_array().is_some_and(|e| e.len() == 2) {
+            break trace;
+        }
+        assert!(Instant::now() < deadline, "the trace of both readings: {trace}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(trace["flow"], flow_id);
+    let kinds = |node: &str| -> Vec<String> {
+        trace["nodes"][node].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(kinds("sw"), ["in", "in", "out"], "5 stopped at the switch, 25 went on");
+    assert_eq!(kinds("copy"), ["in", "error"], "{trace}");
+    let error = trace["nodes"]["copy"][1]["error"].as_str().unwrap();
+    assert!(error.contains("payload.data.attrs.missing"), "{error}");
+    assert_eq!(trace["nodes"]["sw"][0]["message"]["payload"]["data"]["attrs"]["temperature"], 5);
+
+    // Off: nothing is kept, and the live feed says why it is refused.
+    assert_eq!(api.put(&format!("/flows/v1/flow/{flow_id}"), json!({"trace": false})).await.0, 200);
+    let (_, trace) = api.get(&format!("/flows/v1/flow/{flow_id}/trace")).await;
+    assert_eq!((trace["trace"].as_bool(), &trace["nodes"]), (Some(false), &json!({})));
+    let (status, refused) = api.get(&format!("/flows/v1/flow/{flow_id}/trace/stream")).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("trace"), "{refused}");
+}

@@ -791,6 +791,7 @@ async fn flows_are_kept_per_tenant_bounded_updated_and_removed() {
             id: id.into(),
             label: format!("flow {id}"),
             enabled: true,
+            trace: false,
             flow: "[]".into(),
             created_ms,
             updated_ms: created_ms,
@@ -806,6 +807,7 @@ async fn flows_are_kept_per_tenant_bounded_updated_and_removed() {
         let changed = FlowRecord {
             label: "renamed".into(),
             enabled: false,
+            trace: true,
             flow: "[1]".into(),
             updated_ms: 9,
             ..flow("acme", "f1", 1)

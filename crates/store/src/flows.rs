@@ -16,6 +16,8 @@ pub struct FlowRecord {
     /// dojot's `name` (it stored it as `label`).
     pub label: String,
     pub enabled: bool,
+    /// Its runs are traced (the debugger, `GET /flows/v1/flow/{id}/trace`).
+    pub trace: bool,
     /// The node list, JSON.
     pub flow: String,
     pub created_ms: i64,
@@ -40,7 +42,7 @@ pub trait FlowStore: Send + Sync {
     async fn delete_flows(&self, tenant: &str) -> Result<u64, StoreError>;
 }
 
-pub(crate) const COLUMNS: &str = "tenant, id, label, enabled, flow, created_ms, updated_ms";
+pub(crate) const COLUMNS: &str = "tenant, id, label, enabled, trace, flow, created_ms, updated_ms";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRecord> {
     Ok(FlowRecord {
@@ -48,9 +50,10 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRecord> {
         id: r.get(1)?,
         label: r.get(2)?,
         enabled: r.get(3)?,
-        flow: r.get(4)?,
-        created_ms: r.get(5)?,
-        updated_ms: r.get(6)?,
+        trace: r.get(4)?,
+        flow: r.get(5)?,
+        created_ms: r.get(6)?,
+        updated_ms: r.get(7)?,
     })
 }
 
@@ -64,8 +67,8 @@ impl FlowStore for SqliteStore {
             if count as u64 >= max_per_tenant {
                 return Ok(false);
             }
-            tx.prepare_cached(&format!("INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
-                .execute(params![f.tenant, f.id, f.label, f.enabled, f.flow, f.created_ms, f.updated_ms])?;
+            tx.prepare_cached(&format!("INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?
+                .execute(params![f.tenant, f.id, f.label, f.enabled, f.trace, f.flow, f.created_ms, f.updated_ms])?;
             Ok(true)
         })
         .await
@@ -103,8 +106,9 @@ impl FlowStore for SqliteStore {
     async fn update_flow(&self, f: FlowRecord) -> Result<bool, StoreError> {
         self.write(move |tx| {
             Ok(tx.execute(
-                "UPDATE flows SET label = ?3, enabled = ?4, flow = ?5, updated_ms = ?6 WHERE tenant = ?1 AND id = ?2",
-                params![f.tenant, f.id, f.label, f.enabled, f.flow, f.updated_ms],
+                "UPDATE flows SET label = ?3, enabled = ?4, trace = ?5, flow = ?6, updated_ms = ?7
+                 WHERE tenant = ?1 AND id = ?2",
+                params![f.tenant, f.id, f.label, f.enabled, f.trace, f.flow, f.updated_ms],
             )? > 0)
         })
         .await

@@ -219,6 +219,7 @@ const STEPS: &[&str] = &[
         id TEXT NOT NULL,
         label TEXT NOT NULL,
         enabled INTEGER NOT NULL,
+        trace INTEGER NOT NULL,
         flow TEXT NOT NULL,
         created_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,

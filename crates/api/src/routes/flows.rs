@@ -2,9 +2,15 @@
 //! (`flows::FlowService`) holds the rules; answers keep dojot's shapes (`{"message":
 //! "ok", "flow": F}`, 200 on create as flowbroker answered).
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::extract::{Caller, JsonBody};
 use crate::{ApiError, AppState};
@@ -56,4 +62,32 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"message": "flow removed", "flow": s.flows.delete(&c.service, &id).await?})))
+}
+
+/// `GET /flows/v1/flow/{id}/trace`: the debugger's last entries per node.
+pub async fn trace(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.flows.trace(&c.service, &id).await?))
+}
+
+/// `GET /flows/v1/flow/{id}/trace/stream`: the debugger live, as Server-Sent Events
+/// (`trace` events; `lagged` says how many a slow reader missed).
+pub async fn trace_stream(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let feed = s.flows.trace_feed(&c.service, &id).await?;
+    let events = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = match feed.recv().await {
+            Ok(entry) => Event::default().event("trace").json_data(&entry).unwrap_or_else(|_| Event::default()),
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), feed))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         // flowbroker
         .route("/flows/v1/flow", get(flows::list).post(flows::create).delete(flows::delete_all))
         .route("/flows/v1/flow/{id}", get(flows::get).put(flows::update).delete(flows::delete))
+        .route("/flows/v1/flow/{id}/trace", get(flows::trace))
+        .route("/flows/v1/flow/{id}/trace/stream", get(flows::trace_stream))
         // x509-identity-mgmt
         .route("/x509/v1/ca", get(x509::ca))
         .route("/x509/v1/ca/crl", get(x509::crl))

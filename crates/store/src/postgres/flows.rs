@@ -10,9 +10,10 @@ fn record(r: &tokio_postgres::Row) -> Result<FlowRecord, StoreError> {
         id: r.try_get(1)?,
         label: r.try_get(2)?,
         enabled: r.try_get(3)?,
-        flow: r.try_get(4)?,
-        created_ms: r.try_get(5)?,
-        updated_ms: r.try_get(6)?,
+        trace: r.try_get(4)?,
+        flow: r.try_get(5)?,
+        created_ms: r.try_get(6)?,
+        updated_ms: r.try_get(7)?,
     })
 }
 
@@ -29,8 +30,8 @@ impl FlowStore for PgStore {
             return Ok(false);
         }
         tx.execute(
-            &format!("INSERT INTO flows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            &[&f.tenant, &f.id, &f.label, &f.enabled, &f.flow, &f.created_ms, &f.updated_ms],
+            &format!("INSERT INTO flows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &[&f.tenant, &f.id, &f.label, &f.enabled, &f.trace, &f.flow, &f.created_ms, &f.updated_ms],
         )
         .await?;
         tx.commit().await?;
@@ -59,8 +60,9 @@ impl FlowStore for PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE flows SET label = $3, enabled = $4, flow = $5, updated_ms = $6 WHERE tenant = $1 AND id = $2",
-                &[&f.tenant, &f.id, &f.label, &f.enabled, &f.flow, &f.updated_ms],
+                "UPDATE flows SET label = $3, enabled = $4, trace = $5, flow = $6, updated_ms = $7
+                 WHERE tenant = $1 AND id = $2",
+                &[&f.tenant, &f.id, &f.label, &f.enabled, &f.trace, &f.flow, &f.updated_ms],
             )
             .await?;
         Ok(n > 0)

@@ -225,6 +225,7 @@ const STEPS: &[&str] = &[
         id TEXT COLLATE "C" NOT NULL,
         label TEXT NOT NULL,
         enabled BOOLEAN NOT NULL,
+        trace BOOLEAN NOT NULL,
         flow TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
         updated_ms BIGINT NOT NULL,
