@@ -29,7 +29,8 @@ use devices::DeviceService;
 use model::{DeviceData, DeviceEvent, EventKind};
 use serde_json::{Map, Value, json};
 
-use crate::nodes::{Head, Kind, RunContext};
+use crate::nodes::http::HttpPolicy;
+use crate::nodes::{Head, HttpEnv, Kind, RunContext};
 use crate::trace::Trace;
 use crate::{CompiledFlow, Effect};
 
@@ -37,17 +38,19 @@ use crate::{CompiledFlow, Effect};
 pub const MAX_STEPS: usize = 10_000;
 
 /// The engine's limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// A reading this many flow outputs deep runs no flow.
     pub max_hops: u8,
     /// Readings queued for flows at most (in-process bus).
     pub queue: usize,
+    /// What http nodes may reach.
+    pub http: HttpPolicy,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_hops: 8, queue: 10_000 }
+        Self { max_hops: 8, queue: 10_000, http: HttpPolicy::default() }
     }
 }
 
@@ -69,6 +72,7 @@ pub struct FlowEngine {
     devices: Arc<DeviceService>,
     bus: Arc<dyn Bus>,
     config: EngineConfig,
+    http: HttpEnv,
     flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
     /// Traces of the flows whose switch is on, by flow id (they outlive recompilation).
     traces: std::sync::Mutex<HashMap<String, Arc<Trace>>>,
@@ -79,6 +83,7 @@ impl FlowEngine {
         Arc::new(Self {
             devices,
             bus,
+            http: HttpEnv::new(config.http.clone()),
             config,
             flows: RwLock::new(HashMap::new()),
             traces: std::sync::Mutex::new(HashMap::new()),
@@ -215,7 +220,7 @@ impl FlowEngine {
         let templates: Vec<String> = templates.iter().map(i64::to_string).collect();
         let mut effects = Vec::new();
         for flow in flows.iter().filter(|f| f.enabled) {
-            run(flow, &trigger, &templates, &mut effects);
+            run(flow, &trigger, &templates, &self.http, &mut effects).await;
         }
         for effect in effects {
             self.carry_out(&trigger, effect).await;
@@ -300,7 +305,13 @@ fn head_message(head: &Head, trigger: &Trigger, templates: &[String]) -> Option<
 }
 
 /// Runs one flow on a trigger, adding what its outputs ask for to `effects`.
-pub fn run(flow: &CompiledFlow, trigger: &Trigger, templates: &[String], effects: &mut Vec<Effect>) {
+pub async fn run(
+    flow: &CompiledFlow,
+    trigger: &Trigger,
+    templates: &[String],
+    http: &HttpEnv,
+    effects: &mut Vec<Effect>,
+) {
     let graph = &flow.graph;
     let mut queue: VecDeque<(usize, Value)> = VecDeque::new();
     for (i, head) in graph.heads() {
@@ -325,8 +336,8 @@ pub fn run(flow: &CompiledFlow, trigger: &Trigger, templates: &[String], effects
         if let Some(trace) = &flow.trace {
             trace.record(&node.id, "in", None, Some(&msg), None);
         }
-        let mut ctx = RunContext { originator: &trigger.device, now_ms, effects };
-        match node.kind.run(msg, &mut ctx) {
+        let mut ctx = RunContext { http, originator: &trigger.device, now_ms, effects: &mut *effects };
+        match node.kind.run(msg, &mut ctx).await {
             Ok(outputs) => {
                 for (port, out) in outputs.into_iter().enumerate() {
                     let Some(out) = out else { continue };
@@ -351,6 +362,7 @@ pub fn run(flow: &CompiledFlow, trigger: &Trigger, templates: &[String], effects
                     Kind::Template(_) => "template",
                     Kind::Geofence(_) => "geofence",
                     Kind::Output(_) => "output",
+                    Kind::Http(_) => "http",
                 };
                 tracing::info!(tenant = %trigger.tenant, flow = %flow.id, node = %node.id, kind, error = %e, "a flow's branch stopped");
             }
@@ -375,8 +387,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_kitchen_flow_sets_the_alarm() {
+    #[tokio::test]
+    async fn the_kitchen_flow_sets_the_alarm() {
+        let http = HttpEnv::new(HttpPolicy::default());
         let flow = CompiledFlow {
             id: "f".into(),
             enabled: true,
@@ -385,7 +398,7 @@ mod tests {
         };
         for (t, message, severity) in [(30, "kitchen OK", 4), (45, "kitchen on fire", 1)] {
             let mut effects = Vec::new();
-            run(&flow, &trigger(json!({"temperature": t})), &["7".to_string()], &mut effects);
+            run(&flow, &trigger(json!({"temperature": t})), &["7".to_string()], &http, &mut effects).await;
             let attrs = json!({"message": message, "severity": severity});
             assert_eq!(
                 effects,
@@ -393,7 +406,7 @@ mod tests {
             );
         }
         let mut effects = Vec::new();
-        run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &mut effects);
+        run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &http, &mut effects).await;
         assert!(effects.is_empty(), "another template's device");
         // The trace saw both runs: the switch took each message in and sent it on one port.
         let trace = flow.trace.as_ref().unwrap().snapshot();

@@ -49,6 +49,17 @@ pub struct ServeArgs {
     /// A reading made by this many flow outputs in a row runs no flow (a loop guard).
     #[arg(long, env = "INGOT_FLOW_MAX_HOPS", default_value_t = 8)]
     pub flow_max_hops: u8,
+    /// Addresses that flows' http nodes may reach although they are not public
+    /// (comma-separated addresses or networks: `127.0.0.1,10.0.0.0/8`). Loopback,
+    /// private and link-local addresses are refused otherwise.
+    #[arg(long, env = "INGOT_FLOW_HTTP_ALLOW", value_delimiter = ',')]
+    pub flow_http_allow: Vec<String>,
+    /// How long a flow's http request may take, in seconds.
+    #[arg(long, env = "INGOT_FLOW_HTTP_TIMEOUT_SECS", default_value_t = 10)]
+    pub flow_http_timeout_secs: u64,
+    /// Largest answer a flow's http request reads, in bytes.
+    #[arg(long, env = "INGOT_FLOW_HTTP_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub flow_http_max_bytes: usize,
     /// Most CAs of its own a tenant may register (`/x509/v1/trusted-cas`).
     #[arg(long, env = "INGOT_MAX_TRUSTED_CAS", default_value_t = 10)]
     pub max_trusted_cas: u64,
@@ -277,7 +288,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let flow_engine = flows::FlowEngine::new(
         devices.clone(),
         bus.clone(),
-        flows::EngineConfig { max_hops: args.flow_max_hops, queue: args.flow_queue },
+        flows::EngineConfig {
+            max_hops: args.flow_max_hops,
+            queue: args.flow_queue,
+            http: flows::nodes::http::HttpPolicy {
+                allow: flows::nodes::http::HttpPolicy::parse_allow(&args.flow_http_allow)
+                    .map_err(|e| anyhow::anyhow!("--flow-http-allow: {e}"))?,
+                timeout: Duration::from_secs(args.flow_http_timeout_secs.max(1)),
+                max_response_bytes: args.flow_http_max_bytes,
+            },
+        },
     );
     let flows = Arc::new(flows::FlowService::new(store.clone(), flow_engine.clone(), args.max_flows));
     if args.bus != "memory" {

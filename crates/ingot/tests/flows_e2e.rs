@@ -227,3 +227,134 @@ async fn the_debugger_shows_what_each_node_did() {
     assert_eq!(status, 409, "{refused}");
     assert!(refused["message"].as_str().unwrap().contains("trace"), "{refused}");
 }
+
+/// A token server as chapter 11.2.1 has one: POST /token with a user and password answers
+/// `{"token"}`; it remembers what it was sent (content type and body).
+async fn token_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let kind = headers.get("content-type").map_or("", |v| v.to_str().unwrap_or("")).to_string();
+                let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push((kind, sent.clone()));
+                axum::Json(json!({"token": format!("token-of-{}", sent["username"].as_str().unwrap_or("?"))}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/token"), seen)
+}
+
+/// Chapter 11.2.1: a device's username and password go to an HTTP server through the http
+/// node; the token it answers becomes a reading of a virtual device. The server is on
+/// loopback, which flows may reach only when allowed.
+#[tokio::test]
+async fn the_http_node_example_gets_a_token_and_private_addresses_need_allowing() {
+    let (url, seen) = token_server().await;
+    for allowed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let allow: &[&str] = if allowed { &["--flow-http-allow", "127.0.0.1"] } else { &[] };
+        let server = Server::start(dir.path(), allow);
+        let api = Api::admin(&server).await;
+        let (status, body) = api
+            .post(
+                "/template",
+                json!({"label": "Login", "attrs": [
+                    {"label": "username", "type": "dynamic", "value_type": "string"},
+                    {"label": "password", "type": "dynamic", "value_type": "string"},
+                    {"label": "token", "type": "dynamic", "value_type": "string"}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let template = body["template"]["id"].as_i64().unwrap();
+        let (device, secret) = api.device_with_secret(template, "login").await;
+        let (virt, _) = api.device_with_secret(template, "token holder").await;
+        let flow = json!([
+            {"id": "in", "type": "event device in", "device_id": device, "event_publish": true, "wires": [["tpl"]]},
+            {"id": "tpl", "type": "template", "field": "req", "fieldType": "msg", "syntax": "mustache", "output": "str",
+             "template": "{\"payload\": {\"username\": \"{{payload.data.attrs.username}}\", \"password\": \"{{payload.data.attrs.password}}\"}}",
+             "wires": [["http"]]},
+            {"id": "http", "type": "http", "method": "POST", "url": url, "body": "req", "response": "res", "ret": "obj",
+             "wires": [["chg"]]},
+            {"id": "chg", "type": "change", "rules": [{"t": "set", "p": "out.token", "to": "res.payload.token", "tot": "msg"}],
+             "wires": [["out"]]},
+            {"id": "out", "type": "multi device out", "device_source": "configured", "devices_source_configured": [virt],
+             "attrs": "out", "wires": []}
+        ]);
+        let (status, made) = api.post("/flows/v1/flow", json!({"name": "login", "flow": flow, "trace": true})).await;
+        assert_eq!(status, 200, "{made}");
+        let flow_id = made["flow"]["id"].as_str().unwrap().to_string();
+        let reading = json!({"username": format!("ana{allowed}"), "password": "s3cret"});
+        assert_eq!(api.send_reading("admin", &device, &secret, reading).await.0, 204);
+        if allowed {
+            assert_eq!(history(&api, &virt, "token", 1).await, [json!("token-of-anatrue")]);
+            let sent = seen.lock().unwrap().clone();
+            assert_eq!(sent, [("application/json".to_string(), json!({"username": "anatrue", "password": "s3cret"}))]);
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let error = loop {
+                let (_, trace) = api.get(&format!("/flows/v1/flow/{flow_id}/trace")).await;
+                if let Some(e) =
+                    trace["nodes"]["http"].as_array().and_then(|e| e.iter().find_map(|e| e["error"].as_str()))
+                {
+                    break e.to_string();
+                }
+                assert!(Instant::now() < deadline, "the http node's refusal in the trace: {trace}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(error.contains("not a public address") && error.contains("--flow-http-allow"), "{error}");
+            assert_eq!(seen.lock().unwrap().len(), 1, "nothing more reached the server");
+        }
+    }
+}
+
+/// Chapter 11.2.2: a car's position, inside or outside an area (with or without a space
+/// after the comma, dojot #2314), sets the status of a virtual device.
+#[tokio::test]
+async fn the_geofence_example_tells_inside_from_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let (status, body) = api
+        .post(
+            "/template",
+            json!({"label": "Car", "attrs": [
+                {"label": "position", "type": "dynamic", "value_type": "geo:point"},
+                {"label": "status", "type": "dynamic", "value_type": "string"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let template = body["template"]["id"].as_i64().unwrap();
+    let (car, secret) = api.device_with_secret(template, "car").await;
+    let (virt, _) = api.device_with_secret(template, "car status").await;
+    let area = json!([{"latitude": -22.80, "longitude": -47.30}, {"latitude": -22.80, "longitude": -47.24},
+                      {"latitude": -22.85, "longitude": -47.24}, {"latitude": -22.85, "longitude": -47.30}]);
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": car, "event_publish": true, "wires": [["g_in", "g_out"]]},
+        {"id": "g_in", "type": "geofence", "name": "in area", "mode": "polyline", "filter": "inside",
+         "geopoint": "payload.data.attrs.position", "points": area, "wires": [["t_in"]]},
+        {"id": "g_out", "type": "geofence", "name": "out of the area", "mode": "polyline", "filter": "outside",
+         "geopoint": "payload.data.attrs.position", "points": area, "wires": [["t_out"]]},
+        {"id": "t_in", "type": "template", "field": "out.status", "syntax": "plain", "template": "Car is inside the marked area", "wires": [["out"]]},
+        {"id": "t_out", "type": "template", "field": "out.status", "syntax": "plain", "template": "Car is out of the marked area", "wires": [["out"]]},
+        {"id": "out", "type": "multi device out", "device_source": "configured", "devices_source_configured": [virt], "attrs": "out", "wires": []}
+    ]);
+    assert_eq!(api.post("/flows/v1/flow", json!({"name": "car", "flow": flow})).await.0, 200);
+    let mut expected = Vec::new();
+    for (position, status) in [
+        ("-22.820156, -47.2682535", "Car is inside the marked area"),
+        ("0,0", "Car is out of the marked area"),
+        ("-22.820156,-47.2682535", "Car is inside the marked area"),
+    ] {
+        assert_eq!(api.send_reading("admin", &car, &secret, json!({"position": position})).await.0, 204);
+        expected.insert(0, json!(status));
+        assert_eq!(history(&api, &virt, "status", expected.len()).await, expected, "{position}");
+    }
+}

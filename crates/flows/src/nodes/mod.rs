@@ -5,6 +5,7 @@
 
 pub mod change;
 pub mod geofence;
+pub mod http;
 pub mod output;
 pub mod switch;
 pub mod template;
@@ -81,12 +82,12 @@ pub enum Kind {
     Template(template::Template),
     Geofence(geofence::Geofence),
     Output(output::Output),
+    Http(http::Http),
 }
 
 /// Node types dojot had that Ingot does not run yet: a flow with one is refused, with this
 /// said, rather than saved with a branch that never runs.
 const NOT_YET: &[&str] = &[
-    "http",
     "get context",
     "merge data",
     "cumulative sum",
@@ -121,6 +122,7 @@ impl Kind {
             "change" => Kind::Change(change::Change::parse(node)?),
             "template" => Kind::Template(template::Template::parse(node)?),
             "geofence" => Kind::Geofence(geofence::Geofence::parse(node)?),
+            "http" => Kind::Http(http::Http::parse(node)?),
             "multi device out" | "device out" => Kind::Output(output::Output::parse(node, output::Action::Publish)?),
             "multi actuate" | "actuate" => Kind::Output(output::Output::parse(node, output::Action::Actuate)?),
             t if NOT_YET.contains(&t) => return Err(format!("node type '{t}' is not supported by Ingot yet")),
@@ -138,8 +140,9 @@ impl Kind {
     }
 
     /// Runs the node on `msg`.
-    pub fn run(&self, msg: Value, ctx: &mut RunContext<'_>) -> Result<Outputs, FlowError> {
+    pub async fn run(&self, msg: Value, ctx: &mut RunContext<'_>) -> Result<Outputs, FlowError> {
         match self {
+            Kind::Http(h) => h.run(msg, &ctx.http.policy, &ctx.http.client).await,
             // A head passes the message it was given on.
             Kind::Head(_) => Ok(vec![Some(msg)]),
             Kind::Switch(s) => s.run(msg),
@@ -151,8 +154,22 @@ impl Kind {
     }
 }
 
+/// What the http node runs with: its fence and one shared client.
+#[derive(Debug, Clone)]
+pub struct HttpEnv {
+    pub policy: http::HttpPolicy,
+    pub client: reqwest::Client,
+}
+
+impl HttpEnv {
+    pub fn new(policy: http::HttpPolicy) -> Self {
+        Self { client: http::client(&policy), policy }
+    }
+}
+
 /// What a node may know of the run it is part of.
 pub struct RunContext<'a> {
+    pub http: &'a HttpEnv,
     /// The device whose event started the flow.
     pub originator: &'a str,
     pub now_ms: i64,
