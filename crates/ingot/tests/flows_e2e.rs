@@ -52,16 +52,7 @@ async fn the_kitchen_flow_raises_the_alarm_and_survives_a_restart() {
     let mut server = Server::start(dir.path(), &[]);
     let api = Api::admin(&server).await;
     let thermometers = api.thermometer_template().await;
-    let (status, body) = api
-        .post(
-            "/template",
-            json!({"label": "Alarm", "attrs": [
-                {"label": "message", "type": "dynamic", "value_type": "string"},
-                {"label": "severity", "type": "dynamic", "value_type": "integer"}]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let alarm_template = body["template"]["id"].as_i64().unwrap();
+    let alarm_template = api.template("Alarm", &[("message", "string"), ("severity", "integer")]).await;
     let (kitchen1, secret1) = api.device_with_secret(thermometers, "kitchen thermometer").await;
     let (kitchen2, secret2) = api.device_with_secret(thermometers, "oven thermometer").await;
     let (alarm, _) = api.device_with_secret(alarm_template, "kitchen alarm").await;
@@ -263,17 +254,8 @@ async fn the_http_node_example_gets_a_token_and_private_addresses_need_allowing(
         let allow: &[&str] = if allowed { &["--flow-http-allow", "127.0.0.1"] } else { &[] };
         let server = Server::start(dir.path(), allow);
         let api = Api::admin(&server).await;
-        let (status, body) = api
-            .post(
-                "/template",
-                json!({"label": "Login", "attrs": [
-                    {"label": "username", "type": "dynamic", "value_type": "string"},
-                    {"label": "password", "type": "dynamic", "value_type": "string"},
-                    {"label": "token", "type": "dynamic", "value_type": "string"}]}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let template = body["template"]["id"].as_i64().unwrap();
+        let template =
+            api.template("Login", &[("username", "string"), ("password", "string"), ("token", "string")]).await;
         let (device, secret) = api.device_with_secret(template, "login").await;
         let (virt, _) = api.device_with_secret(template, "token holder").await;
         let flow = json!([
@@ -322,16 +304,7 @@ async fn the_geofence_example_tells_inside_from_outside() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = Api::admin(&server).await;
-    let (status, body) = api
-        .post(
-            "/template",
-            json!({"label": "Car", "attrs": [
-                {"label": "position", "type": "dynamic", "value_type": "geo:point"},
-                {"label": "status", "type": "dynamic", "value_type": "string"}]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let template = body["template"]["id"].as_i64().unwrap();
+    let template = api.template("Car", &[("position", "geo:point"), ("status", "string")]).await;
     let (car, secret) = api.device_with_secret(template, "car").await;
     let (virt, _) = api.device_with_secret(template, "car status").await;
     let area = json!([{"latitude": -22.80, "longitude": -47.30}, {"latitude": -22.80, "longitude": -47.24},

@@ -304,18 +304,25 @@ impl Api {
         Api::login(&self.base, username, "password-123").await
     }
 
-    /// Creates the tutorial's Thermometer Template; returns its id.
-    pub async fn thermometer_template(&self) -> i64 {
-        let (status, body) = self
-            .post(
-                "/template",
-                json!({"label": "Thermometer Template", "attrs": [
-                    {"label": "temperature", "type": "dynamic", "value_type": "float"},
-                    {"label": "fan", "type": "actuator", "value_type": "float"}]}),
-            )
-            .await;
+    /// Creates a template of dynamic attributes `(label, value type)`; returns its id.
+    pub async fn template(&self, label: &str, attrs: &[(&str, &str)]) -> i64 {
+        let attrs: Vec<Value> =
+            attrs.iter().map(|(l, t)| json!({"label": l, "type": "dynamic", "value_type": t})).collect();
+        self.template_of(json!({"label": label, "attrs": attrs})).await
+    }
+
+    async fn template_of(&self, body: Value) -> i64 {
+        let (status, body) = self.post("/template", body).await;
         assert_eq!(status, 200, "{body}");
         body["template"]["id"].as_i64().expect("template id")
+    }
+
+    /// Creates the tutorial's Thermometer Template; returns its id.
+    pub async fn thermometer_template(&self) -> i64 {
+        self.template_of(json!({"label": "Thermometer Template", "attrs": [
+            {"label": "temperature", "type": "dynamic", "value_type": "float"},
+            {"label": "fan", "type": "actuator", "value_type": "float"}]}))
+            .await
     }
 
     /// Creates a device on `template`; returns (id, secret).
