@@ -144,7 +144,7 @@ mod tests {
             (json!({}), "list of nodes"),
             (json!([{"id": "a"}]), "no type"),
             (json!([{"id": "a", "type": "mystery", "wires": []}]), "unknown node type 'mystery'"),
-            (json!([{"id": "a", "type": "cumulative sum", "wires": []}]), "not supported by Ingot yet"),
+            (json!([{"id": "a", "type": "notification", "wires": []}]), "not supported by Ingot yet"),
             (json!([{"id": "a", "type": "event device in", "device_id": "d", "wires": [["ghost"]]}]), "'ghost'"),
             (
                 json!([{"id": "a", "type": "event device in", "device_id": "d"}, {"id": "a", "type": "event device in", "device_id": "e"}]),

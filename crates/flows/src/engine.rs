@@ -73,6 +73,7 @@ pub struct FlowEngine {
     bus: Arc<dyn Bus>,
     config: EngineConfig,
     http: HttpEnv,
+    contexts: crate::context::Contexts,
     flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
     /// Traces of the flows whose switch is on, by flow id (they outlive recompilation).
     traces: std::sync::Mutex<HashMap<String, Arc<Trace>>>,
@@ -84,6 +85,7 @@ impl FlowEngine {
             devices,
             bus,
             http: HttpEnv::new(config.http.clone()),
+            contexts: crate::context::Contexts::default(),
             config,
             flows: RwLock::new(HashMap::new()),
             traces: std::sync::Mutex::new(HashMap::new()),
@@ -99,6 +101,12 @@ impl FlowEngine {
             traces.remove(id);
             None
         }
+    }
+
+    /// Forgets what a removed flow kept in its contexts.
+    pub fn forget_flow(&self, tenant: &str, id: &str) {
+        self.contexts.forget_flow(tenant, id);
+        self.trace_switch(id, false);
     }
 
     /// The trace of flow `id`, if its switch is on.
@@ -220,7 +228,7 @@ impl FlowEngine {
         let templates: Vec<String> = templates.iter().map(i64::to_string).collect();
         let mut effects = Vec::new();
         for flow in flows.iter().filter(|f| f.enabled) {
-            run(flow, &trigger, &templates, &self.http, &mut effects).await;
+            run(flow, &trigger, &templates, &self.http, &self.contexts, &mut effects).await;
         }
         for effect in effects {
             self.carry_out(&trigger, effect).await;
@@ -310,6 +318,7 @@ pub async fn run(
     trigger: &Trigger,
     templates: &[String],
     http: &HttpEnv,
+    contexts: &crate::context::Contexts,
     effects: &mut Vec<Effect>,
 ) {
     let graph = &flow.graph;
@@ -336,7 +345,8 @@ pub async fn run(
         if let Some(trace) = &flow.trace {
             trace.record(&node.id, "in", None, Some(&msg), None);
         }
-        let mut ctx = RunContext { http, originator: &trigger.device, now_ms, effects: &mut *effects };
+        let scope = crate::context::Scope { tenant: &trigger.tenant, flow: &flow.id, node: &node.id };
+        let mut ctx = RunContext { http, contexts, scope, originator: &trigger.device, now_ms, effects: &mut *effects };
         match node.kind.run(msg, &mut ctx).await {
             Ok(outputs) => {
                 for (port, out) in outputs.into_iter().enumerate() {
@@ -363,6 +373,9 @@ pub async fn run(
                     Kind::Geofence(_) => "geofence",
                     Kind::Output(_) => "output",
                     Kind::Http(_) => "http",
+                    Kind::GetContext(_) => "get context",
+                    Kind::MergeData(_) => "merge data",
+                    Kind::CumulativeSum(_) => "cumulative sum",
                 };
                 tracing::info!(tenant = %trigger.tenant, flow = %flow.id, node = %node.id, kind, error = %e, "a flow's branch stopped");
             }
@@ -390,6 +403,7 @@ mod tests {
     #[tokio::test]
     async fn the_kitchen_flow_sets_the_alarm() {
         let http = HttpEnv::new(HttpPolicy::default());
+        let contexts = crate::context::Contexts::default();
         let flow = CompiledFlow {
             id: "f".into(),
             enabled: true,
@@ -398,7 +412,7 @@ mod tests {
         };
         for (t, message, severity) in [(30, "kitchen OK", 4), (45, "kitchen on fire", 1)] {
             let mut effects = Vec::new();
-            run(&flow, &trigger(json!({"temperature": t})), &["7".to_string()], &http, &mut effects).await;
+            run(&flow, &trigger(json!({"temperature": t})), &["7".to_string()], &http, &contexts, &mut effects).await;
             let attrs = json!({"message": message, "severity": severity});
             assert_eq!(
                 effects,
@@ -406,7 +420,7 @@ mod tests {
             );
         }
         let mut effects = Vec::new();
-        run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &http, &mut effects).await;
+        run(&flow, &trigger(json!({"temperature": 30})), &["8".to_string()], &http, &contexts, &mut effects).await;
         assert!(effects.is_empty(), "another template's device");
         // The trace saw both runs: the switch took each message in and sent it on one port.
         let trace = flow.trace.as_ref().unwrap().snapshot();

@@ -1,6 +1,7 @@
 //! dojot's flows (flowbroker): flow documents made of node-red nodes, and the engine that
 //! runs them on the readings and device events of the bus.
 //!
+//! - [`context`] keeps what flows remember between messages (tenant, flow, node);
 //! - [`document`] compiles a flow's node list into a graph, refusing what would not run;
 //! - [`nodes`] holds the node types, each parsed from its saved settings and run on a
 //!   message (no I/O);
@@ -10,6 +11,7 @@
 //!   on every node of a cluster;
 //! - [`trace`] is the debugger: what each node of a traced flow received, sent and failed on.
 
+pub mod context;
 pub mod document;
 pub mod engine;
 pub mod nodes;

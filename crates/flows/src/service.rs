@@ -155,7 +155,7 @@ impl FlowService {
     /// `DELETE /flows/v1/flow/{id}`: the flow as it was.
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<Value, FlowError> {
         let gone = self.store.delete_flow(tenant, id).await?.ok_or_else(|| FlowError::UnknownFlow(id.into()))?;
-        self.engine.trace_switch(id, false);
+        self.engine.forget_flow(tenant, id);
         self.changed(tenant).await?;
         Ok(view(&gone))
     }
@@ -163,7 +163,7 @@ impl FlowService {
     /// `DELETE /flows/v1/flow`.
     pub async fn delete_all(&self, tenant: &str) -> Result<u64, FlowError> {
         for f in self.store.flows(tenant).await? {
-            self.engine.trace_switch(&f.id, false);
+            self.engine.forget_flow(tenant, &f.id);
         }
         let n = self.store.delete_flows(tenant).await?;
         self.changed(tenant).await?;

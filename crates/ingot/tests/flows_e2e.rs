@@ -331,3 +331,41 @@ async fn the_geofence_example_tells_inside_from_outside() {
         assert_eq!(history(&api, &virt, "status", expected.len()).await, expected, "{position}");
     }
 }
+
+/// Chapter 11.2.3 without its notification (that comes with notifications): a weather
+/// station's rain summed over the last hour; past 100 mm the sum goes to an alert device.
+#[tokio::test]
+async fn cumulative_sum_and_switch_raise_a_rain_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let template = api.template("Weather", &[("rain", "float"), ("rain60Min", "float")]).await;
+    let (station, secret) = api.device_with_secret(template, "station").await;
+    let (alert, _) = api.device_with_secret(template, "alert").await;
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": station, "event_publish": true, "wires": [["cs"]]},
+        {"id": "cs", "type": "cumulative sum", "timePeriod": 60, "targetAttribute": "payload.data.attrs.rain",
+         "timestamp": "payload.metadata.timestamp", "output": "payload.data.attrs.rain60Min", "wires": [["sw"]]},
+        {"id": "sw", "type": "switch", "property": "payload.data.attrs.rain60Min", "propertyType": "msg",
+         "rules": [{"t": "gt", "v": "100", "vt": "num"}], "checkall": "true", "outputs": 1, "wires": [["pick"]]},
+        {"id": "pick", "type": "change", "rules": [
+            {"t": "set", "p": "out.rain60Min", "to": "payload.data.attrs.rain60Min", "tot": "msg"}], "wires": [["out"]]},
+        {"id": "out", "type": "multi device out", "device_source": "configured", "devices_source_configured": [alert],
+         "attrs": "out", "wires": []}
+    ]);
+    assert_eq!(api.post("/flows/v1/flow", json!({"name": "rain", "flow": flow})).await.0, 200);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let start = now_ms - 2 * 3_600_000;
+    for i in 0..22 {
+        let reading = json!({"rain": 5, "timestamp": start + i * 60_000});
+        assert_eq!(api.send_reading("admin", &station, &secret, reading).await.0, 204);
+    }
+    // 5, 10, … 100 stay quiet; the 21st and 22nd readings make 105 and 110.
+    assert_eq!(history(&api, &alert, "rain60Min", 2).await, [json!(110), json!(105)]);
+    // An hour after the last, the window holds only the newest reading.
+    let late = json!({"rain": 5, "timestamp": start + 22 * 60_000 + 3_600_000});
+    assert_eq!(api.send_reading("admin", &station, &secret, late).await.0, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = history(&api, &alert, "rain60Min", 2).await;
+    assert_eq!(after.len(), 2, "5 mm is no alert: {after:?}");
+}

@@ -1,12 +1,16 @@
 //! `change`: sets, changes, deletes or moves message properties, rule by rule
 //! (node-red's change node). flowbroker ran only `set` and silently skipped the rest;
 //! Ingot runs all four. Value types (`tot`): `str`, `num`, `bool`, `json`, `msg` (another
-//! property), `date` (now, ms). No JSONata. A rule that fails stops the branch.
+//! property), `flow` and `tenant` (a context value), `date` (now, ms). No JSONata. `set`
+//! and `delete` may also write a flow or tenant context value (`pt: "flow"` or
+//! `"tenant"`; see [`crate::context`]), which `get context` reads. A rule that fails
+//! stops the branch.
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{Outputs, field, js_number, opt_str, rules};
+use super::{Outputs, RunContext, field, js_number, opt_str, rules};
+use crate::context::Layer;
 use crate::{FlowError, path};
 
 #[derive(Debug)]
@@ -19,6 +23,12 @@ enum Rule {
     Set {
         path: String,
         to: To,
+    },
+    /// Writes a context value (`None`: deletes it).
+    SetContext {
+        layer: Layer,
+        name: String,
+        to: Option<To>,
     },
     /// Replaces `from` in the string at `path` (or the whole value when it equals `from`).
     Change {
@@ -39,6 +49,7 @@ enum Rule {
 enum To {
     Value(Value),
     Msg(String),
+    Context(Layer, String),
     Now,
 }
 
@@ -61,6 +72,8 @@ fn to(rule: &Map<String, Value>, i: usize) -> Result<To, String> {
         "bool" | "boolean" => To::Value(Value::Bool(matches!(text.to_lowercase().as_str(), "true" | "1"))),
         "json" => To::Value(serde_json::from_str(&text).map_err(|e| format!("rule {i}: '{text}' is not JSON: {e}"))?),
         "msg" => To::Msg(text),
+        "flow" => To::Context(Layer::Flow, text),
+        "tenant" | "global" => To::Context(Layer::Tenant, text),
         "date" => To::Now,
         other => {
             return Err(format!("rule {i}: value type '{other}' is not supported (str, num, bool, json, msg, date)"));
@@ -74,10 +87,20 @@ impl Change {
             .into_iter()
             .map(|(i, r)| {
                 let path = field(r, "p").map_err(|e| format!("rule {i}: {e}"))?.to_string();
-                if let Some(pt) = opt_str(r, "pt").filter(|pt| *pt != "msg") {
-                    return Err(format!("rule {i}: only msg properties can be changed, not {pt}"));
+                let t = field(r, "t").map_err(|e| format!("rule {i}: {e}"))?;
+                match opt_str(r, "pt").unwrap_or("msg") {
+                    "msg" => {}
+                    pt @ ("flow" | "tenant" | "global") => {
+                        let layer = Layer::parse(pt).expect("listed");
+                        return match t {
+                            "set" => Ok(Rule::SetContext { layer, name: path, to: Some(to(r, i)?) }),
+                            "delete" => Ok(Rule::SetContext { layer, name: path, to: None }),
+                            other => Err(format!("rule {i}: a {pt} value can be set or deleted, not {other}d")),
+                        };
+                    }
+                    pt => return Err(format!("rule {i}: '{pt}' is not msg, flow or tenant")),
                 }
-                Ok(match field(r, "t").map_err(|e| format!("rule {i}: {e}"))? {
+                Ok(match t {
                     "set" => Rule::Set { path, to: to(r, i)? },
                     "change" => {
                         let from_text = match r.get("from") {
@@ -108,16 +131,23 @@ impl Change {
         Ok(Self { rules })
     }
 
-    pub fn run(&self, mut msg: Value, now_ms: i64) -> Result<Outputs, FlowError> {
+    pub fn run(&self, mut msg: Value, ctx: &RunContext<'_>) -> Result<Outputs, FlowError> {
         for rule in &self.rules {
             match rule {
                 Rule::Set { path, to } => {
-                    let value = resolve(to, &msg, now_ms)?;
+                    let value = resolve(to, &msg, ctx)?;
                     path::set(&mut msg, path, value)?;
+                }
+                Rule::SetContext { layer, name, to } => {
+                    let value = match to {
+                        Some(to) => resolve(to, &msg, ctx)?,
+                        None => Value::Null,
+                    };
+                    ctx.contexts.set(ctx.scope, *layer, name, value)?;
                 }
                 Rule::Change { path, from, to } => {
                     let Some(current) = path::lookup(&msg, path)?.cloned() else { continue };
-                    let replacement = resolve(to, &msg, now_ms)?;
+                    let replacement = resolve(to, &msg, ctx)?;
                     let changed = match (from, &current) {
                         (From::Text(f), Value::String(s)) if !f.is_empty() => {
                             Some(Value::String(s.replace(f.as_str(), &plain(&replacement))))
@@ -147,11 +177,12 @@ impl Change {
     }
 }
 
-fn resolve(to: &To, msg: &Value, now_ms: i64) -> Result<Value, FlowError> {
+fn resolve(to: &To, msg: &Value, ctx: &RunContext<'_>) -> Result<Value, FlowError> {
     Ok(match to {
         To::Value(v) => v.clone(),
         To::Msg(p) => path::get(msg, p)?.clone(),
-        To::Now => Value::from(now_ms),
+        To::Context(layer, name) => ctx.contexts.get(ctx.scope, *layer, name).unwrap_or(Value::Null),
+        To::Now => Value::from(ctx.now_ms),
     })
 }
 
@@ -168,6 +199,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::nodes::testing::Harness;
 
     fn change(rules: Value) -> Change {
         Change::parse(json!({"rules": rules}).as_object().unwrap()).unwrap()
@@ -183,7 +215,8 @@ mod tests {
             {"t": "set", "p": "output.raw", "to": "{\"a\":[1]}", "tot": "json"},
             {"t": "set", "p": "output.on", "to": "true", "tot": "bool"}
         ]));
-        let out = kitchen.run(json!({"payload": {"t": 30}}), 7).unwrap().remove(0).unwrap();
+        let mut h = Harness::new();
+        let out = kitchen.run(json!({"payload": {"t": 30}}), &h.ctx(7)).unwrap().remove(0).unwrap();
         assert_eq!(
             out["output"],
             json!({"message": "kitchen OK", "severity": 4, "t": 30, "at": 7, "raw": {"a": [1]}, "on": true})
@@ -196,10 +229,31 @@ mod tests {
             {"t": "move", "p": "payload.old", "to": "payload.new"}
         ]));
         let msg = json!({"payload": {"s": "cat and cat", "r": "a1b22", "n": 3, "gone": 1, "old": "x"}});
-        let out = edit.run(msg, 0).unwrap().remove(0).unwrap();
+        let out = edit.run(msg, &h.ctx(0)).unwrap().remove(0).unwrap();
         assert_eq!(out["payload"], json!({"s": "dog and dog", "r": "a#b#", "n": 4, "new": "x"}));
-        assert!(change(json!([{"t": "set", "p": "a", "to": "nope", "tot": "msg"}])).run(json!({}), 0).is_err());
-        assert!(change(json!([{"t": "move", "p": "a", "to": "b"}])).run(json!({}), 0).is_err());
+        assert!(change(json!([{"t": "set", "p": "a", "to": "nope", "tot": "msg"}])).run(json!({}), &h.ctx(0)).is_err());
+        assert!(change(json!([{"t": "move", "p": "a", "to": "b"}])).run(json!({}), &h.ctx(0)).is_err());
+    }
+
+    #[test]
+    fn context_values_are_set_read_and_deleted() {
+        let mut h = Harness::new();
+        let write = change(json!([
+            {"t": "set", "p": "limit", "pt": "flow", "to": "payload.limit", "tot": "msg"},
+            {"t": "set", "p": "site", "pt": "tenant", "to": "kitchen", "tot": "str"}
+        ]));
+        write.run(json!({"payload": {"limit": 40}}), &h.ctx(0)).unwrap();
+        let read = change(json!([
+            {"t": "set", "p": "l", "to": "limit", "tot": "flow"},
+            {"t": "set", "p": "s", "to": "site", "tot": "tenant"}
+        ]));
+        let out = read.run(json!({}), &h.ctx(0)).unwrap().remove(0).unwrap();
+        assert_eq!(out, json!({"l": 40, "s": "kitchen"}));
+        change(json!([{"t": "delete", "p": "limit", "pt": "flow"}])).run(json!({}), &h.ctx(0)).unwrap();
+        assert_eq!(read.run(json!({}), &h.ctx(0)).unwrap().remove(0).unwrap()["l"], Value::Null);
+        let moved =
+            Change::parse(json!({"rules": [{"t": "move", "p": "a", "pt": "flow", "to": "b"}]}).as_object().unwrap());
+        assert!(moved.is_err(), "a context value is set or deleted only");
     }
 
     #[test]
@@ -207,7 +261,7 @@ mod tests {
         for rules in [
             json!([{"t": "set", "p": "a", "to": "x", "tot": "jsonata"}]),
             json!([{"t": "set", "p": "a", "to": "x", "tot": "num"}]),
-            json!([{"t": "set", "p": "a", "pt": "flow", "to": "1"}]),
+            json!([{"t": "set", "p": "a", "pt": "device", "to": "1"}]),
             json!([{"t": "change", "p": "a", "from": "(", "fromt": "re", "to": "x"}]),
             json!([{"t": "shuffle", "p": "a"}]),
             json!([{"t": "set"}]),

@@ -4,8 +4,11 @@
 //! none and add [`crate::Effect`]s. No I/O here: the engine does it.
 
 pub mod change;
+pub mod cumulative_sum;
 pub mod geofence;
+pub mod get_context;
 pub mod http;
+pub mod merge_data;
 pub mod output;
 pub mod switch;
 pub mod template;
@@ -83,21 +86,14 @@ pub enum Kind {
     Geofence(geofence::Geofence),
     Output(output::Output),
     Http(http::Http),
+    GetContext(get_context::GetContext),
+    MergeData(merge_data::MergeData),
+    CumulativeSum(cumulative_sum::CumulativeSum),
 }
 
 /// Node types dojot had that Ingot does not run yet: a flow with one is refused, with this
 /// said, rather than saved with a branch that never runs.
-const NOT_YET: &[&str] = &[
-    "get context",
-    "merge data",
-    "cumulative sum",
-    "notification",
-    "cron",
-    "cron-batch",
-    "email",
-    "ftp",
-    "publish-ftp",
-];
+const NOT_YET: &[&str] = &["notification", "cron", "cron-batch", "email", "ftp", "publish-ftp"];
 
 impl Kind {
     /// Parses a node by its `type`.
@@ -123,6 +119,9 @@ impl Kind {
             "template" => Kind::Template(template::Template::parse(node)?),
             "geofence" => Kind::Geofence(geofence::Geofence::parse(node)?),
             "http" => Kind::Http(http::Http::parse(node)?),
+            "get context" => Kind::GetContext(get_context::GetContext::parse(node)?),
+            "merge data" => Kind::MergeData(merge_data::MergeData::parse(node)?),
+            "cumulative sum" => Kind::CumulativeSum(cumulative_sum::CumulativeSum::parse(node)?),
             "multi device out" | "device out" => Kind::Output(output::Output::parse(node, output::Action::Publish)?),
             "multi actuate" | "actuate" => Kind::Output(output::Output::parse(node, output::Action::Actuate)?),
             t if NOT_YET.contains(&t) => return Err(format!("node type '{t}' is not supported by Ingot yet")),
@@ -146,7 +145,10 @@ impl Kind {
             // A head passes the message it was given on.
             Kind::Head(_) => Ok(vec![Some(msg)]),
             Kind::Switch(s) => s.run(msg),
-            Kind::Change(c) => c.run(msg, ctx.now_ms),
+            Kind::Change(c) => c.run(msg, ctx),
+            Kind::GetContext(g) => g.run(msg, ctx),
+            Kind::MergeData(m) => m.run(msg, ctx),
+            Kind::CumulativeSum(c) => c.run(msg, ctx),
             Kind::Template(t) => t.run(msg),
             Kind::Geofence(g) => g.run(msg),
             Kind::Output(o) => o.run(msg, ctx.originator, ctx.effects),
@@ -170,6 +172,9 @@ impl HttpEnv {
 /// What a node may know of the run it is part of.
 pub struct RunContext<'a> {
     pub http: &'a HttpEnv,
+    /// The flow contexts, and which tenant, flow and node this is.
+    pub contexts: &'a crate::context::Contexts,
+    pub scope: crate::context::Scope<'a>,
     /// The device whose event started the flow.
     pub originator: &'a str,
     pub now_ms: i64,
@@ -211,4 +216,34 @@ pub(crate) fn js_number(text: &str) -> Option<Value> {
 /// An optional string setting.
 pub(crate) fn opt_str<'a>(node: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     node.get(key).and_then(Value::as_str)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::context::{Contexts, Scope};
+
+    /// What a node runs with, for unit tests: tenant `acme`, flow `f`, node `n`.
+    pub(crate) struct Harness {
+        pub http: HttpEnv,
+        pub contexts: Contexts,
+        pub effects: Vec<Effect>,
+    }
+
+    impl Harness {
+        pub fn new() -> Self {
+            Self { http: HttpEnv::new(http::HttpPolicy::default()), contexts: Contexts::default(), effects: Vec::new() }
+        }
+
+        pub fn ctx(&mut self, now_ms: i64) -> RunContext<'_> {
+            RunContext {
+                http: &self.http,
+                contexts: &self.contexts,
+                scope: Scope { tenant: "acme", flow: "f", node: "n" },
+                originator: "dev",
+                now_ms,
+                effects: &mut self.effects,
+            }
+        }
+    }
 }
