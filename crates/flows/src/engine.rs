@@ -36,6 +36,16 @@ use crate::{CompiledFlow, Effect};
 
 /// Most node runs one trigger may cause.
 pub const MAX_STEPS: usize = 10_000;
+/// Runs' outputs waiting to be published at most (in-process bus); the flows wait beyond.
+const OUTPUT_QUEUE: usize = 1024;
+
+/// The outputs of one run: what to publish or actuate, for whom.
+struct Outputs {
+    tenant: String,
+    /// How deep the reading that ran the flows was.
+    hops: u8,
+    effects: Vec<Effect>,
+}
 
 /// The engine's limits.
 #[derive(Debug, Clone)]
@@ -75,6 +85,8 @@ pub struct FlowEngine {
     http: HttpEnv,
     contexts: crate::context::Contexts,
     flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
+    /// On the in-process bus, where the flows' outputs go to be published (see `start`).
+    outputs: std::sync::OnceLock<tokio::sync::mpsc::Sender<Outputs>>,
     /// Traces of the flows whose switch is on, by flow id (they outlive recompilation).
     traces: std::sync::Mutex<HashMap<String, Arc<Trace>>>,
 }
@@ -89,6 +101,7 @@ impl FlowEngine {
             config,
             flows: RwLock::new(HashMap::new()),
             traces: std::sync::Mutex::new(HashMap::new()),
+            outputs: std::sync::OnceLock::new(),
         })
     }
 
@@ -135,6 +148,23 @@ impl FlowEngine {
         let mut events = self.bus.subscribe_events("flows", Mode::Durable);
         let engine = self.clone();
         if decoupled {
+            // Outputs are published by a task of their own, taking what has piled up
+            // while the previous batches were being stored: the flows go on meanwhile.
+            let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Outputs>(OUTPUT_QUEUE);
+            let _ = self.outputs.set(out_tx);
+            let publisher = engine.clone();
+            tokio::spawn(async move {
+                while let Some(first) = out_rx.recv().await {
+                    let mut batches = vec![first];
+                    while batches.len() < OUTPUT_QUEUE {
+                        match out_rx.try_recv() {
+                            Ok(b) => batches.push(b),
+                            Err(_) => break,
+                        }
+                    }
+                    publisher.carry_out_all(batches).await;
+                }
+            });
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<DeviceData>>(self.config.queue.max(1));
             tokio::spawn(async move {
                 while let Some(delivery) = data.recv().await {
@@ -230,13 +260,32 @@ impl FlowEngine {
         for flow in flows.iter().filter(|f| f.enabled) {
             run(flow, &trigger, &templates, &self.http, &self.contexts, &mut effects).await;
         }
-        for effect in effects {
-            self.carry_out(&trigger, effect).await;
+        if effects.is_empty() {
+            return;
+        }
+        let batch = Outputs { tenant: trigger.tenant, hops: trigger.hops, effects };
+        match self.outputs.get() {
+            // In-process bus: the outputs' own task publishes them, batches at a time.
+            Some(tx) => {
+                if tx.send(batch).await.is_err() {
+                    tracing::warn!("the flows' output task is gone; outputs are lost");
+                }
+            }
+            // NATS: published before the reading is acked (at least once).
+            None => self.carry_out_all(vec![batch]).await,
         }
     }
 
-    async fn carry_out(&self, trigger: &Trigger, effect: Effect) {
-        let tenant = &trigger.tenant;
+    /// Carries out batches of outputs, all at once and in order: readings are published
+    /// (and their durability awaited) together, as the history writer commits them in
+    /// one transaction anyway.
+    async fn carry_out_all(&self, batches: Vec<Outputs>) {
+        let all = batches.iter().flat_map(|b| b.effects.iter().map(move |e| self.carry_out(&b.tenant, b.hops, e)));
+        futures_util::future::join_all(all).await;
+    }
+
+    async fn carry_out(&self, tenant: &str, hops: u8, effect: &Effect) {
+        let effect = effect.clone();
         match effect {
             Effect::Publish { device, attrs } => {
                 if !self.devices.device_exists(tenant, &device).await {
@@ -244,13 +293,8 @@ impl FlowEngine {
                     tracing::warn!(%tenant, %device, "a flow's output names a device that does not exist");
                     return;
                 }
-                let data = DeviceData {
-                    tenant: tenant.clone(),
-                    device_id: device,
-                    ts: Utc::now(),
-                    attrs,
-                    hops: trigger.hops + 1,
-                };
+                let data =
+                    DeviceData { tenant: tenant.to_string(), device_id: device, ts: Utc::now(), attrs, hops: hops + 1 };
                 if let Err(e) = self.bus.publish_data(data).await {
                     metrics::counter!("ingot_flow_output_errors_total").increment(1);
                     tracing::warn!(%tenant, error = %e, "a flow's output could not be published");
