@@ -31,13 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-metric() { curl -s "http://$HTTP/metrics" -H "Authorization: Bearer $JWT" | awk -v m="$1" '$1 == m { print $2; f = 1 } END { if (!f) print 0 }'; }
-api() { curl -s -X "$1" "http://$HTTP$2" -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+metric() { curl -s "$HTTP/metrics" -H "Authorization: Bearer $JWT" | awk -v m="$1" '$1 == m { print $2; f = 1 } END { if (!f) print 0 }'; }
+api() { curl -s -X "$1" "$HTTP$2" -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
 
 for n in $FLOWS; do
     echo "==> $n kitchen flow(s), $DEVICES devices, $DURATION"
     start_server "$WORK/flows-$n" --sync-full false
-    JWT=$(curl -s -X POST "http://$HTTP/auth" -H 'Content-Type: application/json' \
+    JWT=$(curl -s -X POST "$HTTP/auth" -H 'Content-Type: application/json' \
         -d "{\"username\": \"admin\", \"passwd\": \"$PASSWORD\"}" | sed -n 's/.*"jwt":"\([^"]*\)".*/\1/p')
     # The alarm's template is 1; the load generator's (its thermometers) will be 2.
     api POST /template '{"label": "Alarm", "attrs": [{"label": "message", "type": "dynamic", "value_type": "string"},
