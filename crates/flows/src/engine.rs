@@ -2,12 +2,14 @@
 //! the bus.
 //!
 //! - **A durable consumer** (group `flows`), so each reading runs the flows once, on one
-//!   node, in per-device order (one consumer task). On a NATS bus the backlog is the
-//!   stream's: a slow flow falls behind without slowing devices, and survives a restart.
-//!   On the in-process bus, where a durable subscriber's ack is what a publisher waits
-//!   for, the engine acks as soon as a reading is in its own bounded queue
-//!   (`--flow-queue`), so that flows never slow ingest; a full queue drops the reading
-//!   for flows (counted: `ingot_flow_readings_dropped_total`).
+//!   node, in per-device order. On a NATS bus the backlog is the stream's (one consumer
+//!   task, acking in order): a slow flow falls behind without slowing devices, and
+//!   survives a restart. On the in-process bus, where a durable subscriber's ack is what
+//!   a publisher waits for, the engine acks at once; a reading that an enabled flow's
+//!   head names (the device, or one of its templates) goes to one of a few workers (one
+//!   per core, the same one for a device) through a bounded queue (`--flow-queue`,
+//!   shared among them), so that flows never slow ingest; a full queue drops the reading
+//!   for flows (counted: `ingot_flow_readings_dropped_total`, logged once a second).
 //! - **What a flow sees** is dojot's: an event head gets `{"payload": {"event",
 //!   "data": {"id", "attrs"}, "metadata": {"tenant", "timestamp"}}}`, a deprecated head
 //!   `{"payload": attrs}`; the device's static attribute values are merged into the
@@ -22,6 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bus::{Bus, Mode};
 use chrono::Utc;
@@ -38,6 +41,29 @@ use crate::{CompiledFlow, Effect};
 pub const MAX_STEPS: usize = 10_000;
 /// Runs' outputs waiting to be published at most (in-process bus); the flows wait beyond.
 const OUTPUT_QUEUE: usize = 1024;
+
+/// A tenant's flows, and which devices and templates their enabled heads name (so that
+/// a reading no flow can start is not queued at all).
+struct TenantFlows {
+    flows: Vec<Arc<CompiledFlow>>,
+    devices: std::collections::HashSet<String>,
+    templates: std::collections::HashSet<String>,
+}
+
+impl TenantFlows {
+    fn new(flows: Vec<Arc<CompiledFlow>>) -> Self {
+        let (mut devices, mut templates) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for (_, head) in flows.iter().filter(|f| f.enabled).flat_map(|f| f.graph.heads()) {
+            match head {
+                Head::EventDevice { device, .. } | Head::Device { device } => devices.insert(device.clone()),
+                Head::EventTemplate { template, .. } | Head::DeviceTemplate { template } => {
+                    templates.insert(template.clone())
+                }
+            };
+        }
+        Self { flows, devices, templates }
+    }
+}
 
 /// The outputs of one run: what to publish or actuate, for whom.
 struct Outputs {
@@ -84,7 +110,7 @@ pub struct FlowEngine {
     config: EngineConfig,
     http: HttpEnv,
     contexts: crate::context::Contexts,
-    flows: RwLock<HashMap<String, Arc<Vec<Arc<CompiledFlow>>>>>,
+    flows: RwLock<HashMap<String, Arc<TenantFlows>>>,
     /// On the in-process bus, where the flows' outputs go to be published (see `start`).
     outputs: std::sync::OnceLock<tokio::sync::mpsc::Sender<Outputs>>,
     /// Traces of the flows whose switch is on, by flow id (they outlive recompilation).
@@ -133,12 +159,32 @@ impl FlowEngine {
         if flows.is_empty() {
             all.remove(tenant);
         } else {
-            all.insert(tenant.to_string(), Arc::new(flows));
+            all.insert(tenant.to_string(), Arc::new(TenantFlows::new(flows)));
         }
     }
 
-    fn tenant_flows(&self, tenant: &str) -> Option<Arc<Vec<Arc<CompiledFlow>>>> {
+    fn tenant_flows(&self, tenant: &str) -> Option<Arc<TenantFlows>> {
         self.flows.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
+    }
+
+    fn loop_cut(&self, tenant: &str, device: &str, hops: u8) {
+        metrics::counter!("ingot_flow_loops_total").increment(1);
+        tracing::warn!(%tenant, %device, hops, "a reading made by flows {hops} times over runs no flow (a loop?)");
+    }
+
+    /// Whether an enabled flow of the tenant names the device or one of its templates.
+    async fn may_run(&self, reading: &DeviceData) -> bool {
+        let Some(t) = self.tenant_flows(&reading.tenant) else { return false };
+        if t.devices.contains(&reading.device_id) {
+            return true;
+        }
+        if t.templates.is_empty() {
+            return false;
+        }
+        self.devices
+            .device_templates(&reading.tenant, &reading.device_id)
+            .await
+            .is_some_and(|ts| ts.iter().any(|id| t.templates.contains(&id.to_string())))
     }
 
     /// Subscribes to readings and device events and runs flows on them until the bus
@@ -165,24 +211,53 @@ impl FlowEngine {
                     publisher.carry_out_all(batches).await;
                 }
             });
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<DeviceData>>(self.config.queue.max(1));
+            // Readings a flow may start go to one of a few workers, always the same one
+            // for a device (its order kept), each with its share of `--flow-queue`.
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+            let per_worker = (self.config.queue / workers).max(1);
+            let queues: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<DeviceData>>(per_worker);
+                    let worker = engine.clone();
+                    tokio::spawn(async move {
+                        while let Some(reading) = rx.recv().await {
+                            metrics::gauge!("ingot_flow_queue").decrement(1.0);
+                            worker.on_reading(&reading).await;
+                        }
+                    });
+                    tx
+                })
+                .collect();
+            let admit = engine.clone();
             tokio::spawn(async move {
+                let mut warned: Option<std::time::Instant> = None;
+                let mut dropped_since = 0u64;
                 while let Some(delivery) = data.recv().await {
-                    match tx.try_send(delivery.msg.clone()) {
+                    let reading = delivery.msg.clone();
+                    delivery.ack();
+                    if reading.hops >= admit.config.max_hops {
+                        admit.loop_cut(&reading.tenant, &reading.device_id, reading.hops);
+                        continue;
+                    }
+                    if !admit.may_run(&reading).await {
+                        continue;
+                    }
+                    let shard = shard_of(&reading.tenant, &reading.device_id, queues.len());
+                    match queues[shard].try_send(reading) {
                         Ok(()) => metrics::gauge!("ingot_flow_queue").increment(1.0),
-                        Err(_) => {
+                        Err(e) => {
                             metrics::counter!("ingot_flow_readings_dropped_total").increment(1);
-                            tracing::warn!(tenant = %delivery.msg.tenant, "flows are behind: a reading was dropped for them (--flow-queue)");
+                            dropped_since += 1;
+                            // One line a second at most, with the count: a flood would be
+                            // the log's own outage.
+                            if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                                let tenant = &e.into_inner().tenant;
+                                tracing::warn!(%tenant, dropped = dropped_since, "flows are behind: readings dropped for them (--flow-queue)");
+                                warned = Some(std::time::Instant::now());
+                                dropped_since = 0;
+                            }
                         }
                     }
-                    delivery.ack();
-                }
-            });
-            let worker = engine.clone();
-            tokio::spawn(async move {
-                while let Some(reading) = rx.recv().await {
-                    metrics::gauge!("ingot_flow_queue").decrement(1.0);
-                    worker.on_reading(&reading).await;
                 }
             });
         } else {
@@ -242,8 +317,7 @@ impl FlowEngine {
     async fn on_trigger(&self, mut trigger: Trigger) {
         let Some(flows) = self.tenant_flows(&trigger.tenant) else { return };
         if trigger.hops >= self.config.max_hops {
-            metrics::counter!("ingot_flow_loops_total").increment(1);
-            tracing::warn!(tenant = %trigger.tenant, device = %trigger.device, hops = trigger.hops, "a reading made by flows {} times over runs no flow (a loop?)", trigger.hops);
+            self.loop_cut(&trigger.tenant, &trigger.device, trigger.hops);
             return;
         }
         // Removed devices are gone from the catalog: their event runs with what it says.
@@ -257,7 +331,7 @@ impl FlowEngine {
         }
         let templates: Vec<String> = templates.iter().map(i64::to_string).collect();
         let mut effects = Vec::new();
-        for flow in flows.iter().filter(|f| f.enabled) {
+        for flow in flows.flows.iter().filter(|f| f.enabled) {
             run(flow, &trigger, &templates, &self.http, &self.contexts, &mut effects).await;
         }
         if effects.is_empty() {
@@ -311,6 +385,14 @@ impl FlowEngine {
             },
         }
     }
+}
+
+/// Which of `n` workers runs a device's readings.
+fn shard_of(tenant: &str, device: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (tenant, device).hash(&mut h);
+    (h.finish() % n as u64) as usize
 }
 
 fn templates_of(data: Option<&Value>) -> Vec<i64> {
