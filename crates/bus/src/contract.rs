@@ -25,7 +25,7 @@ async fn buses(test: &str) -> Vec<(&'static str, Arc<dyn Bus>)> {
 
 fn reading(device: &str, seq: i64) -> DeviceData {
     let serde_json::Value::Object(attrs) = json!({"seq": seq}) else { unreachable!() };
-    DeviceData { hops: 0, tenant: "admin".into(), device_id: device.into(), ts: Utc::now(), attrs }
+    DeviceData::new("admin", device, Utc::now(), attrs)
 }
 
 async fn next<T>(sub: &mut Subscription<T>) -> Delivery<T> {

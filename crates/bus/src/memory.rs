@@ -177,7 +177,7 @@ mod tests {
     fn reading(n: i64) -> DeviceData {
         let mut attrs = Map::new();
         attrs.insert("n".into(), n.into());
-        DeviceData { hops: 0, tenant: "t".into(), device_id: "d".into(), ts: Utc::now(), attrs }
+        DeviceData::new("t", "d", Utc::now(), attrs)
     }
 
     #[tokio::test]

@@ -492,7 +492,7 @@ pub(crate) mod tests {
 
     fn reading(device: &str, seq: i64) -> DeviceData {
         let serde_json::Value::Object(attrs) = json!({"seq": seq}) else { unreachable!() };
-        DeviceData { hops: 0, tenant: "admin".into(), device_id: device.into(), ts: Utc::now(), attrs }
+        DeviceData::new("admin", device, Utc::now(), attrs)
     }
 
     async fn next<T>(sub: &mut Subscription<T>) -> Option<Delivery<T>> {

@@ -263,13 +263,8 @@ mod tests {
                 .map(|(i, t)| {
                     let mut attrs = Map::new();
                     attrs.insert("temperature".into(), json!(t));
-                    Arc::new(DeviceData {
-                        hops: 0,
-                        tenant: "admin".into(),
-                        device_id: "0998".into(),
-                        ts: chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap(),
-                        attrs,
-                    })
+                    let ts = chrono::Utc.timestamp_millis_opt(1_000 * (i as i64 + 1)).unwrap();
+                    Arc::new(DeviceData::new("admin", "0998", ts, attrs))
                 })
                 .collect();
             w.write_history(batch).await.unwrap();
@@ -333,7 +328,7 @@ mod tests {
                         attrs.insert("b".into(), json!(format!("b{t}")));
                     }
                     let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
-                    Arc::new(DeviceData { hops: 0, tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                    Arc::new(DeviceData::new("t", "d", ts, attrs))
                 })
                 .collect();
             store.write_history(batch).await.unwrap();
@@ -379,7 +374,7 @@ mod tests {
                 .map(|t| {
                     let attrs = labels.iter().map(|l| (l.clone(), json!(t))).collect();
                     let ts = chrono::Utc.timestamp_millis_opt(1_000 * t).unwrap();
-                    Arc::new(DeviceData { hops: 0, tenant: "t".into(), device_id: "d".into(), ts, attrs })
+                    Arc::new(DeviceData::new("t", "d", ts, attrs))
                 })
                 .collect();
             w.write_history(batch).await.unwrap();

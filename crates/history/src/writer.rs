@@ -207,13 +207,7 @@ pub async fn run_configure(mut sub: Subscription<model::DeviceEvent>, writer: Sh
             .filter_map(|d| {
                 let e = &d.msg;
                 let (attrs, device_id) = (e.configure_attrs()?, e.device_id()?);
-                Some(std::sync::Arc::new(DeviceData {
-                    hops: 0,
-                    tenant: e.tenant.clone(),
-                    device_id: device_id.to_string(),
-                    ts: e.ts,
-                    attrs: attrs.clone(),
-                }))
+                Some(std::sync::Arc::new(DeviceData::new(&e.tenant, device_id, e.ts, attrs.clone())))
             })
             .collect();
         if readings.is_empty() {
@@ -261,8 +255,7 @@ mod tests {
                 let publishes = (0..100).map(|i| {
                     let bus = bus.clone();
                     let serde_json::Value::Object(attrs) = serde_json::json!({"seq": i}) else { unreachable!() };
-                    let data =
-                        DeviceData { hops: 0, tenant: "t".into(), device_id: bus_name.into(), ts: Utc::now(), attrs };
+                    let data = DeviceData::new("t", bus_name, Utc::now(), attrs);
                     async move { bus.publish_data(data).await }
                 });
                 for published in futures_util::future::join_all(publishes).await {

@@ -76,13 +76,7 @@ impl LoginEvent {
             "login".into(),
             json!({"account_id": self.account_id, "user_id": self.user_id, "new_user": new_user}),
         );
-        DeviceData {
-            hops: 0,
-            tenant: tenant.to_string(),
-            device_id: account_device_id(&self.account_id),
-            ts: self.timestamp,
-            attrs,
-        }
+        DeviceData::new(tenant, &account_device_id(&self.account_id), self.timestamp, attrs)
     }
 }
 

@@ -588,7 +588,7 @@ mod tests {
 
     fn reading(tenant: &str, device: &str, t: i64) -> DeviceData {
         let attrs = json!({"temperature": t}).as_object().unwrap().clone();
-        DeviceData { hops: 0, tenant: tenant.into(), device_id: device.into(), ts: Utc::now(), attrs }
+        DeviceData::new(tenant, device, Utc::now(), attrs)
     }
 
     fn request(tenant: &str, user_id: i64) -> Request {

@@ -49,7 +49,7 @@ mod tests {
     fn shapes_are_dojots() {
         let ts = chrono::Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
         let attrs = json!({"temperature": 21}).as_object().unwrap().clone();
-        let d = DeviceData { hops: 0, tenant: "admin".into(), device_id: "a1".into(), ts, attrs: attrs.clone() };
+        let d = DeviceData::new("admin", "a1", ts, attrs.clone());
         assert_eq!(
             device_data(&d),
             json!({"metadata": {"deviceid": "a1", "tenant": "admin", "timestamp": 1_700_000_000_123i64},
