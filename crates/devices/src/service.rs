@@ -516,14 +516,6 @@ impl DeviceService {
         }
     }
 
-    /// The device's template ids (`None`: no such device): what the flow engine checks
-    /// before queueing a reading.
-    pub async fn device_templates(&self, tenant: &str, id: &str) -> Option<Vec<i64>> {
-        let cat = self.existing_catalog(tenant)?;
-        let c = cat.read().await;
-        c.device(id).ok().map(|d| d.templates.clone())
-    }
-
     /// What flows need of a device: its template ids and its static attribute values
     /// (which dojot merged into every reading a flow sees). `None`: no such device.
     pub async fn flow_facts(&self, tenant: &str, id: &str) -> Option<(Vec<i64>, Map<String, Value>)> {

@@ -104,6 +104,24 @@ pub struct Trigger {
     pub hops: u8,
 }
 
+/// A device's template ids and static attribute values (`DeviceService::flow_facts`).
+type Facts = (Vec<i64>, Map<String, Value>);
+
+impl Trigger {
+    /// A reading's trigger (`publish`).
+    fn reading(reading: &DeviceData) -> Self {
+        Self {
+            tenant: reading.tenant.clone(),
+            device: reading.device_id.clone(),
+            event: "publish",
+            attrs: reading.attrs.clone(),
+            data: None,
+            timestamp_ms: Some(reading.ts.timestamp_millis()),
+            hops: reading.hops,
+        }
+    }
+}
+
 pub struct FlowEngine {
     devices: Arc<DeviceService>,
     bus: Arc<dyn Bus>,
@@ -172,19 +190,17 @@ impl FlowEngine {
         tracing::warn!(%tenant, %device, hops, "a reading made by flows {hops} times over runs no flow (a loop?)");
     }
 
-    /// Whether an enabled flow of the tenant names the device or one of its templates.
-    async fn may_run(&self, reading: &DeviceData) -> bool {
-        let Some(t) = self.tenant_flows(&reading.tenant) else { return false };
-        if t.devices.contains(&reading.device_id) {
-            return true;
+    /// What flows need of the reading's device, if an enabled flow of the tenant names
+    /// the device or one of its templates (else the reading is not queued at all).
+    async fn wanted(&self, reading: &DeviceData) -> Option<Facts> {
+        let t = self.tenant_flows(&reading.tenant)?;
+        if t.devices.is_empty() && t.templates.is_empty() {
+            return None;
         }
-        if t.templates.is_empty() {
-            return false;
-        }
-        self.devices
-            .device_templates(&reading.tenant, &reading.device_id)
-            .await
-            .is_some_and(|ts| ts.iter().any(|id| t.templates.contains(&id.to_string())))
+        let facts = self.devices.flow_facts(&reading.tenant, &reading.device_id).await?;
+        let named =
+            t.devices.contains(&reading.device_id) || facts.0.iter().any(|id| t.templates.contains(&id.to_string()));
+        named.then_some(facts)
     }
 
     /// Subscribes to readings and device events and runs flows on them until the bus
@@ -217,12 +233,12 @@ impl FlowEngine {
             let per_worker = (self.config.queue / workers).max(1);
             let queues: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<DeviceData>>(per_worker);
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Arc<DeviceData>, Facts)>(per_worker);
                     let worker = engine.clone();
                     tokio::spawn(async move {
-                        while let Some(reading) = rx.recv().await {
+                        while let Some((reading, facts)) = rx.recv().await {
                             metrics::gauge!("ingot_flow_queue").decrement(1.0);
-                            worker.on_reading(&reading).await;
+                            worker.on_trigger(Trigger::reading(&reading), Some(facts)).await;
                         }
                     });
                     tx
@@ -239,11 +255,9 @@ impl FlowEngine {
                         admit.loop_cut(&reading.tenant, &reading.device_id, reading.hops);
                         continue;
                     }
-                    if !admit.may_run(&reading).await {
-                        continue;
-                    }
+                    let Some(facts) = admit.wanted(&reading).await else { continue };
                     let shard = shard_of(&reading.tenant, &reading.device_id, queues.len());
-                    match queues[shard].try_send(reading) {
+                    match queues[shard].try_send((reading, facts)) {
                         Ok(()) => metrics::gauge!("ingot_flow_queue").increment(1.0),
                         Err(e) => {
                             metrics::counter!("ingot_flow_readings_dropped_total").increment(1);
@@ -251,7 +265,7 @@ impl FlowEngine {
                             // One line a second at most, with the count: a flood would be
                             // the log's own outage.
                             if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                                let tenant = &e.into_inner().tenant;
+                                let tenant = &e.into_inner().0.tenant;
                                 tracing::warn!(%tenant, dropped = dropped_since, "flows are behind: readings dropped for them (--flow-queue)");
                                 warned = Some(std::time::Instant::now());
                                 dropped_since = 0;
@@ -279,16 +293,7 @@ impl FlowEngine {
 
     /// Runs the tenant's flows on a reading.
     pub async fn on_reading(&self, reading: &DeviceData) {
-        let trigger = Trigger {
-            tenant: reading.tenant.clone(),
-            device: reading.device_id.clone(),
-            event: "publish",
-            attrs: reading.attrs.clone(),
-            data: None,
-            timestamp_ms: Some(reading.ts.timestamp_millis()),
-            hops: reading.hops,
-        };
-        self.on_trigger(trigger).await;
+        self.on_trigger(Trigger::reading(reading), None).await;
     }
 
     async fn on_event(&self, event: &DeviceEvent) {
@@ -311,17 +316,22 @@ impl FlowEngine {
             timestamp_ms: (name == "configure").then(|| event.ts.timestamp_millis()),
             hops: 0,
         };
-        self.on_trigger(trigger).await;
+        self.on_trigger(trigger, None).await;
     }
 
-    async fn on_trigger(&self, mut trigger: Trigger) {
+    /// Runs the tenant's flows on `trigger`; `facts`: the device's, if already read.
+    async fn on_trigger(&self, mut trigger: Trigger, facts: Option<Facts>) {
         let Some(flows) = self.tenant_flows(&trigger.tenant) else { return };
         if trigger.hops >= self.config.max_hops {
             self.loop_cut(&trigger.tenant, &trigger.device, trigger.hops);
             return;
         }
         // Removed devices are gone from the catalog: their event runs with what it says.
-        let (templates, statics) = match self.devices.flow_facts(&trigger.tenant, &trigger.device).await {
+        let facts = match facts {
+            Some(f) => Some(f),
+            None => self.devices.flow_facts(&trigger.tenant, &trigger.device).await,
+        };
+        let (templates, statics) = match facts {
             Some(facts) => facts,
             None if trigger.event == "remove" => (templates_of(trigger.data.as_ref()), Map::new()),
             None => return,
