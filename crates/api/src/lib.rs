@@ -23,6 +23,7 @@ use ingest::IngestService;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::ApiError;
+pub use routes::flows::trace_events;
 
 /// Limits and settings of the HTTP API.
 #[derive(Debug, Clone)]

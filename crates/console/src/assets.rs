@@ -1,10 +1,11 @@
 //! The console's files, compiled into the binary (no Node build step, nothing to deploy
-//! beside it): the page, its stylesheet, its JavaScript modules, and the vendored chart
-//! library, uPlot (`assets/vendor/uplot-<version>/`, MIT, its LICENSE beside it; see
-//! `assets/vendor/README.md` for where it comes from).
+//! beside it): the page, its stylesheet, its JavaScript modules, and two vendored
+//! libraries, each under `assets/vendor/<name>-<version>/` with its LICENSE (MIT both;
+//! `assets/vendor/README.md` says where they come from): uPlot draws the charts, Drawflow
+//! the flow editor's nodes and wires.
 //!
 //! Our own files are sent `no-store`, like every console answer, so a new binary's page
-//! is never mixed with an old script. uPlot's files have the version in their path, so
+//! is never mixed with an old script. Vendored files have the version in their path, so
 //! they can be cached for a year (`immutable`): a new version is a new path.
 
 use axum::Router;
@@ -33,12 +34,13 @@ macro_rules! own {
     };
 }
 
-macro_rules! uplot {
-    ($file:literal, $type:expr) => {
+/// A vendored file, under its versioned directory.
+macro_rules! vendored {
+    ($dir:literal, $file:literal, $type:expr) => {
         Asset {
-            path: concat!("/console/vendor/uplot-1.6.32/", $file),
+            path: concat!("/console/vendor/", $dir, "/", $file),
             content_type: $type,
-            body: include_str!(concat!("../assets/vendor/uplot-1.6.32/", $file)),
+            body: include_str!(concat!("../assets/vendor/", $dir, "/", $file)),
             immutable: true,
         }
     };
@@ -56,9 +58,14 @@ const ASSETS: &[Asset] = &[
     own!("/console/js/device.js", "js/device.js", JS),
     own!("/console/js/dashboard.js", "js/dashboard.js", JS),
     own!("/console/js/charts.js", "js/charts.js", JS),
-    uplot!("uPlot.iife.min.js", JS),
-    uplot!("uPlot.min.css", CSS),
-    uplot!("LICENSE", TEXT),
+    own!("/console/js/flows.js", "js/flows.js", JS),
+    own!("/console/js/flow-nodes.js", "js/flow-nodes.js", JS),
+    vendored!("uplot-1.6.32", "uPlot.iife.min.js", JS),
+    vendored!("uplot-1.6.32", "uPlot.min.css", CSS),
+    vendored!("uplot-1.6.32", "LICENSE", TEXT),
+    vendored!("drawflow-0.0.60", "drawflow.min.js", JS),
+    vendored!("drawflow-0.0.60", "drawflow.min.css", CSS),
+    vendored!("drawflow-0.0.60", "LICENSE", TEXT),
 ];
 
 /// A route for every file.

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use devices::{CatalogError, DeviceError};
+use flows::FlowError;
 use history::HistoryError;
 use seats::SeatError;
 use serde_json::json;
@@ -40,6 +41,8 @@ pub enum ConsoleError {
     Stream(#[from] realtime::HubError),
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
 }
 
 impl ConsoleError {
@@ -68,7 +71,10 @@ impl ConsoleError {
             Self::Seat(SeatError::NoSuchAccount) => said(S::NOT_FOUND),
             Self::Stream(realtime::HubError::UserLimit(_)) => said(S::TOO_MANY_REQUESTS),
             Self::Stream(_) => said(S::SERVICE_UNAVAILABLE),
-            Self::History(_) | Self::Seat(_) | Self::Store(_) | Self::Pki(_) => self.internal(),
+            Self::Flow(FlowError::Invalid(_) | FlowError::Missing(_) | FlowError::TooMany(_)) => said(S::BAD_REQUEST),
+            Self::Flow(FlowError::UnknownFlow(_)) => said(S::NOT_FOUND),
+            Self::Flow(FlowError::TraceOff(_)) => said(S::CONFLICT),
+            Self::History(_) | Self::Seat(_) | Self::Store(_) | Self::Pki(_) | Self::Flow(_) => self.internal(),
         }
     }
 
@@ -132,5 +138,8 @@ mod tests {
         assert_eq!(answer(ConsoleError::NotSignedIn), (401, "not signed in".into()));
         assert_eq!(answer(realtime::HubError::UserLimit(32).into()).0, 429);
         assert_eq!(answer(realtime::HubError::ShuttingDown.into()).0, 503);
+        assert_eq!(answer(FlowError::UnknownFlow("f1".into()).into()), (404, "Unknown flow: f1".into()));
+        assert_eq!(answer(FlowError::TraceOff("f1".into()).into()).0, 409);
+        assert_eq!(answer(FlowError::Invalid("Given flow is invalid: x".into()).into()).0, 400);
     }
 }

@@ -456,6 +456,22 @@ fn publish(mqtt: &str, tenant: &str, device: &str, secret: &str, payload: &str) 
     assert!(ok.success(), "mosquitto_pub {payload}");
 }
 
+/// Whether chromedriver, Chromium and mosquitto_pub are here (said loudly if not).
+fn browser_and_mosquitto() -> bool {
+    require_tool("chromedriver", "chromium-driver")
+        && require_tool("chromium", "chromium")
+        && require_tool("mosquitto_pub", "mosquitto-clients")
+}
+
+/// Signs in to the console at `https` as the admin, in the browser.
+async fn sign_in_as_admin(c: &Client, https: &str) {
+    c.goto(&format!("{https}/console/")).await.unwrap();
+    fill(c, "#login", "admin").await;
+    fill(c, "#password", support::ADMIN_PASSWORD).await;
+    click(c, "#login-submit").await;
+    wait_text(c, "#devices-view h1", "Devices").await;
+}
+
 /// The device pages, end to end in Chromium: a template (a dynamic float `temperature`
 /// and an actuator `target`) and a device made in the UI, its secret read from the page,
 /// readings published with mosquitto_pub shown as latest values and in the live chart
@@ -463,10 +479,7 @@ fn publish(mqtt: &str, tenant: &str, device: &str, secret: &str, payload: &str) 
 /// the CSV report downloaded, a dashboard tile kept across a reload; no CSP violation.
 #[tokio::test]
 async fn device_console_in_headless_chromium() {
-    if !require_tool("chromedriver", "chromium-driver")
-        || !require_tool("chromium", "chromium")
-        || !require_tool("mosquitto_pub", "mosquitto-clients")
-    {
+    if !browser_and_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -475,11 +488,7 @@ async fn device_console_in_headless_chromium() {
     let mqtt = server.mqtt.clone().unwrap();
     let profile = tempfile::tempdir().unwrap();
     let (_driver, c) = browser(profile.path()).await;
-    c.goto(&format!("{https}/console/")).await.unwrap();
-    fill(&c, "#login", "admin").await;
-    fill(&c, "#password", support::ADMIN_PASSWORD).await;
-    click(&c, "#login-submit").await;
-    wait_text(&c, "#devices-view h1", "Devices").await;
+    sign_in_as_admin(&c, &https).await;
 
     // A template, in the UI.
     click(&c, "#nav a[data-page='templates']").await;
@@ -674,17 +683,7 @@ async fn device_console_in_headless_chromium() {
         assert_eq!(widgets, 1, "the tile was removed (reloaded: {reload})");
     }
 
-    // Nothing the page did broke its Content-Security-Policy or threw. (The log also has
-    // the 401 of the first look for a session, before sign-in: expected.)
-    let log = browser_log(&c).await;
-    assert!(!log.is_empty(), "the browser log is read");
-    let bad: Vec<&Value> = log
-        .iter()
-        .filter(|e| {
-            e["message"].as_str().is_some_and(|m| m.contains("Content Security Policy") || m.contains("Uncaught"))
-        })
-        .collect();
-    assert!(bad.is_empty(), "CSP violations or uncaught errors: {bad:#?}");
+    assert_no_page_errors(&c).await;
     c.close().await.unwrap();
 }
 
@@ -932,4 +931,253 @@ async fn device_console_hands_out_certificate_files_that_mosquitto_uses() {
     assert!(ok.success(), "mosquitto_pub with the console's files");
     let (_, listed) = admin.get(&format!("/x509/v1/certificates/{}", files["fingerprint"].as_str().unwrap())).await;
     assert_eq!(listed["belongsTo"], json!({"device": id}));
+}
+
+/// Nothing the page did broke its Content-Security-Policy or threw. (The log also has
+/// network errors: the 401 of the first look for a session, before sign-in, and the
+/// refusals a test provokes.)
+async fn assert_no_page_errors(c: &Client) {
+    let log = browser_log(c).await;
+    assert!(!log.is_empty(), "the browser log is read");
+    let bad: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["message"].as_str().is_some_and(|m| m.contains("Content Security Policy") || m.contains("Uncaught"))
+        })
+        .collect();
+    assert!(bad.is_empty(), "CSP violations or uncaught errors: {bad:#?}");
+}
+
+/// Drags with the mouse from element `from` to element `to` (a wire in the flow editor).
+async fn drag(c: &Client, from: &str, to: &str) {
+    use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+    let (from, to) = (find(c, from).await, find(c, to).await);
+    let at = |element| PointerAction::MoveToElement { element, duration: None, x: 0.0, y: 0.0 };
+    let mouse = MouseActions::new("mouse".into())
+        .then(at(from))
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::MoveBy { duration: Some(Duration::from_millis(100)), x: 5.0, y: 5.0 })
+        .then(at(to))
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    c.perform_actions(mouse).await.expect("drag");
+}
+
+/// How many elements match `css`.
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+}
+
+/// Waits (10 s) until `css` matches `want` elements.
+async fn wait_count(c: &Client, css: &str, want: usize) {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = count(c, css).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shot = c.screenshot().await.unwrap_or_default();
+    let _ = std::fs::write(std::env::temp_dir().join("ingot-console-failure.png"), shot);
+    panic!("{css}: {last} elements, wanted {want}");
+}
+
+/// Waits (10 s) until the text of `css` contains `part`; returns the text.
+async fn wait_contains(c: &Client, css: &str, part: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if last.contains(part) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: wanted text with {part:?}, last saw {last:?}");
+}
+
+/// The flows page in Chromium: chapter 9.2's kitchen flow, as dojot exports it, imported
+/// into the visual editor (five nodes, five wires drawn); a node's settings changed in its
+/// panel; saved with the debugger on; a reading over MQTT runs it, the alarm's history
+/// gets the changed words, and the trace shows on the nodes and in the panel, live; a
+/// node added from the palette with a missing setting is refused, pointed at and
+/// removed; a wire drawn with the mouse is saved; the export is dojot's JSON; the list's
+/// switch disables the flow; no CSP violation.
+#[tokio::test]
+async fn flows_editor_in_headless_chromium() {
+    if !browser_and_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (https, mqtt) = (server.https.clone().unwrap(), server.mqtt.clone().unwrap());
+    let api = Api::admin(&server).await;
+    let thermometers = api.thermometer_template().await;
+    let alarm_template = api.template("Alarm", &[("message", "string"), ("severity", "integer")]).await;
+    let (kitchen, secret) = api.device_with_secret(thermometers, "kitchen thermometer").await;
+    let (alarm, _) = api.device_with_secret(alarm_template, "kitchen alarm").await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    sign_in_as_admin(&c, &https).await;
+    click(&c, "#nav a[data-page='flows']").await;
+    wait_text(&c, "#flows-view h1", "Flows").await;
+    assert!(displayed(&c, "#flows-empty").await);
+
+    // Import: dojot's export, pasted.
+    click(&c, "#flow-import-open").await;
+    let export = support::kitchen_flow(thermometers, &alarm).to_string();
+    find(&c, "#flow-import-text").await.send_keys(&export).await.unwrap();
+    click(&c, "#flow-import-submit").await;
+    wait_count(&c, "#flow-canvas .drawflow-node", 5).await;
+    wait_count(&c, "#flow-canvas svg.connection", 5).await;
+    assert_eq!(find(&c, "#flow-name").await.prop("value").await.unwrap().as_deref(), Some("Flow 1"), "the tab's label");
+    wait_text(&c, "#flow-canvas [data-node-id='sw'] .flow-node-name", "switch").await;
+    wait_text(&c, "#flow-canvas [data-node-id='out'] .flow-node-name", "alarm").await;
+
+    // A node's settings, in its panel.
+    click(&c, "#flow-canvas [data-node-id='ok'] .drawflow_content_node").await;
+    wait_text(&c, "#node-title", "change").await;
+    let settings = find(&c, "#node-settings").await.prop("value").await.unwrap().unwrap();
+    assert!(settings.contains("kitchen OK"), "{settings}");
+    fill(&c, "#node-settings", &settings.replace("kitchen OK", "kitchen fine")).await;
+    fill(&c, "#node-name", "all fine").await;
+    click(&c, "#node-apply").await;
+    wait_text(&c, "#flow-canvas [data-node-id='ok'] .flow-node-name", "all fine").await;
+    fill(&c, "#flow-name", "kitchen").await;
+    click(&c, "#flow-trace").await;
+    click(&c, "#flow-save").await;
+    wait_contains(&c, "#flow-status", "Saved at").await;
+    wait_text(&c, "#flows-table tbody tr td:first-child", "kitchen").await;
+    let (status, body) = api.get("/flows/v1/flow").await;
+    assert_eq!(status, 200);
+    let saved = body["flows"][0].clone();
+    let id = saved["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (saved["name"].as_str(), saved["enabled"].as_bool(), saved["trace"].as_bool()),
+        (Some("kitchen"), Some(true), Some(true))
+    );
+    let ok = saved["flow"].as_array().unwrap().iter().find(|n| n["id"] == "ok").unwrap().clone();
+    assert_eq!((ok["name"].as_str(), ok["rules"][0]["to"].as_str()), (Some("all fine"), Some("kitchen fine")));
+    assert_eq!(ok["wires"], json!([["out"]]));
+    assert_eq!((ok["x"].as_i64(), ok["y"].as_i64()), (Some(480), Some(60)), "positions kept");
+    wait_contains(&c, "#flow-trace-status", "Tracing").await;
+
+    // A reading runs it; the trace shows on the nodes, live.
+    publish(&mqtt, "admin", &kitchen, &secret, r#"{"temperature": 30}"#);
+    assert_eq!(api.values(&alarm, "message", 1).await, [json!("kitchen fine")]);
+    wait_text(&c, "#flow-canvas [data-node-id='sw'] .flow-node-trace", "in 1 · out 1").await;
+    wait_text(&c, "#flow-canvas [data-node-id='out'] .flow-node-trace", "in 1 · out 0").await;
+    click(&c, "#flow-canvas [data-node-id='sw'] .drawflow_content_node").await;
+    let traced = wait_contains(&c, "#node-trace", "out 1").await;
+    assert!(traced.contains("\"temperature\":30"), "{traced}");
+
+    // From the palette: a head without its device is refused, and pointed at.
+    click(&c, "#flow-palette button[data-type='event device in']").await;
+    wait_count(&c, "#flow-canvas .drawflow-node", 6).await;
+    wait_text(&c, "#node-title", "event device in").await;
+    click(&c, "#flow-save").await;
+    let said = wait_contains(&c, "#flow-editor-error", "Given flow is invalid").await;
+    assert!(said.contains("device_id is required"), "{said}");
+    wait_count(&c, "#flow-canvas .drawflow-node.invalid", 1).await;
+    click(&c, "#node-remove").await;
+    wait_count(&c, "#flow-canvas .drawflow-node", 5).await;
+
+    // A template node wired in with the mouse, after the switch's second output.
+    click(&c, "#flow-palette button[data-type='template']").await;
+    wait_count(&c, "#flow-canvas .drawflow-node", 6).await;
+    let drawn = c.find_all(Locator::Css("#flow-canvas .drawflow-node")).await.unwrap();
+    let template = drawn.last().unwrap().attr("data-node-id").await.unwrap().unwrap();
+    drag(
+        &c,
+        "#flow-canvas [data-node-id='sw'] .output_2",
+        &format!("#flow-canvas [data-node-id='{template}'] .input_1"),
+    )
+    .await;
+    wait_count(&c, "#flow-canvas svg.connection", 6).await;
+    click(&c, "#flow-save").await;
+    wait_contains(&c, "#flow-status", "Saved at").await;
+    let (_, body) = api.get(&format!("/flows/v1/flow/{id}")).await;
+    let sw = body["flow"]["flow"].as_array().unwrap().iter().find(|n| n["id"] == "sw").unwrap().clone();
+    assert_eq!(sw["wires"], json!([["ok"], ["fire", template]]), "the drawn wire is saved");
+
+    // Export: dojot's JSON, in a file.
+    click(&c, "#flow-export").await;
+    let file = downloads(profile.path()).join("kitchen.json");
+    for _ in 0..100 {
+        if file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(exported["name"], "kitchen");
+    let nodes = exported["flow"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7, "the tab and six nodes: {exported}");
+    assert!(nodes.iter().any(|n| n["type"] == "tab" && n["id"] == "t1"), "the tab is kept");
+    assert!(nodes.iter().all(|n| n["type"] == "tab" || n["z"] == "t1"));
+
+    // The list's switch disables it: the next reading runs nothing.
+    click(&c, "#flows-table tbody tr input.flow-enabled").await;
+    for _ in 0..100 {
+        if api.get(&format!("/flows/v1/flow/{id}")).await.1["flow"]["enabled"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.get(&format!("/flows/v1/flow/{id}")).await.1["flow"]["enabled"], false);
+    assert!(!find(&c, "#flow-enabled").await.is_selected().await.unwrap(), "the editor follows the list");
+
+    assert_no_page_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+/// The flows page's endpoints without the browser: changes need the CSRF token, the
+/// server's refusals come back in plain words (a bad flow, an unknown one, the live
+/// trace while the switch is off), and another tenant's user sees none of the flows.
+#[tokio::test]
+async fn flows_console_endpoints_csrf_refusals_and_tenants() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::admin(&server).await;
+    let template = api.thermometer_template().await;
+    let (alarm, _) = api.device_with_secret(template, "alarm").await;
+    api.tenant_admin("olga", "other").await;
+    let admin = ConsoleUser::sign_in(&server.http, "admin", support::ADMIN_PASSWORD).await;
+    let other = ConsoleUser::sign_in(&server.http, "olga", "password-123").await;
+
+    let body = json!({"name": "kitchen", "flow": support::kitchen_flow(template, &alarm)});
+    let (status, _) = admin.send(Method::POST, "/console/api/flows", Some(body.clone()), false).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, flow) = admin.send(Method::POST, "/console/api/flows", Some(body), true).await;
+    assert_eq!(status, 200, "{flow}");
+    let id = flow["id"].as_str().unwrap().to_string();
+    assert_eq!((flow["enabled"].as_bool(), flow["trace"].as_bool()), (Some(true), Some(false)));
+    let (status, listed) = admin.get("/console/api/flows").await;
+    assert_eq!((status, listed["flows"][0]["id"].as_str()), (200, Some(id.as_str())));
+
+    let bad = json!({"flow": [{"id": "x", "type": "no such type", "wires": []}]});
+    let (status, said) = admin.send(Method::PUT, &format!("/console/api/flows/{id}"), Some(bad), true).await;
+    assert_eq!(status, 400);
+    assert_eq!(said["error"], "Given flow is invalid: node 'x' (no such type): unknown node type 'no such type'");
+    let (status, said) = admin.get(&format!("/console/api/flows/{id}/trace/stream")).await;
+    assert_eq!(status, 409, "{said}");
+    assert!(said["error"].as_str().unwrap().contains("tracing is off"), "{said}");
+    let (status, trace) = admin.get(&format!("/console/api/flows/{id}/trace")).await;
+    assert_eq!((status, trace["trace"].as_bool()), (200, Some(false)));
+
+    // Another tenant: an empty list, and 404 for the flow, whatever the method.
+    assert_eq!(other.get("/console/api/flows").await.1, json!({"flows": []}));
+    let path = format!("/console/api/flows/{id}");
+    assert_eq!(other.get(&path).await.0, 404);
+    assert_eq!(other.get(&format!("{path}/trace")).await.0, 404);
+    assert_eq!(other.send(Method::PUT, &path, Some(json!({"enabled": false})), true).await.0, 404);
+    assert_eq!(other.send(Method::DELETE, &path, None, true).await.0, 404);
+
+    let (status, gone) = admin.send(Method::DELETE, &path, None, true).await;
+    assert_eq!((status, gone["removed"].as_str()), (200, Some(id.as_str())));
+    let (status, said) = admin.get(&path).await;
+    assert_eq!((status, said["error"].as_str()), (404, Some(format!("Unknown flow: {id}").as_str())));
 }

@@ -22,27 +22,6 @@ fn publish(server: &Server, device: &str, secret: &str, payload: &str) {
     assert!(ok.success(), "mosquitto_pub {payload}");
 }
 
-/// The alarm's readings of `attr`, newest first, once there are `n`.
-async fn history(api: &Api, device: &str, attr: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = api.get(&format!("/history/device/{device}/history?attr={attr}&lastN=100")).await;
-        if status == 200 && body.as_array().is_some_and(|a| a.len() >= n) {
-            return body.as_array().unwrap().iter().map(|p| p["value"].clone()).collect();
-        }
-        assert!(Instant::now() < deadline, "{n} values of {attr} in history: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Chapter 9.2's kitchen, exported from dojot's flow editor (a `tab`, `x`/`y`, wires).
-fn kitchen(template: i64, alarm: &str) -> Value {
-    let text = include_str!("../../flows/testdata/kitchen.json")
-        .replace("$TEMPLATE", &template.to_string())
-        .replace("$ALARM", alarm);
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn the_kitchen_flow_raises_the_alarm_and_survives_a_restart() {
     if !require_tool("mosquitto_pub", "mosquitto-clients") {
@@ -57,23 +36,24 @@ async fn the_kitchen_flow_raises_the_alarm_and_survives_a_restart() {
     let (kitchen2, secret2) = api.device_with_secret(thermometers, "oven thermometer").await;
     let (alarm, _) = api.device_with_secret(alarm_template, "kitchen alarm").await;
 
-    let (status, body) =
-        api.post("/flows/v1/flow", json!({"name": "kitchen", "flow": kitchen(thermometers, &alarm)})).await;
+    let (status, body) = api
+        .post("/flows/v1/flow", json!({"name": "kitchen", "flow": support::kitchen_flow(thermometers, &alarm)}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "ok");
     let flow = &body["flow"];
     let id = flow["id"].as_str().unwrap().to_string();
     assert_eq!((flow["name"].as_str(), flow["enabled"].as_bool()), (Some("kitchen"), Some(true)));
-    assert_eq!(flow["flow"], kitchen(thermometers, &alarm), "the document is kept as sent");
+    assert_eq!(flow["flow"], support::kitchen_flow(thermometers, &alarm), "the document is kept as sent");
     assert!(flow["created"].as_i64().unwrap() > 0 && flow["created"] == flow["updated"]);
 
     let mut live = SseReader::open(&api, &format!("/stream/devices/{alarm}"), None).await;
     publish(&server, &kitchen1, &secret1, r#"{"temperature": 30}"#);
-    assert_eq!(history(&api, &alarm, "message", 1).await, [json!("kitchen OK")]);
-    assert_eq!(history(&api, &alarm, "severity", 1).await, [json!(4)]);
+    assert_eq!(api.values(&alarm, "message", 1).await, [json!("kitchen OK")]);
+    assert_eq!(api.values(&alarm, "severity", 1).await, [json!(4)]);
     publish(&server, &kitchen2, &secret2, r#"{"temperature": 45}"#);
-    assert_eq!(history(&api, &alarm, "message", 2).await[0], "kitchen on fire");
-    assert_eq!(history(&api, &alarm, "severity", 2).await[0], 1);
+    assert_eq!(api.values(&alarm, "message", 2).await[0], "kitchen on fire");
+    assert_eq!(api.values(&alarm, "severity", 2).await[0], 1);
     let (_, first) = live.reading().await;
     assert_eq!(first["attrs"], json!({"message": "kitchen OK", "severity": 4}), "{first}");
     let (_, second) = live.reading().await;
@@ -84,14 +64,14 @@ async fn the_kitchen_flow_raises_the_alarm_and_survives_a_restart() {
     server = Server::start(dir.path(), &[]);
     let api = Api::admin(&server).await;
     publish(&server, &kitchen1, &secret1, r#"{"temperature": 20}"#);
-    assert_eq!(history(&api, &alarm, "message", 3).await[0], "kitchen OK");
+    assert_eq!(api.values(&alarm, "message", 3).await[0], "kitchen OK");
 
     // Disabled (dojot could not set enabled to false with PUT), it no longer runs.
     let (status, body) = api.put(&format!("/flows/v1/flow/{id}"), json!({"enabled": false})).await;
     assert_eq!((status, body["flow"]["enabled"].as_bool()), (200, Some(false)), "{body}");
     publish(&server, &kitchen1, &secret1, r#"{"temperature": 50}"#);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(history(&api, &alarm, "message", 3).await.len(), 3, "a disabled flow does not run");
+    assert_eq!(api.values(&alarm, "message", 3).await.len(), 3, "a disabled flow does not run");
     let (status, listed) = api.get("/flows/v1/flow").await;
     assert_eq!(status, 200);
     assert_eq!(listed["flows"].as_array().unwrap().len(), 1, "{listed}");
@@ -152,9 +132,9 @@ async fn a_flow_that_feeds_itself_is_cut_off() {
     assert_eq!(api.post("/flows/v1/flow", json!({"name": "echo", "flow": flow})).await.0, 200);
     assert_eq!(api.send_reading("admin", &id, &secret, json!({"temperature": 7})).await.0, 204);
     // The reading and three echoes, then the loop guard.
-    assert_eq!(history(&api, &id, "temperature", 4).await.len(), 4);
+    assert_eq!(api.values(&id, "temperature", 4).await.len(), 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(history(&api, &id, "temperature", 4).await.len(), 4, "no more echoes");
+    assert_eq!(api.values(&id, "temperature", 4).await.len(), 4, "no more echoes");
     let metrics = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "ingot_flow_loops_total 1"), "{metrics}");
 }
@@ -276,7 +256,7 @@ async fn the_http_node_example_gets_a_token_and_private_addresses_need_allowing(
         let reading = json!({"username": format!("ana{allowed}"), "password": "s3cret"});
         assert_eq!(api.send_reading("admin", &device, &secret, reading).await.0, 204);
         if allowed {
-            assert_eq!(history(&api, &virt, "token", 1).await, [json!("token-of-anatrue")]);
+            assert_eq!(api.values(&virt, "token", 1).await, [json!("token-of-anatrue")]);
             let sent = seen.lock().unwrap().clone();
             assert_eq!(sent, [("application/json".to_string(), json!({"username": "anatrue", "password": "s3cret"}))]);
         } else {
@@ -328,7 +308,7 @@ async fn the_geofence_example_tells_inside_from_outside() {
     ] {
         assert_eq!(api.send_reading("admin", &car, &secret, json!({"position": position})).await.0, 204);
         expected.insert(0, json!(status));
-        assert_eq!(history(&api, &virt, "status", expected.len()).await, expected, "{position}");
+        assert_eq!(api.values(&virt, "status", expected.len()).await, expected, "{position}");
     }
 }
 
@@ -361,11 +341,11 @@ async fn cumulative_sum_and_switch_raise_a_rain_alert() {
         assert_eq!(api.send_reading("admin", &station, &secret, reading).await.0, 204);
     }
     // 5, 10, … 100 stay quiet; the 21st and 22nd readings make 105 and 110.
-    assert_eq!(history(&api, &alert, "rain60Min", 2).await, [json!(110), json!(105)]);
+    assert_eq!(api.values(&alert, "rain60Min", 2).await, [json!(110), json!(105)]);
     // An hour after the last, the window holds only the newest reading.
     let late = json!({"rain": 5, "timestamp": start + 22 * 60_000 + 3_600_000});
     assert_eq!(api.send_reading("admin", &station, &secret, late).await.0, 204);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = history(&api, &alert, "rain60Min", 2).await;
+    let after = api.values(&alert, "rain60Min", 2).await;
     assert_eq!(after.len(), 2, "5 mm is no alert: {after:?}");
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use flows::trace::Entry;
 use futures_util::Stream;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::extract::{Caller, JsonBody};
@@ -80,7 +82,12 @@ pub async fn trace_stream(
     Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let feed = s.flows.trace_feed(&c.service, &id).await?;
+    Ok(trace_events(s.flows.trace_feed(&c.service, &id).await?))
+}
+
+/// A flow's live trace as Server-Sent Events: each entry a `trace` event, and a `lagged`
+/// event with the count when a slow reader missed some. Also the console's.
+pub fn trace_events(feed: Receiver<Entry>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = match feed.recv().await {
             Ok(entry) => Event::default().event("trace").json_data(&entry).unwrap_or_else(|_| Event::default()),
@@ -89,5 +96,5 @@ pub async fn trace_stream(
         };
         Some((Ok(event), feed))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

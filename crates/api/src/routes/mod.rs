@@ -2,7 +2,7 @@
 
 mod auth;
 mod catalog;
-mod flows;
+pub(crate) mod flows;
 mod history;
 mod ingest;
 mod ops;

@@ -1,5 +1,6 @@
 // Ingot console: sign-in and the pages (#/devices, #/device/{id}, #/templates,
-// #/dashboard, #/seats). No framework and no build step: ES modules served as they are.
+// #/dashboard, #/flows[/{id}], #/seats). No framework and no build step: ES modules
+// served as they are.
 // The CSP allows no inline script or style; everything the server sends is written as
 // text (dom.js), never parsed as HTML.
 'use strict';
@@ -9,6 +10,7 @@ import { $, say, show } from './dom.js';
 import * as dashboard from './dashboard.js';
 import * as device from './device.js';
 import * as devices from './devices.js';
+import * as flows from './flows.js';
 import * as seats from './seats.js';
 import * as templates from './templates.js';
 
@@ -18,16 +20,17 @@ const PAGES = {
   device: { view: 'device-view', nav: 'devices', module: device },
   templates: { view: 'templates-view', nav: 'templates', module: templates },
   dashboard: { view: 'dashboard-page', nav: 'dashboard', module: dashboard },
+  flows: { view: 'flows-view', nav: 'flows', module: flows },
   seats: { view: 'seats-view', nav: 'seats', module: seats },
 };
 
 let current = null;
 let signedIn = false;
 
-/** `#/device/abc` → { page: 'device', params: { id: 'abc' } }; unknown → devices. */
+/** `#/device/abc` → { page: 'device', params: { id: 'abc' } } (and `#/flows/{id}`); unknown → devices. */
 function parseHash() {
   const [name, arg] = window.location.hash.replace(/^#\/?/, '').split('/');
-  if (name === 'device' && arg) return { page: 'device', params: { id: decodeURIComponent(arg) } };
+  if ((name === 'device' || name === 'flows') && arg) return { page: name, params: { id: decodeURIComponent(arg) } };
   return { page: PAGES[name] ? name : 'devices', params: {} };
 }
 

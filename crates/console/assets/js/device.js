@@ -5,7 +5,7 @@
 
 import { call, currentSession, devicePath, download, query } from './api.js';
 import { TimeChart, follow } from './charts.js';
-import { $, clear, deviceAttrs, el, isNumericType, option, say, show, timeText, valueText } from './dom.js';
+import { $, clear, deviceAttrs, el, isNumericType, option, saveBlob, say, show, timeText, valueText } from './dom.js';
 
 /** Readings the live chart starts with, over all its attributes. */
 const LIVE_HISTORY = 300;
@@ -168,16 +168,6 @@ async function newSecret() {
   } catch (err) {
     say('secret-error', err);
   }
-}
-
-/** Saves `blob` as a file named `name`, as a download. */
-function saveBlob(name, blob) {
-  const url = URL.createObjectURL(blob);
-  const link = el('a', { href: url, download: name, hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 async function newCertificate() {

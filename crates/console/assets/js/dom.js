@@ -65,3 +65,13 @@ export function isNumericType(valueType) {
 export function deviceAttrs(device) {
   return Object.values(device.attrs || {}).flat();
 }
+
+/** Saves `blob` as a file named `name`, as a download. */
+export function saveBlob(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const link = el('a', { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}

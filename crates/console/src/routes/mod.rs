@@ -1,6 +1,7 @@
 //! The console's HTTP side: the router, security headers, the session extractors
 //! ([`SignedIn`], [`Csrf`]), sign-in and sign-out, and the seats dashboard's endpoints.
-//! The device pages' endpoints are in [`catalog`], [`readings`] and [`dashboard`]; the
+//! The device pages' endpoints are in [`catalog`], [`readings`] and [`dashboard`], the
+//! flows page's in [`flows`]; the
 //! files in [`crate::assets`].
 //!
 //! Every endpoint under `/console/api/` takes the tenant from the session's user, never
@@ -9,6 +10,7 @@
 
 mod catalog;
 mod dashboard;
+mod flows;
 mod readings;
 
 use std::convert::Infallible;
@@ -62,6 +64,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .merge(catalog::routes())
         .merge(readings::routes())
         .merge(dashboard::routes())
+        .merge(flows::routes())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

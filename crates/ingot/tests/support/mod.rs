@@ -335,6 +335,19 @@ impl Api {
         (id, body["secret"].as_str().expect("secret").to_string())
     }
 
+    /// A device's values of `attr` in history, newest first, once there are `n` (10 s).
+    pub async fn values(&self, device: &str, attr: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get(&format!("/history/device/{device}/history?attr={attr}&lastN=100")).await;
+            if status == 200 && body.as_array().is_some_and(|a| a.len() >= n) {
+                return body.as_array().unwrap().iter().map(|p| p["value"].clone()).collect();
+            }
+            assert!(std::time::Instant::now() < deadline, "{n} values of {attr} in history: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a reading over the HTTP device agent.
     pub async fn send_reading(&self, tenant: &str, device: &str, secret: &str, data: Value) -> Reply {
         let rb = self
@@ -344,6 +357,16 @@ impl Api {
             .json(&json!({"data": data}));
         Self::send(rb).await
     }
+}
+
+/// Chapter 9.2's kitchen flow, as dojot's flow editor exports it (a `tab`, `x`/`y`,
+/// wires; `crates/flows/testdata/kitchen.json`), for the thermometers' template and the
+/// alarm device.
+pub fn kitchen_flow(template: i64, alarm: &str) -> Value {
+    let text = include_str!("../../../flows/testdata/kitchen.json")
+        .replace("$TEMPLATE", &template.to_string())
+        .replace("$ALARM", alarm);
+    serde_json::from_str(&text).unwrap()
 }
 
 /// A request body fed through a channel, for uploads that pause or never end: each
