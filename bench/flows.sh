@@ -50,9 +50,9 @@ for n in $FLOWS; do
     "$BIN" load mqtt --http "$HTTP" --mqtt "$MQTT" --password "$PASSWORD" --devices "$DEVICES" \
         --rate 0 --duration "$DURATION" --server-pid "$SERVER_PID" --label "flows-$n" --summary "$SUMMARY"
     stopped=$(date +%s.%N)
-    # Wait for the flows to drain their queue (at most 120 s).
+    # Wait for the flows to drain their backlog (at most 120 s).
     for _ in $(seq 1200); do
-        [ "$(metric ingot_flow_queue)" = 0 ] && break
+        [ "$(metric ingot_flow_backlog)" = 0 ] && break
         sleep 0.1
     done
     caught_up=$(awk -v a="$stopped" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')

@@ -5,11 +5,15 @@
 //!   node, in per-device order. On a NATS bus the backlog is the stream's (one consumer
 //!   task, acking in order): a slow flow falls behind without slowing devices, and
 //!   survives a restart. On the in-process bus, where a durable subscriber's ack is what
-//!   a publisher waits for, the engine acks at once; a reading that an enabled flow's
-//!   head names (the device, or one of its templates) goes to one of a few workers (one
-//!   per core, the same one for a device) through a bounded queue (`--flow-queue`,
-//!   shared among them), so that flows never slow ingest; a full queue drops the reading
-//!   for flows (counted: `ingot_flow_readings_dropped_total`, logged once a second).
+//!   a publisher waits for, the engine keeps its own durable queue, the **flow backlog**
+//!   in the store (`flow_backlog`): a reading that an enabled flow's head names (the
+//!   device, or one of its templates) is stored there, a batch per transaction, before
+//!   its publish is acknowledged; a drainer runs the flows on the backlog in order (a few
+//!   workers, one per core, the same one for a device) and then removes what ran. So a
+//!   slow flow falls behind (its lag is `ingot_flow_backlog` and
+//!   `ingot_flow_lag_seconds`) without slowing devices or losing readings, and catches
+//!   up after a restart. The backlog is bounded (`--flow-backlog`); past it a reading
+//!   runs no flow, counted in `ingot_flow_readings_dropped_total`.
 //! - **What a flow sees** is dojot's: an event head gets `{"payload": {"event",
 //!   "data": {"id", "attrs"}, "metadata": {"tenant", "timestamp"}}}`, a deprecated head
 //!   `{"payload": attrs}`; the device's static attribute values are merged into the
@@ -23,6 +27,7 @@
 //!   (`ingot_flow_loops_total`), where dojot spun forever.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,6 +36,7 @@ use chrono::Utc;
 use devices::DeviceService;
 use model::{DeviceData, DeviceEvent, EventKind};
 use serde_json::{Map, Value, json};
+use store::SharedStore;
 
 use crate::nodes::http::HttpPolicy;
 use crate::nodes::{Head, HttpEnv, Kind, RunContext};
@@ -39,6 +45,10 @@ use crate::{CompiledFlow, Effect};
 
 /// Most node runs one trigger may cause.
 pub const MAX_STEPS: usize = 10_000;
+/// Most readings stored in the backlog in one transaction (in-process bus).
+const ADMIT_BATCH: usize = 512;
+/// Readings of the backlog run, then removed, at a time.
+const BACKLOG_PAGE: usize = 512;
 /// Runs' outputs waiting to be published at most (in-process bus); the flows wait beyond.
 const OUTPUT_QUEUE: usize = 1024;
 
@@ -78,15 +88,15 @@ struct Outputs {
 pub struct EngineConfig {
     /// A reading this many flow outputs deep runs no flow.
     pub max_hops: u8,
-    /// Readings queued for flows at most (in-process bus).
-    pub queue: usize,
+    /// Readings waiting in the flow backlog at most (in-process bus).
+    pub backlog: usize,
     /// What http nodes may reach.
     pub http: HttpPolicy,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_hops: 8, queue: 10_000, http: HttpPolicy::default() }
+        Self { max_hops: 8, backlog: 1_000_000, http: HttpPolicy::default() }
     }
 }
 
@@ -125,6 +135,10 @@ impl Trigger {
 pub struct FlowEngine {
     devices: Arc<DeviceService>,
     bus: Arc<dyn Bus>,
+    /// The flow backlog's (in-process bus).
+    store: SharedStore,
+    /// Readings in the backlog.
+    waiting: AtomicU64,
     config: EngineConfig,
     http: HttpEnv,
     contexts: crate::context::Contexts,
@@ -136,10 +150,12 @@ pub struct FlowEngine {
 }
 
 impl FlowEngine {
-    pub fn new(devices: Arc<DeviceService>, bus: Arc<dyn Bus>, config: EngineConfig) -> Arc<Self> {
+    pub fn new(devices: Arc<DeviceService>, bus: Arc<dyn Bus>, store: SharedStore, config: EngineConfig) -> Arc<Self> {
         Arc::new(Self {
             devices,
             bus,
+            store,
+            waiting: AtomicU64::new(0),
             http: HttpEnv::new(config.http.clone()),
             contexts: crate::context::Contexts::default(),
             config,
@@ -227,53 +243,11 @@ impl FlowEngine {
                     publisher.carry_out_all(batches).await;
                 }
             });
-            // Readings a flow may start go to one of a few workers, always the same one
-            // for a device (its order kept), each with its share of `--flow-queue`.
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-            let per_worker = (self.config.queue / workers).max(1);
-            let queues: Vec<_> = (0..workers)
-                .map(|_| {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Arc<DeviceData>, Facts)>(per_worker);
-                    let worker = engine.clone();
-                    tokio::spawn(async move {
-                        while let Some((reading, facts)) = rx.recv().await {
-                            metrics::gauge!("ingot_flow_queue").decrement(1.0);
-                            worker.on_trigger(Trigger::reading(&reading), Some(facts)).await;
-                        }
-                    });
-                    tx
-                })
-                .collect();
-            let admit = engine.clone();
-            tokio::spawn(async move {
-                let mut warned: Option<std::time::Instant> = None;
-                let mut dropped_since = 0u64;
-                while let Some(delivery) = data.recv().await {
-                    let reading = delivery.msg.clone();
-                    delivery.ack();
-                    if reading.hops >= admit.config.max_hops {
-                        admit.loop_cut(&reading.tenant, &reading.device_id, reading.hops);
-                        continue;
-                    }
-                    let Some(facts) = admit.wanted(&reading).await else { continue };
-                    let shard = shard_of(&reading.tenant, &reading.device_id, queues.len());
-                    match queues[shard].try_send((reading, facts)) {
-                        Ok(()) => metrics::gauge!("ingot_flow_queue").increment(1.0),
-                        Err(e) => {
-                            metrics::counter!("ingot_flow_readings_dropped_total").increment(1);
-                            dropped_since += 1;
-                            // One line a second at most, with the count: a flood would be
-                            // the log's own outage.
-                            if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                                let tenant = &e.into_inner().0.tenant;
-                                tracing::warn!(%tenant, dropped = dropped_since, "flows are behind: readings dropped for them (--flow-queue)");
-                                warned = Some(std::time::Instant::now());
-                                dropped_since = 0;
-                            }
-                        }
-                    }
-                }
-            });
+            // Readings a flow may start are stored in the backlog before their publish is
+            // acknowledged; a drainer runs the flows on them in order and removes them.
+            let wake = Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(engine.clone().drain_backlog(wake.clone()));
+            tokio::spawn(engine.clone().admit(data, wake));
         } else {
             let worker = engine.clone();
             tokio::spawn(async move {
@@ -289,6 +263,138 @@ impl FlowEngine {
                 delivery.ack();
             }
         });
+    }
+
+    /// On the in-process bus: takes what has arrived (up to [`ADMIT_BATCH`]), stores the
+    /// readings an enabled flow will run on in the backlog in one transaction, and only
+    /// then acknowledges them; the rest at once. If the backlog cannot be written, those
+    /// publishes fail (the device is told, and may send again): nothing acknowledged is
+    /// lost. Past `--flow-backlog` readings waiting, a reading runs no flow (counted,
+    /// logged once a second): the bound on the disk a stalled flow may fill.
+    async fn admit(self: Arc<Self>, mut data: bus::Subscription<DeviceData>, wake: Arc<tokio::sync::Notify>) {
+        let mut buf = Vec::with_capacity(ADMIT_BATCH);
+        let mut warned: Option<std::time::Instant> = None;
+        let mut dropped_since = 0u64;
+        while data.recv_many(&mut buf, ADMIT_BATCH).await > 0 {
+            let (mut held, mut rows) = (Vec::new(), Vec::new());
+            for delivery in buf.drain(..) {
+                let reading = delivery.msg.clone();
+                if reading.hops >= self.config.max_hops {
+                    self.loop_cut(&reading.tenant, &reading.device_id, reading.hops);
+                    delivery.ack();
+                    continue;
+                }
+                if self.wanted(&reading).await.is_none() {
+                    delivery.ack();
+                    continue;
+                }
+                let waiting = self.waiting.load(Ordering::Relaxed) as usize + rows.len();
+                if waiting >= self.config.backlog {
+                    metrics::counter!("ingot_flow_readings_dropped_total").increment(1);
+                    dropped_since += 1;
+                    // One line a second at most, with the count: a flood would be the log's
+                    // own outage.
+                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(tenant = %reading.tenant, dropped = dropped_since, waiting,
+                            "flows are too far behind: readings run no flow (--flow-backlog)");
+                        warned = Some(std::time::Instant::now());
+                        dropped_since = 0;
+                    }
+                    delivery.ack();
+                    continue;
+                }
+                match serde_json::to_string(&*reading) {
+                    Ok(json) => rows.push((reading.tenant.clone(), reading.device_id.clone(), json)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a reading could not be written for flows");
+                        delivery.ack();
+                        continue;
+                    }
+                }
+                held.push(delivery);
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let n = rows.len() as u64;
+            match self.store.push_backlog(rows).await {
+                Ok(()) => {
+                    let waiting = self.waiting.fetch_add(n, Ordering::Relaxed) + n;
+                    metrics::gauge!("ingot_flow_backlog").set(waiting as f64);
+                    held.into_iter().for_each(bus::Delivery::ack);
+                    wake.notify_one();
+                }
+                // Dropped unacknowledged: their publishes fail.
+                Err(e) => tracing::warn!(error = %e, readings = n,
+                    "readings could not be stored for flows; their publishes fail and devices may send them again"),
+            }
+        }
+    }
+
+    /// On the in-process bus: runs the flows on the backlog, oldest first, a page at a
+    /// time: each device's readings in order on one of a few workers (one per core, the
+    /// same one for a device), then removes the page. A crash in between runs that page
+    /// again after the restart (at least once, as on NATS). The backlog's size and the
+    /// age of its oldest reading are the flows' lag (`ingot_flow_backlog`,
+    /// `ingot_flow_lag_seconds`).
+    async fn drain_backlog(self: Arc<Self>, wake: Arc<tokio::sync::Notify>) {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        match self.store.backlog_len().await {
+            Ok(n) => {
+                self.waiting.store(n, Ordering::Relaxed);
+                metrics::gauge!("ingot_flow_backlog").set(n as f64);
+                if n > 0 {
+                    tracing::info!(readings = n, "flows resume: readings from before the restart wait for them");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the flow backlog"),
+        }
+        loop {
+            let page = match self.store.backlog(BACKLOG_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the flow backlog; retrying in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(last) = page.last().map(|p| p.id) else {
+                metrics::gauge!("ingot_flow_lag_seconds").set(0.0);
+                // A second at most between looks, in case a wake-up was missed.
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                continue;
+            };
+            let mut shards: Vec<Vec<DeviceData>> = vec![Vec::new(); workers];
+            let count = page.len() as u64;
+            for pending in page {
+                match serde_json::from_str::<DeviceData>(&pending.reading) {
+                    Ok(reading) => shards[shard_of(&pending.tenant, &pending.device, workers)].push(reading),
+                    Err(e) => {
+                        tracing::error!(error = %e, id = pending.id, "a stored reading is unreadable; no flow runs on it")
+                    }
+                }
+            }
+            let oldest = shards.iter().filter_map(|s| s.first()).map(|r| r.ts).min();
+            if let Some(oldest) = oldest {
+                let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::gauge!("ingot_flow_lag_seconds").set(lag);
+            }
+            let runs = shards.into_iter().filter(|s| !s.is_empty()).map(|readings| {
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    for reading in readings {
+                        engine.on_trigger(Trigger::reading(&reading), None).await;
+                    }
+                })
+            });
+            futures_util::future::join_all(runs.collect::<Vec<_>>()).await;
+            while let Err(e) = self.store.trim_backlog(last).await {
+                tracing::warn!(error = %e, "cannot remove run readings from the flow backlog; retrying in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let waiting = self.waiting.fetch_sub(count, Ordering::Relaxed).saturating_sub(count);
+            metrics::gauge!("ingot_flow_backlog").set(waiting as f64);
+        }
     }
 
     /// Runs the tenant's flows on a reading.

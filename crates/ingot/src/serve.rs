@@ -42,10 +42,11 @@ pub struct ServeArgs {
     /// Most flows a tenant may have (`/flows/v1/flow`).
     #[arg(long, env = "INGOT_MAX_FLOWS", default_value_t = 100)]
     pub max_flows: u64,
-    /// Readings waiting for flows at most; past it a reading runs no flow (counted in
-    /// `ingot_flow_readings_dropped_total`), so that flows never slow devices down.
-    #[arg(long, env = "INGOT_FLOW_QUEUE", default_value_t = 10_000)]
-    pub flow_queue: usize,
+    /// Readings waiting for flows at most, in the flow backlog of the store (in-process
+    /// bus; on NATS the stream holds them); past it a reading runs no flow (counted in
+    /// `ingot_flow_readings_dropped_total`): the bound on the disk a stalled flow fills.
+    #[arg(long, env = "INGOT_FLOW_BACKLOG", default_value_t = 1_000_000)]
+    pub flow_backlog: usize,
     /// A reading made by this many flow outputs in a row runs no flow (a loop guard).
     #[arg(long, env = "INGOT_FLOW_MAX_HOPS", default_value_t = 8)]
     pub flow_max_hops: u8,
@@ -288,9 +289,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let flow_engine = flows::FlowEngine::new(
         devices.clone(),
         bus.clone(),
+        store.clone(),
         flows::EngineConfig {
             max_hops: args.flow_max_hops,
-            queue: args.flow_queue,
+            backlog: args.flow_backlog,
             http: flows::nodes::http::HttpPolicy {
                 allow: flows::nodes::http::HttpPolicy::parse_allow(&args.flow_http_allow)
                     .map_err(|e| anyhow::anyhow!("--flow-http-allow: {e}"))?,

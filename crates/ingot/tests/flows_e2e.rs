@@ -349,3 +349,87 @@ async fn cumulative_sum_and_switch_raise_a_rain_alert() {
     let after = api.values(&alert, "rain60Min", 2).await;
     assert_eq!(after.len(), 2, "5 mm is no alert: {after:?}");
 }
+
+/// The value of metric `name` (a line `name value`) in the node's `/metrics`.
+async fn metric(api: &Api, name: &str) -> Option<f64> {
+    let text = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// An HTTP server slower than devices: each POST takes 100 ms; it remembers the `n` of
+/// every body, in the order they came.
+async fn slow_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<i64>>>) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/slow",
+        post(move |body: String| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push(sent["n"].as_i64().unwrap_or(-1));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/slow"), seen)
+}
+
+/// On the in-process bus, a flow slower than its device falls behind without slowing
+/// it or losing a reading: readings are acknowledged as fast as they come, the flow's
+/// lag shows in the metrics, and after a SIGKILL the restarted node runs the flow on
+/// every reading it had not reached, in the device's order (a page cut short by the
+/// kill runs again: at least once).
+#[tokio::test]
+async fn a_slow_flow_falls_behind_keeps_every_reading_and_catches_up_after_a_crash() {
+    const N: i64 = 40;
+    let (url, seen) = slow_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let allow = ["--flow-http-allow", "127.0.0.1"];
+    let mut server = Server::start(dir.path(), &allow);
+    let api = Api::admin(&server).await;
+    let template = api.template("Counter", &[("n", "integer")]).await;
+    let (device, secret) = api.device_with_secret(template, "counter").await;
+    let flow = json!([
+        {"id": "in", "type": "event device in", "device_id": device, "event_publish": true, "wires": [["tpl"]]},
+        {"id": "tpl", "type": "template", "field": "req", "fieldType": "msg", "syntax": "mustache", "output": "str",
+         "template": "{\"payload\": {\"n\": {{payload.data.attrs.n}}}}", "wires": [["http"]]},
+        {"id": "http", "type": "http", "method": "POST", "url": url, "body": "req", "response": "res", "ret": "txt",
+         "wires": [[]]}
+    ]);
+    let (status, made) = api.post("/flows/v1/flow", json!({"name": "slow", "flow": flow})).await;
+    assert_eq!(status, 200, "{made}");
+
+    for n in 0..N {
+        assert_eq!(api.send_reading("admin", &device, &secret, json!({"n": n})).await.0, 204);
+    }
+    let behind = metric(&api, "ingot_flow_backlog").await.unwrap_or(0.0);
+    assert!(behind > 0.0, "the flow is behind the device, and the metric says so");
+    assert!(metric(&api, "ingot_flow_lag_seconds").await.is_some());
+    assert_eq!(api.values(&device, "n", N as usize).await.len(), N as usize, "every reading was stored at once");
+
+    server.kill9();
+    let before = seen.lock().unwrap().clone();
+    assert!((before.len() as i64) < N, "the kill came before the flow caught up: {before:?}");
+    let server = Server::start(dir.path(), &allow);
+    let api = Api::admin(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < before.len() + 1 || !(0..N).all(|n| seen.lock().unwrap().contains(&n)) {
+        assert!(Instant::now() < deadline, "every reading reaches the flow: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = seen.lock().unwrap()[before.len()..].to_vec();
+    assert!(before.windows(2).all(|w| w[0] < w[1]), "in order before the kill: {before:?}");
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "in order after the restart: {after:?}");
+    assert_eq!(after.last(), Some(&(N - 1)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&api, "ingot_flow_backlog").await != Some(0.0) {
+        assert!(Instant::now() < deadline, "the backlog empties");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -821,3 +821,31 @@ async fn flows_are_kept_per_tenant_bounded_updated_and_removed() {
         assert_eq!(ids(store.flows("globex").await.unwrap()), ["f1"], "{name}");
     }
 }
+
+#[tokio::test]
+async fn the_flow_backlog_keeps_order_across_nodes_and_trims() {
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        assert_eq!(store.backlog_len().await.unwrap(), 0, "{name}");
+        let reading = |tenant: &str, n: u32| (tenant.to_string(), format!("d{n}"), format!(r#"{{"n":{n}}}"#));
+        store.push_backlog((0..3).map(|n| reading("acme", n)).collect()).await.unwrap();
+        store.push_backlog(vec![reading("globex", 3)]).await.unwrap();
+        store.push_backlog(Vec::new()).await.unwrap();
+        let pending = other.backlog(10).await.unwrap();
+        let seen: Vec<(&str, &str)> = pending.iter().map(|p| (p.tenant.as_str(), p.reading.as_str())).collect();
+        assert_eq!(
+            seen,
+            [("acme", r#"{"n":0}"#), ("acme", r#"{"n":1}"#), ("acme", r#"{"n":2}"#), ("globex", r#"{"n":3}"#)],
+            "{name}: in the order pushed"
+        );
+        assert!(pending.windows(2).all(|w| w[0].id < w[1].id), "{name}");
+        assert_eq!(other.backlog(2).await.unwrap(), pending[..2], "{name}: the oldest first");
+        other.trim_backlog(pending[1].id).await.unwrap();
+        assert_eq!(store.backlog(10).await.unwrap(), pending[2..], "{name}");
+        assert_eq!(store.backlog_len().await.unwrap(), 2, "{name}");
+        store.trim_backlog(pending[3].id).await.unwrap();
+        store.push_backlog(vec![reading("acme", 4)]).await.unwrap();
+        let after = store.backlog(10).await.unwrap();
+        assert!(after.len() == 1 && after[0].id > pending[3].id, "{name}: ids are never reused: {after:?}");
+    }
+}

@@ -2,6 +2,13 @@
 //! MongoDB: the node-red list as JSON text, with a name, whether it is enabled, and when
 //! it was made and changed. The engine compiles them when they change and at start, on
 //! every node (so flows run after a restart: dojot #2577).
+//!
+//! Also the **flow backlog** (`flow_backlog`): on the in-process bus, the readings that
+//! an enabled flow will run on, stored before the device's publish is acknowledged and
+//! removed once the flows ran, so that a slow flow falls behind without losing readings
+//! or slowing devices, and what it had not run yet survives a restart. One writer (the
+//! node's flow admission) appends, in order; ids are never reused (`AUTOINCREMENT`). It
+//! belongs to no tenant: each row names its own, and only the engine reads it.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -24,7 +31,18 @@ pub struct FlowRecord {
     pub updated_ms: i64,
 }
 
-/// The flows, every query scoped by tenant but [`FlowStore::all_flows`].
+/// A reading waiting in the flow backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReading {
+    /// Its place in the backlog (increasing).
+    pub id: i64,
+    pub tenant: String,
+    pub device: String,
+    /// The reading, JSON.
+    pub reading: String,
+}
+
+/// The flows, every query scoped by tenant but [`FlowStore::all_flows`] and the backlog's.
 #[async_trait::async_trait]
 pub trait FlowStore: Send + Sync {
     /// Adds a flow unless the tenant has `max_per_tenant` already; whether it was added.
@@ -40,6 +58,15 @@ pub trait FlowStore: Send + Sync {
     async fn delete_flow(&self, tenant: &str, id: &str) -> Result<Option<FlowRecord>, StoreError>;
     /// Removes all the tenant's flows; how many.
     async fn delete_flows(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// Appends readings `(tenant, device, JSON)` to the backlog, in order, in one
+    /// transaction.
+    async fn push_backlog(&self, readings: Vec<(String, String, String)>) -> Result<(), StoreError>;
+    /// The oldest `limit` readings of the backlog.
+    async fn backlog(&self, limit: usize) -> Result<Vec<PendingReading>, StoreError>;
+    /// Removes the backlog's readings up to id `upto`, inclusive.
+    async fn trim_backlog(&self, upto: i64) -> Result<(), StoreError>;
+    /// How many readings the backlog holds.
+    async fn backlog_len(&self) -> Result<u64, StoreError>;
 }
 
 pub(crate) const COLUMNS: &str = "tenant, id, label, enabled, trace, flow, created_ms, updated_ms";
@@ -130,5 +157,40 @@ impl FlowStore for SqliteStore {
     async fn delete_flows(&self, tenant: &str) -> Result<u64, StoreError> {
         let tenant = tenant.to_string();
         self.write(move |tx| Ok(tx.execute("DELETE FROM flows WHERE tenant = ?1", [tenant])? as u64)).await
+    }
+
+    async fn push_backlog(&self, readings: Vec<(String, String, String)>) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO flow_backlog (tenant, device, reading) VALUES (?1, ?2, ?3)")?;
+            for (tenant, device, reading) in readings {
+                insert.execute(params![tenant, device, reading])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn backlog(&self, limit: usize) -> Result<Vec<PendingReading>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, tenant, device, reading FROM flow_backlog ORDER BY id LIMIT ?1")?
+                .query_map([limit as i64], |r| {
+                    Ok(PendingReading { id: r.get(0)?, tenant: r.get(1)?, device: r.get(2)?, reading: r.get(3)? })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn trim_backlog(&self, upto: i64) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM flow_backlog WHERE id <= ?1")?.execute([upto])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn backlog_len(&self) -> Result<u64, StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM flow_backlog", [], |r| r.get::<_, i64>(0))? as u64)).await
     }
 }

@@ -226,6 +226,15 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (tenant, id)
     );
     "#,
+    // 12: the flow backlog (readings waiting for flows on the in-process bus).
+    r#"
+    CREATE TABLE flow_backlog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant TEXT NOT NULL,
+        device TEXT NOT NULL,
+        reading TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

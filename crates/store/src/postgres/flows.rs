@@ -2,7 +2,7 @@
 
 use super::PgStore;
 use crate::StoreError;
-use crate::flows::{COLUMNS, FlowRecord, FlowStore};
+use crate::flows::{COLUMNS, FlowRecord, FlowStore, PendingReading};
 
 fn record(r: &tokio_postgres::Row) -> Result<FlowRecord, StoreError> {
     Ok(FlowRecord {
@@ -77,5 +77,55 @@ impl FlowStore for PgStore {
     async fn delete_flows(&self, tenant: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         Ok(client.execute("DELETE FROM flows WHERE tenant = $1", &[&tenant]).await?)
+    }
+
+    async fn push_backlog(&self, readings: Vec<(String, String, String)>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let mut tenants = Vec::with_capacity(readings.len());
+        let mut devices = Vec::with_capacity(readings.len());
+        let mut bodies = Vec::with_capacity(readings.len());
+        for (tenant, device, reading) in readings {
+            tenants.push(tenant);
+            devices.push(device);
+            bodies.push(reading);
+        }
+        // One statement; ids in the order given.
+        client
+            .execute(
+                "INSERT INTO flow_backlog (tenant, device, reading)
+                 SELECT t, d, r FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(t, d, r, n)
+                 ORDER BY n",
+                &[&tenants, &devices, &bodies],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn backlog(&self, limit: usize) -> Result<Vec<PendingReading>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id, tenant, device, reading FROM flow_backlog ORDER BY id LIMIT $1", &[&(limit as i64)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingReading {
+                    id: r.try_get(0)?,
+                    tenant: r.try_get(1)?,
+                    device: r.try_get(2)?,
+                    reading: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn trim_backlog(&self, upto: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM flow_backlog WHERE id <= $1", &[&upto]).await?;
+        Ok(())
+    }
+
+    async fn backlog_len(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client.query_one("SELECT count(*) FROM flow_backlog", &[]).await?.try_get::<_, i64>(0)? as u64)
     }
 }

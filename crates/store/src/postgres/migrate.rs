@@ -232,6 +232,15 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (tenant, id)
     );
     "#,
+    // 12: the flow backlog (readings waiting for flows on the in-process bus).
+    r#"
+    CREATE TABLE flow_backlog (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        tenant TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL,
+        reading TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -391,6 +400,7 @@ mod tests {
                 "counters(tenant,name)",
                 "dead_series(id)",
                 "devices(tenant,id)",
+                "flow_backlog(id)",
                 "flows(tenant,id)",
                 "ingested(id)",
                 "schema_version(version)",
