@@ -22,15 +22,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-WORK=$(mktemp -d -t ingot-bench-flows.XXXXXX)
+bench_work flows
 SUMMARY=$WORK/summary.md
 ROWS=$WORK/rows.md
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 metric() { curl -s "$HTTP/metrics" -H "Authorization: Bearer $JWT" | awk -v m="$1" '$1 == m { print $2; f = 1 } END { if (!f) print 0 }'; }
 api() { curl -s -X "$1" "$HTTP$2" -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' ${3:+-d "$3"}; }

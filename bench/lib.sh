@@ -31,3 +31,11 @@ stop_server() {
     wait "$SERVER_PID" || true
     SERVER_PID=
 }
+
+# bench_work NAME: a temporary directory in WORK, removed at exit, with the server
+# started by start_server (if it still runs).
+bench_work() {
+    WORK=$(mktemp -d -t "ingot-bench-$1.XXXXXX")
+    SERVER_PID=
+    trap 'if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi; rm -rf "$WORK"' EXIT
+}

@@ -22,13 +22,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-WORK=$(mktemp -d -t ingot-bench-mqtts.XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work mqtts
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/rsa.pem" 2>/dev/null
 
 ROWS=$WORK/rows.md

@@ -46,6 +46,8 @@ pub enum ApiError {
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
     Flow(#[from] flows::FlowError),
+    #[error(transparent)]
+    Market(#[from] market::MarketError),
     #[error("{0}")]
     NotFound(String),
     #[error(
@@ -144,6 +146,19 @@ impl ApiError {
                 flows::FlowError::Node(_) | flows::FlowError::Store(_) => internal(self),
             },
             Self::Pki(_) => internal(self),
+            Self::Market(e) => {
+                use market::MarketError as M;
+                match e {
+                    M::BadRequest(_) | M::UserExists => message(S::BAD_REQUEST, e.to_string()),
+                    M::Unauthorized(_) => message(S::UNAUTHORIZED, e.to_string()),
+                    M::BadCredentials | M::Forbidden(_) => message(S::FORBIDDEN, e.to_string()),
+                    M::TooManyAttempts(_) => message(S::TOO_MANY_REQUESTS, e.to_string()),
+                    M::NotFound(_) => message(S::NOT_FOUND, e.to_string()),
+                    M::Conflict(_) => message(S::CONFLICT, e.to_string()),
+                    M::Busy => message(S::SERVICE_UNAVAILABLE, e.to_string()),
+                    M::Store(_) | M::Bus(_) => internal(self),
+                }
+            }
             Self::NotFound(m) => message(S::NOT_FOUND, m.as_str()),
             Self::NoRoute => message(S::NOT_FOUND, "no such endpoint"),
             Self::MethodNotAllowed => message(S::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
@@ -161,9 +176,10 @@ impl IntoResponse for ApiError {
         let (status, body) = self.status_and_body();
         let mut resp = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
-            Self::Auth(AuthError::TooManyAttempts { retry_after_secs }) | Self::RateLimited(retry_after_secs) => {
-                Some(*retry_after_secs)
-            }
+            Self::Auth(AuthError::TooManyAttempts { retry_after_secs })
+            | Self::RateLimited(retry_after_secs)
+            | Self::Market(market::MarketError::TooManyAttempts(retry_after_secs)) => Some(*retry_after_secs),
+            Self::Market(market::MarketError::Busy) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after
@@ -171,7 +187,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if matches!(self, Self::DeviceAuth(_) | Self::Unauthorized(_)) {
+        if matches!(
+            self,
+            Self::DeviceAuth(_) | Self::Unauthorized(_) | Self::Market(market::MarketError::Unauthorized(_))
+        ) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp

@@ -58,6 +58,8 @@ pub struct AppState {
     pub certificates: Arc<pki::certificates::CertificateService>,
     /// Flows (flowbroker's API) and their engine.
     pub flows: Arc<flows::FlowService>,
+    /// The auction API (seed 003).
+    pub market: Arc<market::MarketService>,
     /// The real-time hub every stream reads from.
     pub realtime: Arc<realtime::Hub>,
     pub metrics: Option<PrometheusHandle>,

@@ -16,7 +16,7 @@ pub use follow::FOLLOW_GROUP;
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
 pub use model::account::{NewUser, PROFILES, SCOPES, TenantSettings, UserUpdate, group_id};
-pub use password::{hash_password, verify_password};
+pub use password::{decoy_hash, hash_password, verify_password};
 pub use service::{AuthConfig, AuthService, BOOTSTRAP_TENANT, MAX_EMAIL_LEN, MAX_USERNAME_LEN, UserChange, UserView};
 pub use tickets::{MAX_TICKETS_PER_USER, TicketHolder};
 pub use tokens::{TokenPrincipal, TokenView};

@@ -17,7 +17,7 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 
 /// A PHC string for a password nobody knows: verified against when a user does not exist,
 /// so that an unknown user takes as long to refuse as a wrong password.
-pub(crate) fn decoy_hash() -> &'static str {
+pub fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password("decoy password that matches nothing"))
 }

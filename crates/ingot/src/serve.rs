@@ -61,6 +61,24 @@ pub struct ServeArgs {
     /// Largest answer a flow's http request reads, in bytes.
     #[arg(long, env = "INGOT_FLOW_HTTP_MAX_BYTES", default_value_t = 1024 * 1024)]
     pub flow_http_max_bytes: usize,
+    /// How long an auction token (`POST /v1/login`) is good for, in seconds.
+    #[arg(long, env = "INGOT_MARKET_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub market_token_ttl_secs: u64,
+    /// Auction bid writers (the bids of one offer always go to the same one).
+    #[arg(long, env = "INGOT_MARKET_BID_SHARDS", default_value_t = 4)]
+    pub market_bid_shards: usize,
+    /// Auction bids waiting to be stored at most; beyond, a bid is answered 503.
+    #[arg(long, env = "INGOT_MARKET_BID_QUEUE", default_value_t = 10_000)]
+    pub market_bid_queue: usize,
+    /// Signed-in auction WebSockets at most, per node.
+    #[arg(long, env = "INGOT_MARKET_MAX_SOCKETS", default_value_t = 10_000)]
+    pub market_max_sockets: usize,
+    /// Messages waiting for one auction WebSocket at most; one further behind is closed.
+    #[arg(long, env = "INGOT_MARKET_SOCKET_QUEUE", default_value_t = 64)]
+    pub market_socket_queue: usize,
+    /// An auction WebSocket must authenticate this many seconds after it opens.
+    #[arg(long, env = "INGOT_MARKET_AUTH_DEADLINE_SECS", default_value_t = 10)]
+    pub market_auth_deadline_secs: u64,
     /// Most CAs of its own a tenant may register (`/x509/v1/trusted-cas`).
     #[arg(long, env = "INGOT_MAX_TRUSTED_CAS", default_value_t = 10)]
     pub max_trusted_cas: u64,
@@ -369,8 +387,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         replay_age: Duration::from_secs(args.stream_replay_secs),
     });
     hub.start(bus.as_ref());
+    // The auction API (seed 003): its own users, offers and bids, and its socket hub.
+    let market = market::MarketService::start(
+        store.clone(),
+        bus.clone(),
+        market::MarketConfig {
+            token_ttl: Duration::from_secs(args.market_token_ttl_secs.max(1)),
+            bid_shards: args.market_bid_shards,
+            bid_queue: args.market_bid_queue,
+            max_sockets: args.market_max_sockets,
+            socket_queue: args.market_socket_queue,
+            auth_deadline: Duration::from_secs(args.market_auth_deadline_secs.max(1)),
+            ..market::MarketConfig::default()
+        },
+    )
+    .await
+    .context("cannot start the auction market")?;
     let state = api::AppState {
         auth,
+        market,
         devices,
         seats,
         ingest,

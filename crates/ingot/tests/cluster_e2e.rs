@@ -572,3 +572,85 @@ async fn a_flow_made_on_one_node_runs_on_the_others_readings() {
     let mirrored = h.as_array().unwrap().iter().filter(|p| p["value"].as_f64().unwrap_or(0.0) >= 100.0).count();
     assert_eq!(mirrored, 10, "each reading ran the flow once, not once per node");
 }
+
+/// POST `body` to `base` + `path` with an optional bearer token: (status, JSON).
+async fn post_json(base: &str, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let mut rb = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    Api::send(rb).await
+}
+
+/// The auction on two nodes: a token from one is good on the other, a socket on B hears
+/// of an offer made on A, and bids sent to both nodes at once keep every invariant
+/// (exactly one winning bid, the highest, and the offer's price is its).
+#[tokio::test]
+async fn the_auction_is_one_market_across_nodes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(Cluster { a, b, dirs: _dirs }) = Cluster::start().await else { return };
+    let mut tokens = Vec::new();
+    for (i, name) in ["seller", "bidder"].iter().enumerate() {
+        let creds = json!({"username": name, "password": format!("{name}-password")});
+        assert_eq!(post_json(&a.http, "/v1/signup", None, creds.clone()).await.0, 201);
+        let node = if i == 0 { &a.http } else { &b.http };
+        let (status, body) = post_json(node, "/v1/login", None, creds).await;
+        assert_eq!(status, 200, "a user signed up on A logs in on B: {body}");
+        tokens.push(body["token"].as_str().unwrap().to_string());
+    }
+    let url = format!("{}/v1/stream", b.http.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = json!({"event": "authenticate", "token": tokens[0]}).to_string();
+    ws.send(Message::Text(hello.into())).await.unwrap();
+    let (status, offer) =
+        post_json(&a.http, "/v1/offer", Some(&tokens[0]), json!({"title": "lamp", "bid_price": 1})).await;
+    assert_eq!(status, 201, "{offer}");
+    let offer_id = offer["id"].as_str().unwrap().to_string();
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "offerCreated" {
+                    return v;
+                }
+            }
+        }
+        panic!("the socket closed");
+    })
+    .await
+    .expect("B's socket hears of A's offer within 5 s");
+    assert_eq!(told["offer"]["id"], offer["id"]);
+
+    let mut tasks = Vec::new();
+    for t in 0..20usize {
+        let base = if t % 2 == 0 { a.http.clone() } else { b.http.clone() };
+        let (token, offer_id) = (tokens[1].clone(), offer_id.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..40usize {
+                let price = ((t * 37 + n * 11) % 300 + 1) as f64;
+                let body = json!({"bid_price": price, "offer_id": offer_id});
+                let (status, bid) = post_json(&base, "/v1/bid", Some(&token), body).await;
+                assert_eq!(status, 201, "{bid}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut bids = Vec::new();
+    for page in 0..10 {
+        let rb = reqwest::Client::new()
+            .get(format!("{}/v1/offer/{offer_id}/bids?size=100&page={page}", b.http))
+            .bearer_auth(&tokens[0]);
+        let (_, got) = Api::send(rb).await;
+        bids.extend(got.as_array().unwrap().clone());
+    }
+    assert_eq!(bids.len(), 800, "every bid stored once");
+    let winners: Vec<_> = bids.iter().filter(|b| b["winning"] == true).collect();
+    assert_eq!(winners.len(), 1, "exactly one winning bid");
+    let top = bids.iter().map(|b| b["bid_price"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(winners[0]["bid_price"].as_f64(), Some(top));
+    let rb = reqwest::Client::new().get(format!("{}/v1/offer/{offer_id}", a.http)).bearer_auth(&tokens[1]);
+    assert_eq!(Api::send(rb).await.1["bid_price"].as_f64(), Some(top), "the offer's price is the winning bid's");
+}

@@ -89,7 +89,11 @@ async fn an_installation_moves_from_sqlite_to_postgres() {
     assert!(stdout.contains("history: 5 rows copied"), "a line per table without a terminal:\n{stdout}");
     assert_eq!(counts(&stdout, "history"), ("5".into(), "5".into()));
     assert_eq!(counts(&stdout, "users"), ("2".into(), "2".into()));
-    assert_eq!(counts(&stdout, "secrets"), ("2".into(), "2".into()), "the JWT secret and the CA");
+    assert_eq!(
+        counts(&stdout, "secrets"),
+        ("3".into(), "3".into()),
+        "the JWT secret, the CA and the auction's JWT secret"
+    );
 
     // A fresh data directory: whatever the server finds comes from PostgreSQL.
     let fresh = tempfile::tempdir().unwrap();

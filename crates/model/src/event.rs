@@ -63,6 +63,12 @@ pub enum EventKind {
     /// Ingot's own: the tenant's flows changed; `data`: `{}`. Every node reloads them.
     #[serde(rename = "flows.changed")]
     FlowsChanged,
+    /// Ingot's own: the auction market (seed 003), which has no tenants (`tenant` is
+    /// `market`). `data`: `{"event": "offerCreated", "offer"}` or `{"event":
+    /// "highestBid", "bid"}` or `{"event": "offerSold", "offer", "bid"}`; every node
+    /// sends it to its authenticated sockets.
+    #[serde(rename = "market")]
+    Market,
 }
 
 impl EventKind {
@@ -84,6 +90,7 @@ impl EventKind {
             Self::TenantSecured => "tenant.secured",
             Self::TrustedCas => "x509.trusted-cas",
             Self::FlowsChanged => "flows.changed",
+            Self::Market => "market",
         }
     }
 }

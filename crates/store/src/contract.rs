@@ -849,3 +849,90 @@ async fn the_flow_backlog_keeps_order_across_nodes_and_trims() {
         assert!(after.len() == 1 && after[0].id > pending[3].id, "{name}: ids are never reused: {after:?}");
     }
 }
+
+#[tokio::test]
+async fn market_users_offers_and_bids_keep_the_auction_rules() {
+    use crate::market::{Acceptance, BidPlacement, BidRecord, MarketUser, OfferOrder, OfferRecord};
+    for engine in &engines().await {
+        let (name, store, other) = (engine.name, &engine.store, engine.node().await);
+        let user = |n: &str| MarketUser { username: n.into(), password_hash: "h".into(), created_ms: 1 };
+        assert!(store.insert_market_user(user("ana")).await.unwrap(), "{name}");
+        assert!(!other.insert_market_user(user("ana")).await.unwrap(), "{name}: a name once");
+        assert_eq!(other.market_user("ana").await.unwrap(), Some(user("ana")), "{name}");
+        assert_eq!(other.market_user("bob").await.unwrap(), None, "{name}");
+
+        let offer = |id: &str, title: &str, price: f64, go_live_ms: i64, lifetime_s: i64| OfferRecord {
+            id: id.into(),
+            title: title.into(),
+            start_price: price,
+            bid_price: price,
+            go_live_ms,
+            lifetime_s,
+            photo_url: String::new(),
+            created_by: "ana".into(),
+            sold: false,
+            winning_bid: None,
+        };
+        store.insert_offer(offer("o1", "b", 10.0, 1_000, 0)).await.unwrap();
+        store.insert_offer(offer("o2", "a", 20.0, 2_000, 1)).await.unwrap();
+        let ids = |v: Vec<OfferRecord>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(ids(other.offers(OfferOrder::GoLive, 0, 10).await.unwrap()), ["o2", "o1"], "{name}");
+        assert_eq!(ids(other.offers(OfferOrder::Title, 0, 10).await.unwrap()), ["o2", "o1"], "{name}");
+        assert_eq!(ids(other.offers(OfferOrder::BidPrice, 1, 1).await.unwrap()), ["o1"], "{name}: a page");
+
+        let bid = |id: &str, offer: &str, who: &str, price: f64| BidRecord {
+            id: id.into(),
+            offer_id: offer.into(),
+            username: who.into(),
+            bid_price: price,
+            ts_ms: 3_000,
+            winning: false,
+            accepted: false,
+        };
+        let placed = |p: &BidPlacement| match p {
+            BidPlacement::Placed(b) => (b.id.clone(), b.winning),
+            other => panic!("{name}: not placed: {other:?}"),
+        };
+        // In one batch, in order: the first bid at the start price wins, an equal one
+        // does not, a higher one does, a lower one does not.
+        let batch = vec![
+            bid("b1", "o1", "bob", 10.0),
+            bid("b2", "o1", "cid", 10.0),
+            bid("b3", "o1", "cid", 15.5),
+            bid("b4", "o1", "bob", 12.0),
+            bid("b5", "o1", "bob", 9.99),
+            bid("b6", "o1", "ana", 99.0),
+            bid("b7", "nope", "bob", 99.0),
+            bid("b8", "o2", "bob", 30.0),
+        ];
+        let got = store.place_bids(batch, 3_000).await.unwrap();
+        let winners: Vec<(String, bool)> = got[..4].iter().map(placed).collect();
+        let want = [("b1", true), ("b2", false), ("b3", true), ("b4", false)].map(|(i, w)| (i.to_string(), w));
+        assert_eq!(winners, want, "{name}");
+        assert_eq!(got[4], BidPlacement::BelowStart(10.0), "{name}");
+        assert_eq!(got[5], BidPlacement::OwnOffer, "{name}");
+        assert_eq!(got[6], BidPlacement::NoSuchOffer, "{name}");
+        assert_eq!(got[7], BidPlacement::Expired, "{name}: o2 took bids for 1 s from 2,000 ms");
+        let o1 = other.offer("o1").await.unwrap().unwrap();
+        assert_eq!((o1.bid_price, o1.winning_bid.as_deref()), (15.5, Some("b3")), "{name}");
+        let bids = other.bids("o1", 0, 10).await.unwrap();
+        let flags: Vec<(&str, bool)> = bids.iter().map(|b| (b.id.as_str(), b.winning)).collect();
+        assert_eq!(flags, [("b1", false), ("b2", false), ("b3", true), ("b4", false)], "{name}: one winner");
+        // A later batch, from the other node: higher wins.
+        let got = other.place_bids(vec![bid("b9", "o1", "bob", 16.0)], 4_000).await.unwrap();
+        assert_eq!(placed(&got[0]), ("b9".to_string(), true), "{name}");
+        assert!(!store.bid("b3").await.unwrap().unwrap().winning, "{name}");
+
+        // Only the seller accepts; then the offer is sold and takes no bid.
+        assert_eq!(store.accept_bid("b9", "bob").await.unwrap(), Acceptance::NotTheSeller, "{name}");
+        assert_eq!(store.accept_bid("zz", "ana").await.unwrap(), Acceptance::NoSuchBid, "{name}");
+        let Acceptance::Accepted(accepted) = other.accept_bid("b4", "ana").await.unwrap() else {
+            panic!("{name}: the seller accepts")
+        };
+        assert!(accepted.accepted && accepted.id == "b4", "{name}");
+        assert_eq!(store.accept_bid("b9", "ana").await.unwrap(), Acceptance::Sold, "{name}");
+        assert!(store.offer("o1").await.unwrap().unwrap().sold, "{name}");
+        let got = store.place_bids(vec![bid("b10", "o1", "cid", 50.0)], 5_000).await.unwrap();
+        assert_eq!(got, [BidPlacement::Sold], "{name}");
+    }
+}

@@ -117,6 +117,8 @@ pub async fn copy_sqlite_to_postgres(from: &Path, to: &str, progress: Progress<'
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Int,
+    /// REAL in SQLite, DOUBLE PRECISION in PostgreSQL.
+    Float,
     /// INTEGER 0/1 in SQLite, BOOLEAN in PostgreSQL.
     Bool,
     Text,
@@ -151,7 +153,7 @@ struct Table {
     identity: bool,
 }
 
-use Kind::{Bool, Bytes, Int, OptInt, OptText, Text};
+use Kind::{Bool, Bytes, Float, Int, OptInt, OptText, Text};
 
 /// Every table of schema version 9 on both engines, parents first (`users` and
 /// `api_tokens` reference `tenants`).
@@ -331,6 +333,44 @@ const TABLES: &[Table] = &[
         order_by: "id",
         identity: true,
     },
+    // The auction market: users, offers, then their bids (in the order placed).
+    Table {
+        name: "market_users",
+        columns: &[col("username", Text), col("password_hash", Text), col("created_ms", Int)],
+        order_by: "username",
+        identity: false,
+    },
+    Table {
+        name: "market_offers",
+        columns: &[
+            col("id", Text),
+            col("title", Text),
+            col("start_price", Float),
+            col("bid_price", Float),
+            col("go_live_ms", Int),
+            col("lifetime_s", Int),
+            col("photo_url", Text),
+            col("created_by", Text),
+            col("sold", Bool),
+            col("winning_bid", OptText),
+        ],
+        order_by: "id",
+        identity: false,
+    },
+    Table {
+        name: "market_bids",
+        columns: &[
+            col("id", Text),
+            col("offer_id", Text),
+            col("username", Text),
+            col("bid_price", Float),
+            col("ts_ms", Int),
+            col("winning", Bool),
+            col("accepted", Bool),
+        ],
+        order_by: "id",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -345,9 +385,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 12 of both engines: a new migration step must be
+// TABLES describes schema version 13 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 12 && crate::postgres::SCHEMA_VERSION == 12);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 13 && crate::postgres::SCHEMA_VERSION == 13);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -365,6 +405,7 @@ impl Table {
             .iter()
             .map(|c| match c.kind {
                 Int | OptInt => Type::INT8,
+                Float => Type::FLOAT8,
                 Bool => Type::BOOL,
                 Text | OptText => Type::TEXT,
                 Bytes => Type::BYTEA,
@@ -378,6 +419,7 @@ impl Table {
 enum Cell {
     Null,
     Int(i64),
+    Float(f64),
     Bool(bool),
     Text(String),
     Bytes(Vec<u8>),
@@ -387,6 +429,7 @@ impl Kind {
     fn read(self, row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Cell> {
         Ok(match self {
             Int => Cell::Int(row.get(i)?),
+            Float => Cell::Float(row.get(i)?),
             Bool => Cell::Bool(row.get(i)?),
             Text => Cell::Text(row.get(i)?),
             OptText => row.get::<_, Option<String>>(i)?.map_or(Cell::Null, Cell::Text),
@@ -402,6 +445,7 @@ impl ToSql for Cell {
         match self {
             Cell::Null => Ok(IsNull::Yes),
             Cell::Int(v) => v.to_sql_checked(ty, out),
+            Cell::Float(v) => v.to_sql_checked(ty, out),
             Cell::Bool(v) => v.to_sql_checked(ty, out),
             Cell::Text(v) => v.to_sql_checked(ty, out),
             Cell::Bytes(v) => v.to_sql_checked(ty, out),
@@ -410,6 +454,7 @@ impl ToSql for Cell {
 
     fn accepts(ty: &Type) -> bool {
         <i64 as ToSql>::accepts(ty)
+            || <f64 as ToSql>::accepts(ty)
             || <bool as ToSql>::accepts(ty)
             || <String as ToSql>::accepts(ty)
             || <Vec<u8> as ToSql>::accepts(ty)
@@ -844,6 +889,35 @@ mod tests {
             updated_ms: 1_700_000_000_200,
         };
         assert!(s.insert_flow(flow, 10).await.unwrap());
+        let seller = crate::market::MarketUser {
+            username: "Azerbaijan".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            created_ms: 1_700_000_000_000,
+        };
+        assert!(s.insert_market_user(seller).await.unwrap());
+        let offer = crate::market::OfferRecord {
+            id: "5ca3414276889736ba1d7efd".into(),
+            title: "Swiss Shales".into(),
+            start_price: 12.34,
+            bid_price: 12.34,
+            go_live_ms: 1_700_000_000_000,
+            lifetime_s: 0,
+            photo_url: String::new(),
+            created_by: "Azerbaijan".into(),
+            sold: false,
+            winning_bid: None,
+        };
+        s.insert_offer(offer).await.unwrap();
+        let bid = crate::market::BidRecord {
+            id: "5ca34c2f7688973f34f8dee1".into(),
+            offer_id: "5ca3414276889736ba1d7efd".into(),
+            username: "baku".into(),
+            bid_price: 6832427.5,
+            ts_ms: 1_700_000_000_100,
+            winning: false,
+            accepted: false,
+        };
+        s.place_bids(vec![bid], 1_700_000_000_100).await.unwrap();
         s.push_backlog(vec![("acme".into(), "d1".into(), r#"{"attrs":{"t":1}}"#.into())]).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
@@ -1113,6 +1187,7 @@ mod tests {
                         .map(|c| {
                             let ty = match c.kind {
                                 Int | OptInt | Bool => "INTEGER",
+                                Float => "REAL",
                                 Text | OptText => "TEXT",
                                 Bytes => "BLOB",
                             };
@@ -1169,6 +1244,7 @@ mod tests {
                 t.columns.iter().map(|c| {
                     let ty = match c.kind {
                         Int | OptInt => "bigint",
+                        Float => "double precision",
                         Bool => "boolean",
                         Text | OptText => "text",
                         Bytes => "bytea",

@@ -26,6 +26,7 @@ pub mod copy;
 pub mod dashboards;
 pub mod flows;
 pub mod history;
+pub mod market;
 mod migrate;
 pub mod postgres;
 pub mod seats;
@@ -114,6 +115,7 @@ pub trait Store:
     + DashboardStore
     + CertificateStore
     + FlowStore
+    + MarketStore
     + 'static
 {
 }
@@ -131,6 +133,7 @@ impl<T> Store for T where
         + DashboardStore
         + CertificateStore
         + FlowStore
+        + MarketStore
         + 'static
 {
 }
@@ -204,6 +207,7 @@ pub mod prelude {
     pub use crate::dashboards::DashboardStore;
     pub use crate::flows::FlowStore;
     pub use crate::history::HistoryStore;
+    pub use crate::market::MarketStore;
     pub use crate::seats::SeatStore;
     pub use crate::secrets::SecretStore;
     pub use crate::sessions::SessionStore;

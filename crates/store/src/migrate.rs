@@ -235,6 +235,37 @@ const STEPS: &[&str] = &[
         reading TEXT NOT NULL
     );
     "#,
+    // 13: the auction market (seed 003): its own users, offers, bids.
+    r#"
+    CREATE TABLE market_users (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE market_offers (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        start_price REAL NOT NULL,
+        bid_price REAL NOT NULL,
+        go_live_ms INTEGER NOT NULL,
+        lifetime_s INTEGER NOT NULL,
+        photo_url TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        sold INTEGER NOT NULL,
+        winning_bid TEXT
+    );
+    CREATE INDEX market_offers_go_live ON market_offers (go_live_ms);
+    CREATE TABLE market_bids (
+        id TEXT PRIMARY KEY,
+        offer_id TEXT NOT NULL REFERENCES market_offers (id),
+        username TEXT NOT NULL,
+        bid_price REAL NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        winning INTEGER NOT NULL,
+        accepted INTEGER NOT NULL
+    );
+    CREATE INDEX market_bids_offer ON market_bids (offer_id, ts_ms);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

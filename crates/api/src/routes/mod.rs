@@ -5,6 +5,7 @@ mod catalog;
 pub(crate) mod flows;
 mod history;
 mod ingest;
+mod market;
 mod ops;
 mod seats;
 mod stream;
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         // operations
         .route("/health", get(ops::health))
         .route("/ping", get(ops::ping).post(ops::ping))
+        // the auction API (seed 003)
+        .merge(market::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(socketio)

@@ -520,7 +520,8 @@ async fn relay_events(shared: Arc<Shared>, mut events: Subscription<DeviceEvent>
                     | EventKind::UserChanged
                     | EventKind::SeatAccount
                     | EventKind::TrustedCas
-                    | EventKind::FlowsChanged => {}
+                    | EventKind::FlowsChanged
+                    | EventKind::Market => {}
                 }
                 delivery.ack();
             }

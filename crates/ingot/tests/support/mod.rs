@@ -2,6 +2,8 @@
 //! the network, as a user would.
 #![allow(dead_code)] // each test file uses a different part of the support code
 
+/// Headless Chromium through chromedriver (console and auction page tests).
+pub mod browser;
 /// A Foo server and client (proxy tests).
 pub mod foo;
 /// A backend (PostgreSQL, NATS) going away while devices publish.

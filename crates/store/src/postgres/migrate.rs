@@ -241,6 +241,37 @@ const STEPS: &[&str] = &[
         reading TEXT NOT NULL
     );
     "#,
+    // 13: the auction market (seed 003): its own users, offers, bids.
+    r#"
+    CREATE TABLE market_users (
+        username TEXT COLLATE "C" PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE TABLE market_offers (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        title TEXT NOT NULL,
+        start_price DOUBLE PRECISION NOT NULL,
+        bid_price DOUBLE PRECISION NOT NULL,
+        go_live_ms BIGINT NOT NULL,
+        lifetime_s BIGINT NOT NULL,
+        photo_url TEXT NOT NULL,
+        created_by TEXT COLLATE "C" NOT NULL,
+        sold BOOLEAN NOT NULL,
+        winning_bid TEXT COLLATE "C"
+    );
+    CREATE INDEX market_offers_go_live ON market_offers (go_live_ms);
+    CREATE TABLE market_bids (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        offer_id TEXT COLLATE "C" NOT NULL REFERENCES market_offers (id),
+        username TEXT COLLATE "C" NOT NULL,
+        bid_price DOUBLE PRECISION NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        winning BOOLEAN NOT NULL,
+        accepted BOOLEAN NOT NULL
+    );
+    CREATE INDEX market_bids_offer ON market_bids (offer_id, ts_ms);
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -403,6 +434,9 @@ mod tests {
                 "flow_backlog(id)",
                 "flows(tenant,id)",
                 "ingested(id)",
+                "market_bids(id)",
+                "market_offers(id)",
+                "market_users(username)",
                 "schema_version(version)",
                 "seat_accounts(tenant,account_id)",
                 "seat_users(tenant,account_id,user_id)",
@@ -425,7 +459,10 @@ mod tests {
                 "users(username)"
             ]
         );
-        assert_eq!(constraint_columns("FOREIGN KEY").await, ["api_tokens(tenant)", "users(service)"]);
+        assert_eq!(
+            constraint_columns("FOREIGN KEY").await,
+            ["api_tokens(tenant)", "market_bids(offer_id)", "users(service)"]
+        );
 
         let tables = texts(
             &client,
