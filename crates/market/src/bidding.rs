@@ -2,7 +2,8 @@
 //! its offers (an offer always goes to the same one, so its bids keep their order) from a
 //! bounded queue and placing whatever has piled up in one transaction
 //! (`MarketStore::place_bids`: each bid decided in order against the offer as it then
-//! is). A caller is answered when its batch has committed: a 201 means stored. Bids on
+//! is). The writer gives each bid its id and time, in that order, so that an offer's bids
+//! list in the order they were decided. A caller is answered when its batch has committed: a 201 means stored. Bids on
 //! different offers are not serialised by one another (beyond the database's own
 //! writer), and the queue bound (`bid_queue`) makes a flood a 503 rather than memory.
 
@@ -12,7 +13,7 @@ use store::SharedStore;
 use store::market::{BidPlacement, BidRecord};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::MarketError;
+use crate::{MarketError, new_id};
 
 /// Most bids in one transaction.
 const MAX_BATCH: usize = 512;
@@ -59,10 +60,16 @@ impl Bidders {
 async fn write(store: SharedStore, mut rx: mpsc::Receiver<(BidRecord, Reply)>) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
-        let (bids, replies): (Vec<BidRecord>, Vec<Reply>) = waiting.drain(..).unzip();
+        let (mut bids, replies): (Vec<BidRecord>, Vec<Reply>) = waiting.drain(..).unzip();
         metrics::gauge!("ingot_market_bids_waiting").decrement(bids.len() as f64);
         metrics::histogram!("ingot_market_bid_batch").record(bids.len() as f64);
+        // Stamped here, in the order they are placed: a bid's time and id order it among
+        // its offer's bids as it was decided (the first of equal bids is the one that won).
         let now_ms = chrono::Utc::now().timestamp_millis();
+        for bid in &mut bids {
+            bid.id = new_id();
+            bid.ts_ms = now_ms;
+        }
         match store.place_bids(bids, now_ms).await {
             Ok(placements) => {
                 for (reply, placement) in replies.into_iter().zip(placements) {

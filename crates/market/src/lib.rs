@@ -107,11 +107,14 @@ impl Default for MarketConfig {
 /// Most offers or bids on one page.
 pub const MAX_PAGE_SIZE: u64 = 100;
 
-/// A new id: 24 hex digits like the original's MongoDB ObjectIds, the first 12 the time
-/// in ms (so ids sort by time) and the rest random.
+/// A new id: 24 hex digits like the original's MongoDB ObjectIds: 12 of the time in ms,
+/// 6 of a counter of this process, 6 random (apart from other processes). So ids sort by
+/// time, and the ids one process makes sort in the order it made them.
 pub fn new_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let ms = chrono::Utc::now().timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
-    format!("{ms:012x}{}", model::secret::random_hex(6))
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xff_ffff;
+    format!("{ms:012x}{n:06x}{}", model::secret::random_hex(3))
 }
 
 /// Whether `id` has the form of one (24 lowercase hex digits).
@@ -126,10 +129,11 @@ mod tests {
     #[test]
     fn ids_have_the_original_form_and_grow_with_time() {
         let a = new_id();
-        std::thread::sleep(Duration::from_millis(2));
         let b = new_id();
-        assert!(valid_id(&a) && valid_id(&b), "{a} {b}");
-        assert!(a < b, "{a} then {b}");
+        std::thread::sleep(Duration::from_millis(2));
+        let c = new_id();
+        assert!(valid_id(&a) && valid_id(&b) && valid_id(&c), "{a} {b} {c}");
+        assert!(a < b && b < c, "in the order made: {a} {b} {c}");
         for bad in ["", "5ca3414276889736ba1d7ef", "5CA3414276889736BA1D7EFD", "5ca3414276889736ba1d7efg", "../x"] {
             assert!(!valid_id(bad), "{bad}");
         }

@@ -222,12 +222,13 @@ impl MarketService {
             None => return Err(bad("offer_id is required")),
         };
         id(&offer_id, "offer_id")?;
+        // Its id and time are given when it is placed (`bidding`).
         let bid = BidRecord {
-            id: new_id(),
+            id: String::new(),
             offer_id: offer_id.clone(),
             username: user.to_string(),
             bid_price,
-            ts_ms: Utc::now().timestamp_millis(),
+            ts_ms: 0,
             winning: false,
             accepted: false,
         };
