@@ -245,9 +245,14 @@ impl FlowEngine {
             });
             // Readings a flow may start are stored in the backlog before their publish is
             // acknowledged; a drainer runs the flows on them in order and removes them.
+            // The backlog is counted before anything is added to it or taken from it.
             let wake = Arc::new(tokio::sync::Notify::new());
-            tokio::spawn(engine.clone().drain_backlog(wake.clone()));
-            tokio::spawn(engine.clone().admit(data, wake));
+            let backlog = engine.clone();
+            tokio::spawn(async move {
+                backlog.count_backlog().await;
+                tokio::spawn(backlog.clone().drain_backlog(wake.clone()));
+                backlog.admit(data, wake).await;
+            });
         } else {
             let worker = engine.clone();
             tokio::spawn(async move {
@@ -331,24 +336,34 @@ impl FlowEngine {
         }
     }
 
+    /// At start: what the backlog holds from before (retried until the store answers).
+    async fn count_backlog(&self) {
+        loop {
+            match self.store.backlog_len().await {
+                Ok(n) => {
+                    self.waiting.store(n, Ordering::Relaxed);
+                    metrics::gauge!("ingot_flow_backlog").set(n as f64);
+                    if n > 0 {
+                        tracing::info!(readings = n, "flows resume: readings from before the restart wait for them");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count the flow backlog; retrying in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// On the in-process bus: runs the flows on the backlog, oldest first, a page at a
     /// time: each device's readings in order on one of a few workers (one per core, the
     /// same one for a device), then removes the page. A crash in between runs that page
     /// again after the restart (at least once, as on NATS). The backlog's size and the
-    /// age of its oldest reading are the flows' lag (`ingot_flow_backlog`,
-    /// `ingot_flow_lag_seconds`).
+    /// age of its oldest reading (by the reading's own timestamp) are the flows' lag
+    /// (`ingot_flow_backlog`, `ingot_flow_lag_seconds`).
     async fn drain_backlog(self: Arc<Self>, wake: Arc<tokio::sync::Notify>) {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-        match self.store.backlog_len().await {
-            Ok(n) => {
-                self.waiting.store(n, Ordering::Relaxed);
-                metrics::gauge!("ingot_flow_backlog").set(n as f64);
-                if n > 0 {
-                    tracing::info!(readings = n, "flows resume: readings from before the restart wait for them");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot count the flow backlog"),
-        }
         loop {
             let page = match self.store.backlog(BACKLOG_PAGE).await {
                 Ok(page) => page,
@@ -392,8 +407,11 @@ impl FlowEngine {
                 tracing::warn!(error = %e, "cannot remove run readings from the flow backlog; retrying in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let waiting = self.waiting.fetch_sub(count, Ordering::Relaxed).saturating_sub(count);
-            metrics::gauge!("ingot_flow_backlog").set(waiting as f64);
+            let before = self
+                .waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some(w.saturating_sub(count)))
+                .unwrap_or_default();
+            metrics::gauge!("ingot_flow_backlog").set(before.saturating_sub(count) as f64);
         }
     }
 
