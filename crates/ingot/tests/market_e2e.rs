@@ -155,6 +155,22 @@ async fn every_bad_input_is_a_clear_refusal_and_tokens_stay_apart() {
     let seller = Market::user(&server, "seller").await;
     let buyer = Market::user(&server, "buyer").await;
 
+    // Twenty signups of one name at once: the store's unique key lets exactly one in.
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let anon = anon.clone();
+            tokio::spawn(async move {
+                anon.post("/v1/signup", json!({"username": "racer", "password": format!("password-{i}")})).await.0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!((statuses[0], statuses[1], statuses[19]), (201, 400, 400), "one signup wins: {statuses:?}");
+
     for body in [
         json!({"username": "", "password": "long-enough"}),
         json!({"username": "x", "password": "short"}),
