@@ -38,6 +38,8 @@ enum Command {
     /// Device certificates from a running Ingot (dojot's certreq), or a CA and server
     /// certificate of your own.
     Cert(cert::CertArgs),
+    /// Load-test agent with go-lo's API: upload a load test, queue jobs, results to a collector.
+    Agent(load::agent::AgentArgs),
 }
 
 fn init_logging() {
@@ -66,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Cert(args) => cert::run(args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
+            Command::Agent(args) => load::agent::run(args).await.map_err(anyhow::Error::from),
             Command::Load(args) => match load::run(args).await {
                 // fakeiot's exit code for a failed check.
                 Err(load::LoadError::Check(msg)) => {

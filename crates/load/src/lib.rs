@@ -11,6 +11,7 @@
 //! Loopback only and bounded in devices and time: it is a benchmark tool, not a way to
 //! load someone else's server.
 
+pub mod agent;
 mod api;
 pub mod fakeiot;
 pub mod mqtt;

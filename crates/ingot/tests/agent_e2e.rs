@@ -1,0 +1,214 @@
+//! `ingot agent` (seed 004, go-lo agent v0.3.1's API) against the real binary: a
+//! load test written as a shell script (the line protocol) is uploaded and queued over
+//! HTTP as go-lo's CLI does it; it runs with its users; every result reaches a collector
+//! (the last partial batch too) and its logs land in `<logs>/<job>/`; every bad input is
+//! refused with a status and words; the agent wants a token off loopback; and a queued
+//! job survives a SIGKILL of the agent, while the one cut off is reported, not rerun.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "agent-test-token-1";
+
+/// A load test in the line protocol: one Output line per line read.
+const SCRIPT: &str = r#"#!/bin/sh
+while read -r line; do
+  seq=$(echo "$line" | tr -cd '0-9')
+  printf '{"sequenceID":%s,"url":"http://example.com/","method":"GET","status":200,"size":12,"timestamp":"2026-12-05T12:00:00Z","duration":1000,"error":null}\n' "$seq"
+done
+"#;
+
+/// A running `ingot agent`.
+struct Agent {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(data: &Path, logs: &Path, collector: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .args(["agent", "--listen", "127.0.0.1:0", "--token", TOKEN, "--collector", collector])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--logs")
+            .arg(logs)
+            .args(extra)
+            .env("INGOT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ingot agent");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("the agent says where it listens").unwrap();
+        let base = line.strip_prefix("ingot agent: listening on ").expect(&line).to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    fn http(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN)
+    }
+
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()));
+        reply(self.http(reqwest::Method::POST, "/upload").multipart(form)).await
+    }
+
+    async fn queue(&self, job: Value) -> (u16, Value) {
+        reply(self.http(reqwest::Method::POST, "/queue").json(&job)).await
+    }
+
+    async fn jobs(&self) -> Value {
+        reply(self.http(reqwest::Method::GET, "/jobs")).await.1
+    }
+}
+
+async fn reply(rb: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = rb.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A collector: `POST /push/{job}` with a JSON array, remembered per job.
+async fn collector() -> (String, Arc<Mutex<HashMap<String, Vec<Vec<Value>>>>>) {
+    use axum::extract::Path as P;
+    let seen: Arc<Mutex<HashMap<String, Vec<Vec<Value>>>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/push/{job}",
+        axum::routing::post(move |P(job): P<String>, axum::Json(batch): axum::Json<Vec<Value>>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().entry(job).or_default().push(batch);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+/// Waits (`limit`) until the agent runs nothing and has nothing queued.
+async fn idle(agent: &Agent, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let jobs = agent.jobs().await;
+        if jobs["running"].is_null() && jobs["queued"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the agent is still busy: {jobs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn off_loopback_the_agent_wants_a_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingot"))
+        .args(["agent", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env_remove("INGOT_AGENT_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs a token") && said.contains("SSH tunnel"), "{said}");
+}
+
+#[tokio::test]
+async fn a_script_load_test_runs_and_every_result_reaches_the_collector() {
+    let (url, pushed) = collector().await;
+    let (data, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let agent = Agent::start(data.path(), logs.path(), &url, &["--max-upload-bytes", "4096", "--max-users", "50"]);
+
+    // The token, the methods, the refusals.
+    let anon = reqwest::Client::new().post(format!("{}/queue", agent.base)).json(&json!({}));
+    assert_eq!(reply(anon).await.0, 401);
+    assert_eq!(reply(agent.http(reqwest::Method::GET, "/upload")).await.0, 405);
+    assert_eq!(reply(agent.http(reqwest::Method::GET, "/nope")).await.0, 404);
+    let empty = reqwest::multipart::Form::new().text("other", "x");
+    let (status, said) = reply(agent.http(reqwest::Method::POST, "/upload").multipart(empty)).await;
+    assert_eq!((status, said["message"].as_str()), (400, Some("http: no such file")));
+    assert_eq!(agent.upload("big", vec![b'x'; 10_000]).await.0, 413);
+    let (status, up) = agent.upload("load.sh", SCRIPT.as_bytes().to_vec()).await;
+    assert_eq!(status, 200, "{up}");
+    let binary = up["binary"].as_str().unwrap().to_string();
+    let (_, elf) = agent.upload("a.out", vec![0x7f, b'E', b'L', b'F', 0, 0]).await;
+    let bad_json = agent.http(reqwest::Method::POST, "/queue").body("{not json");
+    assert_eq!(reply(bad_json).await.0, 400);
+    for (job, words) in [
+        (json!({"name": "../x", "users": 1, "duration": 1, "binary": binary}), "name"),
+        (json!({"name": "a", "users": 0, "duration": 1, "binary": binary}), "users"),
+        (json!({"name": "a", "users": 51, "duration": 1, "binary": binary}), "users"),
+        (json!({"name": "a", "users": 1, "duration": 0, "binary": binary}), "duration"),
+        (
+            json!({"name": "a", "users": 1, "duration": 1, "binary": "0b7c6f1e-0000-4000-8000-000000000009"}),
+            "invalid binary",
+        ),
+        (json!({"name": "a", "users": 1, "duration": 1, "binary": elf["binary"]}), "net/rpc"),
+    ] {
+        let (status, said) = agent.queue(job.clone()).await;
+        assert_eq!(status, 400, "{job}");
+        assert!(said["message"].as_str().unwrap_or_default().contains(words), "{job}: {said}");
+    }
+
+    // go-lo's CLI's request: 3 users for 2 s.
+    let (status, queued) = agent.queue(json!({"name": "smoke", "users": 3, "duration": 2, "binary": binary})).await;
+    assert_eq!((status, queued), (201, json!({"queued": true})));
+    idle(&agent, Duration::from_secs(15)).await;
+    let batches = pushed.lock().unwrap().get("smoke").cloned().unwrap_or_default();
+    let results: Vec<&Value> = batches.iter().flatten().collect();
+    let out_log = std::fs::read_to_string(logs.path().join("smoke/out.log")).unwrap();
+    assert!(results.len() > 10, "iterations ran: {}", results.len());
+    assert_eq!(
+        results.len(),
+        out_log.lines().count(),
+        "every result reached the collector, the last partial batch too"
+    );
+    assert!(batches.iter().all(|b| b.len() <= 256), "batches of at most 256");
+    let mut seqs: Vec<u64> = results.iter().map(|r| r["sequenceID"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), results.len(), "each iteration has its own sequence id");
+    assert!(results.iter().all(|r| r["status"] == 200 && r["method"] == "GET"));
+    assert!(logs.path().join("smoke/err.log").exists());
+}
+
+#[tokio::test]
+async fn a_queued_job_survives_a_kill_and_the_one_cut_off_is_reported() {
+    let (url, pushed) = collector().await;
+    let (data, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let agent = Agent::start(data.path(), logs.path(), &url, &[]);
+    let (_, up) = agent.upload("load.sh", SCRIPT.as_bytes().to_vec()).await;
+    let binary = up["binary"].as_str().unwrap().to_string();
+    assert_eq!(agent.queue(json!({"name": "long", "users": 1, "duration": 60, "binary": binary})).await.0, 201);
+    assert_eq!(agent.queue(json!({"name": "after", "users": 2, "duration": 1, "binary": binary})).await.0, 201);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.jobs().await["running"]["name"] != "long" {
+        assert!(Instant::now() < deadline, "the first job starts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(agent); // SIGKILL
+
+    let agent = Agent::start(data.path(), logs.path(), &url, &[]);
+    idle(&agent, Duration::from_secs(15)).await;
+    assert!(pushed.lock().unwrap().get("after").is_some_and(|b| !b.is_empty()), "the queued job ran after the restart");
+    let err = std::fs::read_to_string(logs.path().join("long/err.log")).unwrap();
+    assert!(err.contains("cut off by a restart"), "{err}");
+    // The upload survived too: it can be queued again.
+    assert_eq!(agent.queue(json!({"name": "again", "users": 1, "duration": 1, "binary": binary})).await.0, 201);
+}

@@ -1,0 +1,129 @@
+//! The agent's HTTP API, go-lo agent v0.3.1's, so that its CLI works unchanged:
+//! `POST /upload` (multipart, field `file`) → 200 `{"binary": "<uuid>"}`, and
+//! `POST /queue {"name", "users", "duration", "binary"}` → 201 `{"queued": true}`.
+//! Ingot adds `GET /jobs` (the running job and the queue). Refusals are a status and
+//! `{"message"}`: 400 for a missing file or a bad job, 401 without the token, 405 for
+//! another method, 413 for an upload over `--max-upload-bytes`.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::AgentError;
+use super::jobs::{Jobs, Limits};
+
+#[derive(Clone)]
+pub struct Agent {
+    pub jobs: Arc<Jobs>,
+    pub limits: Limits,
+    pub token: Option<String>,
+    pub max_upload: usize,
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AgentError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => {
+                tracing::error!(error = %self, "agent request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, Json(json!({"message": self.to_string()}))).into_response()
+    }
+}
+
+pub fn router(agent: Agent) -> Router {
+    let max_upload = agent.max_upload;
+    Router::new()
+        .route("/upload", post(upload))
+        .route("/queue", post(queue))
+        .route("/jobs", get(jobs))
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "method not allowed"})))
+        })
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"message": "no such endpoint"}))) })
+        .layer(axum::middleware::from_fn_with_state(agent.clone(), require_token))
+        // The form around the file needs a little room beyond the file itself.
+        .layer(DefaultBodyLimit::max(max_upload + 64 * 1024))
+        .with_state(agent)
+}
+
+/// With a token set, every request must carry it (`Authorization: Bearer <token>`).
+async fn require_token(State(agent): State<Agent>, req: Request, next: Next) -> Result<Response, AgentError> {
+    if let Some(token) = &agent.token {
+        let sent = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let ok = sent.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Err(AgentError::Unauthorized);
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /upload`: the field `file`, stored under a new id, executable.
+async fn upload(State(agent): State<Agent>, mut form: Multipart) -> Result<Json<Value>, AgentError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AgentError::TooLarge(agent.max_upload)
+        } else {
+            AgentError::BadRequest(e.body_text())
+        }
+    };
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let part = agent.jobs.upload_path(&id);
+        let io = |e| AgentError::Io(part.clone(), e);
+        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut size = 0usize;
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            size += chunk.len();
+            if size > agent.max_upload {
+                drop(file);
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(AgentError::TooLarge(agent.max_upload));
+            }
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o700)).await.map_err(io)?;
+        }
+        tokio::fs::rename(&part, agent.jobs.binary_path(&id)).await.map_err(io)?;
+        tracing::info!(binary = %id, bytes = size, "load test uploaded");
+        return Ok(Json(json!({"binary": id})));
+    }
+    Err(AgentError::BadRequest("http: no such file".into()))
+}
+
+/// `POST /queue`.
+async fn queue(State(agent): State<Agent>, body: axum::body::Bytes) -> Result<Response, AgentError> {
+    let body: Value = serde_json::from_slice(&body).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    let job = agent.jobs.queue(&body, agent.limits)?;
+    tracing::info!(job = %job.name, users = job.users, duration = job.duration, "load test queued");
+    Ok((StatusCode::CREATED, Json(json!({"queued": true}))).into_response())
+}
+
+/// `GET /jobs`.
+async fn jobs(State(agent): State<Agent>) -> Json<Value> {
+    Json(agent.jobs.view())
+}
