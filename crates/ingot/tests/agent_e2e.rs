@@ -1,9 +1,11 @@
 //! `ingot agent` (seed 004, go-lo agent v0.3.1's API) against the real binary: a
 //! load test written as a shell script (the line protocol) is uploaded and queued over
 //! HTTP as go-lo's CLI does it; it runs with its users; every result reaches a collector
-//! (the last partial batch too) and its logs land in `<logs>/<job>/`; every bad input is
-//! refused with a status and words; the agent wants a token off loopback; and a queued
-//! job survives a SIGKILL of the agent, while the one cut off is reported, not rerun.
+//! (the last partial batch too) and its logs land in `<logs>/<job>/`; a go-lo-style load
+//! test (this test binary, serving Go's net/rpc over gob) is called as go-lo's agent
+//! calls one, and a busy port is an error; every bad input is refused with a status and
+//! words; the agent wants a token off loopback; and a queued job survives a SIGKILL of
+//! the agent, while the one cut off is reported, not rerun.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -159,7 +161,10 @@ async fn a_script_load_test_runs_and_every_result_reaches_the_collector() {
             json!({"name": "a", "users": 1, "duration": 1, "binary": "0b7c6f1e-0000-4000-8000-000000000009"}),
             "invalid binary",
         ),
-        (json!({"name": "a", "users": 1, "duration": 1, "binary": elf["binary"]}), "net/rpc"),
+        (
+            json!({"name": "a", "users": 1, "duration": 1, "binary": elf["binary"], "protocol": "pigeon"}),
+            "gob or lines",
+        ),
     ] {
         let (status, said) = agent.queue(job.clone()).await;
         assert_eq!(status, 400, "{job}");
@@ -211,4 +216,62 @@ async fn a_queued_job_survives_a_kill_and_the_one_cut_off_is_reported() {
     assert!(err.contains("cut off by a restart"), "{err}");
     // The upload survived too: it can be queued again.
     assert_eq!(agent.queue(json!({"name": "again", "users": 1, "duration": 1, "binary": binary})).await.0, 201);
+}
+
+/// Not a test: the go-lo-style load test that `a_go_lo_load_test_is_called_over_net_rpc`
+/// uploads (a script that runs this test binary again with `--ignored --exact
+/// golo_fixture`). Like a program built with go-lo's library, it serves `Server.Run`
+/// over Go's net/rpc with gob (`load::agent::rpc::serve`) and prints one Output line per
+/// call.
+#[tokio::test]
+#[ignore = "the agent runs it as a load test"]
+async fn golo_fixture() {
+    let Ok(addr) = std::env::var("GOLO_RPC_ADDR") else { return };
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("the RPC address");
+    let (stream, _) = listener.accept().await.unwrap();
+    load::agent::rpc::serve(stream, |seq| async move {
+        let output = json!({"sequenceID": seq, "url": "http://fixture.test/", "method": "POST", "status": 201,
+                            "size": 2, "timestamp": "2026-12-05T12:00:00Z", "duration": 5000, "error": null});
+        println!("{output}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_go_lo_load_test_is_called_over_net_rpc() {
+    let (url, pushed) = collector().await;
+    let (data, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    let agent = Agent::start(data.path(), logs.path(), &url, &["--rpc-port", &port.to_string()]);
+    let me = std::env::current_exe().unwrap();
+    let script = format!("#!/bin/sh\nexec '{}' golo_fixture --exact --ignored --nocapture\n", me.display());
+    let (_, up) = agent.upload("golo", script.into_bytes()).await;
+    let binary = up["binary"].as_str().unwrap().to_string();
+    let job = json!({"name": "rpc", "users": 4, "duration": 2, "binary": binary, "protocol": "gob"});
+    assert_eq!(agent.queue(job).await.0, 201);
+    idle(&agent, Duration::from_secs(20)).await;
+    let results: Vec<Value> = pushed.lock().unwrap().get("rpc").cloned().unwrap_or_default().concat();
+    assert!(results.len() > 10, "calls were made: {}", results.len());
+    let out_log = std::fs::read_to_string(logs.path().join("rpc/out.log")).unwrap();
+    let printed = out_log.lines().filter(|l| l.starts_with('{')).count();
+    assert_eq!(results.len(), printed, "every Output the load test printed reached the collector");
+    let mut seqs: Vec<u64> = results.iter().map(|r| r["sequenceID"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "one call per sequence number, none lost");
+    assert!(results.iter().all(|r| r["status"] == 201 && r["method"] == "POST"));
+
+    // The port taken by someone else: the job says so and the agent goes on.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let job = json!({"name": "busy", "users": 1, "duration": 1, "binary": binary, "protocol": "gob"});
+    assert_eq!(agent.queue(job).await.0, 201);
+    idle(&agent, Duration::from_secs(10)).await;
+    drop(squatter);
+    let err = std::fs::read_to_string(logs.path().join("busy/err.log")).unwrap_or_default();
+    assert!(err.contains(&format!("port {port} is busy")), "{err:?}");
 }

@@ -30,7 +30,7 @@ pub struct Job {
     pub duration: u64,
     /// The upload's id.
     pub binary: String,
-    /// How the agent talks to it: `lines` (see `runner`).
+    /// How the agent talks to it: `gob` (go-lo's net/rpc) or `lines` (see `runner`).
     #[serde(default = "lines")]
     pub protocol: String,
 }
@@ -132,9 +132,8 @@ impl Jobs {
         if !valid_binary(binary) || !self.binary_path(binary).is_file() {
             return Err(bad(format!("{binary} is an invalid binary")));
         }
-        // A script (`#!`) speaks the line protocol; so does any program queued with
-        // `"protocol": "lines"`. go-lo's own binaries speak Go's net/rpc, which this agent
-        // does not run yet: refused here rather than started and never called.
+        // A script (`#!`) speaks the line protocol, any other program go-lo's net/rpc
+        // (`gob`), unless the request says which.
         let script = {
             use std::io::Read;
             let mut start = [0u8; 2];
@@ -142,16 +141,10 @@ impl Jobs {
                 && &start == b"#!"
         };
         let protocol = match body.get("protocol").and_then(Value::as_str) {
-            Some("lines") => "lines",
+            Some(p @ ("lines" | "gob")) => p,
             None if script => "lines",
-            Some(other) if other != "gob" => return Err(bad(format!("protocol {other:?} is not lines"))),
-            _ => {
-                return Err(bad(
-                    "this agent runs load tests that speak the line protocol (scripts, or \"protocol\": \"lines\"); \
-                     go-lo's net/rpc binaries are not supported yet"
-                        .into(),
-                ));
-            }
+            None => "gob",
+            Some(other) => return Err(bad(format!("protocol {other:?} must be gob or lines"))),
         };
         let job = Job { name: name.into(), users, duration, binary: binary.into(), protocol: protocol.into() };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

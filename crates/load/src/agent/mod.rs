@@ -4,17 +4,20 @@
 //!
 //! - [`http`]: the API (`/upload`, `/queue`, and Ingot's `/jobs`).
 //! - [`jobs`]: uploads and the queue, kept on disk, checked on the way in.
-//! - [`runner`]: runs a job with the line protocol, which a load test in any language
-//!   speaks (a script is enough), watches its programs, logs them, and delivers every
-//!   result, the last partial batch too.
+//! - [`runner`]: runs a job, with go-lo's protocol (Go's `net/rpc` over gob: [`rpc`],
+//!   [`gob`]) or the line protocol, which a load test in any language speaks (a script is
+//!   enough); watches its programs, logs them, and delivers every result, the last
+//!   partial batch too.
 //!
 //! Jobs run one after another, in the order queued, without the original's pause.
 //! Running uploaded executables is remote code execution by design: the agent refuses to
 //! listen on a non-loopback address without `--token`, and with one every request must
 //! carry it.
 
+pub mod gob;
 pub mod http;
 pub mod jobs;
+pub mod rpc;
 pub mod runner;
 
 use std::net::SocketAddr;
@@ -42,6 +45,8 @@ pub enum AgentError {
          listen on 127.0.0.1:8081 and reach the agent through an SSH tunnel"
     )]
     NeedsToken(SocketAddr),
+    #[error("port {0} is busy: another program or job holds it (--rpc-port)")]
+    PortBusy(u16),
     #[error("--listen {0}: expected host:port or :port")]
     BadListen(String),
     #[error("cannot listen on {0}: {1}")]
@@ -78,6 +83,9 @@ pub struct AgentArgs {
     /// Longest job, in seconds.
     #[arg(long, default_value_t = 86_400)]
     pub max_duration_secs: u64,
+    /// The loopback port go-lo load tests serve net/rpc on (go-lo's library: 9999).
+    #[arg(long, default_value_t = 9999)]
+    pub rpc_port: u16,
 }
 
 fn listen_addr(listen: &str) -> Result<SocketAddr, AgentError> {
@@ -109,7 +117,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .build()
         .map_err(|e| AgentError::BadRequest(e.to_string()))?;
     let collector = runner::Collector { url: args.collector.clone(), http };
-    tokio::spawn(run_jobs(jobs.clone(), args.logs.clone(), collector));
+    tokio::spawn(run_jobs(jobs.clone(), args.logs.clone(), collector, args.rpc_port));
     let agent = http::Agent {
         jobs,
         limits: jobs::Limits { max_users: args.max_users, max_duration: args.max_duration_secs },
@@ -123,7 +131,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 /// Runs the queued jobs, one at a time, for as long as the agent runs.
-async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Collector) {
+async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Collector, rpc_port: u16) {
     loop {
         let job = match jobs.start_next() {
             Ok(Some(job)) => job,
@@ -139,7 +147,12 @@ async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Colle
         };
         tracing::info!(job = %job.name, users = job.users, duration = job.duration, "job started");
         let exe = jobs.binary_path(&job.binary);
-        match runner::run_lines(&job, &exe, &logs, &collector).await {
+        let ran = if job.protocol == "lines" {
+            runner::run_lines(&job, &exe, &logs, &collector).await
+        } else {
+            runner::run_gob(&job, &exe, &logs, &collector, rpc_port).await
+        };
+        match ran {
             Ok(s) => tracing::info!(job = %job.name, outputs = s.outputs, pushed = s.pushed, lost = s.lost,
                 bad_lines = s.bad_lines, ended_early = s.ended_early, "job done"),
             Err(e) => tracing::error!(job = %job.name, error = %e, "job failed"),

@@ -1,4 +1,13 @@
-//! Running a job with the **line protocol**, which a load test in any language can speak:
+//! Running a job, with go-lo's protocol or the line protocol.
+//!
+//! **go-lo's** (`run_gob`): the program is started once with no arguments and serves Go's
+//! `net/rpc` on `127.0.0.1:<--rpc-port>` (go-lo's library: 9999; `GOLO_RPC_ADDR` says
+//! where, for programs that read it); the agent dials it (retrying while it starts) and
+//! keeps `users` calls of `Server.Run` in flight until `duration` seconds have passed;
+//! each call makes it print one Output line. A port already in use is an error before
+//! anything starts (the original's second job on a host would have called the first).
+//!
+//! The **line protocol** (`run_lines`), which a load test in any language can speak:
 //! the agent starts the program `users` times, each with `GOLO_PROTOCOL=lines` and
 //! `GOLO_USER=<n>` in its environment, and for each iteration writes one line to its
 //! stdin, `{"sequenceID": <n>}`; the program does one iteration and prints one Output
@@ -76,14 +85,123 @@ pub fn log_dir(logs: &Path, job: &Job) -> Result<PathBuf, AgentError> {
     Ok(dir)
 }
 
-/// Runs `job` (its program at `exe`) with the line protocol.
-pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector) -> Result<Summary, AgentError> {
+/// Opens the job's logs: (directory, out.log, err.log).
+fn open_logs(logs: &Path, job: &Job) -> Result<(PathBuf, std::fs::File, std::fs::File), AgentError> {
     let dir = log_dir(logs, job)?;
     let open = |name: &str| {
         let path = dir.join(name);
         std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| AgentError::Io(path, e))
     };
-    let (out_log, err_log) = (open("out.log")?, open("err.log")?);
+    let (out, err) = (open("out.log")?, open("err.log")?);
+    Ok((dir, out, err))
+}
+
+fn note(err_log: &std::fs::File, what: &str) {
+    use std::io::Write;
+    let _ = writeln!(&*err_log, "ingot agent: {what}");
+}
+
+/// Runs `job` (its program at `exe`) with go-lo's `net/rpc` protocol on `port`.
+pub async fn run_gob(
+    job: &Job,
+    exe: &Path,
+    logs: &Path,
+    collector: &Collector,
+    port: u16,
+) -> Result<Summary, AgentError> {
+    let (dir, out_log, err_log) = open_logs(logs, job)?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Free now, or another program would answer this job's calls.
+    if std::net::TcpListener::bind(addr).is_err() {
+        let busy = AgentError::PortBusy(port);
+        note(&err_log, &busy.to_string());
+        return Err(busy);
+    }
+    let mut child = tokio::process::Command::new(exe)
+        .env("GOLO_RPC_ADDR", addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err_log.try_clone().map_err(|e| AgentError::Io(dir.join("err.log"), e))?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| AgentError::Spawn(exe.to_path_buf(), e))?;
+    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
+    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
+    let stdout = child.stdout.take();
+    let reader = tokio::spawn(async move {
+        let Some(stdout) = stdout else { return };
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(job.duration);
+    let calls = call_until(&mut child, addr, job.users, deadline).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = reader.await;
+    let mut summary = pusher.await.unwrap_or_default();
+    match calls {
+        Ok((answered, errors)) => {
+            if errors > 0 {
+                note(&err_log, &format!("{errors} of {answered} calls returned an error"));
+            }
+        }
+        Err(e) => {
+            note(&err_log, &e);
+            summary.ended_early = 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// Dials the program (while it starts, up to 10 s) and keeps `users` calls in flight until
+/// `deadline`: (calls answered, calls that returned an error).
+async fn call_until(
+    child: &mut tokio::process::Child,
+    addr: std::net::SocketAddr,
+    users: u64,
+    deadline: Instant,
+) -> Result<(u64, u64), String> {
+    let dial_until = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        match super::rpc::Client::connect(addr).await {
+            Ok(c) => break c,
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the load test exited ({status}) before serving {addr}"));
+                }
+                if Instant::now() > dial_until {
+                    return Err(format!("the load test did not serve {addr} within 10 s: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (mut answered, mut errors) = (0, 0);
+    for _ in 0..users {
+        client.call().await.map_err(|e| e.to_string())?;
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, client.answer()).await {
+            Err(_) => return Ok((answered, errors)),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok((_, error))) => {
+                answered += 1;
+                errors += u64::from(error.is_some());
+                if Instant::now() < deadline {
+                    client.call().await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `job` (its program at `exe`) with the line protocol.
+pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector) -> Result<Summary, AgentError> {
+    let (dir, out_log, err_log) = open_logs(logs, job)?;
     let deadline = Instant::now() + Duration::from_secs(job.duration);
     let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
     let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
@@ -110,8 +228,7 @@ pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector
     let mut summary = pusher.await.unwrap_or_default();
     summary.ended_early = ended_early;
     if ended_early > 0 {
-        use std::io::Write;
-        let _ = writeln!(&err_log, "ingot agent: {ended_early} user(s) ended before the time was up");
+        note(&err_log, &format!("{ended_early} user(s) ended before the time was up"));
     }
     Ok(summary)
 }
