@@ -275,3 +275,45 @@ async fn a_go_lo_load_test_is_called_over_net_rpc() {
     let err = std::fs::read_to_string(logs.path().join("busy/err.log")).unwrap_or_default();
     assert!(err.contains(&format!("port {port} is busy")), "{err:?}");
 }
+
+/// A built-in HTTP job, no upload at all: `users` loops send the request until the time
+/// is up, and every answer is an Output at the collector.
+#[tokio::test]
+async fn a_built_in_http_job_needs_no_program() {
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    let app = axum::Router::new().route(
+        "/target",
+        axum::routing::post(move |body: String| {
+            let count = count.clone();
+            async move {
+                assert_eq!(body, "ping");
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                "pong!"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/target", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, pushed) = collector().await;
+    let (data, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let agent = Agent::start(data.path(), logs.path(), &url, &[]);
+    let bad = json!({"name": "h", "users": 1, "duration": 1, "http": {"url": "file:///etc/passwd"}});
+    assert_eq!(agent.queue(bad).await.0, 400);
+    let job = json!({"name": "builtin", "users": 5, "duration": 2, "http": {"url": target, "method": "POST", "body": "ping"}});
+    assert_eq!(agent.queue(job).await, (201, json!({"queued": true})));
+    idle(&agent, Duration::from_secs(15)).await;
+    let results: Vec<Value> = pushed.lock().unwrap().get("builtin").cloned().unwrap_or_default().concat();
+    let served = served.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(results.len() > 10, "requests were made: {}", results.len());
+    assert!(
+        results.len() as u64 <= served && served <= results.len() as u64 + 5,
+        "an Output per answered request ({} Outputs, {served} served; at most one per user in flight at the end)",
+        results.len()
+    );
+    assert!(
+        results.iter().all(|r| r["status"] == 200 && r["size"] == 5 && r["method"] == "POST" && r["error"].is_null())
+    );
+    assert!(results.iter().all(|r| r["duration"].as_u64().is_some_and(|d| d > 0)));
+}

@@ -28,11 +28,47 @@ pub struct Job {
     pub users: u64,
     /// Seconds it runs.
     pub duration: u64,
-    /// The upload's id.
+    /// The upload's id ("" for a built-in job).
     pub binary: String,
-    /// How the agent talks to it: `gob` (go-lo's net/rpc) or `lines` (see `runner`).
+    /// How the agent talks to it: `gob` (go-lo's net/rpc) or `lines` (see `runner`), or
+    /// `http` for the built-in HTTP load test.
     #[serde(default = "lines")]
     pub protocol: String,
+    /// The built-in HTTP load test's request, when `protocol` is `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
+}
+
+/// The request a built-in HTTP job sends, over and over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    pub url: String,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Longest body of a built-in HTTP job's request.
+pub const MAX_HTTP_BODY: usize = 64 * 1024;
+
+impl HttpSpec {
+    fn parse(v: &Value) -> Result<Self, AgentError> {
+        let bad = |m: &str| AgentError::BadRequest(format!("http: {m}"));
+        let url = v.get("url").and_then(Value::as_str).unwrap_or_default();
+        if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
+            return Err(bad("url must be an http:// or https:// URL"));
+        }
+        let method = v.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
+            return Err(bad("method must be GET, POST, PUT, PATCH, DELETE or HEAD"));
+        }
+        let body = match v.get("body") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(b)) if b.len() <= MAX_HTTP_BODY => Some(b.clone()),
+            Some(_) => return Err(bad(&format!("body must be a string of at most {MAX_HTTP_BODY} bytes"))),
+        };
+        Ok(Self { url: url.into(), method, body })
+    }
 }
 
 fn lines() -> String {
@@ -113,7 +149,8 @@ impl Jobs {
         self.dir.join("binaries").join(format!(".{id}.part"))
     }
 
-    /// Checks a `POST /queue` body and queues it.
+    /// Checks a `POST /queue` body and queues it: an upload's job (`binary`), or a
+    /// built-in HTTP one (`http: {"url", "method"?, "body"?}`).
     pub fn queue(&self, body: &Value, limits: Limits) -> Result<Job, AgentError> {
         let bad = |m: String| AgentError::BadRequest(m);
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -128,6 +165,12 @@ impl Jobs {
         };
         let users = number("users", limits.max_users)?;
         let duration = number("duration", limits.max_duration)?;
+        if let Some(spec) = body.get("http") {
+            // Built in: no upload runs, the agent sends the request itself.
+            let http = Some(HttpSpec::parse(spec)?);
+            let job = Job { name: name.into(), users, duration, binary: String::new(), protocol: "http".into(), http };
+            return self.push(job);
+        }
         let binary = body.get("binary").and_then(Value::as_str).unwrap_or_default();
         if !valid_binary(binary) || !self.binary_path(binary).is_file() {
             return Err(bad(format!("{binary} is an invalid binary")));
@@ -146,7 +189,12 @@ impl Jobs {
             None => "gob",
             Some(other) => return Err(bad(format!("protocol {other:?} must be gob or lines"))),
         };
-        let job = Job { name: name.into(), users, duration, binary: binary.into(), protocol: protocol.into() };
+        let job =
+            Job { name: name.into(), users, duration, binary: binary.into(), protocol: protocol.into(), http: None };
+        self.push(job)
+    }
+
+    fn push(&self, job: Job) -> Result<Job, AgentError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.queued.push_back(job.clone());
         self.save(&state)?;
@@ -224,5 +272,19 @@ mod tests {
         assert_eq!(jobs.start_next().unwrap().unwrap().name, "second");
         jobs.finish().unwrap();
         assert_eq!(jobs.start_next().unwrap(), None);
+
+        // Built in: an HTTP request, checked.
+        for bad in [
+            json!({"url": "ftp://x"}),
+            json!({"url": "http://x", "method": "BREW"}),
+            json!({"url": "http://x", "body": 5}),
+        ] {
+            let job = json!({"name": "h", "users": 1, "duration": 1, "http": bad});
+            assert!(matches!(jobs.queue(&job, limits), Err(AgentError::BadRequest(_))), "{job}");
+        }
+        let job =
+            json!({"name": "h", "users": 1, "duration": 1, "http": {"url": "http://127.0.0.1:9/x", "method": "post"}});
+        let queued = jobs.queue(&job, limits).unwrap();
+        assert_eq!((queued.protocol.as_str(), queued.http.unwrap().method.as_str()), ("http", "POST"));
     }
 }

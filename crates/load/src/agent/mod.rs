@@ -62,7 +62,7 @@ pub struct AgentArgs {
     /// Where results go: `POST <collector>/push/<job>` (an Ingot node is one).
     #[arg(long, env = "INGOT_AGENT_COLLECTOR", default_value = "http://localhost:8082")]
     pub collector: String,
-    /// Accept the collector's certificate even if it is not valid.
+    /// Accept invalid certificates: the collector's, and built-in HTTP jobs' targets'.
     #[arg(long)]
     pub insecure: bool,
     /// Per job, `<logs>/<job>/out.log` (results) and `err.log` (the program's stderr).
@@ -147,10 +147,10 @@ async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Colle
         };
         tracing::info!(job = %job.name, users = job.users, duration = job.duration, "job started");
         let exe = jobs.binary_path(&job.binary);
-        let ran = if job.protocol == "lines" {
-            runner::run_lines(&job, &exe, &logs, &collector).await
-        } else {
-            runner::run_gob(&job, &exe, &logs, &collector, rpc_port).await
+        let ran = match (&job.http, job.protocol.as_str()) {
+            (Some(spec), _) => runner::run_http(&job, spec, &logs, &collector).await,
+            (None, "lines") => runner::run_lines(&job, &exe, &logs, &collector).await,
+            (None, _) => runner::run_gob(&job, &exe, &logs, &collector, rpc_port).await,
         };
         match ran {
             Ok(s) => tracing::info!(job = %job.name, outputs = s.outputs, pushed = s.pushed, lost = s.lost,

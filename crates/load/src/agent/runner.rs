@@ -7,6 +7,9 @@
 //! each call makes it print one Output line. A port already in use is an error before
 //! anything starts (the original's second job on a host would have called the first).
 //!
+//! **Built in** (`run_http`): no program at all; the agent sends one HTTP request over
+//! and over from `users` loops, and makes the Outputs itself.
+//!
 //! The **line protocol** (`run_lines`), which a load test in any language can speak:
 //! the agent starts the program `users` times, each with `GOLO_PROTOCOL=lines` and
 //! `GOLO_USER=<n>` in its environment, and for each iteration writes one line to its
@@ -197,6 +200,61 @@ async fn call_until(
             }
         }
     }
+}
+
+/// Runs a built-in HTTP job: `users` loops sending `spec`'s request until the time is up,
+/// each answer an Output (`status` 0 and `error` when none came). Answers in flight at
+/// the end are not waited for.
+pub async fn run_http(
+    job: &Job,
+    spec: &super::jobs::HttpSpec,
+    logs: &Path,
+    collector: &Collector,
+) -> Result<Summary, AgentError> {
+    let (_, out_log, _) = open_logs(logs, job)?;
+    let deadline = Instant::now() + Duration::from_secs(job.duration);
+    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
+    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
+    let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut loops = Vec::new();
+    for user in 0..job.users {
+        let (http, tx, spec, method, users) =
+            (collector.http.clone(), tx.clone(), spec.clone(), method.clone(), job.users);
+        loops.push(tokio::spawn(async move {
+            let mut seq = user;
+            while Instant::now() < deadline {
+                let mut request = http.request(method.clone(), &spec.url);
+                if let Some(body) = &spec.body {
+                    request = request.body(body.clone());
+                }
+                let started = std::time::Instant::now();
+                let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                let answer = async {
+                    let resp = request.send().await?;
+                    let status = resp.status().as_u16();
+                    let size = resp.bytes().await?.len();
+                    Ok::<_, reqwest::Error>((status, size))
+                };
+                let (status, size, error) = match tokio::time::timeout_at(deadline, answer).await {
+                    Err(_) => break,
+                    Ok(Ok((status, size))) => (status, size, None),
+                    Ok(Err(e)) => (0, 0, Some(e.to_string())),
+                };
+                let output = json!({"sequenceID": seq, "url": spec.url, "method": method.as_str(), "status": status,
+                    "size": size, "timestamp": timestamp, "duration": started.elapsed().as_nanos() as u64,
+                    "error": error});
+                if tx.send(output.to_string()).await.is_err() {
+                    break;
+                }
+                seq += users;
+            }
+        }));
+    }
+    drop(tx);
+    for l in loops {
+        let _ = l.await;
+    }
+    Ok(pusher.await.unwrap_or_default())
 }
 
 /// Runs `job` (its program at `exe`) with the line protocol.
