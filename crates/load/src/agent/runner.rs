@@ -272,9 +272,19 @@ pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector
             .stdout(Stdio::piped())
             .stderr(err_log.try_clone().map_err(|e| AgentError::Io(dir.join("err.log"), e))?)
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| AgentError::Spawn(exe.to_path_buf(), e))?;
-        users.push(tokio::spawn(one_user(child, user, job.users, deadline, tx.clone())));
+            .spawn();
+        match child {
+            Ok(child) => users.push(tokio::spawn(one_user(child, user, job.users, deadline, tx.clone()))),
+            // None started: the job fails, said in its log. Some did: they go on, fewer.
+            Err(e) => {
+                let e = AgentError::Spawn(exe.to_path_buf(), e);
+                note(&err_log, &format!("user {user}: {e}"));
+                if users.is_empty() {
+                    return Err(e);
+                }
+                break;
+            }
+        }
     }
     drop(tx);
     let mut ended_early = 0;
