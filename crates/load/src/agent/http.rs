@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
 use super::AgentError;
@@ -62,16 +63,12 @@ pub fn router(agent: Agent) -> Router {
 async fn require_token(State(agent): State<Agent>, req: Request, next: Next) -> Result<Response, AgentError> {
     if let Some(token) = &agent.token {
         let sent = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let ok = sent.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        let ok = sent.strip_prefix("Bearer ").is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
         if !ok {
             return Err(AgentError::Unauthorized);
         }
     }
     Ok(next.run(req).await)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /upload`: the field `file`, stored under a new id, executable.
