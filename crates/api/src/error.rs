@@ -48,6 +48,8 @@ pub enum ApiError {
     Flow(#[from] flows::FlowError),
     #[error(transparent)]
     Market(#[from] market::MarketError),
+    #[error(transparent)]
+    Collector(#[from] load::collector::CollectorError),
     #[error("{0}")]
     NotFound(String),
     #[error(
@@ -157,6 +159,14 @@ impl ApiError {
                     M::Conflict(_) => message(S::CONFLICT, e.to_string()),
                     M::Busy => message(S::SERVICE_UNAVAILABLE, e.to_string()),
                     M::Store(_) | M::Bus(_) => internal(self),
+                }
+            }
+            Self::Collector(e) => {
+                use load::collector::CollectorError as C;
+                match e {
+                    C::BadRequest(_) => message(S::BAD_REQUEST, e.to_string()),
+                    C::NotFound(_) => message(S::NOT_FOUND, e.to_string()),
+                    C::Store(_) => internal(self),
                 }
             }
             Self::NotFound(m) => message(S::NOT_FOUND, m.as_str()),

@@ -60,6 +60,8 @@ pub struct AppState {
     pub flows: Arc<flows::FlowService>,
     /// The auction API (seed 003).
     pub market: Arc<market::MarketService>,
+    /// Load-test results pushed by agents.
+    pub collector: Arc<load::collector::Collector>,
     /// The real-time hub every stream reads from.
     pub realtime: Arc<realtime::Hub>,
     pub metrics: Option<PrometheusHandle>,

@@ -60,6 +60,7 @@ const ASSETS: &[Asset] = &[
     own!("/console/js/charts.js", "js/charts.js", JS),
     own!("/console/js/flows.js", "js/flows.js", JS),
     own!("/console/js/flow-nodes.js", "js/flow-nodes.js", JS),
+    own!("/console/js/loadtests.js", "js/loadtests.js", JS),
     vendored!("uplot-1.6.32", "uPlot.iife.min.js", JS),
     vendored!("uplot-1.6.32", "uPlot.min.css", CSS),
     vendored!("uplot-1.6.32", "LICENSE", TEXT),

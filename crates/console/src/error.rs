@@ -43,6 +43,8 @@ pub enum ConsoleError {
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
     Flow(#[from] FlowError),
+    #[error(transparent)]
+    LoadTest(#[from] load::collector::CollectorError),
 }
 
 impl ConsoleError {
@@ -74,7 +76,11 @@ impl ConsoleError {
             Self::Flow(FlowError::Invalid(_) | FlowError::Missing(_) | FlowError::TooMany(_)) => said(S::BAD_REQUEST),
             Self::Flow(FlowError::UnknownFlow(_)) => said(S::NOT_FOUND),
             Self::Flow(FlowError::TraceOff(_)) => said(S::CONFLICT),
-            Self::History(_) | Self::Seat(_) | Self::Store(_) | Self::Pki(_) | Self::Flow(_) => self.internal(),
+            Self::LoadTest(load::collector::CollectorError::BadRequest(_)) => said(S::BAD_REQUEST),
+            Self::LoadTest(load::collector::CollectorError::NotFound(_)) => said(S::NOT_FOUND),
+            Self::History(_) | Self::Seat(_) | Self::Store(_) | Self::Pki(_) | Self::Flow(_) | Self::LoadTest(_) => {
+                self.internal()
+            }
         }
     }
 

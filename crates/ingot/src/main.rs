@@ -34,7 +34,7 @@ enum Command {
     /// Foo protocol proxy: relays Foo clients to a Foo server and reports message stats.
     Proxy(proxy::ProxyArgs),
     /// Load generator / device simulator against a running Ingot (loopback only).
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Device certificates from a running Ingot (dojot's certreq), or a CA and server
     /// certificate of your own.
     Cert(cert::CertArgs),
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cert(args) => cert::run(args).await,
             Command::Proxy(args) => proxy::run(args).await.map_err(anyhow::Error::from),
             Command::Agent(args) => load::agent::run(args).await.map_err(anyhow::Error::from),
-            Command::Load(args) => match load::run(args).await {
+            Command::Load(args) => match load::run(*args).await {
                 // fakeiot's exit code for a failed check.
                 Err(load::LoadError::Check(msg)) => {
                     eprintln!("FAIL: {msg}");

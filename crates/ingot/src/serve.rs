@@ -406,6 +406,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = api::AppState {
         auth,
         market,
+        collector: Arc::new(load::collector::Collector::new(store.clone())),
         devices,
         seats,
         ingest,

@@ -5,7 +5,12 @@
 //! test (this test binary, serving Go's net/rpc over gob) is called as go-lo's agent
 //! calls one, and a busy port is an error; every bad input is refused with a status and
 //! words; the agent wants a token off loopback; and a queued job survives a SIGKILL of
-//! the agent, while the one cut off is reported, not rerun.
+//! the agent, while the one cut off is reported, not rerun. `ingot load http` and
+//! `ingot load mqtt` spread over two agents against a real `ingot serve`, which is also
+//! their collector: the merged histograms are exactly the agents' added, and the
+//! collector's totals agree with them.
+
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -316,4 +321,156 @@ async fn a_built_in_http_job_needs_no_program() {
         results.iter().all(|r| r["status"] == 200 && r["size"] == 5 && r["method"] == "POST" && r["error"].is_null())
     );
     assert!(results.iter().all(|r| r["duration"].as_u64().is_some_and(|d| d > 0)));
+}
+
+/// Runs `ingot load …` to its end: (success, stdout, stderr).
+fn ingot_load(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ingot")).arg("load").args(args).envs(env.iter().copied()).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The job name `ingot load … --agents` gave its run (its "job … queued" line).
+fn queued_job(stderr: &str) -> String {
+    let line = stderr.lines().find(|l| l.starts_with("load: job ")).unwrap_or_else(|| panic!("{stderr}"));
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
+/// The number after `key` in `text` (e.g. "requests 6021").
+fn number_after(text: &str, key: &str) -> f64 {
+    let rest = text.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in {text}"));
+    rest.split_whitespace().next().unwrap().trim_end_matches(',').parse().unwrap()
+}
+
+/// `ingot load http` and `ingot load mqtt` spread over two agents against a real Ingot,
+/// which collects the agents' results (an API token with the `loadtests` scope in the
+/// collector URL, as go-lo's agent, sending no header, needs it): the merged report is
+/// the agents' results added (latency histograms exactly), the collector holds the same
+/// totals, the MQTT run's every acknowledged reading is in history; and the collector's
+/// refusals.
+#[tokio::test]
+async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::start(dir.path(), &[]);
+    let api = support::Api::admin(&server).await;
+    let (status, token) = api.post("/auth/tokens", json!({"name": "agents", "scopes": ["loadtests"]})).await;
+    assert_eq!(status, 201, "{token}");
+    let token = token["token"].as_str().unwrap().to_string();
+    let collector = format!("{}/collect/{token}", server.http);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let agents = [
+        Agent::start(dirs[0].path(), dirs[1].path(), &collector, &[]),
+        Agent::start(dirs[2].path(), dirs[3].path(), &collector, &[]),
+    ];
+    let list = agents.iter().map(|a| a.base.trim_start_matches("http://").to_string()).collect::<Vec<_>>().join(",");
+
+    // HTTP: 4 users on two agents for 2 s.
+    let url = format!("{}/ping", server.http);
+    let (ok, out, err) = ingot_load(
+        &["http", "--url", &url, "--users", "4", "--duration", "2s", "--label", "ping", "--agents", &list],
+        &[("INGOT_AGENT_TOKEN", TOKEN)],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("] 100%") && err.contains("agents: "), "a progress bar and a live summary: {err}");
+    let job = queued_job(&err);
+    let requests = number_after(&out, "requests ") as u64;
+    assert!(requests > 20 && out.contains("errors 0 "), "{out}");
+    let (mut outputs, mut merged) = (0, load::report::latency_histogram());
+    for agent in &agents {
+        let (status, result) = reply(agent.http(reqwest::Method::GET, &format!("/jobs/{job}"))).await;
+        assert_eq!((status, result["state"].as_str()), (200, Some("done")), "{result}");
+        assert!(result["summary"].is_null() && result["outputs"].as_u64().unwrap() > 0, "{result}");
+        outputs += result["outputs"].as_u64().unwrap();
+        merged.add(load::report::decode_histogram(result["latency"].as_str().unwrap()).unwrap()).unwrap();
+    }
+    assert_eq!(outputs, requests, "the report adds the agents' results");
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    let (p50, p99, max) = (merged.value_at_quantile(0.5), merged.value_at_quantile(0.99), merged.max());
+    let line = format!("latency p50 {} ms, p99 {} ms", ms(p50), ms(p99));
+    assert!(out.contains(&line), "percentiles of the agents' histograms added: {line:?} in {out}");
+    assert_eq!(merged.len(), requests);
+
+    // The collector got every result, and its totals are the same histogram's.
+    let (status, got) = api.get(&format!("/loadtests/{job}")).await;
+    assert_eq!(status, 200, "{got}");
+    let totals = &got["job"]["totals"];
+    assert_eq!((totals["count"].as_u64(), totals["errors"].as_u64()), (Some(requests), Some(0)), "{got}");
+    assert_eq!(totals["p99_ms"].as_f64(), Some(p99 as f64 / 1000.0), "{got}");
+    assert_eq!(totals["max_ms"].as_f64(), Some(max as f64 / 1000.0), "{got}");
+    let per_second: u64 = got["seconds"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(per_second, requests);
+    let (_, listed) = api.get("/loadtests").await;
+    assert_eq!(listed["jobs"][0]["name"].as_str(), Some(job.as_str()));
+
+    // MQTT: 20 devices, provisioned here, connected and publishing from the agents.
+    let (ok, out, err) = ingot_load(
+        &[
+            "mqtt",
+            "--http",
+            &server.http,
+            "--mqtt",
+            server.mqtt.as_deref().unwrap(),
+            "--devices",
+            "20",
+            "--duration",
+            "2s",
+            "--label",
+            "spread-mqtt",
+            "--agents",
+            &list,
+            "--agent-token",
+            TOKEN,
+        ],
+        &[("INGOT_LOAD_PASSWORD", support::ADMIN_PASSWORD)],
+    );
+    assert!(ok, "{out}\n{err}");
+    let acked = number_after(&out, "acknowledged ") as u64;
+    assert!(acked > 20, "{out}");
+    assert_eq!(number_after(&out, "published ") as u64, acked, "{out}");
+    assert!(out.contains("connected 20 ") && out.contains("unacknowledged 0"), "{out}");
+    assert!(out.contains(", 0 devices not visible)"), "every acknowledged reading is in history: {out}");
+    assert!(out.contains(&format!("({acked} samples)")), "one PUBACK latency per acknowledged reading: {out}");
+    let mqtt_job = queued_job(&err);
+    for agent in &agents {
+        let (_, result) = reply(agent.http(reqwest::Method::GET, &format!("/jobs/{mqtt_job}"))).await;
+        assert_eq!(result["mqtt"]["devices"], 10, "{result}");
+        assert!(!result.to_string().contains("secret"), "no device secret in a result");
+    }
+
+    // The collector's refusals.
+    let push = |path: &str, auth: Option<&str>, body: &str| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}{path}", server.http))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        reply(r)
+    };
+    let one = r#"[{"timestamp": "2026-12-05T10:00:00Z", "duration": 1000000, "status": 200}]"#;
+    assert_eq!(push("/push/x", None, one).await.0, 401);
+    let (_, metrics) = api.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
+    assert_eq!(push("/push/x", metrics["token"].as_str(), one).await.0, 401, "a token without the scope");
+    assert_eq!(push("/collect/ingot_nope/push/x", None, one).await.0, 401);
+    assert_eq!(push("/push/x", Some(&token), one).await, (200, json!({"taken": 1})), "the token in the header");
+    assert_eq!(push("/push/x", Some(api.jwt.as_deref().unwrap()), one).await.0, 200, "a platform token");
+    for (body, words) in [
+        ("{not json", "valid JSON"),
+        (r#"{"a": 1}"#, "JSON array"),
+        (r#"[{"timestamp": "yesterday"}]"#, "timestamp"),
+        (r#"[{"duration": -5}]"#, "duration"),
+    ] {
+        let (status, said) = push("/push/x", Some(&token), body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(said["message"].as_str().unwrap_or_default().contains(words), "{body}: {said}");
+    }
+    assert_eq!(push("/push/a%20b", Some(&token), one).await.0, 400, "an unsafe job name");
+    assert_eq!(api.get("/loadtests/nope").await.0, 404);
+    let other = api.tenant_admin("olga", "othertenant").await;
+    assert_eq!(other.get(&format!("/loadtests/{job}")).await.0, 404, "tenants apart");
+    assert_eq!(other.get("/loadtests").await.1["jobs"], json!([]));
+    assert_eq!(api.delete(&format!("/loadtests/{job}")).await.0, 204);
+    assert_eq!(api.get(&format!("/loadtests/{job}")).await.0, 404);
 }

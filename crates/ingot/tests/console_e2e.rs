@@ -984,3 +984,63 @@ async fn flows_console_endpoints_csrf_refusals_and_tenants() {
     let (status, said) = admin.get(&path).await;
     assert_eq!((status, said["error"].as_str()), (404, Some(format!("Unknown flow: {id}").as_str())));
 }
+
+/// The load tests page in Chromium: results pushed to the collector (an API token with
+/// the `loadtests` scope) are listed; a job's throughput, error-rate and latency charts
+/// fill in live as more are pushed, without a reload; its totals are the collector's;
+/// deleting it empties the list; no CSP violation.
+#[tokio::test]
+async fn load_test_charts_fill_in_live_in_headless_chromium() {
+    if !(require_tool("chromedriver", "chromium-driver") && require_tool("chromium", "chromium")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let https = server.https.clone().unwrap();
+    let api = Api::admin(&server).await;
+    let (_, token) = api.post("/auth/tokens", json!({"name": "agents", "scopes": ["loadtests"]})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+    // Outputs without a timestamp count at the second they arrive.
+    let push = |n: usize, status: u16| {
+        let outputs: Vec<Value> = (0..n)
+            .map(|i| json!({"sequenceID": i, "status": status, "duration": (i as u64 + 1) * 1_000_000, "error": null}))
+            .collect();
+        let url = format!("{}/collect/{token}/push/soak", server.http);
+        async move {
+            let resp = reqwest::Client::new().post(url).json(&outputs).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    push(50, 200).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(30, 500).await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    sign_in_as_admin(&c, &https).await;
+    click(&c, "#nav a[data-page='loadtests']").await;
+    wait_text(&c, "#loadtests-table tbody tr td:first-child", "soak").await;
+    wait_contains(&c, "#loadtests-collector", "/collect/<API token>").await;
+    click(&c, "#loadtests-table tbody tr td:first-child a").await;
+    wait_text(&c, "#loadtest-title", "soak").await;
+    wait_contains(&c, "#loadtest-state", "Running").await;
+    wait_contains(&c, "#loadtest-totals", "80 results, 30 errors (37.50 %)").await;
+    wait_count(&c, "#loadtest-throughput[data-points='2']", 1).await;
+    wait_count(&c, "#loadtest-errors[data-points='2']", 1).await;
+    wait_count(&c, "#loadtest-latency[data-points='6']", 1).await;
+
+    // A new second's results appear without a reload.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(20, 200).await;
+    wait_count(&c, "#loadtest-throughput[data-points='3']", 1).await;
+    wait_contains(&c, "#loadtest-totals", "100 results, 30 errors").await;
+    let (_, got) = api.get("/loadtests/soak").await;
+    assert_eq!(got["job"]["totals"]["count"], 100);
+
+    click(&c, "#loadtest-delete").await;
+    wait_text(&c, "#loadtests-view h1", "Load tests").await;
+    wait_count(&c, "#loadtests-table tbody tr", 0).await;
+    assert!(displayed(&c, "#loadtests-empty").await);
+    assert_eq!(api.get("/loadtests/soak").await.0, 404);
+    assert_no_page_errors(&c).await;
+}

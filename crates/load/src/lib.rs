@@ -12,8 +12,11 @@
 //! load someone else's server.
 
 pub mod agent;
+pub mod agents;
 mod api;
+pub mod collector;
 pub mod fakeiot;
+pub mod http_load;
 pub mod mqtt;
 pub mod pacing;
 mod procfs;
@@ -43,6 +46,9 @@ pub enum LoadCommand {
     /// MQTT devices publishing QoS 1 readings (or holding idle connections); reports
     /// messages/s end to end, PUBACK and history-visibility latency.
     Mqtt(MqttArgs),
+    /// HTTP users sending one request over and over (here, or spread over `ingot agent`s
+    /// with --agents); requests/s, errors, latency percentiles.
+    Http(http_load::HttpArgs),
     /// Real-time fan-out: N WebSocket (kafka-ws) or SSE subscribers of one device that
     /// publishes at a fixed rate; deliveries/s, publish→delivery latency, server memory
     /// per subscriber.
@@ -74,9 +80,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// The MQTT addresses, checked to be loopback.
+    pub(crate) fn mqtt_addrs(&self) -> Result<Vec<SocketAddr>, LoadError> {
+        self.mqtt.split(',').map(|a| loopback_addr("MQTT", a.trim())).collect()
+    }
+
     /// The MQTT addresses and the HTTP API's, checked to be loopback.
     pub(crate) fn addrs(&self) -> Result<(Vec<SocketAddr>, SocketAddr), LoadError> {
-        let mqtt = self.mqtt.split(',').map(|a| loopback_addr("MQTT", a.trim())).collect::<Result<Vec<_>, _>>()?;
+        let mqtt = self.mqtt_addrs()?;
         let hostport = self
             .http
             .strip_prefix("http://")
@@ -138,6 +149,21 @@ pub struct MqttArgs {
     /// Append the result as one Markdown table row to this file (header first if it is empty).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Spread the devices over these `ingot agent`s (`host:port`, comma-separated): each
+    /// connects and publishes its share, this command provisions, checks history and
+    /// merges their measurements (histograms exactly). Not with --idle or --tls-ca.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// The agents' token (`ingot agent --token`).
+    #[arg(long, env = "INGOT_AGENT_TOKEN")]
+    pub agent_token: Option<String>,
+}
+
+impl MqttArgs {
+    /// The MQTT addresses, checked to be loopback.
+    pub(crate) fn mqtt_addrs(&self) -> Result<Vec<SocketAddr>, LoadError> {
+        self.target.mqtt_addrs()
+    }
 }
 
 /// Why a load run failed.
@@ -162,6 +188,7 @@ pub enum LoadError {
 pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     match args.command {
         LoadCommand::Mqtt(args) => mqtt::run(args).await,
+        LoadCommand::Http(args) => http_load::run(args).await,
         LoadCommand::Fakeiot(args) => fakeiot::run(args).await,
         LoadCommand::Streams(args) => streams::run(args).await,
     }

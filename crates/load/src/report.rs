@@ -107,6 +107,38 @@ pub struct Report {
     pub resources: Resources,
 }
 
+/// A histogram's bytes: hdrhistogram's V2 encoding (every bucket's count, so histograms
+/// decoded and added elsewhere are merged exactly).
+pub fn histogram_bytes(h: &hdrhistogram::Histogram<u64>) -> Vec<u8> {
+    use hdrhistogram::serialization::{Serializer as _, V2Serializer};
+    let mut bytes = Vec::new();
+    V2Serializer::new().serialize(h, &mut bytes).expect("a histogram serializes into memory");
+    bytes
+}
+
+/// The inverse of [`histogram_bytes`].
+pub fn histogram_from_bytes(bytes: &[u8]) -> Result<hdrhistogram::Histogram<u64>, String> {
+    hdrhistogram::serialization::Deserializer::new().deserialize(&mut &*bytes).map_err(|e| format!("histogram: {e:?}"))
+}
+
+/// [`histogram_bytes`] in base64, for a job's result (JSON).
+pub fn encode_histogram(h: &hdrhistogram::Histogram<u64>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(histogram_bytes(h))
+}
+
+/// The inverse of [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("histogram: {e}"))?;
+    histogram_from_bytes(&bytes)
+}
+
+/// 1 µs to 10 min, 3 significant digits: every latency histogram of a run.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -286,6 +318,25 @@ mod tests {
             },
             ..Report::default()
         }
+    }
+
+    #[test]
+    fn histograms_survive_encoding_and_merge_exactly() {
+        let (mut a, mut b, mut both) = (latency_histogram(), latency_histogram(), latency_histogram());
+        for v in [1, 7, 250, 1_000, 33_333, 1_000_000] {
+            a.record(v).unwrap();
+            both.record(v).unwrap();
+        }
+        for v in [3, 250, 999_999, 5_000_000] {
+            b.record_n(v, 3).unwrap();
+            both.record_n(v, 3).unwrap();
+        }
+        let mut merged = decode_histogram(&encode_histogram(&a)).unwrap();
+        merged.add(decode_histogram(&encode_histogram(&b)).unwrap()).unwrap();
+        assert_eq!(merged, both);
+        assert_eq!(merged.len(), 18);
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(decode_histogram("aGVsbG8=").is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn group_id(profile: &str) -> Option<i64> {
 /// Scopes an API token may carry: `metrics` (fakeiot's POST /metrics), `prometheus`
 /// (scraping GET /metrics; honoured only for tokens of the bootstrap tenant, since the
 /// exposition covers every tenant).
-pub const SCOPES: &[&str] = &["metrics", "prometheus"];
+pub const SCOPES: &[&str] = &["metrics", "prometheus", "loadtests"];
 
 /// Longest password accepted, in bytes (argon2 hashes whatever it gets; this bounds the work).
 pub const MAX_PASSWORD_BYTES: usize = 1024;

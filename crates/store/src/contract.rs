@@ -936,3 +936,73 @@ async fn market_users_offers_and_bids_keep_the_auction_rules() {
         assert_eq!(got, [BidPlacement::Sold], "{name}");
     }
 }
+
+#[tokio::test]
+async fn load_test_results_merge_per_second_and_stay_in_their_tenant() {
+    use crate::loadtests::{LoadBucket, WHOLE_JOB};
+    fn b(second: i64, count: i64, errors: i64, updated_ms: i64) -> LoadBucket {
+        LoadBucket {
+            second,
+            count,
+            errors,
+            p50_us: count,
+            p90_us: count,
+            p99_us: count,
+            max_us: count,
+            latency: count.to_le_bytes().to_vec(),
+            updated_ms,
+        }
+    }
+    // Stands for the caller's histogram merge: adds counts and the blobs' numbers.
+    fn add(old: &LoadBucket, new: &LoadBucket) -> Result<LoadBucket, String> {
+        let n = |l: &[u8]| l.try_into().map(i64::from_le_bytes).map_err(|_| "not 8 bytes".to_string());
+        let sum = n(&old.latency)? + n(&new.latency)?;
+        Ok(LoadBucket {
+            latency: sum.to_le_bytes().to_vec(),
+            ..b(new.second, old.count + new.count, old.errors + new.errors, new.updated_ms)
+        })
+    }
+    for engine in &engines().await {
+        let (name, store) = (engine.name, &engine.store);
+        store
+            .add_load_results("t", "smoke", vec![b(100, 2, 0, 1), b(101, 3, 1, 1), b(WHOLE_JOB, 5, 1, 1)], add)
+            .await
+            .unwrap();
+        // A second agent's push: its seconds merge into the same rows.
+        store
+            .add_load_results("t", "smoke", vec![b(101, 4, 0, 2), b(102, 1, 1, 2), b(WHOLE_JOB, 5, 1, 2)], add)
+            .await
+            .unwrap();
+        store.add_load_results("t", "older", vec![b(50, 1, 0, 0), b(WHOLE_JOB, 1, 0, 0)], add).await.unwrap();
+        store.add_load_results("u", "smoke", vec![b(100, 9, 9, 3), b(WHOLE_JOB, 9, 9, 3)], add).await.unwrap();
+
+        let series = store.load_series("t", "smoke", 0, 100).await.unwrap();
+        let counts: Vec<_> = series.iter().map(|s| (s.second, s.count, s.errors, s.latency.clone())).collect();
+        assert_eq!(
+            counts,
+            [
+                (100, 2, 0, 2i64.to_le_bytes().to_vec()),
+                (101, 7, 1, 7i64.to_le_bytes().to_vec()),
+                (102, 1, 1, 1i64.to_le_bytes().to_vec())
+            ],
+            "{name}"
+        );
+        assert_eq!(store.load_series("t", "smoke", 101, 1).await.unwrap().len(), 1, "{name}: since and limit");
+        let jobs = store.load_jobs("t", 10).await.unwrap();
+        let summary: Vec<_> =
+            jobs.iter().map(|j| (j.job.as_str(), j.first_second, j.last_second, j.totals.count)).collect();
+        assert_eq!(summary, [("smoke", 100, 102, 10), ("older", 50, 50, 1)], "{name}: newest first");
+        assert_eq!(store.load_job("t", "smoke").await.unwrap().unwrap().totals.errors, 2, "{name}");
+        assert_eq!(store.load_job("t", "nope").await.unwrap(), None, "{name}");
+        assert_eq!(store.load_job("u", "smoke").await.unwrap().unwrap().totals.count, 9, "{name}: tenants apart");
+        assert!(store.delete_load_job("t", "smoke").await.unwrap(), "{name}");
+        assert!(!store.delete_load_job("t", "smoke").await.unwrap(), "{name}");
+        assert_eq!(store.load_series("u", "smoke", 0, 10).await.unwrap().len(), 1, "{name}: the other tenant's stays");
+
+        // A merge that fails rolls the whole push back.
+        let refuse = |_: &LoadBucket, _: &LoadBucket| Err("no".to_string());
+        let err = store.add_load_results("t", "older", vec![b(60, 1, 0, 5), b(50, 1, 0, 5)], refuse).await;
+        assert!(err.is_err(), "{name}");
+        assert_eq!(store.load_series("t", "older", 0, 10).await.unwrap().len(), 1, "{name}: nothing of it kept");
+    }
+}

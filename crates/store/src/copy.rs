@@ -371,6 +371,25 @@ const TABLES: &[Table] = &[
         order_by: "id",
         identity: false,
     },
+    // Load-test results.
+    Table {
+        name: "load_results",
+        columns: &[
+            col("tenant", Text),
+            col("job", Text),
+            col("second", Int),
+            col("count", Int),
+            col("errors", Int),
+            col("p50_us", Int),
+            col("p90_us", Int),
+            col("p99_us", Int),
+            col("max_us", Int),
+            col("latency", Bytes),
+            col("updated_ms", Int),
+        ],
+        order_by: "tenant, job, second",
+        identity: false,
+    },
     // Last: by far the longest.
     Table {
         name: "history",
@@ -387,7 +406,7 @@ const TABLES: &[Table] = &[
 
 // TABLES describes schema version 13 of both engines: a new migration step must be
 // copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 13 && crate::postgres::SCHEMA_VERSION == 13);
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 14 && crate::postgres::SCHEMA_VERSION == 14);
 
 impl Table {
     fn sqlite_select(&self) -> String {
@@ -919,6 +938,19 @@ mod tests {
         };
         s.place_bids(vec![bid], 1_700_000_000_100).await.unwrap();
         s.push_backlog(vec![("acme".into(), "d1".into(), r#"{"attrs":{"t":1}}"#.into())]).await.unwrap();
+        let second = crate::loadtests::LoadBucket {
+            second: 1_700_000_000,
+            count: 3,
+            errors: 1,
+            p50_us: 900,
+            p90_us: 1000,
+            p99_us: 1200,
+            max_us: 1200,
+            latency: vec![0, 1, 2, 255],
+            updated_ms: 1_700_000_000_500,
+        };
+        let whole = crate::loadtests::LoadBucket { second: crate::loadtests::WHOLE_JOB, ..second.clone() };
+        s.add_load_results("acme", "smoke", vec![second, whole], |_, new| Ok(new.clone())).await.unwrap();
 
         let logins = [("acme", "a1", "u1"), ("acme", "a1", "u2"), ("acme", "a2", "u1"), ("globex", "g1", "u9")].map(
             |(tenant, account, user)| LoginRow {

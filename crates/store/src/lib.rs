@@ -26,6 +26,7 @@ pub mod copy;
 pub mod dashboards;
 pub mod flows;
 pub mod history;
+pub mod loadtests;
 pub mod market;
 mod migrate;
 pub mod postgres;
@@ -116,6 +117,7 @@ pub trait Store:
     + CertificateStore
     + FlowStore
     + MarketStore
+    + LoadTestStore
     + 'static
 {
 }
@@ -134,6 +136,7 @@ impl<T> Store for T where
         + CertificateStore
         + FlowStore
         + MarketStore
+        + LoadTestStore
         + 'static
 {
 }
@@ -207,6 +210,7 @@ pub mod prelude {
     pub use crate::dashboards::DashboardStore;
     pub use crate::flows::FlowStore;
     pub use crate::history::HistoryStore;
+    pub use crate::loadtests::LoadTestStore;
     pub use crate::market::MarketStore;
     pub use crate::seats::SeatStore;
     pub use crate::secrets::SecretStore;

@@ -266,6 +266,23 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX market_bids_offer ON market_bids (offer_id, ts_ms);
     "#,
+    // 14: load-test results pushed to Ingot as a collector.
+    r#"
+    CREATE TABLE load_results (
+        tenant TEXT NOT NULL,
+        job TEXT NOT NULL,
+        second INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        p50_us INTEGER NOT NULL,
+        p90_us INTEGER NOT NULL,
+        p99_us INTEGER NOT NULL,
+        max_us INTEGER NOT NULL,
+        latency BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, job, second)
+    );
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

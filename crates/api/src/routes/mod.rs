@@ -5,6 +5,7 @@ mod catalog;
 pub(crate) mod flows;
 mod history;
 mod ingest;
+mod loadtests;
 mod market;
 mod ops;
 mod seats;
@@ -62,15 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/x509/v1/ca", get(x509::ca))
         .route("/x509/v1/ca/crl", get(x509::crl))
         .route("/x509/v1/certificates", get(x509::list).post(x509::issue))
-        .route(
-            "/x509/v1/certificates/{fingerprint}",
-            get(x509::get).patch(x509::set_owner).delete(x509::revoke),
-        )
+        .route("/x509/v1/certificates/{fingerprint}", get(x509::get).patch(x509::set_owner).delete(x509::revoke))
         .route("/x509/v1/trusted-cas", get(x509::list_cas).post(x509::register_ca))
-        .route(
-            "/x509/v1/trusted-cas/{fingerprint}",
-            get(x509::get_ca).patch(x509::set_ca).delete(x509::remove_ca),
-        )
+        .route("/x509/v1/trusted-cas/{fingerprint}", get(x509::get_ca).patch(x509::set_ca).delete(x509::remove_ca))
         // device agent over HTTP
         .route("/http-agent/v1/incoming-messages", post(ingest::incoming_message))
         // seat metering (fakeiot): POST /metrics shares its path with the Prometheus GET
@@ -84,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(ops::ping).post(ops::ping))
         // the auction API (seed 003)
         .merge(market::routes())
+        // load-test results (Ingot as a collector)
+        .merge(loadtests::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(socketio)
@@ -95,7 +92,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
-                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                    // `/collect/<API token>/push/<job>` carries a token in its path.
+                    let path = req.uri().path();
+                    let path = if path.starts_with("/collect/") { "/collect/…/push/…" } else { path };
+                    tracing::debug_span!("request", method = %req.method(), path = %path)
                 })
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )

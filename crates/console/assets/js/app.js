@@ -1,5 +1,5 @@
 // Ingot console: sign-in and the pages (#/devices, #/device/{id}, #/templates,
-// #/dashboard, #/flows[/{id}], #/seats). No framework and no build step: ES modules
+// #/dashboard, #/flows[/{id}], #/loadtests[/{job}], #/seats). No framework and no build step: ES modules
 // served as they are.
 // The CSP allows no inline script or style; everything the server sends is written as
 // text (dom.js), never parsed as HTML.
@@ -11,6 +11,7 @@ import * as dashboard from './dashboard.js';
 import * as device from './device.js';
 import * as devices from './devices.js';
 import * as flows from './flows.js';
+import * as loadtests from './loadtests.js';
 import * as seats from './seats.js';
 import * as templates from './templates.js';
 
@@ -21,16 +22,17 @@ const PAGES = {
   templates: { view: 'templates-view', nav: 'templates', module: templates },
   dashboard: { view: 'dashboard-page', nav: 'dashboard', module: dashboard },
   flows: { view: 'flows-view', nav: 'flows', module: flows },
+  loadtests: { view: 'loadtests-view', nav: 'loadtests', module: loadtests },
   seats: { view: 'seats-view', nav: 'seats', module: seats },
 };
 
 let current = null;
 let signedIn = false;
 
-/** `#/device/abc` → { page: 'device', params: { id: 'abc' } } (and `#/flows/{id}`); unknown → devices. */
+/** `#/device/abc` → { page: 'device', params: { id: 'abc' } } (and `#/flows/{id}`, `#/loadtests/{job}`); unknown → devices. */
 function parseHash() {
   const [name, arg] = window.location.hash.replace(/^#\/?/, '').split('/');
-  if ((name === 'device' || name === 'flows') && arg) return { page: name, params: { id: decodeURIComponent(arg) } };
+  if ((name === 'device' || name === 'flows' || name === 'loadtests') && arg) return { page: name, params: { id: decodeURIComponent(arg) } };
   return { page: PAGES[name] ? name : 'devices', params: {} };
 }
 

@@ -1,8 +1,8 @@
 //! The console's HTTP side: the router, security headers, the session extractors
 //! ([`SignedIn`], [`Csrf`]), sign-in and sign-out, and the seats dashboard's endpoints.
 //! The device pages' endpoints are in [`catalog`], [`readings`] and [`dashboard`], the
-//! flows page's in [`flows`]; the
-//! files in [`crate::assets`].
+//! flows page's in [`flows`], the load tests page's in [`loadtests`]; the files in
+//! [`crate::assets`].
 //!
 //! Every endpoint under `/console/api/` takes the tenant from the session's user, never
 //! from the request, and calls services only (`api::AppState`, the session and dashboard
@@ -11,6 +11,7 @@
 mod catalog;
 mod dashboard;
 mod flows;
+mod loadtests;
 mod readings;
 
 use std::convert::Infallible;
@@ -65,6 +66,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .merge(readings::routes())
         .merge(dashboard::routes())
         .merge(flows::routes())
+        .merge(loadtests::routes())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -1,13 +1,14 @@
 //! The agent's HTTP API, go-lo agent v0.3.1's, so that its CLI works unchanged:
 //! `POST /upload` (multipart, field `file`) → 200 `{"binary": "<uuid>"}`, and
 //! `POST /queue {"name", "users", "duration", "binary"}` → 201 `{"queued": true}`.
-//! Ingot adds `GET /jobs` (the running job and the queue). Refusals are a status and
+//! Ingot adds `GET /jobs` (the running job and the queue) and `GET /jobs/<name>` (a job's
+//! state, and its result once it ended: what `ingot load --agents` merges). Refusals are a status and
 //! `{"message"}`: 400 for a missing file or a bad job, 401 without the token, 405 for
 //! another method, 413 for an upload over `--max-upload-bytes`.
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,10 @@ use super::jobs::{Jobs, Limits};
 #[derive(Clone)]
 pub struct Agent {
     pub jobs: Arc<Jobs>,
+    /// Where finished jobs' results are (`<logs>/<job>/result.json`).
+    pub logs: std::path::PathBuf,
+    /// The running job's counters.
+    pub live: super::runner::Live,
     pub limits: Limits,
     pub token: Option<String>,
     pub max_upload: usize,
@@ -34,6 +39,7 @@ impl IntoResponse for AgentError {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::Unauthorized => StatusCode::UNAUTHORIZED,
             AgentError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             _ => {
                 tracing::error!(error = %self, "agent request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -49,6 +55,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/upload", post(upload))
         .route("/queue", post(queue))
         .route("/jobs", get(jobs))
+        .route("/jobs/{name}", get(job))
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "method not allowed"})))
         })
@@ -118,6 +125,22 @@ async fn queue(State(agent): State<Agent>, body: axum::body::Bytes) -> Result<Re
     let job = agent.jobs.queue(&body, agent.limits)?;
     tracing::info!(job = %job.name, users = job.users, duration = job.duration, "load test queued");
     Ok((StatusCode::CREATED, Json(json!({"queued": true}))).into_response())
+}
+
+/// `GET /jobs/<name>`: `{"state": "queued"}`, `{"state": "running", "done", "errors"}`
+/// (so far), or the finished job's result (`state` `done` or `failed`); 404 if unknown.
+async fn job(State(agent): State<Agent>, Path(name): Path<String>) -> Result<Json<Value>, AgentError> {
+    use std::sync::atomic::Ordering;
+    match agent.jobs.state_of(&name) {
+        Some("running") => Ok(Json(json!({"name": name, "state": "running",
+            "done": agent.live.done.load(Ordering::Relaxed), "errors": agent.live.errors.load(Ordering::Relaxed)}))),
+        Some(state) => Ok(Json(json!({"name": name, "state": state}))),
+        None if super::jobs::valid_name(&name) => match super::runner::JobResult::load(&agent.logs, &name) {
+            Some(result) => Ok(Json(serde_json::to_value(result).unwrap_or_default())),
+            None => Err(AgentError::NotFound(name)),
+        },
+        None => Err(AgentError::NotFound(name)),
+    }
 }
 
 /// `GET /jobs`.

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use super::AgentError;
 
 /// A queued load test, as `POST /queue` takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub name: String,
     /// Iterations in flight at once.
@@ -37,6 +37,86 @@ pub struct Job {
     /// The built-in HTTP load test's request, when `protocol` is `http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
+    /// A share of a spread `ingot load mqtt` run, when `protocol` is `mqtt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSpec>,
+}
+
+/// One agent's share of `ingot load mqtt --agents`: these devices connect and publish
+/// from here. Their secrets are in the queue file (mode 0600) until the job ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSpec {
+    /// Ingot's MQTT addresses, `host:port`, comma-separated (loopback only, as `ingot load`).
+    pub mqtt: String,
+    pub tenant: String,
+    /// `[id, secret]` of each device.
+    pub devices: Vec<(String, String)>,
+    /// Messages/s over this share's devices; 0 = as fast as acknowledged.
+    #[serde(default)]
+    pub rate: f64,
+    pub inflight: u16,
+    pub duration_ms: u64,
+    #[serde(default = "keep_alive")]
+    pub keep_alive_secs: u64,
+    #[serde(default = "drain_timeout")]
+    pub drain_timeout_secs: u64,
+}
+
+fn keep_alive() -> u64 {
+    60
+}
+
+fn drain_timeout() -> u64 {
+    60
+}
+
+impl MqttSpec {
+    fn parse(v: &Value, max_duration: u64) -> Result<Self, AgentError> {
+        let bad = |m: String| AgentError::BadRequest(format!("mqtt: {m}"));
+        let spec: Self = serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?;
+        if spec.devices.is_empty() || spec.devices.len() > crate::MAX_DEVICES {
+            return Err(bad(format!("devices must list 1 to {} [id, secret] pairs", crate::MAX_DEVICES)));
+        }
+        if !spec.rate.is_finite() || spec.rate < 0.0 {
+            return Err(bad("rate must be 0 (as fast as acknowledged) or positive".into()));
+        }
+        if spec.inflight == 0 || spec.duration_ms == 0 || spec.duration_ms > max_duration.saturating_mul(1000) {
+            return Err(bad(format!("inflight must be at least 1 and duration_ms from 1 to {}", max_duration * 1000)));
+        }
+        spec.args("check").mqtt_addrs().map_err(|e| bad(e.to_string()))?;
+        Ok(spec)
+    }
+
+    /// The `ingot load mqtt` settings this share runs with.
+    pub fn args(&self, label: &str) -> crate::MqttArgs {
+        let secs = std::time::Duration::from_secs;
+        crate::MqttArgs {
+            target: crate::Target {
+                http: String::new(),
+                mqtt: self.mqtt.clone(),
+                user: String::new(),
+                password: String::new(),
+                tenant: self.tenant.clone(),
+            },
+            devices: self.devices.len(),
+            rate: self.rate,
+            duration: std::time::Duration::from_millis(self.duration_ms),
+            idle: false,
+            tls_ca: None,
+            tls_key_pem: None,
+            inflight: self.inflight,
+            connect_concurrency: 256,
+            keep_alive: secs(self.keep_alive_secs),
+            sample_interval: std::time::Duration::ZERO,
+            drain_timeout: secs(self.drain_timeout_secs),
+            server_pid: Vec::new(),
+            label: label.into(),
+            summary: None,
+            agents: Vec::new(),
+            agent_token: None,
+        }
+    }
 }
 
 /// The request a built-in HTTP job sends, over and over.
@@ -52,7 +132,7 @@ pub struct HttpSpec {
 pub const MAX_HTTP_BODY: usize = 64 * 1024;
 
 impl HttpSpec {
-    fn parse(v: &Value) -> Result<Self, AgentError> {
+    pub(crate) fn parse(v: &Value) -> Result<Self, AgentError> {
         let bad = |m: &str| AgentError::BadRequest(format!("http: {m}"));
         let url = v.get("url").and_then(Value::as_str).unwrap_or_default();
         if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
@@ -131,7 +211,15 @@ impl Jobs {
         let tmp = self.dir.join("queue.json.tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                // MQTT shares carry device secrets.
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(state).unwrap_or_default())?;
             f.sync_all()?;
             std::fs::rename(&tmp, &file)
@@ -159,6 +247,21 @@ impl Jobs {
                 "name {name:?} must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
             )));
         }
+        if let Some(spec) = body.get("mqtt") {
+            // Built in: a share of a spread MQTT run; its devices are its users.
+            let spec = MqttSpec::parse(spec, limits.max_duration)?;
+            let (users, duration) = (spec.devices.len() as u64, spec.duration_ms.div_ceil(1000));
+            let job = Job {
+                name: name.into(),
+                users,
+                duration,
+                binary: String::new(),
+                protocol: "mqtt".into(),
+                http: None,
+                mqtt: Some(spec),
+            };
+            return self.push(job);
+        }
         let number = |key: &str, max: u64| match body.get(key).and_then(Value::as_u64) {
             Some(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(bad(format!("{key} must be a whole number from 1 to {max}"))),
@@ -168,7 +271,15 @@ impl Jobs {
         if let Some(spec) = body.get("http") {
             // Built in: no upload runs, the agent sends the request itself.
             let http = Some(HttpSpec::parse(spec)?);
-            let job = Job { name: name.into(), users, duration, binary: String::new(), protocol: "http".into(), http };
+            let job = Job {
+                name: name.into(),
+                users,
+                duration,
+                binary: String::new(),
+                protocol: "http".into(),
+                http,
+                mqtt: None,
+            };
             return self.push(job);
         }
         let binary = body.get("binary").and_then(Value::as_str).unwrap_or_default();
@@ -189,8 +300,15 @@ impl Jobs {
             None => "gob",
             Some(other) => return Err(bad(format!("protocol {other:?} must be gob or lines"))),
         };
-        let job =
-            Job { name: name.into(), users, duration, binary: binary.into(), protocol: protocol.into(), http: None };
+        let job = Job {
+            name: name.into(),
+            users,
+            duration,
+            binary: binary.into(),
+            protocol: protocol.into(),
+            http: None,
+            mqtt: None,
+        };
         self.push(job)
     }
 
@@ -219,10 +337,31 @@ impl Jobs {
         self.save(&state)
     }
 
-    /// `{"running": job|null, "queued": [jobs]}`.
+    /// `{"running": job|null, "queued": [jobs]}`, without device secrets (an MQTT share
+    /// shows its device count).
     pub fn view(&self) -> Value {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        serde_json::json!({"running": state.running, "queued": state.queued})
+        let shown = |job: &Job| {
+            let mut v = serde_json::to_value(job).unwrap_or_default();
+            if let Some(spec) = v.get_mut("mqtt").and_then(Value::as_object_mut) {
+                spec.remove("devices");
+                spec.insert("device_count".into(), job.users.into());
+            }
+            v
+        };
+        serde_json::json!({"running": state.running.as_ref().map(shown), "queued": state.queued.iter().map(shown).collect::<Vec<_>>()})
+    }
+
+    /// `running` or `queued` for a job of this name (the running one first), or None.
+    pub fn state_of(&self, name: &str) -> Option<&'static str> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.running.as_ref().is_some_and(|j| j.name == name) {
+            Some("running")
+        } else if state.queued.iter().any(|j| j.name == name) {
+            Some("queued")
+        } else {
+            None
+        }
     }
 }
 
@@ -286,5 +425,27 @@ mod tests {
             json!({"name": "h", "users": 1, "duration": 1, "http": {"url": "http://127.0.0.1:9/x", "method": "post"}});
         let queued = jobs.queue(&job, limits).unwrap();
         assert_eq!((queued.protocol.as_str(), queued.http.unwrap().method.as_str()), ("http", "POST"));
+
+        // Built in: an MQTT share, checked; its secrets are not shown.
+        let share = |spec: Value| json!({"name": "m", "users": 1, "duration": 1, "mqtt": spec});
+        let good = json!({"mqtt": "127.0.0.1:1883", "tenant": "admin", "devices": [["d1", "s1"], ["d2", "s2"]],
+            "rate": 10.0, "inflight": 4, "duration_ms": 1500});
+        for (key, value) in [
+            ("mqtt", json!("192.0.2.1:1883")),
+            ("devices", json!([])),
+            ("rate", json!(-1)),
+            ("inflight", json!(0)),
+            ("duration_ms", json!(601_000)),
+            ("extra", json!(1)),
+        ] {
+            let mut spec = good.clone();
+            spec[key] = value;
+            assert!(matches!(jobs.queue(&share(spec), limits), Err(AgentError::BadRequest(_))), "{key}");
+        }
+        let queued = jobs.queue(&share(good), limits).unwrap();
+        assert_eq!((queued.protocol.as_str(), queued.users, queued.duration), ("mqtt", 2, 2));
+        let view = jobs.view().to_string();
+        assert!(view.contains("\"device_count\":2") && !view.contains("s1"), "{view}");
+        assert_eq!(jobs.state_of("m"), Some("queued"));
     }
 }

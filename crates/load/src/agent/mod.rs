@@ -2,7 +2,7 @@
 //! that go-lo's CLI can upload a load test and queue jobs on it, and the jobs' results
 //! go to a collector as go-lo's did (`POST <collector>/push/<job>`).
 //!
-//! - [`http`]: the API (`/upload`, `/queue`, and Ingot's `/jobs`).
+//! - [`http`]: the API (`/upload`, `/queue`, and Ingot's `/jobs`, `/jobs/<name>`).
 //! - [`jobs`]: uploads and the queue, kept on disk, checked on the way in.
 //! - [`runner`]: runs a job, with go-lo's protocol (Go's `net/rpc` over gob: [`rpc`],
 //!   [`gob`]) or the line protocol, which a load test in any language speaks (a script is
@@ -31,6 +31,8 @@ use clap::Args;
 pub enum AgentError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("no job {0:?} here")]
+    NotFound(String),
     #[error("this agent needs its token: Authorization: Bearer <token>")]
     Unauthorized,
     #[error("uploads are limited to {0} bytes (--max-upload-bytes)")]
@@ -117,9 +119,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .build()
         .map_err(|e| AgentError::BadRequest(e.to_string()))?;
     let collector = runner::Collector { url: args.collector.clone(), http };
-    tokio::spawn(run_jobs(jobs.clone(), args.logs.clone(), collector, args.rpc_port));
+    let live = runner::Live::default();
+    tokio::spawn(run_jobs(jobs.clone(), args.logs.clone(), collector, args.rpc_port, live.clone()));
     let agent = http::Agent {
         jobs,
+        logs: args.logs.clone(),
+        live,
         limits: jobs::Limits { max_users: args.max_users, max_duration: args.max_duration_secs },
         token,
         max_upload: args.max_upload_bytes,
@@ -130,8 +135,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     axum::serve(listener, http::router(agent)).await.map_err(|e| AgentError::Listen(bound, e))
 }
 
-/// Runs the queued jobs, one at a time, for as long as the agent runs.
-async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Collector, rpc_port: u16) {
+/// Runs the queued jobs, one at a time, for as long as the agent runs; each one's result
+/// is kept in `<logs>/<job>/result.json`.
+async fn run_jobs(
+    jobs: Arc<jobs::Jobs>,
+    logs: PathBuf,
+    collector: runner::Collector,
+    rpc_port: u16,
+    live: runner::Live,
+) {
     loop {
         let job = match jobs.start_next() {
             Ok(Some(job)) => job,
@@ -146,16 +158,36 @@ async fn run_jobs(jobs: Arc<jobs::Jobs>, logs: PathBuf, collector: runner::Colle
             }
         };
         tracing::info!(job = %job.name, users = job.users, duration = job.duration, "job started");
+        live.reset();
+        let started_us = runner::now_us();
         let exe = jobs.binary_path(&job.binary);
-        let ran = match (&job.http, job.protocol.as_str()) {
-            (Some(spec), _) => runner::run_http(&job, spec, &logs, &collector).await,
-            (None, "lines") => runner::run_lines(&job, &exe, &logs, &collector).await,
-            (None, _) => runner::run_gob(&job, &exe, &logs, &collector, rpc_port).await,
+        let ran = match (&job.http, &job.mqtt, job.protocol.as_str()) {
+            (Some(spec), _, _) => runner::run_http(&job, spec, &logs, &collector, &live).await,
+            (_, Some(spec), _) => runner::run_mqtt(&job, spec, &logs, &live).await,
+            (None, None, "lines") => runner::run_lines(&job, &exe, &logs, &collector, &live).await,
+            (None, None, _) => runner::run_gob(&job, &exe, &logs, &collector, rpc_port, &live).await,
         };
+        let mut result =
+            runner::JobResult { name: job.name.clone(), started_us, ended_us: runner::now_us(), ..Default::default() };
         match ran {
-            Ok(s) => tracing::info!(job = %job.name, outputs = s.outputs, pushed = s.pushed, lost = s.lost,
-                bad_lines = s.bad_lines, ended_early = s.ended_early, "job done"),
-            Err(e) => tracing::error!(job = %job.name, error = %e, "job failed"),
+            Ok(ran) => {
+                let s = &ran.summary;
+                tracing::info!(job = %job.name, outputs = s.outputs, errors = s.errors, pushed = s.pushed,
+                    lost = s.lost, bad_lines = s.bad_lines, ended_early = s.ended_early, "job done");
+                result.state = "done".into();
+                result.latency = crate::report::encode_histogram(&ran.latency);
+                result.summary = ran.summary;
+                result.mqtt = ran.mqtt;
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %e, "job failed");
+                result.state = "failed".into();
+                result.error = Some(e.to_string());
+                result.latency = crate::report::encode_histogram(&crate::report::latency_histogram());
+            }
+        }
+        if let Err(e) = result.save(&logs) {
+            tracing::error!(job = %job.name, error = %e, "cannot keep the job's result");
         }
         if let Err(e) = jobs.finish() {
             tracing::error!(error = %e, "cannot record the end of a job");

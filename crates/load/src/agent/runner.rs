@@ -29,7 +29,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -41,11 +45,16 @@ use super::jobs::Job;
 
 /// Outputs per push to the collector.
 pub const BATCH: usize = 256;
-/// Pushes of one batch before it is given up.
+/// Pushes of one batch before it is given up (once one was, the next get one try each
+/// until a push succeeds again).
 const PUSH_TRIES: u32 = 3;
+/// How long one push may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches waiting for the collector, at most.
+const PENDING_BATCHES: usize = 1024;
 
 /// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Output lines read.
     pub outputs: u64,
@@ -57,6 +66,90 @@ pub struct Summary {
     pub lost: u64,
     /// Users whose program ended before the time was up.
     pub ended_early: u64,
+    /// Outputs with an `error` or a `status` of 400 or more.
+    pub errors: u64,
+}
+
+/// The running job's counters, for `GET /jobs/<name>` while it runs.
+#[derive(Clone, Default)]
+pub struct Live {
+    /// Outputs read (an MQTT share: PUBACKs).
+    pub done: Arc<AtomicU64>,
+    pub errors: Arc<AtomicU64>,
+}
+
+impl Live {
+    pub fn reset(&self) {
+        self.done.store(0, Ordering::Relaxed);
+        self.errors.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A finished job, in `<logs>/<job>/result.json`, served by `GET /jobs/<name>`. Times are
+/// µs since the Unix epoch; histograms are [`crate::report::encode_histogram`]'s.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobResult {
+    pub name: String,
+    /// `done`, or `failed` with `error`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started_us: u64,
+    pub ended_us: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Every Output's `duration` (go-lo's, in ns), in µs.
+    pub latency: String,
+    /// An MQTT share's measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<crate::mqtt::Share>,
+}
+
+/// µs since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+impl JobResult {
+    fn path(logs: &Path, name: &str) -> PathBuf {
+        logs.join(name).join("result.json")
+    }
+
+    /// Writes it next to the job's logs (temporary file, then rename).
+    pub fn save(&self, logs: &Path) -> Result<(), AgentError> {
+        let path = Self::path(logs, &self.name);
+        let tmp = path.with_extension("json.tmp");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| AgentError::Io(dir.to_path_buf(), e))?;
+        }
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| AgentError::Io(path, e))
+    }
+
+    /// The result of job `name`, if it ended.
+    pub fn load(logs: &Path, name: &str) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(Self::path(logs, name)).ok()?).ok()
+    }
+}
+
+/// What running a job gave: its summary, its Outputs' latency, an MQTT share's measurements.
+pub struct Ran {
+    pub summary: Summary,
+    pub latency: hdrhistogram::Histogram<u64>,
+    pub mqtt: Option<crate::mqtt::Share>,
+}
+
+impl Ran {
+    fn outputs((summary, latency): (Summary, hdrhistogram::Histogram<u64>)) -> Self {
+        Self { summary, latency, mqtt: None }
+    }
+}
+
+/// Whether an Output says its iteration failed.
+pub(crate) fn failed(output: &Value) -> bool {
+    output.get("error").and_then(Value::as_str).is_some_and(|e| !e.is_empty())
+        || output.get("status").and_then(Value::as_u64).is_some_and(|s| s >= 400)
 }
 
 /// Where a job's results go.
@@ -67,15 +160,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    async fn push(&self, job: &str, batch: &[Value]) -> bool {
+    async fn push(&self, job: &str, batch: &[Value], tries: u32) -> bool {
         let url = format!("{}/push/{job}", self.url.trim_end_matches('/'));
-        for attempt in 0..PUSH_TRIES {
-            match self.http.post(&url).json(batch).send().await {
+        for attempt in 0..tries {
+            match self.http.post(&url).timeout(PUSH_TIMEOUT).json(batch).send().await {
                 Ok(r) if r.status().is_success() => return true,
                 Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "the collector refused a batch"),
                 Err(e) => tracing::warn!(%url, error = %e, attempt, "the collector could not be reached"),
             }
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            if attempt + 1 < tries {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
         }
         false
     }
@@ -111,7 +206,8 @@ pub async fn run_gob(
     logs: &Path,
     collector: &Collector,
     port: u16,
-) -> Result<Summary, AgentError> {
+    live: &Live,
+) -> Result<Ran, AgentError> {
     let (dir, out_log, err_log) = open_logs(logs, job)?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // Free now, or another program would answer this job's calls.
@@ -129,7 +225,7 @@ pub async fn run_gob(
         .spawn()
         .map_err(|e| AgentError::Spawn(exe.to_path_buf(), e))?;
     let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
+    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
     let stdout = child.stdout.take();
     let reader = tokio::spawn(async move {
         let Some(stdout) = stdout else { return };
@@ -145,7 +241,7 @@ pub async fn run_gob(
     let _ = child.start_kill();
     let _ = child.wait().await;
     let _ = reader.await;
-    let mut summary = pusher.await.unwrap_or_default();
+    let mut ran = pushed(pusher).await;
     match calls {
         Ok((answered, errors)) => {
             if errors > 0 {
@@ -154,10 +250,10 @@ pub async fn run_gob(
         }
         Err(e) => {
             note(&err_log, &e);
-            summary.ended_early = 1;
+            ran.summary.ended_early = 1;
         }
     }
-    Ok(summary)
+    Ok(ran)
 }
 
 /// Dials the program (while it starts, up to 10 s) and keeps `users` calls in flight until
@@ -210,16 +306,33 @@ pub async fn run_http(
     spec: &super::jobs::HttpSpec,
     logs: &Path,
     collector: &Collector,
-) -> Result<Summary, AgentError> {
+    live: &Live,
+) -> Result<Ran, AgentError> {
     let (_, out_log, _) = open_logs(logs, job)?;
     let deadline = Instant::now() + Duration::from_secs(job.duration);
     let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
+    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
+    let loops = http_loops(&collector.http, spec, job.users, deadline, tx);
+    for l in loops {
+        let _ = l.await;
+    }
+    Ok(pushed(pusher).await)
+}
+
+/// `users` loops sending `spec`'s request until `deadline`, each answer an Output line
+/// on `tx` (`status` 0 and `error` when none came). Answers in flight at the deadline are
+/// not waited for. Shared by the agent's built-in job and `ingot load http`.
+pub(crate) fn http_loops(
+    http: &reqwest::Client,
+    spec: &super::jobs::HttpSpec,
+    users: u64,
+    deadline: Instant,
+    tx: mpsc::Sender<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut loops = Vec::new();
-    for user in 0..job.users {
-        let (http, tx, spec, method, users) =
-            (collector.http.clone(), tx.clone(), spec.clone(), method.clone(), job.users);
+    for user in 0..users {
+        let (http, tx, spec, method, users) = (http.clone(), tx.clone(), spec.clone(), method.clone(), users);
         loops.push(tokio::spawn(async move {
             let mut seq = user;
             while Instant::now() < deadline {
@@ -250,19 +363,37 @@ pub async fn run_http(
             }
         }));
     }
-    drop(tx);
-    for l in loops {
-        let _ = l.await;
+    loops
+}
+
+/// Runs an MQTT share (`ingot load mqtt --agents`): its devices connect and publish from
+/// here; the measurements go into the job's result for the coordinator to merge.
+pub async fn run_mqtt(job: &Job, spec: &super::jobs::MqttSpec, logs: &Path, live: &Live) -> Result<Ran, AgentError> {
+    let (_, _, err_log) = open_logs(logs, job)?;
+    let share = crate::mqtt::run_share(&spec.args(&job.name), spec.devices.clone(), &live.done).await;
+    let share = share.map_err(|e| {
+        note(&err_log, &e.to_string());
+        AgentError::BadRequest(e.to_string())
+    })?;
+    if let Some(e) = &share.first_error {
+        note(&err_log, &format!("first error: {e}"));
     }
-    Ok(pusher.await.unwrap_or_default())
+    let summary = Summary { outputs: share.acked, ..Summary::default() };
+    Ok(Ran { summary, latency: crate::report::latency_histogram(), mqtt: Some(share) })
 }
 
 /// Runs `job` (its program at `exe`) with the line protocol.
-pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector) -> Result<Summary, AgentError> {
+pub async fn run_lines(
+    job: &Job,
+    exe: &Path,
+    logs: &Path,
+    collector: &Collector,
+    live: &Live,
+) -> Result<Ran, AgentError> {
     let (dir, out_log, err_log) = open_logs(logs, job)?;
     let deadline = Instant::now() + Duration::from_secs(job.duration);
     let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log));
+    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
     let mut users = Vec::new();
     for user in 0..job.users {
         let child = tokio::process::Command::new(exe)
@@ -293,12 +424,12 @@ pub async fn run_lines(job: &Job, exe: &Path, logs: &Path, collector: &Collector
             ended_early += 1;
         }
     }
-    let mut summary = pusher.await.unwrap_or_default();
-    summary.ended_early = ended_early;
+    let mut ran = pushed(pusher).await;
+    ran.summary.ended_early = ended_early;
     if ended_early > 0 {
         note(&err_log, &format!("{ended_early} user(s) ended before the time was up"));
     }
-    Ok(summary)
+    Ok(ran)
 }
 
 /// One user: iterations one after another until the deadline; whether its program ended
@@ -342,34 +473,82 @@ async fn one_user(
 }
 
 /// Logs every line and pushes the Outputs in batches, the last partial one included.
-async fn push_all(job: String, mut rx: mpsc::Receiver<String>, collector: Collector, log: std::fs::File) -> Summary {
+async fn push_all(
+    job: String,
+    mut rx: mpsc::Receiver<String>,
+    collector: Collector,
+    log: std::fs::File,
+    live: Live,
+) -> (Summary, hdrhistogram::Histogram<u64>) {
     use std::io::Write;
     let mut log = std::io::BufWriter::new(log);
     let mut summary = Summary::default();
+    let mut latency = crate::report::latency_histogram();
+    // Pushing runs beside reading, so a slow or absent collector never slows the load
+    // test down; past PENDING_BATCHES waiting, batches are given up (still in out.log).
+    let (batches, mut to_push) = mpsc::channel::<Vec<Value>>(PENDING_BATCHES);
+    let sender = tokio::spawn(async move {
+        let (mut pushed, mut lost, mut failing) = (0u64, 0u64, false);
+        while let Some(batch) = to_push.recv().await {
+            let tries = if failing { 1 } else { PUSH_TRIES };
+            if collector.push(&job, &batch, tries).await {
+                pushed += batch.len() as u64;
+                failing = false;
+            } else {
+                lost += batch.len() as u64;
+                failing = true;
+            }
+        }
+        (pushed, lost)
+    });
+    let mut given_up = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
-    let flush = async |batch: &mut Vec<Value>, summary: &mut Summary| {
+    let mut hand_over = |batch: &mut Vec<Value>| {
         if batch.is_empty() {
             return;
         }
-        if collector.push(&job, batch).await {
-            summary.pushed += batch.len() as u64;
-        } else {
-            summary.lost += batch.len() as u64;
+        let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        if let Err(e) = batches.try_send(full) {
+            let n = e.into_inner().len() as u64;
+            if given_up == 0 {
+                tracing::warn!(
+                    "the collector is behind by {PENDING_BATCHES} batches: giving batches up (kept in out.log)"
+                );
+            }
+            given_up += n;
         }
-        batch.clear();
     };
     while let Some(line) = rx.recv().await {
         let _ = writeln!(log, "{line}");
         summary.outputs += 1;
+        live.done.fetch_add(1, Ordering::Relaxed);
         match serde_json::from_str::<Value>(&line) {
-            Ok(v @ Value::Object(_)) => batch.push(v),
+            Ok(v @ Value::Object(_)) => {
+                if failed(&v) {
+                    summary.errors += 1;
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(ns) = v.get("duration").and_then(Value::as_u64) {
+                    latency.saturating_record((ns / 1000).max(1));
+                }
+                batch.push(v);
+            }
             _ => summary.bad_lines += 1,
         }
         if batch.len() == BATCH {
-            flush(&mut batch, &mut summary).await;
+            hand_over(&mut batch);
         }
     }
-    flush(&mut batch, &mut summary).await;
+    hand_over(&mut batch);
+    drop(batches);
     let _ = log.flush();
-    summary
+    let (pushed, lost) = sender.await.unwrap_or_default();
+    summary.pushed = pushed;
+    summary.lost = lost + given_up;
+    (summary, latency)
+}
+
+/// The pusher's result, or an empty one if it panicked.
+async fn pushed(pusher: tokio::task::JoinHandle<(Summary, hdrhistogram::Histogram<u64>)>) -> Ran {
+    Ran::outputs(pusher.await.unwrap_or_else(|_| (Summary::default(), crate::report::latency_histogram())))
 }

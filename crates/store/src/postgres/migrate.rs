@@ -272,6 +272,23 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX market_bids_offer ON market_bids (offer_id, ts_ms);
     "#,
+    // 14: load-test results pushed to Ingot as a collector.
+    r#"
+    CREATE TABLE load_results (
+        tenant TEXT COLLATE "C" NOT NULL,
+        job TEXT COLLATE "C" NOT NULL,
+        second BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        p50_us BIGINT NOT NULL,
+        p90_us BIGINT NOT NULL,
+        p99_us BIGINT NOT NULL,
+        max_us BIGINT NOT NULL,
+        latency BYTEA NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, job, second)
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]. Each step runs in a transaction of its
@@ -434,6 +451,7 @@ mod tests {
                 "flow_backlog(id)",
                 "flows(tenant,id)",
                 "ingested(id)",
+                "load_results(tenant,job,second)",
                 "market_bids(id)",
                 "market_offers(id)",
                 "market_users(username)",

@@ -35,6 +35,7 @@ mod flows;
 mod history;
 #[cfg(test)]
 mod ingest_bench;
+mod loadtests;
 mod market;
 mod migrate;
 mod seats;

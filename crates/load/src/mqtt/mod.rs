@@ -38,11 +38,14 @@ use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::agents::{bar, progress_bar};
 use crate::api::Api;
 use crate::pacing::{due_offset, messages_in_window};
 use crate::procfs;
-use crate::report::{Latency, Report, Resources};
+use crate::report::{Latency, Report};
 use crate::{LoadError, MqttArgs};
+
+mod spread;
 
 /// Concurrent HTTP requests while provisioning and in the final sweep.
 const HTTP_CONCURRENCY: usize = 32;
@@ -76,6 +79,8 @@ enum Phase {
     Holding,
     Draining,
     Sweeping,
+    /// Spread over agents, which report their own progress.
+    OnAgents,
     Done,
 }
 
@@ -88,6 +93,7 @@ impl Phase {
             Phase::Holding => "holding idle connections",
             Phase::Draining => "waiting for PUBACKs",
             Phase::Sweeping => "checking history",
+            Phase::OnAgents => "on the agents",
             Phase::Done => "done",
         }
     }
@@ -100,6 +106,7 @@ impl Phase {
             Phase::Holding,
             Phase::Draining,
             Phase::Sweeping,
+            Phase::OnAgents,
             Phase::Done,
         ]
         .get(v as usize)
@@ -117,8 +124,7 @@ struct Histograms {
 }
 
 fn histogram() -> Histogram<u64> {
-    // 1 µs to 10 min, 3 significant digits.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+    crate::report::latency_histogram()
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
@@ -128,7 +134,11 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
 /// Counters shared by every task of a run.
 struct Stats {
     base: Instant,
+    /// `base` as µs since the Unix epoch (a share's times are compared across agents).
+    base_epoch_us: u64,
     phase: AtomicU8,
+    /// When the phase began (µs since `base` + 1).
+    phase_us: AtomicU64,
     /// Phase-dependent progress counter (devices provisioned, connections opened, devices swept).
     step: AtomicUsize,
     steps: AtomicUsize,
@@ -150,9 +160,12 @@ struct Stats {
 
 impl Stats {
     fn new(sample_interval: Duration) -> Self {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self {
             base: Instant::now(),
+            base_epoch_us: since_epoch.as_micros() as u64,
             phase: AtomicU8::new(Phase::Provisioning as u8),
+            phase_us: AtomicU64::new(1),
             step: AtomicUsize::new(0),
             steps: AtomicUsize::new(0),
             published: AtomicU64::new(0),
@@ -176,6 +189,7 @@ impl Stats {
     }
 
     fn set_phase(&self, phase: Phase, steps: usize) {
+        self.phase_us.store(self.us(Instant::now()), Ordering::Relaxed);
         self.step.store(0, Ordering::Relaxed);
         self.steps.store(steps, Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Release);
@@ -246,18 +260,28 @@ struct Conn {
     driver: tokio::task::JoinHandle<()>,
 }
 
+impl Conn {
+    /// This connection's last acknowledged seq, if any.
+    fn last_acked(&self) -> Option<u64> {
+        self.state.last_acked.load(Ordering::Acquire).checked_sub(1)
+    }
+}
+
 /// Runs `ingot load mqtt`.
 pub async fn run(args: MqttArgs) -> Result<(), LoadError> {
     let (mqtt_addr, _) = args.validate()?;
-    let stats = Arc::new(Stats::new(args.sample_interval));
     let pids: Vec<String> = args.server_pid.iter().map(u32::to_string).collect();
     let server_pid = (!pids.is_empty()).then(|| pids.join(","));
-    let progress = tokio::spawn(progress(stats.clone(), server_pid.clone(), args.devices));
-
-    let result = run_inner(&args, mqtt_addr, &stats, server_pid.as_deref()).await;
-    stats.set_phase(Phase::Done, 0);
-    progress.abort();
-    let report = result?;
+    let report = if args.agents.is_empty() {
+        let stats = Arc::new(Stats::new(args.sample_interval));
+        let progress = tokio::spawn(progress(stats.clone(), server_pid.clone(), args.devices, args.duration));
+        let result = run_inner(&args, mqtt_addr, &stats, server_pid.as_deref()).await;
+        stats.set_phase(Phase::Done, 0);
+        progress.abort();
+        result?
+    } else {
+        spread::run(&args, server_pid).await?
+    };
     println!("{}", report.text());
     if let Some(path) = &args.summary {
         use std::io::Write as _;
@@ -282,28 +306,80 @@ async fn run_inner(
     server_pid: Option<&str>,
 ) -> Result<Report, LoadError> {
     let api = Arc::new(Api::login(&args.target.http, &args.target.user, &args.target.password).await?);
-    if let Some(path) = &args.tls_ca {
-        std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-        // rustls needs its crypto provider chosen; several are linked into this binary.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let tls_key = match &args.tls_key_pem {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-            Some(Arc::new(rcgen::KeyPair::from_pem(&pem).map_err(|e| LoadError::Args(format!("--tls-key-pem: {e}")))?))
-        }
-        None => None,
-    };
+    let tls_key = tls_setup(args)?;
     let devices = Arc::new(provision(&api, args.devices, tls_key, args.tls_ca.is_some(), stats).await?);
     if mqtt_addr.len() > 1 {
         // Devices were made through one node: the others learn of them within moments.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let server_rss_before = server_pid.and_then(procfs::memory).map(|m| m.rss);
+    let session = connect_and_publish(args, mqtt_addr, Some(&api), &devices, stats, server_pid).await?;
+    let mut report = session.report;
+    if !args.idle {
+        let targets = session.conns.iter().filter_map(|c| c.last_acked().map(|seq| (c.index, seq))).collect();
+        stats.set_phase(Phase::Sweeping, session.conns.len());
+        let sweep_started = Instant::now();
+        let first = stats.at(stats.first_publish_us.load(Ordering::Acquire));
+        let last_ack = stats.at(stats.last_ack_us.load(Ordering::Acquire));
+        let (last_visible, not_visible) = sweep(&api, &devices, targets, args.drain_timeout, stats).await;
+        report.sweep_time = sweep_started.elapsed();
+        report.not_visible = not_visible;
+        if let (Some(first), Some(last_ack)) = (first, last_ack) {
+            report.e2e_window = last_visible.unwrap_or(last_ack).max(last_ack).duration_since(first);
+        }
+    }
+    let server_mem = server_pid.and_then(procfs::memory);
+    let max_sampled = stats.server_rss_max.load(Ordering::Relaxed);
+    report.resources.server_rss_before = server_rss_before;
+    report.resources.server_rss_max_sampled = (max_sampled > 0).then_some(max_sampled);
+    report.resources.server_hwm = server_mem.map(|m| m.hwm);
+    report.resources.client_hwm = procfs::memory("self").map(|m| m.hwm);
+    report.http_errors = stats.http_errors.load(Ordering::Acquire);
+    if let Some(e) = stats.first_error.lock().expect("error lock").as_ref() {
+        eprintln!("load: first error: {e}");
+    }
+    disconnect_all(session.conns).await;
+    Ok(report)
+}
 
+/// Checks the CA file and chooses rustls's crypto provider for MQTT over mutual TLS;
+/// reads `--tls-key-pem`.
+fn tls_setup(args: &MqttArgs) -> Result<Option<Arc<rcgen::KeyPair>>, LoadError> {
+    if let Some(path) = &args.tls_ca {
+        std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+        // rustls needs its crypto provider chosen; several are linked into this binary.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match &args.tls_key_pem {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+            let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| LoadError::Args(format!("--tls-key-pem: {e}")))?;
+            Ok(Some(Arc::new(key)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Connections after publishing (or holding), and what was measured so far: everything
+/// but the history sweep and memory.
+struct Session {
+    report: Report,
+    conns: Vec<Conn>,
+}
+
+/// Connects every device, publishes (or holds) for `--duration`, waits for the PUBACKs.
+/// Without `api` no publish→visible samples are taken.
+async fn connect_and_publish(
+    args: &MqttArgs,
+    mqtt_addr: Vec<SocketAddr>,
+    api: Option<&Arc<Api>>,
+    devices: &Arc<Vec<Device>>,
+    stats: &Arc<Stats>,
+    server_pid: Option<&str>,
+) -> Result<Session, LoadError> {
     stats.set_phase(Phase::Connecting, devices.len());
     let connect_started = Instant::now();
-    let (conns, connect_errors) = connect_all(args, mqtt_addr, &devices, stats).await;
+    let (conns, connect_errors) = connect_all(args, mqtt_addr, devices, stats).await;
     let connect_time = connect_started.elapsed();
     if conns.is_empty() {
         let first = stats.first_error.lock().expect("error lock").clone().unwrap_or_default();
@@ -313,7 +389,7 @@ async fn run_inner(
     let cpu_before = (server_pid.and_then(procfs::cpu_seconds), procfs::cpu_seconds("self"), Instant::now());
     let mut report = Report {
         label: args.label.clone(),
-        devices: args.devices,
+        devices: devices.len(),
         rate: (args.rate > 0.0).then_some(args.rate),
         idle: args.idle,
         inflight: args.inflight,
@@ -323,7 +399,6 @@ async fn run_inner(
         connect_time,
         ..Report::default()
     };
-
     if args.idle {
         stats.server_rss_max.store(0, Ordering::Relaxed);
         stats.set_phase(Phase::Holding, conns.len());
@@ -332,36 +407,21 @@ async fn run_inner(
             stats.server_rss_max.fetch_max(m.rss, Ordering::Relaxed);
         }
     } else {
-        publish_phase(args, &api, &devices, &conns, stats).await;
+        let sample_interval = if api.is_some() { args.sample_interval } else { Duration::ZERO };
+        publish_phase(args, sample_interval, api, devices, &conns, stats).await;
     }
     let cpu_after = (server_pid.and_then(procfs::cpu_seconds), procfs::cpu_seconds("self"), Instant::now());
     let wall = cpu_after.2.duration_since(cpu_before.2).as_secs_f64();
     let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / wall);
+    report.resources.server_cores = cores(cpu_before.0, cpu_after.0);
+    report.resources.client_cores = cores(cpu_before.1, cpu_after.1);
 
-    if !args.idle {
-        stats.set_phase(Phase::Sweeping, conns.len());
-        let sweep_started = Instant::now();
-        let (last_visible, not_visible) = sweep(&api, &devices, &conns, args.drain_timeout, stats).await;
-        report.sweep_time = sweep_started.elapsed();
-        report.not_visible = not_visible;
-        let first = stats.at(stats.first_publish_us.load(Ordering::Acquire));
-        let last_ack = stats.at(stats.last_ack_us.load(Ordering::Acquire));
-        if let (Some(first), Some(last_ack)) = (first, last_ack) {
-            report.ack_window = last_ack.duration_since(first);
-            report.e2e_window = last_visible.unwrap_or(last_ack).max(last_ack).duration_since(first);
-        }
+    if let (Some(first), Some(last_ack)) =
+        (stats.at(stats.first_publish_us.load(Ordering::Acquire)), stats.at(stats.last_ack_us.load(Ordering::Acquire)))
+    {
+        report.ack_window = last_ack.duration_since(first);
+        report.e2e_window = report.ack_window;
     }
-
-    let server_mem = server_pid.and_then(procfs::memory);
-    let max_sampled = stats.server_rss_max.load(Ordering::Relaxed);
-    report.resources = Resources {
-        server_rss_before,
-        server_rss_max_sampled: (max_sampled > 0).then_some(max_sampled),
-        server_hwm: server_mem.map(|m| m.hwm),
-        server_cores: cores(cpu_before.0, cpu_after.0),
-        client_cores: cores(cpu_before.1, cpu_after.1),
-        client_hwm: procfs::memory("self").map(|m| m.hwm),
-    };
     report.published = stats.published.load(Ordering::Acquire);
     report.acked = stats.acked.load(Ordering::Acquire);
     report.unacked = conns
@@ -369,18 +429,85 @@ async fn run_inner(
         .map(|c| c.state.published.load(Ordering::Acquire).saturating_sub(c.state.acked.load(Ordering::Acquire)))
         .sum();
     report.connection_errors = stats.connection_errors.load(Ordering::Acquire);
-    report.http_errors = stats.http_errors.load(Ordering::Acquire);
     {
         let h = stats.hist.lock().expect("histogram lock");
         report.puback = Latency::from_histogram(&h.puback);
         report.puback_from_due = Latency::from_histogram(&h.puback_from_due);
         report.visible = Latency::from_histogram(&h.visible);
     }
-    if let Some(e) = stats.first_error.lock().expect("error lock").as_ref() {
-        eprintln!("load: first error: {e}");
-    }
-    disconnect_all(conns).await;
-    Ok(report)
+    Ok(Session { report, conns })
+}
+
+/// One agent's share of a spread run (`ingot load mqtt --agents`): its devices connect
+/// and publish here; the coordinator sweeps history and merges the shares.
+pub(crate) async fn run_share(
+    args: &MqttArgs,
+    devices: Vec<(String, String)>,
+    live: &Arc<AtomicU64>,
+) -> Result<Share, LoadError> {
+    let mqtt_addr = args.mqtt_addrs()?;
+    let stats = Arc::new(Stats::new(Duration::ZERO));
+    let devices: Arc<Vec<Device>> = Arc::new(
+        devices.into_iter().map(|(id, secret)| Device { id, credential: Credential::Secret(secret) }).collect(),
+    );
+    let copier = {
+        let (stats, live) = (stats.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                live.store(stats.acked.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let session = connect_and_publish(args, mqtt_addr, None, &devices, &stats, None).await;
+    copier.abort();
+    let session = session?;
+    live.store(stats.acked.load(Ordering::Relaxed), Ordering::Relaxed);
+    let epoch = |us: u64| stats.at(us).map(|_| stats.base_epoch_us + us - 1);
+    let (puback, puback_from_due) = {
+        let hist = stats.hist.lock().expect("histogram lock");
+        (crate::report::encode_histogram(&hist.puback), crate::report::encode_histogram(&hist.puback_from_due))
+    };
+    let share = Share {
+        devices: devices.len(),
+        connected: session.report.connected,
+        connect_errors: session.report.connect_errors,
+        connect_ms: session.report.connect_time.as_millis() as u64,
+        connection_errors: session.report.connection_errors,
+        published: session.report.published,
+        acked: session.report.acked,
+        unacked: session.report.unacked,
+        first_publish_us: epoch(stats.first_publish_us.load(Ordering::Acquire)),
+        last_ack_us: epoch(stats.last_ack_us.load(Ordering::Acquire)),
+        puback,
+        puback_from_due,
+        last_acked: session.conns.iter().filter_map(|c| c.last_acked().map(|seq| (c.index, seq))).collect(),
+        first_error: stats.first_error.lock().expect("error lock").clone(),
+    };
+    disconnect_all(session.conns).await;
+    Ok(share)
+}
+
+/// What one agent's devices did (see [`run_share`]); times are µs since the Unix epoch.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Share {
+    pub devices: usize,
+    pub connected: usize,
+    pub connect_errors: usize,
+    pub connect_ms: u64,
+    pub connection_errors: usize,
+    pub published: u64,
+    pub acked: u64,
+    pub unacked: u64,
+    pub first_publish_us: Option<u64>,
+    pub last_ack_us: Option<u64>,
+    /// publish written → PUBACK, µs ([`crate::report::encode_histogram`]).
+    pub puback: String,
+    /// due time → PUBACK, µs (fixed-rate runs).
+    pub puback_from_due: String,
+    /// (device index within the share, its last acknowledged seq).
+    pub last_acked: Vec<(usize, u64)>,
+    pub first_error: Option<String>,
 }
 
 /// Template, devices, one secret each.
@@ -575,13 +702,14 @@ fn payload(seq: u64) -> String {
 /// Publishes for `--duration`, then waits for the outstanding PUBACKs.
 async fn publish_phase(
     args: &MqttArgs,
-    api: &Arc<Api>,
+    sample_interval: Duration,
+    api: Option<&Arc<Api>>,
     devices: &Arc<Vec<Device>>,
     conns: &[Conn],
     stats: &Arc<Stats>,
 ) {
     let mut samplers = tokio::task::JoinSet::new();
-    if !args.sample_interval.is_zero() {
+    if let Some(api) = api.filter(|_| !sample_interval.is_zero()) {
         let (tx, rx) = mpsc::channel(SAMPLERS);
         *stats.samples.lock().expect("samples lock") = Some(tx);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -706,24 +834,16 @@ async fn sampler(
     }
 }
 
-/// Polls every device until its history shows its last acknowledged seq. Returns when
+/// Polls every device (index, last acknowledged seq) until its history shows that seq. Returns when
 /// the last one was seen and how many never showed up within `timeout`.
 async fn sweep(
     api: &Arc<Api>,
     devices: &Arc<Vec<Device>>,
-    conns: &[Conn],
+    targets: Vec<(usize, u64)>,
     timeout: Duration,
     stats: &Arc<Stats>,
 ) -> (Option<Instant>, usize) {
-    let targets: Arc<Vec<(usize, u64)>> = Arc::new(
-        conns
-            .iter()
-            .filter_map(|c| {
-                let last = c.state.last_acked.load(Ordering::Acquire);
-                (last > 0).then(|| (c.index, last - 1))
-            })
-            .collect(),
-    );
+    let targets = Arc::new(targets);
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + timeout;
     let mut workers = tokio::task::JoinSet::new();
@@ -785,16 +905,26 @@ async fn disconnect_all(conns: Vec<Conn>) {
     }
 }
 
-/// One progress line on stderr per second; samples the server's RSS.
-async fn progress(stats: Arc<Stats>, server_pid: Option<String>, devices: usize) {
+/// One progress line on stderr per second, with a progress bar of the phase (its steps,
+/// or its time out of `duration`); samples the server's RSS.
+async fn progress(stats: Arc<Stats>, server_pid: Option<String>, devices: usize, duration: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last_acked = 0;
     loop {
         tick.tick().await;
         let phase = stats.phase();
-        let mut line = format!("load: {:>6.1}s {}", stats.base.elapsed().as_secs_f64(), phase.name());
         let (step, steps) = (stats.step.load(Ordering::Relaxed), stats.steps.load(Ordering::Relaxed));
+        let bar = match phase {
+            Phase::Provisioning => bar(step as f64 / devices.max(1) as f64),
+            Phase::Connecting | Phase::Sweeping => bar(step as f64 / steps.max(1) as f64),
+            Phase::Publishing | Phase::Holding => {
+                let since = stats.at(stats.phase_us.load(Ordering::Relaxed)).map_or(Duration::ZERO, |t| t.elapsed());
+                progress_bar(since, duration)
+            }
+            _ => String::new(),
+        };
+        let mut line = format!("load: {:>6.1}s {bar} {}", stats.base.elapsed().as_secs_f64(), phase.name());
         match phase {
             Phase::Provisioning => line += &format!(": {step}/{devices} device credentials"),
             Phase::Connecting => line += &format!(": {step}/{steps} connections tried"),
@@ -816,6 +946,13 @@ async fn progress(stats: Arc<Stats>, server_pid: Option<String>, devices: usize)
                 last_acked = acked;
             }
             Phase::Done => {}
+            // The agents' poller draws this phase's line.
+            Phase::OnAgents => {
+                if let Some(m) = server_pid.as_deref().and_then(procfs::memory) {
+                    stats.server_rss_max.fetch_max(m.rss, Ordering::Relaxed);
+                }
+                continue;
+            }
         }
         if let Some(m) = server_pid.as_deref().and_then(procfs::memory) {
             if matches!(phase, Phase::Publishing | Phase::Holding | Phase::Draining) {
