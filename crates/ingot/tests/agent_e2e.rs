@@ -357,7 +357,8 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
     let (status, token) = api.post("/auth/tokens", json!({"name": "agents", "scopes": ["loadtests"]})).await;
     assert_eq!(status, 201, "{token}");
     let token = token["token"].as_str().unwrap().to_string();
-    let collector = format!("{}/collect/{token}", server.http);
+    // The token as the collector URL's password: what go-lo's agent can carry too.
+    let collector = server.http.replacen("http://", &format!("http://agents:{token}@"), 1);
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let agents = [
         Agent::start(dirs[0].path(), dirs[1].path(), &collector, &[]),
@@ -437,6 +438,15 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
         assert_eq!(result["mqtt"]["devices"], 10, "{result}");
         assert!(!result.to_string().contains("secret"), "no device secret in a result");
     }
+    // The agents sent the collector one summary a second: the same PUBACKs, the same p99.
+    let (_, got) = api.get(&format!("/loadtests/{mqtt_job}")).await;
+    let totals = &got["job"]["totals"];
+    assert_eq!((totals["count"].as_u64(), totals["errors"].as_u64()), (Some(acked), Some(0)), "{got}");
+    let p99 = format!("p99 {:.2} ms", totals["p99_ms"].as_f64().unwrap());
+    assert!(
+        out.contains(&format!("publish→PUBACK       p50 {:.2} ms, {p99}", totals["p50_ms"].as_f64().unwrap())),
+        "{p99} in {out}"
+    );
 
     // The collector's refusals.
     let push = |path: &str, auth: Option<&str>, body: &str| {
@@ -453,12 +463,21 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
     assert_eq!(push("/push/x", None, one).await.0, 401);
     let (_, metrics) = api.post("/auth/tokens", json!({"name": "fakeiot", "scopes": ["metrics"]})).await;
     assert_eq!(push("/push/x", metrics["token"].as_str(), one).await.0, 401, "a token without the scope");
-    assert_eq!(push("/collect/ingot_nope/push/x", None, one).await.0, 401);
+    assert_eq!(push("/push/x?token=ingot_nope", None, one).await.0, 401);
+    assert_eq!(push(&format!("/push/x?token={token}"), None, one).await.0, 200, "the token in the query");
+    // go-lo's agent: no Content-Type, one Output, Basic auth from the URL.
+    let golo = reqwest::Client::new()
+        .post(format!("{}/push/golo", server.http))
+        .basic_auth("agents", Some(&token))
+        .body(r#"{"sequenceID": 1, "status": 200, "duration": 1000}"#);
+    assert_eq!(reply(golo).await, (200, json!({"taken": 1})));
+    let typed = reqwest::Client::new().post(format!("{}/push/golo", server.http)).bearer_auth(&token);
+    assert_eq!(reply(typed.header("content-type", "text/plain").body("[]")).await.0, 400, "another declared type");
     assert_eq!(push("/push/x", Some(&token), one).await, (200, json!({"taken": 1})), "the token in the header");
     assert_eq!(push("/push/x", Some(api.jwt.as_deref().unwrap()), one).await.0, 200, "a platform token");
     for (body, words) in [
         ("{not json", "valid JSON"),
-        (r#"{"a": 1}"#, "JSON array"),
+        ("5", "JSON array"),
         (r#"[{"timestamp": "yesterday"}]"#, "timestamp"),
         (r#"[{"duration": -5}]"#, "duration"),
     ] {

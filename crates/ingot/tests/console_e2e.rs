@@ -1005,9 +1005,11 @@ async fn load_test_charts_fill_in_live_in_headless_chromium() {
         let outputs: Vec<Value> = (0..n)
             .map(|i| json!({"sequenceID": i, "status": status, "duration": (i as u64 + 1) * 1_000_000, "error": null}))
             .collect();
-        let url = format!("{}/collect/{token}/push/soak", server.http);
+        let url = format!("{}/push/soak", server.http);
+        let token = token.clone();
         async move {
-            let resp = reqwest::Client::new().post(url).json(&outputs).send().await.unwrap();
+            let resp =
+                reqwest::Client::new().post(url).basic_auth("agents", Some(token)).json(&outputs).send().await.unwrap();
             assert_eq!(resp.status(), 200);
         }
     };
@@ -1020,7 +1022,7 @@ async fn load_test_charts_fill_in_live_in_headless_chromium() {
     sign_in_as_admin(&c, &https).await;
     click(&c, "#nav a[data-page='loadtests']").await;
     wait_text(&c, "#loadtests-table tbody tr td:first-child", "soak").await;
-    wait_contains(&c, "#loadtests-collector", "/collect/<API token>").await;
+    wait_contains(&c, "#loadtests-collector", "://agents:<API token>@").await;
     click(&c, "#loadtests-table tbody tr td:first-child a").await;
     wait_text(&c, "#loadtest-title", "soak").await;
     wait_contains(&c, "#loadtest-state", "Running").await;

@@ -2,6 +2,10 @@
 //! push to `POST <collector>/push/<job>`, a JSON array of go-lo Outputs
 //! (`{"sequenceID", "url", "method", "status", "size", "timestamp", "duration", "error"}`).
 //!
+//! A push may also carry seconds already summed up, `{"second", "count", "errors",
+//! "latency"}` with an encoded histogram (an `ingot agent` MQTT job sends one a second:
+//! an Output per reading would load the collector as much as the platform under test).
+//!
 //! Each push is summed up per second of the Outputs' `timestamp` (RFC 3339; an Output
 //! without one counts at the second it arrived): how many, how many failed (an `error`,
 //! or a `status` of 400 or more), and a histogram of their `duration` (go-lo's, in ns;
@@ -125,6 +129,31 @@ fn merge(old: &LoadBucket, new: &LoadBucket) -> Result<LoadBucket, String> {
     Ok(bucket(new.second, old.count + new.count, old.errors + new.errors, &h, new.updated_ms.max(old.updated_ms)))
 }
 
+/// A second's summary (an `ingot agent` MQTT job's): `{"second", "count", "errors",
+/// "latency"}`, the latency an encoded histogram ([`crate::report::encode_histogram`]).
+fn summary(
+    i: usize,
+    item: &Value,
+    latency: &Value,
+) -> Result<(i64, i64, i64, hdrhistogram::Histogram<u64>), CollectorError> {
+    let bad = |m: &str| CollectorError::BadRequest(format!("item {i}: {m}"));
+    let h = latency
+        .as_str()
+        .ok_or_else(|| bad("latency must be an encoded histogram"))
+        .and_then(|t| crate::report::decode_histogram(t).map_err(|e| bad(&e)))?;
+    let second = item
+        .get("second")
+        .and_then(Value::as_i64)
+        .filter(|s| *s >= 0)
+        .ok_or_else(|| bad("second must be a Unix time"))?;
+    let count = item.get("count").and_then(Value::as_i64).ok_or_else(|| bad("count must be a whole number"))?;
+    let errors = item.get("errors").and_then(Value::as_i64).unwrap_or(0);
+    if errors < 0 || count < errors || (count as u64) < h.len() {
+        return Err(bad("count must be at least errors and the histogram's samples"));
+    }
+    Ok((second, count, errors, h))
+}
+
 impl Collector {
     pub fn new(store: SharedStore) -> Self {
         Self { store }
@@ -158,6 +187,16 @@ impl Collector {
         for (i, output) in outputs.iter().enumerate() {
             if !output.is_object() {
                 return Err(CollectorError::BadRequest(format!("Output {i} is not a JSON object")));
+            }
+            if let Some(latency) = output.get("latency") {
+                let (second, count, errors, h) = summary(i, output, latency)?;
+                let entry = seconds.entry(second).or_insert_with(|| (0, 0, latency_histogram()));
+                for (c, e, into) in [&mut *entry, &mut whole].map(|e| (&mut e.0, &mut e.1, &mut e.2)) {
+                    *c += count;
+                    *e += errors;
+                    into.add(&h).map_err(|e| CollectorError::BadRequest(format!("item {i}: latency: {e:?}")))?;
+                }
+                continue;
             }
             let second = match output.get("timestamp").and_then(Value::as_str) {
                 Some(ts) => chrono::DateTime::parse_from_rfc3339(ts)
@@ -244,13 +283,36 @@ mod tests {
             assert_eq!(c.job("t", "smoke", t0 + 1).await.unwrap().1.len(), 1, "since");
             assert!(matches!(c.job("u", "smoke", 0).await, Err(CollectorError::NotFound(_))), "tenants apart");
 
+            // A second already summed up (an MQTT job's), merged into the same row.
+            let mut h = latency_histogram();
+            for us in [150_000, 250_000] {
+                h.record(us).unwrap();
+            }
+            let item =
+                json!({"second": t0 + 1, "count": 3, "errors": 1, "latency": crate::report::encode_histogram(&h)});
+            assert_eq!(c.push("t", "smoke", &json!([item])).await.unwrap(), 1);
+            let (job, series) = c.job("t", "smoke", t0 + 1).await.unwrap();
+            assert_eq!((job.totals.count, job.totals.errors), (204, 2));
+            assert_eq!((series[0].count, series[0].errors, series[0].max_ms.round()), (4, 2, 250.0));
+            let wrong = [
+                json!({"second": t0, "count": 1, "latency": "???"}),
+                json!({"second": -5, "count": 3, "latency": crate::report::encode_histogram(&h)}),
+                json!({"second": t0, "count": 1, "latency": crate::report::encode_histogram(&h)}),
+            ];
+            for bad in wrong {
+                assert!(
+                    matches!(c.push("t", "smoke", &json!([bad])).await, Err(CollectorError::BadRequest(_))),
+                    "{bad}"
+                );
+            }
+
             for bad in [json!({"a": 1}), json!([1]), json!([{"timestamp": "yesterday"}]), json!([{"duration": -1}])] {
                 assert!(matches!(c.push("t", "smoke", &bad).await, Err(CollectorError::BadRequest(_))), "{bad}");
             }
             assert!(matches!(c.push("t", "../x", &json!([])).await, Err(CollectorError::BadRequest(_))));
             let many = json!(vec![json!({}); MAX_OUTPUTS_PER_PUSH + 1]);
             assert!(matches!(c.push("t", "smoke", &many).await, Err(CollectorError::BadRequest(_))));
-            assert_eq!(c.jobs("t").await.unwrap()[0].totals.count, 201, "bad pushes left nothing");
+            assert_eq!(c.jobs("t").await.unwrap()[0].totals.count, 204, "bad pushes left nothing");
 
             c.delete("t", "smoke").await.unwrap();
             assert!(c.jobs("t").await.unwrap().is_empty());

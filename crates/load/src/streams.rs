@@ -157,13 +157,29 @@ pub async fn run(args: StreamsArgs) -> Result<(), LoadError> {
     let after = memory();
     let cpu_start = pid.as_deref().and_then(procfs::cpu_seconds);
 
+    // A progress bar and the deliveries so far, once a second.
+    let ticker = {
+        let (tally, duration) = (tally.clone(), args.duration);
+        tokio::spawn(async move {
+            let (started, mut last) = (Instant::now(), 0);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let delivered = tally.delivered.load(Ordering::Relaxed);
+                let bar = crate::agents::progress_bar(started.elapsed(), duration);
+                eprintln!("load: {bar}  delivered {delivered} (+{}/s)", delivered - last);
+                last = delivered;
+            }
+        })
+    };
     let published = if args.rate > 0.0 {
-        publish(mqtt, &args, &device, &secret).await?
+        publish(mqtt, &args, &device, &secret).await
     } else {
         eprintln!("holding the streams for {:?}…", args.duration);
         tokio::time::sleep(args.duration).await;
-        0
+        Ok(0)
     };
+    ticker.abort();
+    let published = published?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = cpu_start.zip(pid.as_deref().and_then(procfs::cpu_seconds)).map(|(a, b)| b - a);
 

@@ -92,10 +92,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
-                    // `/collect/<API token>/push/<job>` carries a token in its path.
-                    let path = req.uri().path();
-                    let path = if path.starts_with("/collect/") { "/collect/…/push/…" } else { path };
-                    tracing::debug_span!("request", method = %req.method(), path = %path)
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
                 })
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )

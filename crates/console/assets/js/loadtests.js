@@ -1,5 +1,5 @@
 // The load tests page: results agents pushed to Ingot as a collector (ingot agent, or
-// go-lo's agent, with --collector http://<ingot>/collect/<API token>). The list of jobs,
+// go-lo's agent, with --collector http://agents:<API token>@<ingot>). The list of jobs,
 // and one job's throughput, error rate and latency percentiles per second as charts,
 // polled once a second while the page is open: live while the job runs.
 'use strict';
@@ -105,7 +105,8 @@ export async function enter(params) {
   if (!wired) {
     wired = true;
     $('loadtest-delete').addEventListener('click', remove);
-    $('loadtests-collector').textContent = `ingot agent --collector ${window.location.origin}/collect/<API token>`;
+    const { protocol, host } = window.location;
+    $('loadtests-collector').textContent = `ingot agent --collector ${protocol}//agents:<API token>@${host}`;
   }
   stop();
   say('loadtest-error', null);

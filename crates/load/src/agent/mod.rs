@@ -61,7 +61,8 @@ pub struct AgentArgs {
     /// Where the API listens (`:8081`, go-lo's CLI's port, is every address).
     #[arg(long, env = "INGOT_AGENT_LISTEN", default_value = ":8081")]
     pub listen: String,
-    /// Where results go: `POST <collector>/push/<job>` (an Ingot node is one).
+    /// Where results go: `POST <collector>/push/<job>`. An Ingot node is one, with an API
+    /// token of scope `loadtests` as the URL's password: `http://agents:<token>@host:8000`.
     #[arg(long, env = "INGOT_AGENT_COLLECTOR", default_value = "http://localhost:8082")]
     pub collector: String,
     /// Accept invalid certificates: the collector's, and built-in HTTP jobs' targets'.
@@ -163,7 +164,7 @@ async fn run_jobs(
         let exe = jobs.binary_path(&job.binary);
         let ran = match (&job.http, &job.mqtt, job.protocol.as_str()) {
             (Some(spec), _, _) => runner::run_http(&job, spec, &logs, &collector, &live).await,
-            (_, Some(spec), _) => runner::run_mqtt(&job, spec, &logs, &live).await,
+            (_, Some(spec), _) => runner::run_mqtt(&job, spec, &logs, &collector, &live).await,
             (None, None, "lines") => runner::run_lines(&job, &exe, &logs, &collector, &live).await,
             (None, None, _) => runner::run_gob(&job, &exe, &logs, &collector, rpc_port, &live).await,
         };

@@ -162,11 +162,22 @@ pub struct Collector {
 impl Collector {
     async fn push(&self, job: &str, batch: &[Value], tries: u32) -> bool {
         let url = format!("{}/push/{job}", self.url.trim_end_matches('/'));
+        // The collector URL may hold its token as a password: never in the log.
+        let shown = match reqwest::Url::parse(&url) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            Err(_) => "(the collector URL)".into(),
+        };
         for attempt in 0..tries {
             match self.http.post(&url).timeout(PUSH_TIMEOUT).json(batch).send().await {
                 Ok(r) if r.status().is_success() => return true,
-                Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "the collector refused a batch"),
-                Err(e) => tracing::warn!(%url, error = %e, attempt, "the collector could not be reached"),
+                Ok(r) => tracing::warn!(url = %shown, status = %r.status(), attempt, "the collector refused a batch"),
+                Err(e) => {
+                    let e = e.without_url();
+                    tracing::warn!(url = %shown, error = %e, attempt, "the collector could not be reached")
+                }
             }
             if attempt + 1 < tries {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -368,9 +379,38 @@ pub(crate) fn http_loops(
 
 /// Runs an MQTT share (`ingot load mqtt --agents`): its devices connect and publish from
 /// here; the measurements go into the job's result for the coordinator to merge.
-pub async fn run_mqtt(job: &Job, spec: &super::jobs::MqttSpec, logs: &Path, live: &Live) -> Result<Ran, AgentError> {
+pub async fn run_mqtt(
+    job: &Job,
+    spec: &super::jobs::MqttSpec,
+    logs: &Path,
+    collector: &Collector,
+    live: &Live,
+) -> Result<Ran, AgentError> {
     let (_, _, err_log) = open_logs(logs, job)?;
-    let share = crate::mqtt::run_share(&spec.args(&job.name), spec.devices.clone(), &live.done).await;
+    // Each second's PUBACKs go to the collector as one summary (an Output per reading
+    // would be as much load on it as on the platform under test).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let pusher = {
+        let (collector, name) = (collector.clone(), job.name.clone());
+        tokio::spawn(async move {
+            let (mut pushed, mut lost, mut failing) = (0u64, 0u64, false);
+            while let Some(item) = rx.recv().await {
+                let mut batch = vec![item];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let n: u64 = batch.iter().map(|i| i["count"].as_u64().unwrap_or(0)).sum();
+                if collector.push(&name, &batch, if failing { 1 } else { PUSH_TRIES }).await {
+                    (pushed, failing) = (pushed + n, false);
+                } else {
+                    (lost, failing) = (lost + n, true);
+                }
+            }
+            (pushed, lost)
+        })
+    };
+    let share = crate::mqtt::run_share(&spec.args(&job.name), spec.devices.clone(), &live.done, tx).await;
+    let (pushed, lost) = pusher.await.unwrap_or_default();
     let share = share.map_err(|e| {
         note(&err_log, &e.to_string());
         AgentError::BadRequest(e.to_string())
@@ -378,7 +418,7 @@ pub async fn run_mqtt(job: &Job, spec: &super::jobs::MqttSpec, logs: &Path, live
     if let Some(e) = &share.first_error {
         note(&err_log, &format!("first error: {e}"));
     }
-    let summary = Summary { outputs: share.acked, ..Summary::default() };
+    let summary = Summary { outputs: share.acked, errors: share.unacked, pushed, lost, ..Summary::default() };
     Ok(Ran { summary, latency: crate::report::latency_histogram(), mqtt: Some(share) })
 }
 

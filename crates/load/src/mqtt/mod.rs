@@ -211,6 +211,21 @@ impl Stats {
         self.first_error.lock().expect("error lock").get_or_insert(msg);
     }
 
+    /// The PUBACKs since the last call (`interval`, which only a share's ticker reads) as
+    /// one second's results for the collector, `errors` more counted as failed.
+    fn second_summary(&self, second: i64, errors: u64) -> Option<serde_json::Value> {
+        let h = {
+            let mut hist = self.hist.lock().expect("histogram lock");
+            let h = hist.interval.clone();
+            hist.interval.reset();
+            h
+        };
+        (h.len() + errors > 0).then(|| {
+            serde_json::json!({"second": second, "count": h.len() + errors, "errors": errors,
+                "latency": crate::report::encode_histogram(&h)})
+        })
+    }
+
     /// Whether a message written at `now` should be a publish→visible sample.
     fn take_sample_slot(&self, now: Instant) -> bool {
         if self.sample_interval_us == 0 {
@@ -444,23 +459,40 @@ pub(crate) async fn run_share(
     args: &MqttArgs,
     devices: Vec<(String, String)>,
     live: &Arc<AtomicU64>,
+    seconds: mpsc::UnboundedSender<serde_json::Value>,
 ) -> Result<Share, LoadError> {
     let mqtt_addr = args.mqtt_addrs()?;
     let stats = Arc::new(Stats::new(Duration::ZERO));
     let devices: Arc<Vec<Device>> = Arc::new(
         devices.into_iter().map(|(id, secret)| Device { id, credential: Credential::Secret(secret) }).collect(),
     );
-    let copier = {
-        let (stats, live) = (stats.clone(), live.clone());
+    // The running count for `GET /jobs/<name>`, and each second's PUBACKs for the collector.
+    let ticker = {
+        let (stats, live, seconds) = (stats.clone(), live.clone(), seconds.clone());
         tokio::spawn(async move {
             loop {
-                live.store(stats.acked.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let next = Duration::from_secs(now.as_secs() + 1);
+                for _ in 0..5 {
+                    live.store(stats.acked.load(Ordering::Relaxed), Ordering::Relaxed);
+                    tokio::time::sleep((next.saturating_sub(now)) / 5).await;
+                }
+                if let Some(item) = stats.second_summary(now.as_secs() as i64, 0) {
+                    let _ = seconds.send(item);
+                }
             }
         })
     };
     let session = connect_and_publish(args, mqtt_addr, None, &devices, &stats, None).await;
-    copier.abort();
+    ticker.abort();
+    if let Ok(s) = &session {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // The last partial second; readings never acknowledged count as its errors.
+        if let Some(item) = stats.second_summary(now.as_secs() as i64, s.report.unacked) {
+            let _ = seconds.send(item);
+        }
+    }
+    drop(seconds);
     let session = session?;
     live.store(stats.acked.load(Ordering::Relaxed), Ordering::Relaxed);
     let epoch = |us: u64| stats.at(us).map(|_| stats.base_epoch_us + us - 1);
