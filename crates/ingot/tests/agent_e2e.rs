@@ -404,6 +404,19 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
     let (_, listed) = api.get("/loadtests").await;
     assert_eq!(listed["jobs"][0]["name"].as_str(), Some(job.as_str()));
 
+    // The same scenario here, without agents; and the refusals of a spread run.
+    let (ok, out, err) = ingot_load(&["http", "--url", &url, "--users", "2", "--duration", "1s"], &[]);
+    assert!(ok && out.contains("(here)") && number_after(&out, "requests ") > 5.0, "{out}\n{err}");
+    let (ok, _, err) =
+        ingot_load(&["http", "--url", &url, "--duration", "1s", "--agents", &list], &[("INGOT_AGENT_TOKEN", "wrong")]);
+    assert!(!ok && err.contains("HTTP 401") && err.contains("queueing on agent"), "{err}");
+    let (ok, _, err) = ingot_load(&["http", "--url", &url, "--duration", "1s", "--agents", "127.0.0.1:1"], &[]);
+    assert!(!ok && err.contains("agent http://127.0.0.1:1 (queue)"), "{err}");
+    let (ok, _, err) = ingot_load(&["http", "--url", &url, "--duration", "1500ms", "--agents", &list], &[]);
+    assert!(!ok && err.contains("whole seconds"), "{err}");
+    let (ok, _, err) = ingot_load(&["http", "--url", "http://192.0.2.1/", "--agents", &list], &[]);
+    assert!(!ok && err.contains("not loopback"), "{err}");
+
     // MQTT: 20 devices, provisioned here, connected and publishing from the agents.
     let (ok, out, err) = ingot_load(
         &[
