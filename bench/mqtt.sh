@@ -10,6 +10,13 @@
 #   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
 #   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
 #   STORES="sqlite nats nats2" SCENARIOS="max-200 max-1000" bench/mqtt.sh   # cluster (issue 10)
+#   BROKER= bench/mqtt.sh             # without the Mosquitto runs
+#
+# With BROKER=mosquitto (the default) the max-rate scenarios also run against Mosquitto
+# (Debian's, installed when missing; persistence off, anonymous, loopback) with the same
+# load generator and connections (`ingot load mqtt --plain-broker`: no API, nothing to
+# store, measured up to the PUBACKs), and the summary gives Ingot's end-to-end durable
+# rate as a ratio of Mosquitto's (issue 16's target: ≥ 0.6 at 200 and 1,000).
 #
 # With postgres in STORES, the scenarios that write history run again on PostgreSQL: a
 # private server (scripts/postgres.sh, fsync on) with a new database per scenario, and
@@ -26,6 +33,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15s}
 SCENARIOS=${SCENARIOS:-"max-200 max-1000 max-1000-nosync rate-10k idle-10k"}
 STORES=${STORES:-"sqlite postgres"}
+BROKER=${BROKER-mosquitto}
 PASSWORD=bench-password-1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -39,8 +47,9 @@ SERVER_PID=
 SERVER2_PID=
 PG_DIR=
 NATS_DIR=
+BROKER_PID=
 cleanup() {
-    for pid in $SERVER_PID $SERVER2_PID; do
+    for pid in $SERVER_PID $SERVER2_PID $BROKER_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
     done
     if [ -n "$PG_DIR" ]; then scripts/postgres.sh stop "$PG_DIR" || true; fi
@@ -180,8 +189,37 @@ scenario() {
     echo
 }
 
+if [ "$BROKER" = mosquitto ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "==> installing mosquitto (Debian package) to compare with"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq mosquitto >/dev/null; else sudo apt-get install -y -qq mosquitto >/dev/null; fi
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+# broker_scenario NAME DEVICES: Mosquitto on a free loopback port, persistence off, the
+# same connections and publishes as scenario NAME; the row is "mosquitto-NAME".
+broker_scenario() {
+    local name=mosquitto-$1 devices=$2 dir=$WORK/mosquitto-$1 port
+    mkdir -p "$dir"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n' "$port" >"$dir/mosquitto.conf"
+    echo "==> $name: $devices connections, max rate, $DURATION; $("$MOSQUITTO" -h 2>&1 | head -1)"
+    "$MOSQUITTO" -c "$dir/mosquitto.conf" 2>"$dir/mosquitto.err" &
+    BROKER_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    "$BIN" load mqtt --plain-broker --mqtt "127.0.0.1:$port" --devices "$devices" --rate 0 \
+        --duration "$DURATION" --server-pid "$BROKER_PID" --label "$name" --summary "$SUMMARY"
+    kill -TERM "$BROKER_PID"
+    wait "$BROKER_PID" || true
+    BROKER_PID=
+    echo
+}
+
 # Each scenario on each store, side by side (idle connections never reach the store).
 for s in $SCENARIOS; do
+    if [ -n "$BROKER" ] && [[ $s == max-200 || $s == max-1000 ]]; then broker_scenario "$s" "${s#max-}"; fi
     for STORE in $STORES; do
         [ "$STORE" != sqlite ] && [ "$s" = idle-10k ] && continue
         case $s in
@@ -200,3 +238,9 @@ echo
 echo "Targets: ≥ 50,000 msg/s end to end at QoS 1; PUBACK p99 < 20 ms at 10,000 msg/s; 10,000 idle connections < 300 MB."
 echo
 cat "$SUMMARY"
+if [ -n "$BROKER" ]; then
+    echo
+    echo "Ingot's end-to-end durable rate / Mosquitto's (no persistence) PUBACK rate, same connections, this run (target ≥ 0.6):"
+    awk -F'|' '{ gsub(/ /, "", $2); rate[$2] = $6 } END {
+        for (k in rate) if (k ~ /^mosquitto-/) { s = substr(k, 11); for (p in rate) if (p == s || p == "pg-" s || p ~ ("^nats2?-" s "$")) printf "- %s: %.0f / %.0f msg/s = %.2f\n", p, rate[p], rate[k], rate[p] / rate[k] } }' "$SUMMARY" | sort
+fi

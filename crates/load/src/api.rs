@@ -21,6 +21,11 @@ pub(crate) struct Api {
 
 impl Api {
     pub async fn login(base: &str, user: &str, password: &str) -> Result<Self, LoadError> {
+        if password.is_empty() {
+            return Err(LoadError::Args(format!(
+                "the password of {user} is needed to provision devices: --password or INGOT_LOAD_PASSWORD"
+            )));
+        }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()

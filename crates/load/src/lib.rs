@@ -71,8 +71,8 @@ pub struct Target {
     /// User that provisions the devices.
     #[arg(long, default_value = "admin")]
     pub user: String,
-    /// That user's password.
-    #[arg(long, env = "INGOT_LOAD_PASSWORD")]
+    /// That user's password (not needed with --plain-broker).
+    #[arg(long, env = "INGOT_LOAD_PASSWORD", default_value = "", hide_default_value = true)]
     pub password: String,
     /// The user's tenant (the MQTT username is `tenant:device`).
     #[arg(long, default_value = "admin")]
@@ -157,6 +157,11 @@ pub struct MqttArgs {
     /// The agents' token (`ingot agent --token`).
     #[arg(long, env = "INGOT_AGENT_TOKEN")]
     pub agent_token: Option<String>,
+    /// `--mqtt` is a plain MQTT broker (e.g. Mosquitto, to compare with): no API, no
+    /// devices provisioned, no credentials, no history to check; the same connections
+    /// and publishes, measured up to their PUBACKs.
+    #[arg(long, conflicts_with_all = ["tls_ca", "agents"])]
+    pub plain_broker: bool,
 }
 
 impl MqttArgs {

@@ -114,6 +114,7 @@ impl MqttSpec {
             label: label.into(),
             summary: None,
             agents: Vec::new(),
+            plain_broker: false,
             agent_token: None,
         }
     }

@@ -66,7 +66,12 @@ struct Device {
 
 enum Credential {
     Secret(String),
-    Certificate { cert: Vec<u8>, key: Vec<u8> },
+    Certificate {
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    },
+    /// A plain broker's connection (`--plain-broker`): no user name, no password.
+    Anonymous,
 }
 
 /// What the progress line says we are doing.
@@ -320,6 +325,17 @@ async fn run_inner(
     stats: &Arc<Stats>,
     server_pid: Option<&str>,
 ) -> Result<Report, LoadError> {
+    if args.plain_broker {
+        let devices = (0..args.devices).map(|i| Device { id: format!("d{i}"), credential: Credential::Anonymous });
+        let devices = Arc::new(devices.collect());
+        let server_rss_before = server_pid.and_then(procfs::memory).map(|m| m.rss);
+        let session = connect_and_publish(args, mqtt_addr, None, &devices, stats, server_pid).await?;
+        let mut report = session.report;
+        report.plain_broker = true;
+        finish(&mut report, stats, server_pid, server_rss_before);
+        disconnect_all(session.conns).await;
+        return Ok(report);
+    }
     let api = Arc::new(Api::login(&args.target.http, &args.target.user, &args.target.password).await?);
     let tls_key = tls_setup(args)?;
     let devices = Arc::new(provision(&api, args.devices, tls_key, args.tls_ca.is_some(), stats).await?);
@@ -343,6 +359,13 @@ async fn run_inner(
             report.e2e_window = last_visible.unwrap_or(last_ack).max(last_ack).duration_since(first);
         }
     }
+    finish(&mut report, stats, server_pid, server_rss_before);
+    disconnect_all(session.conns).await;
+    Ok(report)
+}
+
+/// The report's memory figures and error count, once the run is over.
+fn finish(report: &mut Report, stats: &Stats, server_pid: Option<&str>, server_rss_before: Option<u64>) {
     let server_mem = server_pid.and_then(procfs::memory);
     let max_sampled = stats.server_rss_max.load(Ordering::Relaxed);
     report.resources.server_rss_before = server_rss_before;
@@ -353,8 +376,6 @@ async fn run_inner(
     if let Some(e) = stats.first_error.lock().expect("error lock").as_ref() {
         eprintln!("load: first error: {e}");
     }
-    disconnect_all(session.conns).await;
-    Ok(report)
 }
 
 /// Checks the CA file and chooses rustls's crypto provider for MQTT over mutual TLS;
@@ -621,6 +642,7 @@ async fn connect_all(
                 Credential::Secret(secret) => {
                     opts.set_credentials(format!("{tenant}:{}", device.id), secret.clone());
                 }
+                Credential::Anonymous => {}
                 Credential::Certificate { cert, key } => {
                     opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
                         ca: ca.as_ref().expect("a CA with certificates").to_vec(),

@@ -60,7 +60,9 @@ async fn run_inner(
             .iter()
             .map(|d| match &d.credential {
                 super::Credential::Secret(secret) => json!([d.id, secret]),
-                super::Credential::Certificate { .. } => unreachable!("--tls-ca is refused with --agents"),
+                super::Credential::Certificate { .. } | super::Credential::Anonymous => {
+                    unreachable!("--tls-ca and --plain-broker are refused with --agents")
+                }
             })
             .collect();
         let job = json!({
