@@ -11,6 +11,8 @@
 #   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
 #   STORES="sqlite nats nats2" SCENARIOS="max-200 max-1000" bench/mqtt.sh   # cluster (issue 10)
 #   BROKER= bench/mqtt.sh             # without the Mosquitto runs
+#   BEFORE=/tmp/ingot-old bench/mqtt.sh   # each SQLite scenario also with that binary
+#                                     # ("before-" rows): a lever's before and after, one run
 #
 # With BROKER=mosquitto (the default) the max-rate scenarios also run against Mosquitto
 # (Debian's, installed when missing; persistence off, anonymous, loopback) with the same
@@ -133,7 +135,7 @@ perf_summary() {
 # new PostgreSQL database (NAME gets a "pg-" prefix), STORE=nats also on NATS ("nats-"),
 # STORE=nats2 on two nodes sharing them ("nats2-").
 scenario() {
-    local name=$1 devices=$2 rate=$3; shift 3
+    local name=${PREFIX:-}$1 devices=$2 rate=$3; shift 3
     local store=${STORE:-sqlite}
     [ "$store" = sqlite ] || new_database
     case $store in
@@ -165,7 +167,7 @@ scenario() {
         (sleep 6; perf record -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$dir/perf.data" -- sleep 5 >/dev/null 2>&1) &
         perf_pid=$!
     fi
-    "$BIN" load mqtt --http "$HTTP" --mqtt "$mqtt" --password "$PASSWORD" --devices "$devices" \
+    "${AFTER_BIN:-$BIN}" load mqtt --http "$HTTP" --mqtt "$mqtt" --password "$PASSWORD" --devices "$devices" \
         "${mode[@]}" --duration "$DURATION" --server-pid "$pids" --label "$name" --summary "$SUMMARY"
     [ "$rate" = idle ] || writer_metrics
     if [ "$store" != sqlite ]; then
@@ -217,19 +219,28 @@ broker_scenario() {
     echo
 }
 
+# run_scenario NAME: one of the scenarios, on $STORE.
+run_scenario() {
+    case $1 in
+        max-200) scenario max-200 200 0 ;;
+        max-1000) scenario max-1000 1000 0 ;;
+        max-1000-nosync) scenario max-1000-nosync 1000 0 --sync-full false ;;
+        rate-10k) scenario rate-10k 1000 10000 ;;
+        idle-10k) scenario idle-10k 10000 idle ;;
+        *) echo "unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+
 # Each scenario on each store, side by side (idle connections never reach the store).
 for s in $SCENARIOS; do
     if [ -n "$BROKER" ] && [[ $s == max-200 || $s == max-1000 ]]; then broker_scenario "$s" "${s#max-}"; fi
     for STORE in $STORES; do
         [ "$STORE" != sqlite ] && [ "$s" = idle-10k ] && continue
-        case $s in
-            max-200) scenario max-200 200 0 ;;
-            max-1000) scenario max-1000 1000 0 ;;
-            max-1000-nosync) scenario max-1000-nosync 1000 0 --sync-full false ;;
-            rate-10k) scenario rate-10k 1000 10000 ;;
-            idle-10k) scenario idle-10k 10000 idle ;;
-            *) echo "unknown scenario $s" >&2; exit 2 ;;
-        esac
+        if [ -n "${BEFORE:-}" ] && [ "$STORE" = sqlite ] && [ "$s" != idle-10k ]; then
+            # Served by the BEFORE binary; the load generator stays this one.
+            AFTER_BIN=$BIN BIN=$BEFORE PREFIX=before- run_scenario "$s"
+        fi
+        run_scenario "$s"
     done
 done
 
@@ -242,5 +253,5 @@ if [ -n "$BROKER" ]; then
     echo
     echo "Ingot's end-to-end durable rate / Mosquitto's (no persistence) PUBACK rate, same connections, this run (target ≥ 0.6):"
     awk -F'|' '{ gsub(/ /, "", $2); rate[$2] = $6 } END {
-        for (k in rate) if (k ~ /^mosquitto-/) { s = substr(k, 11); for (p in rate) if (p == s || p == "pg-" s || p ~ ("^nats2?-" s "$")) printf "- %s: %.0f / %.0f msg/s = %.2f\n", p, rate[p], rate[k], rate[p] / rate[k] } }' "$SUMMARY" | sort
+        for (k in rate) if (k ~ /^mosquitto-/) { s = substr(k, 11); for (p in rate) if (p ~ ("^(before-|pg-|nats-|nats2-)?" s "$")) printf "- %s: %.0f / %.0f msg/s = %.2f\n", p, rate[p], rate[k], rate[p] / rate[k] } }' "$SUMMARY" | sort
 fi

@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod certificates;
+mod checkpoint;
 #[cfg(test)]
 mod contract;
 pub mod copy;
@@ -255,9 +256,13 @@ impl SqliteStore {
         migrate::run(&mut writer)?;
         let readers =
             (0..options.readers.max(1)).map(|_| Self::connect(&path, &options, true)).collect::<Result<_, _>>()?;
+        // Checkpoints run on a thread of their own (`checkpoint`), not in the writer's commits.
+        let checkpointer = Self::connect(&path, &options, false)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
-        let inner = Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner = Arc::new(Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options });
+        checkpoint::spawn(checkpointer, Arc::downgrade(&inner), inner.path.clone());
+        Ok(Self { inner })
     }
 
     /// [`Self::open`], as the [`SharedStore`] services take.
