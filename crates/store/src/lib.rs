@@ -241,6 +241,12 @@ struct Inner {
     options: StoreOptions,
 }
 
+impl checkpoint::Writer for Inner {
+    fn writer(&self) -> &Mutex<Connection> {
+        &self.writer
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `dir/ingot.db` and brings its schema up to date.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
@@ -259,6 +265,8 @@ impl SqliteStore {
         // Checkpoints run on a thread of their own (`checkpoint`), not in the writer's commits.
         let checkpointer = Self::connect(&path, &options, false)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When the WAL starts over, its file is cut back to 64 MB (it is reused, not shrunk).
+        writer.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
         let inner = Arc::new(Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options });
         checkpoint::spawn(checkpointer, Arc::downgrade(&inner), inner.path.clone());

@@ -27,6 +27,11 @@
 //!
 //! With `--server-pid` the server's VmRSS is sampled every second, its VmHWM read at the
 //! end and its CPU time compared across the measured phase; the same for this process.
+//!
+//! Two variants: `--plain-broker` skips steps 1, 5 and 6 (a broker such as Mosquitto, to
+//! compare with: anonymous connections, the same publishes, measured up to the PUBACKs);
+//! `--agents` (`spread`) does steps 1 and 6 here and has `ingot agent`s do 2–4 with
+//! their share of the devices (`run_share`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,7 +63,8 @@ const SAMPLE_POLL: Duration = Duration::from_millis(2);
 /// How long one connection may take to get its CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A provisioned device: its secret, or (mutual TLS) its certificate and key (PEM).
+/// A device: its secret, or (mutual TLS) its certificate and key (PEM), or nothing (a
+/// plain broker's connection).
 struct Device {
     id: String,
     credential: Credential,
@@ -124,7 +130,8 @@ struct Histograms {
     puback: Histogram<u64>,
     puback_from_due: Histogram<u64>,
     visible: Histogram<u64>,
-    /// PUBACK latency of the last second, for the progress line.
+    /// PUBACK latency since it was last taken: each second, by the progress line (a run
+    /// here) or for the collector (an agent's share).
     interval: Histogram<u64>,
 }
 
