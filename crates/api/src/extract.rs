@@ -119,15 +119,21 @@ impl<S: Send + Sync> FromRequestParts<S> for DeviceCredentials {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let bad = || ApiError::DeviceAuth(ingest::DeviceAuthError::BadIdentity);
-        let value = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
-        let (scheme, b64) = value.split_once(' ').ok_or_else(bad)?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(bad());
-        }
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-        let (user, secret) = decoded.rsplit_once(':').ok_or_else(bad)?;
-        Ok(Self { identity: user.replacen('@', ":", 1), secret: secret.to_string() })
+        let (user, secret) =
+            basic_credentials(&parts.headers).ok_or(ApiError::DeviceAuth(ingest::DeviceAuthError::BadIdentity))?;
+        Ok(Self { identity: user.replacen('@', ":", 1), secret })
     }
+}
+
+/// `Authorization: Basic base64("user:password")` as (user, password), split at the last
+/// colon (passwords here are secrets and tokens, which have none); None if absent or
+/// malformed.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let (scheme, b64) = headers.get(AUTHORIZATION)?.to_str().ok()?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?).ok()?;
+    let (user, password) = decoded.rsplit_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }

@@ -122,6 +122,25 @@ fn bucket(second: i64, count: i64, errors: i64, h: &hdrhistogram::Histogram<u64>
     }
 }
 
+/// One push's results of one second (or of the whole push).
+struct Tally {
+    count: i64,
+    errors: i64,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self { count: 0, errors: 0, latency: latency_histogram() }
+    }
+}
+
+impl Tally {
+    fn bucket(&self, second: i64, updated_ms: i64) -> LoadBucket {
+        bucket(second, self.count, self.errors, &self.latency, updated_ms)
+    }
+}
+
 /// Adds a stored row and new results of the same second: counts, and histograms exactly.
 fn merge(old: &LoadBucket, new: &LoadBucket) -> Result<LoadBucket, String> {
     let mut h = histogram_from_bytes(&old.latency)?;
@@ -182,19 +201,21 @@ impl Collector {
             return Ok(0);
         }
         let now = now_ms();
-        let mut seconds: BTreeMap<i64, (i64, i64, hdrhistogram::Histogram<u64>)> = BTreeMap::new();
-        let mut whole = (0i64, 0i64, latency_histogram());
+        let mut seconds: BTreeMap<i64, Tally> = BTreeMap::new();
+        let mut whole = Tally::default();
         for (i, output) in outputs.iter().enumerate() {
             if !output.is_object() {
                 return Err(CollectorError::BadRequest(format!("Output {i} is not a JSON object")));
             }
             if let Some(latency) = output.get("latency") {
                 let (second, count, errors, h) = summary(i, output, latency)?;
-                let entry = seconds.entry(second).or_insert_with(|| (0, 0, latency_histogram()));
-                for (c, e, into) in [&mut *entry, &mut whole].map(|e| (&mut e.0, &mut e.1, &mut e.2)) {
-                    *c += count;
-                    *e += errors;
-                    into.add(&h).map_err(|e| CollectorError::BadRequest(format!("item {i}: latency: {e:?}")))?;
+                for tally in [seconds.entry(second).or_default(), &mut whole] {
+                    tally.count += count;
+                    tally.errors += errors;
+                    tally
+                        .latency
+                        .add(&h)
+                        .map_err(|e| CollectorError::BadRequest(format!("item {i}: latency: {e:?}")))?;
                 }
                 continue;
             }
@@ -213,18 +234,16 @@ impl Collector {
                 ),
             };
             let error = i64::from(failed(output));
-            let entry = seconds.entry(second).or_insert_with(|| (0, 0, latency_histogram()));
-            for (count, errors, h) in [&mut *entry, &mut whole].map(|e| (&mut e.0, &mut e.1, &mut e.2)) {
-                *count += 1;
-                *errors += error;
+            for tally in [seconds.entry(second).or_default(), &mut whole] {
+                tally.count += 1;
+                tally.errors += error;
                 if let Some(us) = duration_us {
-                    h.saturating_record(us.max(1));
+                    tally.latency.saturating_record(us.max(1));
                 }
             }
         }
-        let mut buckets: Vec<LoadBucket> =
-            seconds.iter().map(|(&second, (count, errors, h))| bucket(second, *count, *errors, h, now)).collect();
-        buckets.push(bucket(WHOLE_JOB, whole.0, whole.1, &whole.2, now));
+        let mut buckets: Vec<LoadBucket> = seconds.iter().map(|(&second, t)| t.bucket(second, now)).collect();
+        buckets.push(whole.bucket(WHOLE_JOB, now));
         self.store.add_load_results(tenant, job, buckets, merge).await?;
         Ok(outputs.len())
     }

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::extract::{Caller, QueryPairs, bearer_token, read_limited};
+use crate::extract::{Caller, QueryPairs, basic_credentials, bearer_token, read_limited};
 use crate::{ApiError, AppState};
 
 /// The API-token scope that may push results.
@@ -37,15 +37,7 @@ fn pusher_token(headers: &axum::http::HeaderMap, q: &QueryPairs) -> Option<Strin
     if let Some(t) = bearer_token(headers) {
         return Some(t.to_string());
     }
-    let basic = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, encoded) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("basic").then_some(encoded.trim())
-    });
-    if let Some(encoded) = basic {
-        use base64::Engine as _;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-        let (_, password) =
-            String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))?;
+    if let Some((_, password)) = basic_credentials(headers) {
         return Some(password);
     }
     q.get("token").map(str::to_string)

@@ -187,6 +187,28 @@ impl Collector {
     }
 }
 
+/// What reached the collector, in results. Once a batch was given up, the next ones get
+/// one try each until a push succeeds again.
+#[derive(Default)]
+struct Delivery {
+    pushed: u64,
+    lost: u64,
+    failing: bool,
+}
+
+impl Delivery {
+    /// Pushes `batch`, which carries `results` results.
+    async fn send(&mut self, collector: &Collector, job: &str, batch: &[Value], results: u64) {
+        let tries = if self.failing { 1 } else { PUSH_TRIES };
+        self.failing = !collector.push(job, batch, tries).await;
+        if self.failing {
+            self.lost += results;
+        } else {
+            self.pushed += results;
+        }
+    }
+}
+
 /// The job's log directory, made if needed.
 pub fn log_dir(logs: &Path, job: &Job) -> Result<PathBuf, AgentError> {
     let dir = logs.join(&job.name);
@@ -235,8 +257,7 @@ pub async fn run_gob(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| AgentError::Spawn(exe.to_path_buf(), e))?;
-    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
+    let (tx, pusher) = start_pusher(job, collector, out_log, live);
     let stdout = child.stdout.take();
     let reader = tokio::spawn(async move {
         let Some(stdout) = stdout else { return };
@@ -321,8 +342,7 @@ pub async fn run_http(
 ) -> Result<Ran, AgentError> {
     let (_, out_log, _) = open_logs(logs, job)?;
     let deadline = Instant::now() + Duration::from_secs(job.duration);
-    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
+    let (tx, pusher) = start_pusher(job, collector, out_log, live);
     let loops = http_loops(&collector.http, spec, job.users, deadline, tx);
     for l in loops {
         let _ = l.await;
@@ -393,20 +413,16 @@ pub async fn run_mqtt(
     let pusher = {
         let (collector, name) = (collector.clone(), job.name.clone());
         tokio::spawn(async move {
-            let (mut pushed, mut lost, mut failing) = (0u64, 0u64, false);
+            let mut delivery = Delivery::default();
             while let Some(item) = rx.recv().await {
                 let mut batch = vec![item];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                let n: u64 = batch.iter().map(|i| i["count"].as_u64().unwrap_or(0)).sum();
-                if collector.push(&name, &batch, if failing { 1 } else { PUSH_TRIES }).await {
-                    (pushed, failing) = (pushed + n, false);
-                } else {
-                    (lost, failing) = (lost + n, true);
-                }
+                let results = batch.iter().map(|i| i["count"].as_u64().unwrap_or(0)).sum();
+                delivery.send(&collector, &name, &batch, results).await;
             }
-            (pushed, lost)
+            (delivery.pushed, delivery.lost)
         })
     };
     let share = crate::mqtt::run_share(&spec.args(&job.name), spec.devices.clone(), &live.done, tx).await;
@@ -432,8 +448,7 @@ pub async fn run_lines(
 ) -> Result<Ran, AgentError> {
     let (dir, out_log, err_log) = open_logs(logs, job)?;
     let deadline = Instant::now() + Duration::from_secs(job.duration);
-    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
-    let pusher = tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone()));
+    let (tx, pusher) = start_pusher(job, collector, out_log, live);
     let mut users = Vec::new();
     for user in 0..job.users {
         let child = tokio::process::Command::new(exe)
@@ -528,18 +543,11 @@ async fn push_all(
     // test down; past PENDING_BATCHES waiting, batches are given up (still in out.log).
     let (batches, mut to_push) = mpsc::channel::<Vec<Value>>(PENDING_BATCHES);
     let sender = tokio::spawn(async move {
-        let (mut pushed, mut lost, mut failing) = (0u64, 0u64, false);
+        let mut delivery = Delivery::default();
         while let Some(batch) = to_push.recv().await {
-            let tries = if failing { 1 } else { PUSH_TRIES };
-            if collector.push(&job, &batch, tries).await {
-                pushed += batch.len() as u64;
-                failing = false;
-            } else {
-                lost += batch.len() as u64;
-                failing = true;
-            }
+            delivery.send(&collector, &job, &batch, batch.len() as u64).await;
         }
-        (pushed, lost)
+        (delivery.pushed, delivery.lost)
     });
     let mut given_up = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
@@ -586,6 +594,17 @@ async fn push_all(
     summary.pushed = pushed;
     summary.lost = lost + given_up;
     (summary, latency)
+}
+
+/// Starts [`push_all`] for `job`: the sender its Output lines go to, and its handle.
+fn start_pusher(
+    job: &Job,
+    collector: &Collector,
+    out_log: std::fs::File,
+    live: &Live,
+) -> (mpsc::Sender<String>, tokio::task::JoinHandle<(Summary, hdrhistogram::Histogram<u64>)>) {
+    let (tx, rx) = mpsc::channel::<String>(4 * BATCH);
+    (tx, tokio::spawn(push_all(job.name.clone(), rx, collector.clone(), out_log, live.clone())))
 }
 
 /// The pusher's result, or an empty one if it panicked.
