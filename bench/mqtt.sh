@@ -8,6 +8,7 @@
 #   DURATION=5s bench/mqtt.sh         # shorter
 #   SCENARIOS="max-1000 idle-10k" bench/mqtt.sh
 #   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
+#   PERF=max-200 PERF_KEEP=/tmp/p.txt bench/mqtt.sh   # and keep perf's whole report there
 #   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
 #   STORES="sqlite nats nats2" SCENARIOS="max-200 max-1000" bench/mqtt.sh   # cluster (issue 10)
 #   BROKER= bench/mqtt.sh             # without the Mosquitto runs
@@ -120,7 +121,11 @@ writer_metrics() {
 # Where the server's CPU went: inclusive share of its samples for a few frames (nested
 # frames overlap; the percentages are of the server's CPU time, not of wall time).
 perf_summary() {
-    perf report -i "$1" --children --sort sym --stdio -g none --percent-limit 0.3 >"$1.txt" 2>/dev/null || return 0
+    if ! perf report -i "$1" --children --sort sym --stdio -g none --percent-limit 0.3 >"$1.txt" 2>"$1.err"; then
+        echo "perf report failed: $(tail -3 "$1.err")"
+        return 0
+    fi
+    if [ -n "${PERF_KEEP:-}" ]; then cp "$1.txt" "$PERF_KEEP" && echo "perf: the whole report is in $PERF_KEEP"; fi
     echo "perf: server CPU profile ($(sed -n 's/^# Samples: \(.*\) of event.*/\1/p' "$1.txt") samples at 499 Hz over 5 s), inclusive:"
     awk '
         BEGIN {

@@ -35,7 +35,9 @@
 //!   database; the schema the connection created stays too.
 //! - **Ids kept.** `COPY` writes identity columns as given (`GENERATED ALWAYS` refuses
 //!   explicit ids only in `INSERT`). `history.id` takes SQLite's rowid, so readings of
-//!   one ms keep their order. Each identity sequence then continues after the larger of
+//!   one ms keep their order; readings still in SQLite's staging table
+//!   (`history::stage`) follow, numbered on after the largest rowid in the order they
+//!   were written. Each identity sequence then continues after the larger of
 //!   the largest id copied and SQLite's `sqlite_sequence` entry: ids of deleted users and
 //!   series are never handed out again, as SQLite's AUTOINCREMENT promised.
 //! - **Types.** Integers are `i64` on both sides (`BIGINT`); `tenants.unsecured_mqtt`
@@ -404,11 +406,24 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 13 of both engines: a new migration step must be
-// copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 14 && crate::postgres::SCHEMA_VERSION == 14);
+// TABLES describes schema version 15 of SQLite and 14 of PostgreSQL (SQLite's 15 only
+// adds history's staging table, read as part of `history`): a new migration step must
+// be copied too (and the test `tables_cover_both_schemas` names what is missing).
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 15 && crate::postgres::SCHEMA_VERSION == 14);
+
+/// History's staged readings (SQLite only, see `history::stage`), copied after
+/// `history`'s own rows as more rows of it: their ids continue after its largest rowid
+/// in the order they were written, so readings of one ms keep their order.
+const STAGED_HISTORY: &str = "SELECT (SELECT coalesce(max(rowid), 0) FROM history) + row_number() OVER (ORDER BY n),
+        series, ts, value
+     FROM history_stage ORDER BY n";
 
 impl Table {
+    /// What SQLite reads for this table beyond its own rows.
+    fn staged(&self) -> Option<&'static str> {
+        (self.name == "history").then_some(STAGED_HISTORY)
+    }
+
     fn sqlite_select(&self) -> String {
         let columns: Vec<&str> = self.columns.iter().map(|c| c.source).collect();
         format!("SELECT {} FROM {} ORDER BY {}", columns.join(", "), self.name, self.order_by)
@@ -598,9 +613,15 @@ fn read_snapshot(c: &Connection, chunk_rows: usize, out: &mpsc::Sender<Msg>) -> 
     // Rolled back when dropped; the snapshot begins with its first read, the counts.
     let tx = c.unchecked_transaction()?;
     let mut counts = Vec::with_capacity(TABLES.len());
+    let mut staged_counts = Vec::with_capacity(TABLES.len());
     for t in TABLES {
         let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0))?;
-        counts.push(n as u64);
+        let staged: i64 = match t.staged() {
+            Some(sql) => tx.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get(0))?,
+            None => 0,
+        };
+        counts.push((n + staged) as u64);
+        staged_counts.push(staged);
     }
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version != crate::migrate::SCHEMA_VERSION {
@@ -620,11 +641,11 @@ fn read_snapshot(c: &Connection, chunk_rows: usize, out: &mpsc::Sender<Msg>) -> 
     drop(rows);
     drop(st);
     let mut last_ids = Vec::with_capacity(TABLES.len());
-    for t in TABLES {
+    for (t, staged) in TABLES.iter().zip(staged_counts) {
         let last = if t.identity {
             let max: i64 =
                 tx.query_row(&format!("SELECT coalesce(max(rowid), 0) FROM {}", t.name), [], |r| r.get(0))?;
-            Some(max.max(sequences.get(t.name).copied().unwrap_or(0)))
+            Some((max + staged).max(sequences.get(t.name).copied().unwrap_or(0)))
         } else {
             None
         };
@@ -635,15 +656,17 @@ fn read_snapshot(c: &Connection, chunk_rows: usize, out: &mpsc::Sender<Msg>) -> 
     for t in TABLES {
         let read_table = || -> Result<(), StoreError> {
             let width = t.columns.len();
-            let mut st = tx.prepare(&t.sqlite_select())?;
-            let mut rows = st.query([])?;
             let mut cells = Vec::with_capacity(chunk_rows * width);
-            while let Some(r) = rows.next()? {
-                for (i, c) in t.columns.iter().enumerate() {
-                    cells.push(c.kind.read(r, i)?);
-                }
-                if cells.len() >= chunk_rows * width {
-                    send(Msg::Rows(std::mem::replace(&mut cells, Vec::with_capacity(chunk_rows * width))))?;
+            for select in std::iter::once(t.sqlite_select()).chain(t.staged().map(String::from)) {
+                let mut st = tx.prepare(&select)?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    for (i, c) in t.columns.iter().enumerate() {
+                        cells.push(c.kind.read(r, i)?);
+                    }
+                    if cells.len() >= chunk_rows * width {
+                        send(Msg::Rows(std::mem::replace(&mut cells, Vec::with_capacity(chunk_rows * width))))?;
+                    }
                 }
             }
             if !cells.is_empty() {
@@ -790,8 +813,12 @@ mod tests {
         }
     }
 
+    /// Its staged history moves every 7 values, so that readings are both in `history`
+    /// and staged when copied (see `history::stage`).
     fn open_sqlite(dir: &Path) -> SqliteStore {
-        SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).unwrap()
+        let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).unwrap();
+        store.set_history_stage_limit(7);
+        store
     }
 
     /// Readings of device `gone`, deleted with its device (left for retention).
@@ -1000,10 +1027,13 @@ mod tests {
     }
 
     /// Rows of a table in SQLite, by a query of the test's own.
+    /// Rows of `table`; for history, its staged readings too.
     async fn sqlite_count(s: &SqliteStore, table: &'static str) -> u64 {
-        s.read(move |c| Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64))
-            .await
-            .unwrap()
+        let sql = match table {
+            "history" => "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM history_stage)".to_string(),
+            _ => format!("SELECT count(*) FROM {table}"),
+        };
+        s.read(move |c| Ok(c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)).await.unwrap()
     }
 
     type Calls = Mutex<Vec<(String, u64, u64)>>;
@@ -1092,13 +1122,44 @@ mod tests {
         assert_eq!(pg.dashboard("acme", 1).await.unwrap(), sqlite.dashboard("acme", 1).await.unwrap());
         assert!(pg.dashboard("acme", 1).await.unwrap().is_some());
 
-        // Row for row, ids included (history's are SQLite's rowids).
+        // Row for row, ids included: history's are SQLite's rowids, then its staged
+        // readings' in the order written.
         let client = pg.client().await.unwrap();
+        let got: Vec<(i64, i64, i64, String)> = client
+            .query("SELECT id, series, ts, value FROM history ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let (stored, staged) = sqlite
+            .read(|c| {
+                let rows = |sql: &str| -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
+                    let mut st = c.prepare(sql)?;
+                    Ok(st
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect::<Result<_, _>>()?)
+                };
+                Ok((
+                    rows("SELECT rowid, series, ts, value FROM history ORDER BY rowid")?,
+                    rows("SELECT n, series, ts, value FROM history_stage ORDER BY n")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert!(!stored.is_empty() && !staged.is_empty(), "readings both moved and staged");
+        let last = stored.last().unwrap().0;
+        let want: Vec<_> = stored
+            .into_iter()
+            .chain(
+                staged
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (_, series, ts, value))| (last + 1 + i as i64, series, ts, value)),
+            )
+            .collect();
+        assert_eq!(got, want, "history");
         for (pg_sql, sqlite_sql) in [
-            (
-                "SELECT id, series, ts, value FROM history ORDER BY id",
-                "SELECT rowid, series, ts, value FROM history ORDER BY rowid",
-            ),
             (
                 "SELECT id, 0::int8, 0::int8, tenant || device_id || attr FROM series ORDER BY id",
                 "SELECT id, 0, 0, tenant || device_id || attr FROM series ORDER BY id",
@@ -1236,8 +1297,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let got_sqlite = open_sqlite(dir.path())
             .read(|c| {
+                // Not the staging table: copied as part of `history` (`Table::staged`).
                 let mut st = c.prepare(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                     AND name <> 'history_stage' ORDER BY name",
                 )?;
                 let names: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 let mut tables = Vec::new();

@@ -1,4 +1,12 @@
 //! Readings over time: one row per (series, ts), a series being (tenant, device, attribute).
+//!
+//! SQLite writes them to a staging table first and moves them into `history` in sorted
+//! slices ([`stage`]); readers read both.
+
+mod stage;
+
+pub use stage::DEFAULT_STAGE_VALUES;
+pub(crate) use stage::Stage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,10 +142,13 @@ fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[Rea
     store
         .write_blocking(|tx| {
             let mut cache = inner.series_cache();
-            let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut stage = inner.stage();
+            let (part, first_n) = stage.begin(tx)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO history_stage (part, series, ts, n, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO ingested (id, ms) VALUES (?1, ?2)")?;
             let now = crate::now_ms();
-            let mut n = 0;
+            let mut n = first_n;
             for (i, data) in batch.iter().enumerate() {
                 if let Some(id) = ids.and_then(|ids| ids.get(i))
                     && seen.execute(params![id.to_be_bytes().as_slice(), now])? == 0
@@ -147,22 +158,37 @@ fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[Rea
                 let ts = data.ts.timestamp_millis();
                 for (attr, value) in &data.attrs {
                     let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
-                    insert.execute(params![id, ts, value.to_string()])?;
+                    insert.execute(params![part, id, ts, n, value.to_string()])?;
                     n += 1;
                 }
             }
+            let written = (n - first_n) as usize;
+            stage.end(tx, written, n)?;
             fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
-            Ok(n)
+            Ok(written)
         })
         .inspect_err(|_| {
-            // A failed transaction may have rolled back series rows the cache now names.
+            // A failed transaction may have rolled back series rows the cache now names,
+            // and staged rows the stage counted.
             inner.series_cache().clear();
+            inner.stage().invalidate();
         })
 }
 
 impl crate::Inner {
     fn series_cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
         lock_cache(&self.series)
+    }
+
+    /// The staging table's state; a panic while it was held leaves it unknown, so it is
+    /// reloaded.
+    fn stage(&self) -> std::sync::MutexGuard<'_, stage::Stage> {
+        self.stage.lock().unwrap_or_else(|poisoned| {
+            self.stage.clear_poison();
+            let mut guard = poisoned.into_inner();
+            guard.invalidate();
+            guard
+        })
     }
 }
 
@@ -289,24 +315,17 @@ impl HistoryStore for SqliteStore {
 
     async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
         self.read(move |c| {
-            let series: Option<i64> = c
+            // One snapshot for the series and its rows in every table.
+            let tx = c.unchecked_transaction()?;
+            let series: Option<i64> = tx
                 .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
                 .query_row(params![q.tenant, q.device_id, q.attr], |r| r.get(0))
                 .optional()?;
             let Some(series) = series else { return Ok(Vec::new()) };
-            let order = if q.newest_first { "DESC" } else { "ASC" };
-            let sql = format!(
-                "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts {order}, rowid {order} LIMIT ?4"
-            );
+            let (from, to) = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
             let limit = q.limit.map(i64::from).unwrap_or(-1);
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(
-                params![series, q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX), limit],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )?;
             let mut out = Vec::new();
-            for row in rows {
-                let (ts_ms, value) = row?;
+            for (ts_ms, value) in stage::read_series(&tx, series, from, to, q.newest_first, limit)? {
                 out.push(Point { attr: q.attr.clone(), ts_ms, value: serde_json::from_str(&value)? });
             }
             Ok(out)
@@ -317,18 +336,16 @@ impl HistoryStore for SqliteStore {
     async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError> {
         let (tenant, device_id) = (tenant.to_string(), device_id.to_string());
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT s.attr, h.ts, h.value FROM series s
-                 JOIN history h ON h.rowid = (SELECT rowid FROM history WHERE series = s.id ORDER BY ts DESC, rowid DESC LIMIT 1)
-                 WHERE s.tenant = ?1 AND s.device_id = ?2 ORDER BY s.attr",
-            )?;
-            let rows = st.query_map(params![tenant, device_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-            })?;
+            let tx = c.unchecked_transaction()?;
+            let mut st =
+                tx.prepare_cached("SELECT attr, id FROM series WHERE tenant = ?1 AND device_id = ?2 ORDER BY attr")?;
+            let series: Vec<(String, i64)> =
+                st.query_map(params![tenant, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             let mut out = Vec::new();
-            for row in rows {
-                let (attr, ts_ms, value) = row?;
-                out.push(Point { attr, ts_ms, value: serde_json::from_str(&value)? });
+            for (attr, id) in series {
+                if let Some((ts_ms, value)) = stage::read_series(&tx, id, i64::MIN, i64::MAX, true, 1)?.pop() {
+                    out.push(Point { attr, ts_ms, value: serde_json::from_str(&value)? });
+                }
             }
             Ok(out)
         })
@@ -337,19 +354,29 @@ impl HistoryStore for SqliteStore {
 
     async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
         let tenant = tenant.to_string();
-        self.delete_in_chunks(move |tx, chunk| {
-            Ok(tx.execute(
-                "DELETE FROM history WHERE rowid IN (
-                   SELECT h.rowid FROM series s JOIN history h ON h.series = s.id
-                   WHERE s.tenant = ?1 AND h.ts < ?2 LIMIT ?3)",
-                params![tenant, cutoff_ms, chunk],
-            )?)
-        })
-        .await
+        let staged = self
+            .delete_staged(
+                "DELETE FROM history_stage WHERE series IN (SELECT id FROM series WHERE tenant = ?1) AND ts < ?2",
+                (tenant.clone(), cutoff_ms),
+            )
+            .await?;
+        let stored = self
+            .delete_in_chunks(move |tx, chunk| {
+                Ok(tx.execute(
+                    "DELETE FROM history WHERE rowid IN (
+                       SELECT h.rowid FROM series s JOIN history h ON h.series = s.id
+                       WHERE s.tenant = ?1 AND h.ts < ?2 LIMIT ?3)",
+                    params![tenant, cutoff_ms, chunk],
+                )?)
+            })
+            .await?;
+        Ok(staged + stored)
     }
 
     async fn purge_orphan_history(&self) -> Result<usize, StoreError> {
-        let n = self
+        let staged =
+            self.delete_staged("DELETE FROM history_stage WHERE series IN (SELECT id FROM dead_series)", ()).await?;
+        let stored = self
             .delete_in_chunks(|tx, chunk| {
                 Ok(tx.execute(
                     "DELETE FROM history WHERE rowid IN (
@@ -359,24 +386,21 @@ impl HistoryStore for SqliteStore {
             })
             .await?;
         self.write(|tx| {
-            Ok(tx.execute(
-                "DELETE FROM dead_series WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.series = dead_series.id)",
-                [],
-            )?)
+            Ok(tx.execute(&format!("DELETE FROM dead_series WHERE {}", no_readings("dead_series.id")), [])?)
         })
         .await?;
-        Ok(n)
+        Ok(staged + stored)
     }
 
     async fn purge_empty_series(&self) -> Result<usize, StoreError> {
         let inner = self.inner.clone();
         self.delete_in_chunks(move |tx, chunk| {
-            let mut st = tx.prepare_cached(
+            let mut st = tx.prepare_cached(&format!(
                 "DELETE FROM series WHERE id IN (
-                   SELECT s.id FROM series s WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.series = s.id)
-                   LIMIT ?1)
+                   SELECT s.id FROM series s WHERE {} LIMIT ?1)
                  RETURNING tenant, device_id, attr",
-            )?;
+                no_readings("s.id")
+            ))?;
             let mut rows = st.query(params![chunk])?;
             let mut cache = inner.series_cache();
             let mut n = 0;
@@ -398,7 +422,37 @@ impl HistoryStore for SqliteStore {
     }
 }
 
+/// SQL true when series `id` has no reading left, stored or staged.
+fn no_readings(id: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM history h WHERE h.series = {id})
+         AND NOT EXISTS (SELECT 1 FROM history_stage WHERE part IN (0, 1) AND series = {id})"
+    )
+}
+
 impl SqliteStore {
+    /// Bounds the values a staging table takes before it moves into `history`
+    /// ([`DEFAULT_STAGE_VALUES`]); small in tests, so that moves happen.
+    pub fn set_history_stage_limit(&self, values: usize) {
+        self.inner.stage().set_limit(values);
+    }
+
+    /// Runs `delete`, a `DELETE FROM history_stage …` (the table is small, so in one
+    /// transaction) with `params`; returns how many rows it deleted. The stage's counts
+    /// are reloaded after.
+    async fn delete_staged<P>(&self, delete: &'static str, params: P) -> Result<usize, StoreError>
+    where
+        P: rusqlite::Params + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.write(move |tx| {
+            let n = tx.execute(delete, params)?;
+            inner.stage().invalidate();
+            Ok(n)
+        })
+        .await
+    }
+
     /// Runs `delete(tx, chunk)` in transactions of its own until it deletes fewer than a
     /// chunk; returns the total.
     async fn delete_in_chunks(

@@ -27,6 +27,8 @@ pub mod copy;
 pub mod dashboards;
 pub mod flows;
 pub mod history;
+#[cfg(test)]
+mod history_bench;
 pub mod loadtests;
 pub mod market;
 mod migrate;
@@ -236,6 +238,9 @@ struct Inner {
     /// Series ids by (tenant, device, attribute). Changed only while `writer` is held,
     /// in the same transaction as the `series` rows it mirrors (see [`history`]).
     series: Mutex<history::SeriesCache>,
+    /// Where history is written first (see `history::stage`); changed only while
+    /// `writer` is held.
+    stage: Mutex<history::Stage>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     options: StoreOptions,
@@ -268,7 +273,9 @@ impl SqliteStore {
         // When the WAL starts over, its file is cut back to 64 MB (it is reused, not shrunk).
         writer.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
-        let inner = Arc::new(Inner { writer: Mutex::new(writer), series, readers: Mutex::new(readers), path, options });
+        let stage = Mutex::new(history::Stage::new());
+        let inner =
+            Arc::new(Inner { writer: Mutex::new(writer), series, stage, readers: Mutex::new(readers), path, options });
         checkpoint::spawn(checkpointer, Arc::downgrade(&inner), inner.path.clone());
         Ok(Self { inner })
     }

@@ -283,6 +283,20 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (tenant, job, second)
     );
     "#,
+    // 15: history's staging table (SQLite only, see `history::stage`): readings are
+    // written here, clustered by series, in one of two parts, and move into `history` in
+    // sorted slices, so a commit rewrites a few small pages instead of one index page
+    // per series.
+    r#"
+    CREATE TABLE history_stage (
+        part INTEGER NOT NULL,
+        series INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (part, series, ts, n)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

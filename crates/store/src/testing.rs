@@ -1,6 +1,8 @@
-//! Stores for tests, of every engine: [`engines`] gives one SQLite and one PostgreSQL
-//! store (each empty, each its own), so a test written once against [`SharedStore`] runs
-//! on both. Used by this crate's contract tests and, through the `testing` feature, by
+//! Stores for tests, of every engine: [`engines`] gives two SQLite stores and one
+//! PostgreSQL store (each empty, each its own), so a test written once against
+//! [`SharedStore`] runs on both engines. The second SQLite store moves its staged
+//! history into `history` every few values (`history::stage`), where the first keeps
+//! a test's few readings staged, as a real store does for its newest ones. Used by this crate's contract tests and, through the `testing` feature, by
 //! the services' tests.
 //!
 //! ## PostgreSQL
@@ -23,23 +25,33 @@ const VAR: &str = "INGOT_TEST_POSTGRES_URL";
 /// A store of one engine for one test, and what keeps its data alive (a temporary
 /// directory, a temporary database): drop it last.
 pub struct Engine {
-    /// "sqlite" or "postgres", for assertion messages.
+    /// "sqlite", "sqlite-moving" or "postgres", for assertion messages.
     pub name: &'static str,
     pub store: SharedStore,
     place: Place,
 }
 
 enum Place {
-    Dir(tempfile::TempDir),
+    /// With the values a part of its staging table takes before it moves (see `history::stage`).
+    Dir(tempfile::TempDir, usize),
     Db(TestDb),
 }
 
 impl Engine {
     /// A new empty SQLite store in a temporary directory.
     pub fn sqlite() -> Engine {
+        Self::sqlite_staging(crate::history::DEFAULT_STAGE_VALUES, "sqlite")
+    }
+
+    /// A new empty SQLite store whose staged history moves every 3 values.
+    pub fn sqlite_moving() -> Engine {
+        Self::sqlite_staging(3, "sqlite-moving")
+    }
+
+    fn sqlite_staging(stage: usize, name: &'static str) -> Engine {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = open_sqlite(dir.path());
-        Engine { name: "sqlite", store, place: Place::Dir(dir) }
+        let store = open_sqlite(dir.path(), stage);
+        Engine { name, store, place: Place::Dir(dir, stage) }
     }
 
     /// A new empty PostgreSQL store in a database of its own, or `None` (after a loud
@@ -53,7 +65,7 @@ impl Engine {
     /// Another store on the same data, as after a restart (the old one may still be open).
     pub async fn reopen(&self) -> SharedStore {
         match &self.place {
-            Place::Dir(dir) => open_sqlite(dir.path()),
+            Place::Dir(dir, stage) => open_sqlite(dir.path(), *stage),
             Place::Db(db) => PgStore::connect_shared(&db.url, pg_options()).await.expect("reconnect"),
         }
     }
@@ -63,7 +75,7 @@ impl Engine {
     /// it is the same store.
     pub async fn node(&self) -> SharedStore {
         match &self.place {
-            Place::Dir(_) => self.store.clone(),
+            Place::Dir(..) => self.store.clone(),
             Place::Db(_) => self.reopen().await,
         }
     }
@@ -71,24 +83,26 @@ impl Engine {
     /// The data directory (SQLite) or database URL (PostgreSQL), as `ingot serve --store` takes it.
     pub fn url(&self) -> String {
         match &self.place {
-            Place::Dir(dir) => format!("sqlite://{}", dir.path().join("ingot.db").display()),
+            Place::Dir(dir, _) => format!("sqlite://{}", dir.path().join("ingot.db").display()),
             Place::Db(db) => db.url.clone(),
         }
     }
 }
 
-fn open_sqlite(dir: &std::path::Path) -> SharedStore {
-    SqliteStore::open_shared(dir, StoreOptions { readers: 2, sync_full: false }).expect("open SQLite")
+fn open_sqlite(dir: &std::path::Path, stage: usize) -> SharedStore {
+    let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).expect("open SQLite");
+    store.set_history_stage_limit(stage);
+    std::sync::Arc::new(store)
 }
 
 fn pg_options() -> PgOptions {
     PgOptions { pool_size: 4, ..PgOptions::default() }
 }
 
-/// One new empty store per engine: SQLite always, PostgreSQL when a server is
+/// One new empty store per engine: SQLite always (two: see the module docs), PostgreSQL when a server is
 /// configured (see the module docs).
 pub async fn engines() -> Vec<Engine> {
-    let mut all = vec![Engine::sqlite()];
+    let mut all = vec![Engine::sqlite(), Engine::sqlite_moving()];
     all.extend(Engine::postgres().await);
     all
 }
