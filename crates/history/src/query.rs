@@ -5,6 +5,12 @@
 //! - `firstN` (ascending) beats `lastN` (descending) beats `hLimit` (descending); with none
 //!   of them every reading is returned, newest first, up to the configured maximum.
 //! - `dateFrom` / `dateTo`: inclusive ISO 8601 bounds.
+//! - Ingot's addition, `bucket` (`90s`, `5m`, `1h`, `1d`, or seconds) with `agg` (`avg`, the
+//!   default, `min`, `max`, `sum`, `count`): one point per bucket that has readings,
+//!   buckets aligned on the epoch, `ts` the bucket's start, `metadata` saying what was
+//!   summed up (`{"bucket": "60s", "agg": "avg", "count": n}`); avg, min, max and sum
+//!   take the numeric values only. The limits above then count buckets. A day of one
+//!   reading a second is 1,440 points by the minute instead of 86,400.
 //!
 //! One answer holds at most the configured maximum of points over all its attributes
 //! (each of N attributes gets at most maximum / N): a device with many labels must not
@@ -15,7 +21,7 @@
 
 use model::time::{format_dojot, from_ms, parse_iso};
 use serde_json::{Map, Value, json};
-use store::history::{HistoryQuery, Point};
+use store::history::{Aggregate, Bucket, HistoryQuery, Point};
 use store::prelude::*;
 
 use crate::HistoryError;
@@ -29,12 +35,18 @@ pub struct HistoryParams {
     pub h_limit: Option<u32>,
     pub date_from: Option<i64>,
     pub date_to: Option<i64>,
+    /// Summed up in buckets of this many ms, with this aggregate.
+    pub bucket: Option<(i64, Aggregate)>,
 }
+
+/// The longest bucket: a year.
+const MAX_BUCKET_MS: i64 = 366 * 24 * 3600 * 1000;
 
 impl HistoryParams {
     /// From raw `(key, value)` pairs; non-integer limits and bad dates are 400s.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, HistoryError> {
         let mut p = Self::default();
+        let (mut bucket, mut agg) = (None, None);
         for (k, v) in pairs {
             match k.as_str() {
                 "attr" => p.attrs.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
@@ -43,9 +55,18 @@ impl HistoryParams {
                 "hLimit" => p.h_limit = Some(int(k, v)?),
                 "dateFrom" => p.date_from = Some(date(k, v)?),
                 "dateTo" => p.date_to = Some(date(k, v)?),
+                "bucket" => bucket = Some(bucket_ms(v)?),
+                "agg" => agg = Some(aggregate(v)?),
                 _ => {}
             }
         }
+        p.bucket = match (bucket, agg) {
+            (Some(ms), agg) => Some((ms, agg.unwrap_or(Aggregate::Avg))),
+            (None, Some(_)) => {
+                return Err(HistoryError::BadRequest("agg needs a bucket, e.g. bucket=1m&agg=avg".into()));
+            }
+            (None, None) => None,
+        };
         p.attrs.dedup();
         Ok(p)
     }
@@ -108,6 +129,50 @@ pub struct Range {
     pub truncated: bool,
 }
 
+/// A bucket length: `90s`, `5m`, `1h`, `1d`, or a number of seconds; 1 s to 366 days.
+fn bucket_ms(v: &str) -> Result<i64, HistoryError> {
+    let v = v.trim();
+    let (digits, unit_ms) = match v.char_indices().last() {
+        Some((i, 's')) => (&v[..i], 1_000),
+        Some((i, 'm')) => (&v[..i], 60_000),
+        Some((i, 'h')) => (&v[..i], 3_600_000),
+        Some((i, 'd')) => (&v[..i], 86_400_000),
+        _ => (v, 1_000),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        .filter(|ms| (1_000..=MAX_BUCKET_MS).contains(ms))
+        .ok_or_else(|| {
+            HistoryError::BadRequest(
+                "bucket must be a whole number of seconds (90s), minutes (5m), hours (1h) or days (1d), from 1s to 366d"
+                    .into(),
+            )
+        })
+}
+
+fn aggregate(v: &str) -> Result<Aggregate, HistoryError> {
+    Ok(match v.trim() {
+        "avg" => Aggregate::Avg,
+        "min" => Aggregate::Min,
+        "max" => Aggregate::Max,
+        "sum" => Aggregate::Sum,
+        "count" => Aggregate::Count,
+        _ => return Err(HistoryError::BadRequest("agg must be avg, min, max, sum or count".into())),
+    })
+}
+
+fn aggregate_name(a: Aggregate) -> &'static str {
+    match a {
+        Aggregate::Avg => "avg",
+        Aggregate::Min => "min",
+        Aggregate::Max => "max",
+        Aggregate::Sum => "sum",
+        Aggregate::Count => "count",
+    }
+}
+
 fn int(k: &str, v: &str) -> Result<u32, HistoryError> {
     v.trim().parse().map_err(|_| HistoryError::BadRequest(format!("{k} must be a non-negative integer")))
 }
@@ -131,6 +196,13 @@ pub enum HistoryResult {
 
 fn point_json(device_id: &str, p: Point) -> Value {
     json!({"device_id": device_id, "ts": format_dojot(&from_ms(p.ts_ms)), "value": p.value, "attr": p.attr, "metadata": {}})
+}
+
+fn bucket_json(device_id: &str, attr: &str, (bucket_ms, agg): (i64, Aggregate), b: Bucket) -> Value {
+    json!({
+        "device_id": device_id, "ts": format_dojot(&from_ms(b.start_ms)), "value": b.value, "attr": attr,
+        "metadata": {"bucket": format!("{}s", bucket_ms / 1000), "agg": aggregate_name(agg), "count": b.count},
+    })
 }
 
 /// Runs a history query. `all_labels` are the labels used when `attr` is absent (the
@@ -158,7 +230,15 @@ pub async fn history(
             newest_first,
             limit: Some(limit),
         };
-        let points: Vec<Value> = store.history(q).await?.into_iter().map(|p| point_json(device_id, p)).collect();
+        let points: Vec<Value> = match params.bucket {
+            Some(bucket) => store
+                .history_buckets(q, bucket.0, bucket.1)
+                .await?
+                .into_iter()
+                .map(|b| bucket_json(device_id, &attr, bucket, b))
+                .collect(),
+            None => store.history(q).await?.into_iter().map(|p| point_json(device_id, p)).collect(),
+        };
         if single {
             return Ok(if points.is_empty() {
                 HistoryResult::AttrNotFound
@@ -293,7 +373,52 @@ mod tests {
             let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature")])).unwrap();
             assert_eq!(history(&store, "evil", "0998", &p, vec![], 1000).await.unwrap(), HistoryResult::AttrNotFound);
             assert_eq!(latest(&store, "admin", "0998").await.unwrap()[0]["value"], json!(15.6));
+
+            // Buckets of 2 s: (10.6) at 0 s, (36.5, 15.6) at 2 s; newest first by default.
+            let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature"), ("bucket", "2s"), ("agg", "max")]))
+                .unwrap();
+            let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
+                panic!()
+            };
+            let meta = |n| json!({"bucket": "2s", "agg": "max", "count": n});
+            assert_eq!(
+                v,
+                json!([
+                    {"device_id": "0998", "ts": "1970-01-01T00:00:02.000000Z", "value": 36.5, "attr": "temperature", "metadata": meta(2)},
+                    {"device_id": "0998", "ts": "1970-01-01T00:00:00.000000Z", "value": 10.6, "attr": "temperature", "metadata": meta(1)}
+                ]),
+                "{}",
+                engine.name
+            );
+            let p = HistoryParams::from_pairs(&pairs(&[("attr", "temperature"), ("bucket", "1m"), ("firstN", "5")]))
+                .unwrap();
+            let HistoryResult::Single(v) = history(&store, "admin", "0998", &p, vec![], 1000).await.unwrap() else {
+                panic!()
+            };
+            let avg = v[0]["value"].as_f64().unwrap();
+            assert!((avg - (10.6 + 36.5 + 15.6) / 3.0).abs() < 1e-9, "{}: {v}", engine.name);
+            assert_eq!(v[0]["metadata"], json!({"bucket": "60s", "agg": "avg", "count": 3}));
         }
+    }
+
+    #[test]
+    fn buckets_and_their_errors() {
+        let bucket = |v: &str| HistoryParams::from_pairs(&pairs(&[("bucket", v)])).map(|p| p.bucket);
+        assert_eq!(bucket("90s").unwrap(), Some((90_000, Aggregate::Avg)));
+        assert_eq!(bucket("5m").unwrap(), Some((300_000, Aggregate::Avg)));
+        assert_eq!(bucket(" 1h").unwrap(), Some((3_600_000, Aggregate::Avg)));
+        assert_eq!(bucket("1d").unwrap(), Some((86_400_000, Aggregate::Avg)));
+        assert_eq!(bucket("30").unwrap(), Some((30_000, Aggregate::Avg)));
+        for bad in ["0s", "1.5m", "abc", "367d", "", "-5s", "99999999999999999d"] {
+            let err = bucket(bad).unwrap_err();
+            assert!(err.to_string().contains("bucket must be"), "{bad}: {err}");
+        }
+        let p = HistoryParams::from_pairs(&pairs(&[("agg", "count"), ("bucket", "1m")])).unwrap();
+        assert_eq!(p.bucket, Some((60_000, Aggregate::Count)));
+        let err = HistoryParams::from_pairs(&pairs(&[("agg", "avg")])).unwrap_err();
+        assert!(err.to_string().contains("agg needs a bucket"), "{err}");
+        let err = HistoryParams::from_pairs(&pairs(&[("agg", "median"), ("bucket", "1m")])).unwrap_err();
+        assert!(err.to_string().contains("agg must be"), "{err}");
     }
 
     #[test]

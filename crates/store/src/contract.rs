@@ -373,6 +373,56 @@ async fn history_is_written_queried_and_purged() {
 }
 
 #[tokio::test]
+async fn readings_are_summed_up_in_time_buckets() {
+    use crate::history::{Aggregate, Bucket};
+    for Engine { name, store, .. } in &engines().await {
+        // 30 readings 10 s apart (v = 0..29), a string among them, one before the epoch.
+        let mut batch: Vec<_> = (0..30).map(|i| reading("d", i * 10_000, json!({"v": i}))).collect();
+        batch.push(reading("d", 5_000, json!({"v": "not a number"})));
+        batch.push(reading("d", 290_001, json!({"v": "alone"})));
+        batch.push(reading("d", -1, json!({"v": -7.5})));
+        for chunk in batch.chunks(4) {
+            store.write_history(chunk.to_vec()).await.unwrap();
+        }
+        let buckets = |q: HistoryQuery, agg| {
+            let store = store.clone();
+            async move { store.history_buckets(q, 60_000, agg).await.unwrap() }
+        };
+        let starts = |b: &[Bucket]| b.iter().map(|b| b.start_ms).collect::<Vec<_>>();
+        let avg = buckets(query("d", "v"), Aggregate::Avg).await;
+        assert_eq!(starts(&avg), [-60_000, 0, 60_000, 120_000, 180_000, 240_000], "{name}: floor, ascending");
+        assert_eq!(avg[0].value, json!(-7.5), "{name}");
+        assert_eq!((&avg[1].value, avg[1].count), (&json!(2.5), 6), "{name}: numbers only");
+        assert_eq!((&avg[5].value, avg[5].count), (&json!(26.5), 6), "{name}");
+        let count = buckets(query("d", "v"), Aggregate::Count).await;
+        assert_eq!(
+            count.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+            [json!(1), json!(7), json!(6), json!(6), json!(6), json!(7)],
+            "{name}: every reading"
+        );
+        let max = buckets(query("d", "v"), Aggregate::Max).await;
+        assert_eq!(max[2].value, json!(11.0), "{name}");
+        let min = buckets(query("d", "v"), Aggregate::Min).await;
+        assert_eq!(min[2].value, json!(6.0), "{name}");
+        let sum = buckets(query("d", "v"), Aggregate::Sum).await;
+        assert_eq!(sum[1].value, json!(15.0), "{name}");
+        // Newest first, a limit on buckets, bounds on readings.
+        let newest = HistoryQuery { newest_first: true, limit: Some(2), ..query("d", "v") };
+        assert_eq!(starts(&buckets(newest, Aggregate::Avg).await), [240_000, 180_000], "{name}");
+        let bounded = HistoryQuery { from_ms: Some(30_000), to_ms: Some(70_000), ..query("d", "v") };
+        let b = buckets(bounded, Aggregate::Avg).await;
+        assert_eq!((starts(&b), b[0].count, &b[0].value), (vec![0, 60_000], 3, &json!(4.0)), "{name}");
+        // Only strings: no bucket to average, but something to count.
+        store.write_history(vec![reading("d", 1_000, json!({"s": "x"}))]).await.unwrap();
+        assert!(buckets(query("d", "s"), Aggregate::Avg).await.is_empty(), "{name}");
+        assert_eq!(buckets(query("d", "s"), Aggregate::Count).await[0].value, json!(1), "{name}");
+        assert!(buckets(query("nobody", "v"), Aggregate::Count).await.is_empty(), "{name}");
+        let other = HistoryQuery { tenant: "u".into(), ..query("d", "v") };
+        assert!(buckets(other, Aggregate::Count).await.is_empty(), "{name}: another tenant sees nothing");
+    }
+}
+
+#[tokio::test]
 async fn readings_of_one_millisecond_keep_their_order_and_values_their_form() {
     for Engine { name, store, .. } in &engines().await {
         let odd = json!({"nested": {"b": 1, "a": [1.5, null, "é"]}, "big": 12345678901234567_i64});

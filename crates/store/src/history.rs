@@ -38,6 +38,58 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+/// How the readings of one time bucket are summed up ([`HistoryStore::history_buckets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Mean of the numeric values.
+    Avg,
+    /// Smallest numeric value.
+    Min,
+    /// Largest numeric value.
+    Max,
+    /// Sum of the numeric values.
+    Sum,
+    /// Number of readings, of any type.
+    Count,
+}
+
+impl Aggregate {
+    /// The SQL of this aggregate over `num`, an expression that is the value as a number
+    /// or NULL when it is not one (the same on both engines).
+    pub(crate) fn sql(self, num: &str) -> String {
+        match self {
+            Self::Avg => format!("avg({num})"),
+            Self::Min => format!("min({num})"),
+            Self::Max => format!("max({num})"),
+            Self::Sum => format!("sum({num})"),
+            Self::Count => "count(*)".into(),
+        }
+    }
+
+    /// The aggregate's column as JSON: an integer for count, a float otherwise.
+    pub(crate) fn value<E>(
+        self,
+        int: impl FnOnce() -> Result<i64, E>,
+        float: impl FnOnce() -> Result<f64, E>,
+    ) -> Result<Value, E> {
+        Ok(match self {
+            Self::Count => Value::from(int()?),
+            _ => serde_json::Number::from_f64(float()?).map_or(Value::Null, Value::Number),
+        })
+    }
+}
+
+/// One time bucket of a series ([`HistoryStore::history_buckets`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// The bucket's start, ms since the epoch (a multiple of its length).
+    pub start_ms: i64,
+    /// The aggregate: a float for avg, min, max and sum, an integer for count.
+    pub value: Value,
+    /// Readings it summed up (numeric ones, but for count).
+    pub count: u64,
+}
+
 /// A bus's id for one reading it may deliver more than once (NATS JetStream redelivers
 /// what a crashed consumer did not acknowledge): see [`HistoryStore::write_history_blocking`].
 pub type ReadingId = u128;
@@ -254,6 +306,16 @@ pub trait HistoryStore: Send + Sync {
     /// Readings of one attribute, per `q`.
     async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError>;
 
+    /// Readings of one attribute per `q` (bounds, order; `limit` counts buckets) summed
+    /// up in buckets of `bucket_ms` aligned on the epoch; buckets without readings to sum
+    /// up (for avg, min, max and sum: without a numeric value) are left out.
+    async fn history_buckets(
+        &self,
+        q: HistoryQuery,
+        bucket_ms: i64,
+        aggregate: Aggregate,
+    ) -> Result<Vec<Bucket>, StoreError>;
+
     /// The newest value of every attribute of a device.
     async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError>;
 
@@ -317,18 +379,45 @@ impl HistoryStore for SqliteStore {
         self.read(move |c| {
             // One snapshot for the series and its rows in every table.
             let tx = c.unchecked_transaction()?;
-            let series: Option<i64> = tx
-                .prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
-                .query_row(params![q.tenant, q.device_id, q.attr], |r| r.get(0))
-                .optional()?;
-            let Some(series) = series else { return Ok(Vec::new()) };
-            let (from, to) = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
-            let limit = q.limit.map(i64::from).unwrap_or(-1);
+            let Some(series) = series_of(&tx, &q)? else { return Ok(Vec::new()) };
+            let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
             let mut out = Vec::new();
             for (ts_ms, value) in stage::read_series(&tx, series, from, to, q.newest_first, limit)? {
                 out.push(Point { attr: q.attr.clone(), ts_ms, value: serde_json::from_str(&value)? });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn history_buckets(
+        &self,
+        q: HistoryQuery,
+        bucket_ms: i64,
+        aggregate: Aggregate,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let Some(series) = series_of(&tx, &q)? else { return Ok(Vec::new()) };
+            let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
+            // A JSON value is a number when it starts with a digit or a minus sign (as on
+            // PostgreSQL; cheaper than parsing it).
+            let num = "CASE WHEN unicode(value) BETWEEN 48 AND 57 OR unicode(value) = 45 THEN CAST(value AS REAL) END";
+            let sql = bucket_sql(
+                "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
+                 UNION ALL
+                 SELECT ts, value FROM history_stage WHERE part IN (0, 1) AND series = ?1 AND ts >= ?2 AND ts <= ?3",
+                num,
+                "?4",
+                aggregate,
+                q.newest_first,
+            ) + " LIMIT ?5";
+            let mut st = tx.prepare_cached(&sql)?;
+            let rows = st.query_map(params![series, from, to, bucket_ms, limit], |r| {
+                let value = aggregate.value(|| r.get(1), || r.get(1))?;
+                Ok(Bucket { start_ms: r.get(0)?, value, count: r.get::<_, i64>(2)? as u64 })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -420,6 +509,36 @@ impl HistoryStore for SqliteStore {
     fn series_cached(&self) -> usize {
         self.inner.series_cache().len()
     }
+}
+
+/// The id of the series `q` names, if it exists.
+fn series_of(c: &rusqlite::Connection, q: &HistoryQuery) -> Result<Option<i64>, StoreError> {
+    Ok(c.prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
+        .query_row(params![q.tenant, q.device_id, q.attr], |r| r.get(0))
+        .optional()?)
+}
+
+impl HistoryQuery {
+    /// The inclusive bounds, open ends as the extreme values.
+    pub(crate) fn bounds(&self) -> (i64, i64) {
+        (self.from_ms.unwrap_or(i64::MIN), self.to_ms.unwrap_or(i64::MAX))
+    }
+}
+
+/// The query of [`HistoryStore::history_buckets`] on either engine: `rows` selects
+/// (ts, value) of the series within the bounds, `num` is a value as a number or NULL,
+/// `bucket` the bucket length's parameter. Columns: start, aggregate, count.
+pub(crate) fn bucket_sql(rows: &str, num: &str, bucket: &str, aggregate: Aggregate, newest_first: bool) -> String {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let (value, counted) = match aggregate {
+        Aggregate::Count => (aggregate.sql(""), "count(*)".to_string()),
+        _ => (aggregate.sql("num"), "count(num)".to_string()),
+    };
+    format!(
+        "SELECT start, {value}, {counted} FROM (
+           SELECT ts - (((ts % {bucket}) + {bucket}) % {bucket}) AS start, {num} AS num FROM ({rows}) AS readings
+         ) AS b GROUP BY start HAVING {counted} > 0 ORDER BY start {order}"
+    )
 }
 
 /// SQL true when series `id` has no reading left, stored or staged.

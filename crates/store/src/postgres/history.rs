@@ -37,7 +37,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{PgStore, lock};
 use crate::StoreError;
-use crate::history::{HistoryQuery, HistoryStore, Point, ReadingId};
+use crate::history::{Aggregate, Bucket, HistoryQuery, HistoryStore, Point, ReadingId};
 
 /// Rows deleted per statement (and transaction) by the purges.
 const CHUNK: i64 = 10_000;
@@ -361,12 +361,7 @@ impl HistoryStore for PgStore {
 
     async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
         let client = self.client().await?;
-        let st =
-            client.prepare_cached("SELECT id FROM series WHERE tenant = $1 AND device_id = $2 AND attr = $3").await?;
-        let Some(series) = client.query_opt(&st, &[&q.tenant, &q.device_id, &q.attr]).await? else {
-            return Ok(Vec::new());
-        };
-        let series: i64 = series.try_get(0)?;
+        let Some(series) = series_of(&client, &q).await? else { return Ok(Vec::new()) };
         let order = if q.newest_first { "DESC" } else { "ASC" };
         let st = client
             .prepare_cached(&format!(
@@ -374,10 +369,37 @@ impl HistoryStore for PgStore {
                  ORDER BY ts {order}, id {order} LIMIT $4"
             ))
             .await?;
-        let limit = q.limit.map(i64::from);
-        let (from, to) = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
+        let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from));
         let rows = client.query(&st, &[&series, &from, &to, &limit]).await?;
         rows.iter().map(|r| point(q.attr.clone(), r, 0)).collect()
+    }
+
+    async fn history_buckets(
+        &self,
+        q: HistoryQuery,
+        bucket_ms: i64,
+        aggregate: Aggregate,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        let client = self.client().await?;
+        let Some(series) = series_of(&client, &q).await? else { return Ok(Vec::new()) };
+        // A JSON value is a number when it starts with a digit or a minus sign.
+        let num = "CASE WHEN value ~ '^-?[0-9]' THEN value::float8 END";
+        let sql = crate::history::bucket_sql(
+            "SELECT ts, value FROM history WHERE series = $1 AND ts >= $2 AND ts <= $3",
+            num,
+            "$4::int8",
+            aggregate,
+            q.newest_first,
+        ) + " LIMIT $5";
+        let st = client.prepare_cached(&sql).await?;
+        let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from));
+        let rows = client.query(&st, &[&series, &from, &to, &bucket_ms, &limit]).await?;
+        rows.iter()
+            .map(|r| {
+                let value = aggregate.value(|| r.try_get(1), || r.try_get(1))?;
+                Ok(Bucket { start_ms: r.try_get(0)?, value, count: r.try_get::<_, i64>(2)? as u64 })
+            })
+            .collect()
     }
 
     async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError> {
@@ -437,5 +459,14 @@ impl HistoryStore for PgStore {
             true,
         )
         .await
+    }
+}
+
+/// The id of the series `q` names, if it exists.
+async fn series_of(client: &deadpool_postgres::Object, q: &HistoryQuery) -> Result<Option<i64>, StoreError> {
+    let st = client.prepare_cached("SELECT id FROM series WHERE tenant = $1 AND device_id = $2 AND attr = $3").await?;
+    match client.query_opt(&st, &[&q.tenant, &q.device_id, &q.attr]).await? {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
     }
 }
