@@ -377,12 +377,10 @@ impl HistoryStore for SqliteStore {
 
     async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
         self.read(move |c| {
-            // One snapshot for the series and its rows in every table.
-            let tx = c.unchecked_transaction()?;
-            let Some(series) = series_of(&tx, &q)? else { return Ok(Vec::new()) };
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
+            let series = stage::Series::Named(&q.tenant, &q.device_id, &q.attr);
             let mut out = Vec::new();
-            for (ts_ms, value) in stage::read_series(&tx, series, from, to, q.newest_first, limit)? {
+            for (ts_ms, value) in stage::read_series(c, series, from, to, q.newest_first, limit)? {
                 out.push(Point { attr: q.attr.clone(), ts_ms, value: serde_json::from_str(&value)? });
             }
             Ok(out)
@@ -432,7 +430,9 @@ impl HistoryStore for SqliteStore {
                 st.query_map(params![tenant, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             let mut out = Vec::new();
             for (attr, id) in series {
-                if let Some((ts_ms, value)) = stage::read_series(&tx, id, i64::MIN, i64::MAX, true, 1)?.pop() {
+                if let Some((ts_ms, value)) =
+                    stage::read_series(&tx, stage::Series::Id(id), i64::MIN, i64::MAX, true, 1)?.pop()
+                {
                     out.push(Point { attr, ts_ms, value: serde_json::from_str(&value)? });
                 }
             }

@@ -26,12 +26,29 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// A fresh directory for one test's recovery file.
-pub fn scratch_dir(test: &str) -> PathBuf {
+/// A fresh directory for one test's recovery file, removed when dropped.
+pub fn scratch_dir(test: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!("ingot-proxy-e2e-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    ScratchDir(dir)
+}
+
+/// See [`scratch_dir`].
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl ProxyProcess {

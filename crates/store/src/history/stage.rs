@@ -27,8 +27,8 @@
 //! `history` first and then the staged rows in `n` order, for readings of one
 //! millisecond; `history`'s own rowids follow the order of the moves.
 //!
-//! **Readers** read both tables in one read transaction ([`read_series`]), one
-//! snapshot: a slice is in `history` or staged, never both, never neither.
+//! **Readers** read both tables in one statement ([`read_series`]), so one snapshot:
+//! a slice is in `history` or staged, never both, never neither.
 //!
 //! PostgreSQL does not need this: its writer sends batches with `COPY` and its index
 //! pages are written back by its own checkpointer, not once per commit.
@@ -148,48 +148,45 @@ fn move_slice(tx: &Transaction<'_>, part: i64, rows: usize, slice: usize) -> Res
 /// One stored value as read: (ts, value as stored).
 pub(super) type Row = (i64, String);
 
+/// Which series [`read_series`] reads.
+pub(super) enum Series<'a> {
+    /// By id (the caller looked it up in the same read transaction).
+    Id(i64),
+    /// By (tenant, device, attribute), looked up in the same statement.
+    Named(&'a str, &'a str, &'a str),
+}
+
 /// The values of one series within `[from, to]`, oldest or newest first, at most
-/// `limit` (-1: all), from `history` and the staging table. Call it in a read
-/// transaction ([`Connection::unchecked_transaction`]), so that both are read in one
-/// snapshot.
+/// `limit` (-1: all), from `history` and the staging table, in one statement, so in one
+/// snapshot. SQLite merges the two ordered sources (`MERGE (UNION ALL)`), sorting only
+/// readings of one millisecond, and stops at the limit.
 pub(super) fn read_series(
     c: &Connection,
-    series: i64,
+    series: Series<'_>,
     from: i64,
     to: i64,
     newest_first: bool,
     limit: i64,
 ) -> Result<Vec<Row>, StoreError> {
     let order = if newest_first { "DESC" } else { "ASC" };
-    // (ts, which table: history first, then the staged rows by n, tie-break, value).
-    let mut rows: Vec<(i64, u8, i64, String)> = Vec::new();
-    let sources = [
-        format!(
-            "SELECT ts, rowid, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts {order}, rowid {order} LIMIT ?4"
-        ),
-        format!(
-            "SELECT ts, n, value FROM history_stage WHERE part IN (0, 1) AND series = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts {order}, n {order} LIMIT ?4"
-        ),
-    ];
-    for (i, sql) in sources.iter().enumerate() {
-        let mut st = c.prepare_cached(sql)?;
-        let found = st.query_map(params![series, from, to, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, u8::from(i > 0), r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-        })?;
-        for row in found {
-            rows.push(row?);
-        }
-    }
-    // Each source came sorted: the sort merges runs.
-    if newest_first {
-        rows.sort_by_key(|r| std::cmp::Reverse((r.0, r.1, r.2)));
-    } else {
-        rows.sort_by_key(|r| (r.0, r.1, r.2));
-    }
-    if limit >= 0 {
-        rows.truncate(limit as usize);
-    }
-    Ok(rows.into_iter().map(|(ts, _, _, value)| (ts, value)).collect())
+    let id = match series {
+        Series::Id(_) => "?4",
+        Series::Named(..) => "(SELECT id FROM series WHERE tenant = ?4 AND device_id = ?5 AND attr = ?6)",
+    };
+    // Columns: ts, value, which table (history first), tie-break (rowid, then n).
+    let sql = format!(
+        "SELECT ts, value, 0, rowid FROM history WHERE series = {id} AND ts >= ?1 AND ts <= ?2
+         UNION ALL
+         SELECT ts, value, 1, n FROM history_stage WHERE part IN (0, 1) AND series = {id} AND ts >= ?1 AND ts <= ?2
+         ORDER BY 1 {order}, 3 {order}, 4 {order} LIMIT ?3"
+    );
+    let mut st = c.prepare_cached(&sql)?;
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
+    let rows = match series {
+        Series::Id(id) => st.query_map(params![from, to, limit, id], row)?,
+        Series::Named(tenant, device, attr) => st.query_map(params![from, to, limit, tenant, device, attr], row)?,
+    };
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
