@@ -152,25 +152,25 @@ fn bucket_ms(v: &str) -> Result<i64, HistoryError> {
         })
 }
 
+/// The aggregates by their names in `agg=`.
+const AGGREGATES: [(&str, Aggregate); 5] = [
+    ("avg", Aggregate::Avg),
+    ("min", Aggregate::Min),
+    ("max", Aggregate::Max),
+    ("sum", Aggregate::Sum),
+    ("count", Aggregate::Count),
+];
+
 fn aggregate(v: &str) -> Result<Aggregate, HistoryError> {
-    Ok(match v.trim() {
-        "avg" => Aggregate::Avg,
-        "min" => Aggregate::Min,
-        "max" => Aggregate::Max,
-        "sum" => Aggregate::Sum,
-        "count" => Aggregate::Count,
-        _ => return Err(HistoryError::BadRequest("agg must be avg, min, max, sum or count".into())),
-    })
+    AGGREGATES
+        .iter()
+        .find(|(name, _)| *name == v.trim())
+        .map(|&(_, a)| a)
+        .ok_or_else(|| HistoryError::BadRequest("agg must be avg, min, max, sum or count".into()))
 }
 
 fn aggregate_name(a: Aggregate) -> &'static str {
-    match a {
-        Aggregate::Avg => "avg",
-        Aggregate::Min => "min",
-        Aggregate::Max => "max",
-        Aggregate::Sum => "sum",
-        Aggregate::Count => "count",
-    }
+    AGGREGATES.iter().find(|(_, x)| *x == a).map_or("avg", |(name, _)| name)
 }
 
 fn int(k: &str, v: &str) -> Result<u32, HistoryError> {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use model::DeviceData;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 use serde_json::Value;
 
 use crate::{SqliteStore, StoreError};
@@ -54,18 +54,6 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
-    /// The SQL of this aggregate over `num`, an expression that is the value as a number
-    /// or NULL when it is not one (the same on both engines).
-    pub(crate) fn sql(self, num: &str) -> String {
-        match self {
-            Self::Avg => format!("avg({num})"),
-            Self::Min => format!("min({num})"),
-            Self::Max => format!("max({num})"),
-            Self::Sum => format!("sum({num})"),
-            Self::Count => "count(*)".into(),
-        }
-    }
-
     /// The aggregate's column as JSON: an integer for count, a float otherwise.
     pub(crate) fn value<E>(
         self,
@@ -395,23 +383,20 @@ impl HistoryStore for SqliteStore {
         aggregate: Aggregate,
     ) -> Result<Vec<Bucket>, StoreError> {
         self.read(move |c| {
-            let tx = c.unchecked_transaction()?;
-            let Some(series) = series_of(&tx, &q)? else { return Ok(Vec::new()) };
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
             // A JSON value is a number when it starts with a digit or a minus sign (as on
             // PostgreSQL; cheaper than parsing it).
             let num = "CASE WHEN unicode(value) BETWEEN 48 AND 57 OR unicode(value) = 45 THEN CAST(value AS REAL) END";
-            let sql = bucket_sql(
-                "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
+            // One statement, so `history` and the staging table are read in one snapshot.
+            let series = "(SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3)";
+            let rows = format!(
+                "SELECT ts, value FROM history WHERE series = {series} AND ts >= ?4 AND ts <= ?5
                  UNION ALL
-                 SELECT ts, value FROM history_stage WHERE part IN (0, 1) AND series = ?1 AND ts >= ?2 AND ts <= ?3",
-                num,
-                "?4",
-                aggregate,
-                q.newest_first,
-            ) + " LIMIT ?5";
-            let mut st = tx.prepare_cached(&sql)?;
-            let rows = st.query_map(params![series, from, to, bucket_ms, limit], |r| {
+                 SELECT ts, value FROM history_stage WHERE part IN (0, 1) AND series = {series} AND ts >= ?4 AND ts <= ?5"
+            );
+            let sql = bucket_sql(&rows, num, "?6", aggregate, q.newest_first) + " LIMIT ?7";
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params![q.tenant, q.device_id, q.attr, from, to, bucket_ms, limit], |r| {
                 let value = aggregate.value(|| r.get(1), || r.get(1))?;
                 Ok(Bucket { start_ms: r.get(0)?, value, count: r.get::<_, i64>(2)? as u64 })
             })?;
@@ -511,13 +496,6 @@ impl HistoryStore for SqliteStore {
     }
 }
 
-/// The id of the series `q` names, if it exists.
-fn series_of(c: &rusqlite::Connection, q: &HistoryQuery) -> Result<Option<i64>, StoreError> {
-    Ok(c.prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
-        .query_row(params![q.tenant, q.device_id, q.attr], |r| r.get(0))
-        .optional()?)
-}
-
 impl HistoryQuery {
     /// The inclusive bounds, open ends as the extreme values.
     pub(crate) fn bounds(&self) -> (i64, i64) {
@@ -531,8 +509,11 @@ impl HistoryQuery {
 pub(crate) fn bucket_sql(rows: &str, num: &str, bucket: &str, aggregate: Aggregate, newest_first: bool) -> String {
     let order = if newest_first { "DESC" } else { "ASC" };
     let (value, counted) = match aggregate {
-        Aggregate::Count => (aggregate.sql(""), "count(*)".to_string()),
-        _ => (aggregate.sql("num"), "count(num)".to_string()),
+        Aggregate::Avg => ("avg(num)", "count(num)"),
+        Aggregate::Min => ("min(num)", "count(num)"),
+        Aggregate::Max => ("max(num)", "count(num)"),
+        Aggregate::Sum => ("sum(num)", "count(num)"),
+        Aggregate::Count => ("count(*)", "count(*)"),
     };
     format!(
         "SELECT start, {value}, {counted} FROM (
