@@ -21,6 +21,9 @@ pub const GROUP: &str = "history";
 /// First wait before a crashed writer is restarted; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Commits that take this long or longer are logged (at debug level): every device
+/// waiting for a PUBACK waits as long.
+const SLOW_COMMIT: Duration = Duration::from_millis(20);
 /// A writer that ran this long before failing restarts after [`FIRST_BACKOFF`] again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
@@ -107,7 +110,11 @@ fn run(sub: Subscription<DeviceData>, writer: SharedStore, max_batch: usize) {
         let started = Instant::now();
         match writer.write_history_blocking(&readings, once) {
             Ok(values) => {
-                latency.record(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                latency.record(took.as_secs_f64());
+                if took >= SLOW_COMMIT {
+                    tracing::debug!(took_ms = took.as_millis() as u64, readings = buf.len(), values, "slow commit");
+                }
                 batch_size.record(buf.len() as f64);
                 written.increment(values as u64);
                 buf.drain(..).for_each(Delivery::ack);

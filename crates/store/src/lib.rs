@@ -241,6 +241,9 @@ struct Inner {
     /// Where history is written first (see `history::stage`); changed only while
     /// `writer` is held.
     stage: Mutex<history::Stage>,
+    /// Set by the checkpointer: the writer finishes a checkpoint before its next
+    /// transaction, so that the WAL starts over (see [`checkpoint`]).
+    finish_due: std::sync::atomic::AtomicBool,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     options: StoreOptions,
@@ -249,6 +252,10 @@ struct Inner {
 impl checkpoint::Writer for Inner {
     fn writer(&self) -> &Mutex<Connection> {
         &self.writer
+    }
+
+    fn finish_due(&self) -> &std::sync::atomic::AtomicBool {
+        &self.finish_due
     }
 }
 
@@ -274,8 +281,15 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
         let stage = Mutex::new(history::Stage::new());
-        let inner =
-            Arc::new(Inner { writer: Mutex::new(writer), series, stage, readers: Mutex::new(readers), path, options });
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(writer),
+            series,
+            stage,
+            finish_due: Default::default(),
+            readers: Mutex::new(readers),
+            path,
+            options,
+        });
         checkpoint::spawn(checkpointer, Arc::downgrade(&inner), inner.path.clone());
         Ok(Self { inner })
     }
@@ -355,6 +369,7 @@ impl SqliteStore {
             self.inner.writer.clear_poison();
             poisoned.into_inner()
         });
+        checkpoint::finish(&conn, &self.inner.finish_due);
         let tx = conn.transaction()?;
         let value = f(&tx)?;
         tx.commit()?;

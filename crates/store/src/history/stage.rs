@@ -7,8 +7,8 @@
 //!
 //! **How.** New readings go to a small staging table, `history_stage`, clustered by
 //! (part, series, ts, n) (`WITHOUT ROWID`, so one B-tree and no separate index), which
-//! stays small enough that a commit dirties a few hundred of its pages at most. It has
-//! two parts, 0 and 1:
+//! stays small enough (~10 MB a part) for its pages to stay cached. It has two parts, 0
+//! and 1:
 //! - the *active* part takes the writes until it holds [`Stage::limit`] values;
 //! - then the other part, empty by then, takes over, and the full one is *moved*: each
 //!   later commit also copies a slice of it, whole series in series order, into
@@ -38,14 +38,23 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::StoreError;
 
 /// Values a part of the staging table takes before the other part takes over, by
-/// default: with 20,000 series that is ~3 values per series per move; the table stays
-/// a few MB.
-pub const DEFAULT_STAGE_VALUES: usize = 65_536;
+/// default: with 20,000 series that is ~13 values per series per move, so a page of
+/// `history` written per ~13 values moved (65,536 values gave ~3, and the checkpointer
+/// could not keep up with those pages at 34,000 values/s: issue 16). A part is ~10 MB.
+pub const DEFAULT_STAGE_VALUES: usize = 262_144;
 
-/// Values moved per commit at least, and per value the commit wrote: the moved table
-/// must empty before the active one fills.
-const SLICE_MIN: usize = 2_048;
-const SLICE_PER_WRITTEN: usize = 4;
+/// Values moved per commit at least, and per value the commit wrote (so the moved part
+/// empties well before the active one fills), and at most, so that no commit carries a
+/// large move (one costs ~5 µs per value once `history` outgrows the page cache; with
+/// batches larger than the most, the active part may take more than its limit before the
+/// parts swap). Issue 16, at 17,000 msg/s (34,000 values/s): moving 4 values per value
+/// written, at least 2,048, made commits of 100–400 ms after each stall (a large batch
+/// then moved four times as much); spreading the move evenly over every commit until the
+/// next swap gave a worse PUBACK p99 (median per-second p99 22 ms in minute 3, against 4)
+/// than moving at most 2,048 values per commit right after the swap.
+const SLICE_MIN: usize = 256;
+const SLICE_PER_WRITTEN: usize = 2;
+const SLICE_MAX: usize = 2_048;
 
 /// The writer's view of the staging table. Changed only while the writer's lock is
 /// held, in the transaction whose rows it counts; after a failed transaction it is
@@ -113,7 +122,7 @@ impl Stage {
         self.rows[self.active] += written;
         let full = 1 - self.active;
         if self.rows[full] > 0 {
-            let slice = SLICE_MIN.max(written * SLICE_PER_WRITTEN);
+            let slice = (written * SLICE_PER_WRITTEN).clamp(SLICE_MIN, SLICE_MAX);
             self.rows[full] = move_slice(tx, full as i64, self.rows[full], slice)?;
         } else if self.rows[self.active] >= self.limit {
             self.active = full;
