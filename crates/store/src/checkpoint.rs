@@ -47,8 +47,9 @@ use rusqlite::Connection;
 pub(crate) const EVERY: Duration = Duration::from_millis(200);
 /// WAL pages (4 KB) past which a checkpoint waits for readers: 256 MB.
 pub(crate) const WAL_LIMIT_PAGES: i64 = 65_536;
-/// WAL pages (4 KB) from which a round ends holding the writer, so that the WAL starts
-/// over: 32 MB, below `journal_size_limit` (64 MB), so the file is not truncated each time.
+/// WAL pages (4 KB) from which a round asks the writer to [`finish`], so that the WAL
+/// starts over: 32 MB, below `journal_size_limit` (64 MB), so the file is not truncated
+/// each time.
 pub(crate) const RESTART_PAGES: i64 = 8_192;
 /// PASSIVE passes per round at most, and pages left uncopied below which one more pass is
 /// not worth it: the writer then waits for at most those and what came since.
