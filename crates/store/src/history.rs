@@ -1,7 +1,7 @@
 //! Readings over time: one row per (series, ts), a series being (tenant, device, attribute).
 //!
 //! SQLite writes them to a staging table first and moves them into `history` in sorted
-//! slices ([`stage`]); readers read both.
+//! slices (`history::stage`); readers read both.
 
 mod stage;
 

@@ -7,7 +7,7 @@
 //! - One **write connection** behind a mutex: SQLite allows one writer at a time anyway,
 //!   and serialising in-process avoids `SQLITE_BUSY` retries.
 //! - A small **pool of read connections** (WAL mode lets them read while the writer writes).
-//! - All calls run on tokio's blocking pool ([`Store::read`], [`Store::write`]).
+//! - All calls run on tokio's blocking pool ([`SqliteStore::read`], [`SqliteStore::write`]).
 //! - Durability: `synchronous=FULL` by default, so a committed transaction survives power
 //!   loss, not only a process crash. History batches many readings per transaction (group
 //!   commit), which is what keeps this fast.
