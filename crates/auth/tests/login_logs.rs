@@ -35,8 +35,11 @@ async fn failed_logins_log_an_unknown_name_only_as_a_short_hash() {
         tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::TRACE).with_ansi(false);
     tracing::subscriber::set_global_default(subscriber.finish()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        store::SqliteStore::open_shared(dir.path(), store::StoreOptions { readers: 1, sync_full: false }).unwrap();
+    let store = store::SqliteStore::open_shared(
+        dir.path(),
+        store::StoreOptions { readers: 1, sync_full: false, ..Default::default() },
+    )
+    .unwrap();
     let auth = AuthService::open(store, None, AuthConfig::default()).await.unwrap();
     auth.bootstrap(Some("admin password".into())).await.unwrap();
     let client = "127.0.0.1".parse().unwrap();

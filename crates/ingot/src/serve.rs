@@ -220,6 +220,10 @@ pub struct ServeArgs {
     /// (on PostgreSQL: synchronous_commit off for Ingot's sessions).
     #[arg(long, env = "INGOT_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set)]
     pub sync_full: bool,
+    /// SQLite: attribute values held in memory (and in history's append-only log) before
+    /// they move into the history table; up to twice as many in memory, ~90 bytes each.
+    #[arg(long, env = "INGOT_SQLITE_STAGE_VALUES", default_value_t = store::history::DEFAULT_STAGE_VALUES)]
+    pub sqlite_stage_values: usize,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -228,7 +232,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot install the metrics recorder")?;
 
     let location = args.store.clone().unwrap_or_else(|| store::StoreUrl::Sqlite(args.data_dir.join("ingot.db")));
-    let sqlite_options = store::StoreOptions { readers: 4, sync_full: args.sync_full };
+    let sqlite_options =
+        store::StoreOptions { readers: 4, sync_full: args.sync_full, stage_values: args.sqlite_stage_values };
     let pg_options =
         store::postgres::PgOptions { pool_size: args.store_pool_size, sync_full: args.sync_full, ..Default::default() };
     let store =

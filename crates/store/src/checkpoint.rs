@@ -167,7 +167,8 @@ mod tests {
     #[test]
     fn the_wal_stays_bounded_under_continuous_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), StoreOptions { readers: 1, sync_full: false }).unwrap();
+        let store =
+            SqliteStore::open(dir.path(), StoreOptions { readers: 1, sync_full: false, ..Default::default() }).unwrap();
         let wal = dir.path().join("ingot.db-wal");
         // The WAL header's salt changes each time the WAL starts over.
         let salt = || {

@@ -406,17 +406,17 @@ const TABLES: &[Table] = &[
     },
 ];
 
-// TABLES describes schema version 15 of SQLite and 14 of PostgreSQL (SQLite's 15 only
-// adds history's staging table, read as part of `history`): a new migration step must
-// be copied too (and the test `tables_cover_both_schemas` names what is missing).
-const _: () = assert!(crate::migrate::SCHEMA_VERSION == 15 && crate::postgres::SCHEMA_VERSION == 14);
+// TABLES describes schema version 16 of SQLite and 14 of PostgreSQL (SQLite's 15 and 16
+// only add history's log, read as part of `history`): a new migration step must be
+// copied too (and the test `tables_cover_both_schemas` names what is missing).
+const _: () = assert!(crate::migrate::SCHEMA_VERSION == 16 && crate::postgres::SCHEMA_VERSION == 14);
 
-/// History's staged readings (SQLite only, see `history::stage`), copied after
-/// `history`'s own rows as more rows of it: their ids continue after its largest rowid
-/// in the order they were written, so readings of one ms keep their order.
+/// History's logged readings not yet in `history` (SQLite only, see `history::stage`),
+/// copied after `history`'s own rows as more rows of it: their ids continue after its
+/// largest rowid in the order they were written, so readings of one ms keep their order.
 const STAGED_HISTORY: &str = "SELECT (SELECT coalesce(max(rowid), 0) FROM history) + row_number() OVER (ORDER BY n),
         series, ts, value
-     FROM history_stage ORDER BY n";
+     FROM history_log, history_log_moving AS m WHERE NOT (n < m.below_n AND series < m.below_series) ORDER BY n";
 
 impl Table {
     /// What SQLite reads for this table beyond its own rows.
@@ -550,8 +550,10 @@ async fn copy_in_chunks(
         )));
     }
     let path = from.to_path_buf();
-    let sqlite =
-        run_blocking(move || SqliteStore::open_file(&path, StoreOptions { readers: 1, sync_full: true })).await?;
+    let sqlite = run_blocking(move || {
+        SqliteStore::open_file(&path, StoreOptions { readers: 1, sync_full: true, ..Default::default() })
+    })
+    .await?;
     let pg = PgStore::connect(to, PgOptions { pool_size: 1, ..PgOptions::default() }).await?;
     let version = pg.schema_version().await?;
     if version != crate::postgres::SCHEMA_VERSION {
@@ -816,7 +818,8 @@ mod tests {
     /// Its staged history moves every 7 values, so that readings are both in `history`
     /// and staged when copied (see `history::stage`).
     fn open_sqlite(dir: &Path) -> SqliteStore {
-        let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).unwrap();
+        let store =
+            SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false, ..Default::default() }).unwrap();
         store.set_history_stage_limit(7);
         store
     }
@@ -1030,7 +1033,7 @@ mod tests {
     /// Rows of `table`; for history, its staged readings too.
     async fn sqlite_count(s: &SqliteStore, table: &'static str) -> u64 {
         let sql = match table {
-            "history" => "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM history_stage)".to_string(),
+            "history" => format!("SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM ({STAGED_HISTORY}))"),
             _ => format!("SELECT count(*) FROM {table}"),
         };
         s.read(move |c| Ok(c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)).await.unwrap()
@@ -1142,7 +1145,10 @@ mod tests {
                 };
                 Ok((
                     rows("SELECT rowid, series, ts, value FROM history ORDER BY rowid")?,
-                    rows("SELECT n, series, ts, value FROM history_stage ORDER BY n")?,
+                    rows(
+                        "SELECT n, series, ts, value FROM history_log, history_log_moving AS m
+                         WHERE NOT (n < m.below_n AND series < m.below_series) ORDER BY n",
+                    )?,
                 ))
             })
             .await
@@ -1297,10 +1303,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let got_sqlite = open_sqlite(dir.path())
             .read(|c| {
-                // Not the staging table: copied as part of `history` (`Table::staged`).
+                // Not history's log: copied as part of `history` (`Table::staged`).
                 let mut st = c.prepare(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
-                     AND name <> 'history_stage' ORDER BY name",
+                     AND name NOT IN ('history_log', 'history_log_moving') ORDER BY name",
                 )?;
                 let names: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 let mut tables = Vec::new();

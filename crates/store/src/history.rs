@@ -6,13 +6,13 @@
 mod stage;
 
 pub use stage::DEFAULT_STAGE_VALUES;
-pub(crate) use stage::Stage;
+pub(crate) use stage::{Stage, Staged};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use model::DeviceData;
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::{SqliteStore, StoreError};
@@ -180,39 +180,60 @@ pub(crate) fn lock_cache(cache: &std::sync::Mutex<SeriesCache>) -> std::sync::Mu
 fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[ReadingId]>) -> Result<usize, StoreError> {
     let inner = &store.inner;
     store
-        .write_blocking(|tx| {
-            let mut cache = inner.series_cache();
-            let mut stage = inner.stage();
-            let (part, first_n) = stage.begin(tx)?;
-            let mut insert = tx
-                .prepare_cached("INSERT INTO history_stage (part, series, ts, n, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO ingested (id, ms) VALUES (?1, ?2)")?;
-            let now = crate::now_ms();
-            let mut n = first_n;
-            for (i, data) in batch.iter().enumerate() {
-                if let Some(id) = ids.and_then(|ids| ids.get(i))
-                    && seen.execute(params![id.to_be_bytes().as_slice(), now])? == 0
-                {
-                    continue; // stored before: a redelivery
+        .write_blocking_then(
+            |tx| {
+                let mut cache = inner.series_cache();
+                let mut stage = inner.stage();
+                let mut n = stage.begin(tx, &inner.staged)?;
+                let mut plan = stage::Plan::default();
+                let mut log =
+                    tx.prepare_cached("INSERT INTO history_log (n, series, ts, value) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO ingested (id, ms) VALUES (?1, ?2)")?;
+                let now = crate::now_ms();
+                for (i, data) in batch.iter().enumerate() {
+                    if let Some(id) = ids.and_then(|ids| ids.get(i))
+                        && seen.execute(params![id.to_be_bytes().as_slice(), now])? == 0
+                    {
+                        continue; // stored before: a redelivery
+                    }
+                    let ts = data.ts.timestamp_millis();
+                    for (attr, value) in &data.attrs {
+                        let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
+                        let value = value.to_string();
+                        log.execute(params![n, id, ts, value])?;
+                        plan.logged(id, ts, n, value);
+                        n += 1;
+                    }
                 }
-                let ts = data.ts.timestamp_millis();
-                for (attr, value) in &data.attrs {
-                    let id = series_id(tx, &mut cache, &data.tenant, &data.device_id, attr)?;
-                    insert.execute(params![part, id, ts, n, value.to_string()])?;
-                    n += 1;
-                }
-            }
-            let written = (n - first_n) as usize;
-            stage.end(tx, written, n)?;
-            fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
-            Ok(written)
-        })
+                stage.end(tx, &inner.staged, &mut plan)?;
+                fail::fail_point!("history-write-batch", |_| Err(StoreError::Task("injected failure".into())));
+                Ok(plan)
+            },
+            |plan| {
+                let written = plan.written();
+                inner.stage().apply(&inner.staged, plan);
+                written
+            },
+        )
         .inspect_err(|_| {
             // A failed transaction may have rolled back series rows the cache now names,
-            // and staged rows the stage counted.
+            // and log rows the stage counted.
             inner.series_cache().clear();
             inner.stage().invalidate();
         })
+}
+
+/// Registers `ingot_staged(series)` on the writer's connection `c`: whether the series
+/// has staged values (SQL of write transactions only: the writer's view is exact there).
+pub(crate) fn register_functions(
+    c: &rusqlite::Connection,
+    staged: &Arc<std::sync::RwLock<Staged>>,
+) -> Result<(), StoreError> {
+    let staged = staged.clone();
+    c.create_scalar_function("ingot_staged", 1, rusqlite::functions::FunctionFlags::SQLITE_UTF8, move |ctx| {
+        Ok(stage::read(&staged).has(ctx.get::<i64>(0)?))
+    })?;
+    Ok(())
 }
 
 impl crate::Inner {
@@ -249,6 +270,29 @@ fn series_id(
         .query_row(params![tenant, device, attr], |r| r.get(0))?;
     cache.insert(tenant, device, attr, id);
     Ok(id)
+}
+
+/// Starts a read transaction on `c` for `q`'s series: its id and its staged values within
+/// `[from, to]`, or `None` if it never had a reading.
+fn begin_series<'c>(
+    c: &'c rusqlite::Connection,
+    inner: &crate::Inner,
+    q: &HistoryQuery,
+    from: i64,
+    to: i64,
+) -> Result<Option<(Transaction<'c>, i64, Vec<stage::Value>)>, StoreError> {
+    let (tx, taken) = stage::begin_read(c, &inner.staged, |tx, staged, moved| {
+        let id = series_named(tx, &q.tenant, &q.device_id, &q.attr)?;
+        Ok(id.map(|id| (id, staged.values(id, from, to, moved))))
+    })?;
+    Ok(taken.map(|(id, staged)| (tx, id, staged)))
+}
+
+/// The id of a series, if it has ever had a reading.
+fn series_named(c: &rusqlite::Connection, tenant: &str, device: &str, attr: &str) -> Result<Option<i64>, StoreError> {
+    Ok(c.prepare_cached("SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3")?
+        .query_row(params![tenant, device, attr], |r| r.get(0))
+        .optional()?)
 }
 
 /// Deletes a device's series and evicts them from the cache, inside the caller's write
@@ -364,11 +408,12 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn history(&self, q: HistoryQuery) -> Result<Vec<Point>, StoreError> {
+        let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
-            let series = stage::Series::Named(&q.tenant, &q.device_id, &q.attr);
+            let Some((tx, id, staged)) = begin_series(c, &inner, &q, from, to)? else { return Ok(Vec::new()) };
             let mut out = Vec::new();
-            for (ts_ms, value) in stage::read_series(c, series, from, to, q.newest_first, limit)? {
+            for (ts_ms, value) in stage::read_series(&tx, id, staged, from, to, q.newest_first, limit)? {
                 out.push(Point { attr: q.attr.clone(), ts_ms, value: serde_json::from_str(&value)? });
             }
             Ok(out)
@@ -382,21 +427,23 @@ impl HistoryStore for SqliteStore {
         bucket_ms: i64,
         aggregate: Aggregate,
     ) -> Result<Vec<Bucket>, StoreError> {
+        let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
+            let Some((tx, id, staged)) = begin_series(c, &inner, &q, from, to)? else { return Ok(Vec::new()) };
+            // The staged values join `history`'s rows in the statement as a JSON array of
+            // [ts, value as stored], so SQLite aggregates them all alike.
+            let staged: Vec<(i64, String)> = staged.into_iter().map(|(ts, _, value)| (ts, value)).collect();
+            let staged = serde_json::to_string(&staged)?;
             // A JSON value is a number when it starts with a digit or a minus sign (as on
             // PostgreSQL; cheaper than parsing it).
             let num = "CASE WHEN unicode(value) BETWEEN 48 AND 57 OR unicode(value) = 45 THEN CAST(value AS REAL) END";
-            // One statement, so `history` and the staging table are read in one snapshot.
-            let series = "(SELECT id FROM series WHERE tenant = ?1 AND device_id = ?2 AND attr = ?3)";
-            let rows = format!(
-                "SELECT ts, value FROM history WHERE series = {series} AND ts >= ?4 AND ts <= ?5
+            let rows = "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
                  UNION ALL
-                 SELECT ts, value FROM history_stage WHERE part IN (0, 1) AND series = {series} AND ts >= ?4 AND ts <= ?5"
-            );
-            let sql = bucket_sql(&rows, num, "?6", aggregate, q.newest_first) + " LIMIT ?7";
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(params![q.tenant, q.device_id, q.attr, from, to, bucket_ms, limit], |r| {
+                 SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?4) AS j";
+            let sql = bucket_sql(rows, num, "?5", aggregate, q.newest_first) + " LIMIT ?6";
+            let mut st = tx.prepare_cached(&sql)?;
+            let rows = st.query_map(params![id, from, to, staged, bucket_ms, limit], |r| {
                 let value = aggregate.value(|| r.get(1), || r.get(1))?;
                 Ok(Bucket { start_ms: r.get(0)?, value, count: r.get::<_, i64>(2)? as u64 })
             })?;
@@ -407,17 +454,22 @@ impl HistoryStore for SqliteStore {
 
     async fn latest(&self, tenant: &str, device_id: &str) -> Result<Vec<Point>, StoreError> {
         let (tenant, device_id) = (tenant.to_string(), device_id.to_string());
+        let inner = self.inner.clone();
         self.read(move |c| {
-            let tx = c.unchecked_transaction()?;
-            let mut st =
-                tx.prepare_cached("SELECT attr, id FROM series WHERE tenant = ?1 AND device_id = ?2 ORDER BY attr")?;
-            let series: Vec<(String, i64)> =
-                st.query_map(params![tenant, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let (tx, series) = stage::begin_read(c, &inner.staged, |tx, staged, moved| {
+                let mut st = tx
+                    .prepare_cached("SELECT attr, id FROM series WHERE tenant = ?1 AND device_id = ?2 ORDER BY attr")?;
+                let series = st.query_map(params![tenant, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                series
+                    .map(|row| {
+                        let (attr, id): (String, i64) = row?;
+                        Ok((attr, id, staged.values(id, i64::MIN, i64::MAX, moved)))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })?;
             let mut out = Vec::new();
-            for (attr, id) in series {
-                if let Some((ts_ms, value)) =
-                    stage::read_series(&tx, stage::Series::Id(id), i64::MIN, i64::MAX, true, 1)?.pop()
-                {
+            for (attr, id, staged) in series {
+                if let Some((ts_ms, value)) = stage::read_series(&tx, id, staged, i64::MIN, i64::MAX, true, 1)?.pop() {
                     out.push(Point { attr, ts_ms, value: serde_json::from_str(&value)? });
                 }
             }
@@ -429,10 +481,7 @@ impl HistoryStore for SqliteStore {
     async fn purge_history(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
         let tenant = tenant.to_string();
         let staged = self
-            .delete_staged(
-                "DELETE FROM history_stage WHERE series IN (SELECT id FROM series WHERE tenant = ?1) AND ts < ?2",
-                (tenant.clone(), cutoff_ms),
-            )
+            .delete_staged("SELECT id FROM series WHERE tenant = ?1", [tenant.clone()], move |ts| ts < cutoff_ms)
             .await?;
         let stored = self
             .delete_in_chunks(move |tx, chunk| {
@@ -448,8 +497,7 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn purge_orphan_history(&self) -> Result<usize, StoreError> {
-        let staged =
-            self.delete_staged("DELETE FROM history_stage WHERE series IN (SELECT id FROM dead_series)", ()).await?;
+        let staged = self.delete_staged("SELECT id FROM dead_series", [], |_| true).await?;
         let stored = self
             .delete_in_chunks(|tx, chunk| {
                 Ok(tx.execute(
@@ -522,12 +570,10 @@ pub(crate) fn bucket_sql(rows: &str, num: &str, bucket: &str, aggregate: Aggrega
     )
 }
 
-/// SQL true when series `id` has no reading left, stored or staged.
+/// SQL true when series `id` has no reading left, stored or staged (in the writer's
+/// transactions only: see [`register_functions`]).
 fn no_readings(id: &str) -> String {
-    format!(
-        "NOT EXISTS (SELECT 1 FROM history h WHERE h.series = {id})
-         AND NOT EXISTS (SELECT 1 FROM history_stage WHERE part IN (0, 1) AND series = {id})"
-    )
+    format!("NOT EXISTS (SELECT 1 FROM history h WHERE h.series = {id}) AND NOT ingot_staged({id})")
 }
 
 impl SqliteStore {
@@ -537,18 +583,37 @@ impl SqliteStore {
         self.inner.stage().set_limit(values);
     }
 
-    /// Runs `delete`, a `DELETE FROM history_stage …` (the table is small, so in one
-    /// transaction) with `params`; returns how many rows it deleted. The stage's counts
-    /// are reloaded after.
-    async fn delete_staged<P>(&self, delete: &'static str, params: P) -> Result<usize, StoreError>
+    /// Deletes the staged values of the series `series` selects (SQL, with `params`) whose
+    /// timestamp `doomed` picks, in one transaction (at most two generations of values);
+    /// returns how many.
+    async fn delete_staged<P>(
+        &self,
+        series: &'static str,
+        params: P,
+        doomed: impl Fn(i64) -> bool + Send + 'static,
+    ) -> Result<usize, StoreError>
     where
         P: rusqlite::Params + Send + 'static,
     {
-        let inner = self.inner.clone();
-        self.write(move |tx| {
-            let n = tx.execute(delete, params)?;
-            inner.stage().invalidate();
-            Ok(n)
+        let store = self.clone();
+        crate::run_blocking(move || {
+            let inner = &store.inner;
+            store
+                .write_blocking_then(
+                    |tx| {
+                        let mut st = tx.prepare(series)?;
+                        let ids: std::collections::HashSet<i64> =
+                            st.query_map(params, |r| r.get(0))?.collect::<Result<_, _>>()?;
+                        let picks = move |series: i64, value: &stage::Value| ids.contains(&series) && doomed(value.0);
+                        let n = inner.stage().delete(tx, &inner.staged, &picks)?;
+                        Ok((n, picks))
+                    },
+                    |(n, picks)| {
+                        inner.stage().forget(&inner.staged, picks);
+                        n
+                    },
+                )
+                .inspect_err(|_| inner.stage().invalidate())
         })
         .await
     }
@@ -580,7 +645,7 @@ mod tests {
     use crate::contract::{query, reading};
 
     fn open(dir: &std::path::Path) -> SqliteStore {
-        SqliteStore::open(dir, StoreOptions { readers: 1, sync_full: false }).unwrap()
+        SqliteStore::open(dir, StoreOptions { readers: 1, sync_full: false, ..Default::default() }).unwrap()
     }
 
     #[tokio::test]

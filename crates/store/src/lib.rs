@@ -96,11 +96,14 @@ pub struct StoreOptions {
     pub readers: usize,
     /// `true`: fsync every commit (survives power loss). `false`: survives process crashes only.
     pub sync_full: bool,
+    /// Values history's active generation takes before it seals and moves into `history`
+    /// (see `history::stage`).
+    pub stage_values: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { readers: 4, sync_full: true }
+        Self { readers: 4, sync_full: true, stage_values: history::DEFAULT_STAGE_VALUES }
     }
 }
 
@@ -238,9 +241,11 @@ struct Inner {
     /// Series ids by (tenant, device, attribute). Changed only while `writer` is held,
     /// in the same transaction as the `series` rows it mirrors (see [`history`]).
     series: Mutex<history::SeriesCache>,
-    /// Where history is written first (see `history::stage`); changed only while
+    /// The writer's view of history's log (see `history::stage`); changed only while
     /// `writer` is held.
     stage: Mutex<history::Stage>,
+    /// History's staged values in memory, for readers and the writer (see `history::stage`).
+    staged: Arc<std::sync::RwLock<history::Staged>>,
     /// Set by the checkpointer: the writer finishes a checkpoint before its next
     /// transaction, so that the WAL starts over (see [`checkpoint`]).
     finish_due: std::sync::atomic::AtomicBool,
@@ -280,11 +285,20 @@ impl SqliteStore {
         // When the WAL starts over, its file is cut back to 64 MB (it is reused, not shrunk).
         writer.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
-        let stage = Mutex::new(history::Stage::new());
+        let mut stage = history::Stage::new();
+        stage.set_limit(options.stage_values);
+        let staged = Arc::new(std::sync::RwLock::new(history::Staged::default()));
+        history::register_functions(&writer, &staged)?;
+        // History's log back into memory, before any reader looks.
+        let tx = writer.transaction()?;
+        stage.begin(&tx, &staged)?;
+        tx.commit()?;
+        let stage = Mutex::new(stage);
         let inner = Arc::new(Inner {
             writer: Mutex::new(writer),
             series,
             stage,
+            staged,
             finish_due: Default::default(),
             readers: Mutex::new(readers),
             path,
@@ -361,6 +375,17 @@ impl SqliteStore {
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     {
+        self.write_blocking_then(f, |value| value)
+    }
+
+    /// [`Self::write_blocking`], then `committed` with what `f` returned once its
+    /// transaction has committed, still holding the writer's lock, so before any other
+    /// write: for state in memory that follows the database (history's staged values).
+    pub(crate) fn write_blocking_then<T, U>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        committed: impl FnOnce(T) -> U,
+    ) -> Result<U, StoreError> {
         // A panic inside `f` poisons the lock, but leaves a consistent connection behind:
         // the transaction was rolled back as it unwound. Refusing every later write would
         // turn one bad batch into a dead store.
@@ -373,7 +398,7 @@ impl SqliteStore {
         let tx = conn.transaction()?;
         let value = f(&tx)?;
         tx.commit()?;
-        Ok(value)
+        Ok(committed(value))
     }
 }
 

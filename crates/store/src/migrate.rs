@@ -297,6 +297,26 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (part, series, ts, n)
     ) WITHOUT ROWID;
     "#,
+    // 16: history's staging becomes an append-only log, its values indexed in memory (see
+    // `history::stage`): what was staged moves into `history` (every staged row of a
+    // series is newer than its rows there), and the table goes. `history_log_moving`
+    // says which logged values are in `history` already.
+    r#"
+    INSERT INTO history (series, ts, value) SELECT series, ts, value FROM history_stage ORDER BY series, ts, n;
+    DROP TABLE history_stage;
+    CREATE TABLE history_log (
+        n INTEGER PRIMARY KEY,
+        series INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE history_log_moving (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        below_n INTEGER NOT NULL,
+        below_series INTEGER NOT NULL
+    );
+    INSERT INTO history_log_moving VALUES (0, 0, 0);
+    "#,
 ];
 
 /// The schema version this code brings a database to (`PRAGMA user_version`).

@@ -90,7 +90,8 @@ impl Engine {
 }
 
 fn open_sqlite(dir: &std::path::Path, stage: usize) -> SharedStore {
-    let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).expect("open SQLite");
+    let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false, ..Default::default() })
+        .expect("open SQLite");
     store.set_history_stage_limit(stage);
     std::sync::Arc::new(store)
 }

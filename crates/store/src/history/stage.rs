@@ -3,81 +3,233 @@
 //! **Why.** `history` is indexed by (series, ts). A commit of readings from 2,000 series
 //! adds one entry to each of ~2,000 index leaf pages, far apart, and each dirty page is
 //! a 4 KB frame in the WAL: the writer's time went into writing, checksumming and
-//! syncing those frames (issue 16, `history_bench`: 25 µs per value).
+//! syncing those frames (issue 16, `history_bench`: 25 µs per value). A staging table
+//! clustered by series (issue 16, lever 2) took most of that off, but each commit still
+//! rewrote a page of it per few series touched: at 17,000 msg/s over 20,000 series, 8–9
+//! pages a commit and 54 MB/s of WAL (a page per value had devices published in random
+//! order), and the p99 of PUBACKs followed the checkpoints of those pages (lever 5).
 //!
-//! **How.** New readings go to a small staging table, `history_stage`, clustered by
-//! (part, series, ts, n) (`WITHOUT ROWID`, so one B-tree and no separate index), which
-//! stays small enough (~10 MB a part) for its pages to stay cached. It has two parts, 0
-//! and 1:
-//! - the *active* part takes the writes until it holds [`Stage::limit`] values;
-//! - then the other part, empty by then, takes over, and the full one is *moved*: each
-//!   later commit also copies a slice of it, whole series in series order, into
-//!   `history` sorted by (series, ts, n) and deletes them, in the same transaction.
-//!   So each series' index page in `history` is written once per move, not once per
-//!   commit, and no commit waits for a whole table to move.
+//! **How.** New readings are appended to `history_log` (its rowid is `n`, the order
+//! written), so a commit writes the log's last page or two whichever series it touches,
+//! and are kept in memory by series ([`Staged`]) for readers and for the move. Once the
+//! *active* generation holds [`Stage::limit`] values it is *sealed*, and the next commits
+//! each move a slice of it, whole series in series order, from memory into `history`
+//! sorted by (series, ts, n): each series' index page in `history` is written once per
+//! move, not once per commit. When all of it is in `history`, its log rows are deleted,
+//! a chunk per commit (a range of rowids), and only then may the next generation seal.
 //!
-//! `history_bench` measured 2.7–3.4× the values per second of writing `history`
-//! directly, commits of 1,000 values over 2,000 or 20,000 series, p99 commit time no
-//! worse.
+//! **What readers see.** The one row of `history_log_moving`, written in the same
+//! transactions as the moves, says which logged values are in `history` already: those
+//! with `n < below_n` and `series < below_series` ([`Moved`]). A reader starts its read
+//! transaction (reading that row) and copies its series' staged values under one read
+//! lock of [`Staged`] ([`begin_read`]); the writer changes [`Staged`] only after its
+//! commit, under the write lock. So the values the reader copies are every value
+//! committed before its snapshot (but those committed and not yet in memory, which are
+//! not acknowledged yet), and those it skips as moved are in its snapshot of `history`:
+//! a moving slice is read once, never twice or not at all.
 //!
-//! **Order.** `n` grows with every value written (the writer counts on from the
-//! largest one stored when it opens). All of a series' rows in one staging table move
-//! in one transaction, and the parts only swap once the moved one is empty, so every
-//! staged row of a series is newer than every row of it in `history`. Readers take
-//! `history` first and then the staged rows in `n` order, for readings of one
-//! millisecond; `history`'s own rowids follow the order of the moves.
+//! **Order.** `n` grows with every value written (the writer counts on from the largest
+//! one logged, or the moving generation's bound, when it opens). All of a series' values
+//! in a generation move in one transaction, and a generation seals only once the one
+//! before is moved, so every staged value of a series is newer than every row of it in
+//! `history`. Readers take `history` first and then the staged values in `n` order, for
+//! readings of one millisecond; `history`'s own rowids follow the order of the moves.
 //!
-//! **Readers** read both tables in one statement ([`read_series`]), so one snapshot:
-//! a slice is in `history` or staged, never both, never neither.
+//! **Restart.** The store reads the log back into memory when it opens, before any
+//! reader, and the writer again after a failed transaction ([`Stage::begin`]).
 //!
 //! PostgreSQL does not need this: its writer sends batches with `COPY` and its index
 //! pages are written back by its own checkpointer, not once per commit.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rusqlite::{Connection, Transaction, params};
 
 use crate::StoreError;
 
-/// Values a part of the staging table takes before the other part takes over, by
-/// default: with 20,000 series that is ~13 values per series per move, so a page of
-/// `history` written per ~13 values moved (65,536 values gave ~3, and the checkpointer
-/// could not keep up with those pages at 34,000 values/s: issue 16). A part is ~10 MB.
-pub const DEFAULT_STAGE_VALUES: usize = 262_144;
+/// Values the active generation takes before it seals, by default. With 20,000 series
+/// that is ~50 values per series per move, so a page of `history` written per ~50 values
+/// moved, and a move every ~30 s at 34,000 values/s. Issue 16 (lever 5), 10,000 devices
+/// at 17,000 msg/s: 262,144 (a move every ~8 s) gave a per-second PUBACK p99 at p90 of
+/// 50–118 ms, this 22–38 ms. Two generations at most are in memory, ~90 bytes a value.
+pub const DEFAULT_STAGE_VALUES: usize = 1 << 20;
 
-/// Values moved per commit at least, and per value the commit wrote (so the moved part
-/// empties well before the active one fills), and at most, so that no commit carries a
-/// large move (one costs ~5 µs per value once `history` outgrows the page cache; with
-/// batches larger than the most, the active part may take more than its limit before the
-/// parts swap). Issue 16, at 17,000 msg/s (34,000 values/s): moving 4 values per value
+/// Values moved per commit at least, and per value the commit wrote (so the sealed
+/// generation is moved well before the active one fills), and at most, so that no commit
+/// carries a large move (one costs ~5 µs per value once `history` outgrows the page
+/// cache). Issue 16, at 17,000 msg/s (34,000 values/s): moving 4 values per value
 /// written, at least 2,048, made commits of 100–400 ms after each stall (a large batch
 /// then moved four times as much); spreading the move evenly over every commit until the
-/// next swap gave a worse PUBACK p99 (median per-second p99 22 ms in minute 3, against 4)
-/// than moving at most 2,048 values per commit right after the swap.
+/// next seal gave a worse PUBACK p99 (median per-second p99 22 ms in minute 3, against 4)
+/// than moving at most 2,048 values per commit right after it.
 const SLICE_MIN: usize = 256;
 const SLICE_PER_WRITTEN: usize = 2;
 const SLICE_MAX: usize = 2_048;
+/// Log rows of a moved generation deleted per commit.
+const DELETE_CHUNK: i64 = 8_192;
 
-/// The writer's view of the staging table. Changed only while the writer's lock is
-/// held, in the transaction whose rows it counts; after a failed transaction it is
-/// reloaded from the database.
+/// One staged value: (ts, n, value as stored).
+pub(super) type Value = (i64, i64, String);
+
+/// Which logged values are in `history` already, as of a snapshot (`history_log_moving`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Moved {
+    below_n: i64,
+    below_series: i64,
+}
+
+impl Moved {
+    fn read(c: &Connection) -> Result<Self, StoreError> {
+        Ok(c.query_row("SELECT below_n, below_series FROM history_log_moving", [], |r| {
+            Ok(Self { below_n: r.get(0)?, below_series: r.get(1)? })
+        })?)
+    }
+
+    fn covers(&self, series: i64, n: i64) -> bool {
+        n < self.below_n && series < self.below_series
+    }
+}
+
+/// The staged values in memory, shared by the writer and the readers (see the module's
+/// doc for who changes it when).
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// The generation taking new values, by series, each in `n` order.
+    active: HashMap<i64, Vec<Value>>,
+    active_values: usize,
+    /// The sealed generation's series not yet moved, each in (ts, n) order once sealed.
+    moving: HashMap<i64, Vec<Value>>,
+    /// `moving`'s series, in order, and how many of them have moved.
+    order: Vec<i64>,
+    moved: usize,
+}
+
+impl Staged {
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// `series`' staged values within `[from, to]` that `moved` does not place in
+    /// `history`, sorted by (ts, n).
+    pub(super) fn values(&self, series: i64, from: i64, to: i64, moved: Moved) -> Vec<Value> {
+        let mut out: Vec<Value> = [self.moving.get(&series), self.active.get(&series)]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|(ts, n, _)| (from..=to).contains(ts) && !moved.covers(series, *n))
+            .cloned()
+            .collect();
+        out.sort_unstable_by_key(|(ts, n, _)| (*ts, *n));
+        out
+    }
+
+    /// Whether `series` has a staged value (`ingot_staged(series)` in the writer's SQL).
+    pub(crate) fn has(&self, series: i64) -> bool {
+        self.active.contains_key(&series) || self.moving.contains_key(&series)
+    }
+
+    /// Removes the values `doomed` picks (purges), after their log rows were deleted.
+    fn remove(&mut self, doomed: impl Fn(i64, &Value) -> bool) -> usize {
+        let mut removed = 0;
+        for map in [&mut self.active, &mut self.moving] {
+            map.retain(|&series, values| {
+                let before = values.len();
+                values.retain(|v| !doomed(series, v));
+                removed += before - values.len();
+                !values.is_empty()
+            });
+        }
+        self.active_values = self.active.values().map(Vec::len).sum();
+        removed
+    }
+
+    /// The staged values `doomed` picks, as their `n`s.
+    fn picked(&self, doomed: impl Fn(i64, &Value) -> bool) -> Vec<i64> {
+        [&self.active, &self.moving]
+            .into_iter()
+            .flat_map(|map| map.iter().flat_map(|(&series, values)| values.iter().map(move |v| (series, v))))
+            .filter(|(series, v)| doomed(*series, v))
+            .map(|(_, v)| v.1)
+            .collect()
+    }
+
+    /// How many values are staged (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.active_values + self.moving.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Locks for reading; a writer that panicked with the lock left at worst values the
+/// store reloads before its next write.
+pub(crate) fn read(staged: &RwLock<Staged>) -> RwLockReadGuard<'_, Staged> {
+    staged.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(staged: &RwLock<Staged>) -> RwLockWriteGuard<'_, Staged> {
+    staged.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts a read transaction on `c` and, in the same read lock of `staged`, runs `take`
+/// (which copies the staged values it needs, looking series up in the transaction):
+/// the only way readers see staged values (see the module's doc).
+pub(super) fn begin_read<'c, T>(
+    c: &'c Connection,
+    staged: &RwLock<Staged>,
+    take: impl FnOnce(&Transaction<'c>, &Staged, Moved) -> Result<T, StoreError>,
+) -> Result<(Transaction<'c>, T), StoreError> {
+    let staged = read(staged);
+    let tx = c.unchecked_transaction()?;
+    let moved = Moved::read(&tx)?;
+    let taken = take(&tx, &staged, moved)?;
+    Ok((tx, taken))
+}
+
+/// What a committed transaction changes in [`Staged`] and [`Stage`] ([`Stage::apply`]).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// The values the transaction logged, by series.
+    logged: Vec<(i64, Value)>,
+    /// `moving`'s series moved, as a count of `order`.
+    moved_to: Option<usize>,
+    /// The log's rows deleted below this.
+    deleted_to: Option<i64>,
+    /// The active generation sealed, its values below this `n`.
+    sealed_below: Option<i64>,
+}
+
+impl Plan {
+    /// A value logged by the transaction, `n` in order.
+    pub(crate) fn logged(&mut self, series: i64, ts: i64, n: i64, value: String) {
+        self.logged.push((series, (ts, n, value)));
+    }
+
+    /// Values logged.
+    pub(crate) fn written(&self) -> usize {
+        self.logged.len()
+    }
+}
+
+/// The writer's view of the log: changed only while the writer's lock is held; after a
+/// failed transaction it is reloaded from the database.
 #[derive(Debug)]
 pub(crate) struct Stage {
-    /// The part taking writes (0 or 1).
-    active: usize,
-    /// Values in each part. Exact after a load; purges may leave it high (a part
-    /// counted non-empty that is empty is found so by the next slice).
-    rows: [usize; 2],
     /// The next value's `n`.
     next_n: i64,
     /// See [`DEFAULT_STAGE_VALUES`].
     limit: usize,
-    /// `false` until loaded, and after a transaction that may have changed the table
-    /// failed.
+    /// The sealed generation's values are those below this `n` (0: none yet).
+    below_n: i64,
+    /// Its log rows from this `n` up are yet to be deleted, once it has moved.
+    deleted_to: i64,
+    /// `false` until loaded, and after a transaction that may have changed the log failed.
     known: bool,
 }
 
 impl Stage {
     pub(crate) fn new() -> Self {
-        Self { active: 0, rows: [0; 2], next_n: 0, limit: DEFAULT_STAGE_VALUES, known: false }
+        Self { next_n: 0, limit: DEFAULT_STAGE_VALUES, below_n: 0, deleted_to: 0, known: false }
     }
 
     pub(crate) fn set_limit(&mut self, values: usize) {
@@ -89,114 +241,192 @@ impl Stage {
         self.known = false;
     }
 
-    /// Reads the counts, which part is active (the one with the newest row) and the
-    /// next `n`, if not known.
-    fn load(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Reads the log back into `staged`, if not known: the values not yet in `history`,
+    /// the next `n`, and what is left to move and delete.
+    fn load(&mut self, tx: &Transaction<'_>, staged: &RwLock<Staged>) -> Result<(), StoreError> {
         if self.known {
             return Ok(());
         }
-        let mut newest = [None::<i64>; 2];
-        for (part, (rows, newest)) in self.rows.iter_mut().zip(&mut newest).enumerate() {
-            (*rows, *newest) =
-                tx.query_row("SELECT count(*), max(n) FROM history_stage WHERE part = ?1", [part as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
-                })?;
+        let moved = Moved::read(tx)?;
+        let mut staged = write(staged);
+        staged.clear();
+        let (mut newest, mut oldest_moved) = (None::<i64>, None::<i64>);
+        let mut st = tx.prepare("SELECT n, series, ts, value FROM history_log ORDER BY n")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (n, series): (i64, i64) = (r.get(0)?, r.get(1)?);
+            newest = Some(n);
+            if n < moved.below_n {
+                oldest_moved.get_or_insert(n);
+                if moved.covers(series, n) {
+                    continue;
+                }
+            }
+            let value = (r.get(2)?, n, r.get(3)?);
+            if n < moved.below_n {
+                staged.moving.entry(series).or_default().push(value);
+            } else {
+                staged.active.entry(series).or_default().push(value);
+                staged.active_values += 1;
+            }
         }
-        self.active = usize::from(newest[1] > newest[0]);
-        self.next_n = newest[0].max(newest[1]).map_or(0, |n| n + 1);
+        staged.moving.values_mut().for_each(|values| values.sort_unstable_by_key(|(ts, n, _)| (*ts, *n)));
+        staged.order = staged.moving.keys().copied().collect();
+        staged.order.sort_unstable();
+        self.next_n = newest.map_or(0, |n| n + 1).max(moved.below_n);
+        self.below_n = moved.below_n;
+        self.deleted_to = oldest_moved.unwrap_or(moved.below_n);
         self.known = true;
         Ok(())
     }
 
-    /// Before a batch: the part to stage values in (`INSERT INTO history_stage (part,
-    /// series, ts, n, value)`), and the first `n` to give.
-    pub(crate) fn begin(&mut self, tx: &Transaction<'_>) -> Result<(i64, i64), StoreError> {
-        self.load(tx)?;
-        Ok((self.active as i64, self.next_n))
+    /// Before a batch: the first `n` to give.
+    pub(crate) fn begin(&mut self, tx: &Transaction<'_>, staged: &RwLock<Staged>) -> Result<i64, StoreError> {
+        self.load(tx, staged)?;
+        Ok(self.next_n)
     }
 
-    /// After a batch staged `written` values (`n` up to `next_n` excluded): moves a
-    /// slice of the full part, or hands the writes over to the empty one.
-    pub(crate) fn end(&mut self, tx: &Transaction<'_>, written: usize, next_n: i64) -> Result<(), StoreError> {
-        self.next_n = next_n;
-        self.rows[self.active] += written;
-        let full = 1 - self.active;
-        if self.rows[full] > 0 {
-            let slice = (written * SLICE_PER_WRITTEN).clamp(SLICE_MIN, SLICE_MAX);
-            self.rows[full] = move_slice(tx, full as i64, self.rows[full], slice)?;
-        } else if self.rows[self.active] >= self.limit {
-            self.active = full;
+    /// After a batch logged `plan`'s values: moves a slice of the sealed generation, or
+    /// deletes a chunk of its log rows once it has moved, or seals the active one.
+    pub(crate) fn end(&self, tx: &Transaction<'_>, staged: &RwLock<Staged>, plan: &mut Plan) -> Result<(), StoreError> {
+        let staged = read(staged);
+        let next_n = self.next_n + plan.written() as i64;
+        if staged.moved < staged.order.len() {
+            // Small generations (tests) move in several slices too.
+            let most = SLICE_MAX.min(self.limit / 4).max(1);
+            let slice = (plan.written() * SLICE_PER_WRITTEN).clamp(SLICE_MIN.min(most), most);
+            let mut insert = tx.prepare_cached("INSERT INTO history (series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let (mut at, mut moved) = (staged.moved, 0);
+            // Whole series: past a series longer than a slice, the slice is that series.
+            while moved < slice && at < staged.order.len() {
+                let series = staged.order[at];
+                for (ts, _, value) in staged.moving.get(&series).into_iter().flatten() {
+                    insert.execute(params![series, ts, value])?;
+                    moved += 1;
+                }
+                at += 1;
+            }
+            let below_series = staged.order.get(at).copied().unwrap_or(i64::MAX);
+            tx.prepare_cached("UPDATE history_log_moving SET below_series = ?1")?.execute([below_series])?;
+            metrics::counter!("ingot_history_staged_moved_total").increment(moved as u64);
+            plan.moved_to = Some(at);
+        } else if self.deleted_to < self.below_n {
+            let to = (self.deleted_to + DELETE_CHUNK).min(self.below_n);
+            tx.prepare_cached("DELETE FROM history_log WHERE n >= ?1 AND n < ?2")?.execute([self.deleted_to, to])?;
+            plan.deleted_to = Some(to);
+        } else if staged.active_values + plan.written() >= self.limit {
+            tx.prepare_cached("UPDATE history_log_moving SET below_n = ?1, below_series = ?2")?
+                .execute([next_n, i64::MIN])?;
+            plan.sealed_below = Some(next_n);
         }
         Ok(())
     }
+
+    /// After the transaction of `plan` committed: its values join the active generation,
+    /// and what it moved leaves memory (readers that began before see it as moved).
+    pub(crate) fn apply(&mut self, staged: &RwLock<Staged>, plan: Plan) {
+        let mut staged = write(staged);
+        self.next_n += plan.written() as i64;
+        staged.active_values += plan.logged.len();
+        for (series, value) in plan.logged {
+            staged.active.entry(series).or_default().push(value);
+        }
+        if let Some(to) = plan.moved_to {
+            let staged = &mut *staged;
+            for series in &staged.order[staged.moved..to] {
+                staged.moving.remove(series);
+            }
+            staged.moved = to;
+            if to == staged.order.len() {
+                staged.order = Vec::new();
+                staged.moved = 0;
+            }
+        }
+        if let Some(to) = plan.deleted_to {
+            self.deleted_to = to;
+        }
+        if let Some(below) = plan.sealed_below {
+            let staged = &mut *staged;
+            staged.moving = std::mem::take(&mut staged.active);
+            staged.active_values = 0;
+            staged.moving.values_mut().for_each(|values| values.sort_unstable_by_key(|(ts, n, _)| (*ts, *n)));
+            staged.order = staged.moving.keys().copied().collect();
+            staged.order.sort_unstable();
+            staged.moved = 0;
+            self.below_n = below;
+        }
+    }
+
+    /// Deletes the staged values `doomed` picks (purges), in the writer's transaction
+    /// `tx`; `staged` is changed when the caller's [`Self::forget`] runs after the commit.
+    pub(crate) fn delete(
+        &mut self,
+        tx: &Transaction<'_>,
+        staged: &RwLock<Staged>,
+        doomed: &impl Fn(i64, &Value) -> bool,
+    ) -> Result<usize, StoreError> {
+        self.load(tx, staged)?;
+        let picked = read(staged).picked(doomed);
+        let mut delete = tx.prepare_cached("DELETE FROM history_log WHERE n = ?1")?;
+        for n in &picked {
+            delete.execute([n])?;
+        }
+        Ok(picked.len())
+    }
+
+    /// After [`Self::delete`]'s transaction committed.
+    pub(crate) fn forget(&mut self, staged: &RwLock<Staged>, doomed: impl Fn(i64, &Value) -> bool) -> usize {
+        write(staged).remove(doomed)
+    }
 }
 
-/// Moves the rows of the lowest series of `part` (about `slice` rows, whole series)
-/// into `history`; returns how many rows `part` is left with (at least 1 if any).
-fn move_slice(tx: &Transaction<'_>, part: i64, rows: usize, slice: usize) -> Result<usize, StoreError> {
-    let first: Option<i64> =
-        tx.prepare_cached("SELECT min(series) FROM history_stage WHERE part = ?1")?.query_row([part], |r| r.get(0))?;
-    let Some(first) = first else { return Ok(0) };
-    let at: Option<i64> = tx
-        .prepare_cached("SELECT series FROM history_stage WHERE part = ?1 ORDER BY series, ts, n LIMIT 1 OFFSET ?2")?
-        .query_row([part, slice as i64], |r| r.get(0))
-        .optional()?;
-    // A series is never split: past a series longer than a slice, the bound is the next one.
-    let bound = at.map_or(i64::MAX, |s| s.max(first + 1));
-    let moved = tx
-        .prepare_cached(
-            "INSERT INTO history (series, ts, value)
-             SELECT series, ts, value FROM history_stage WHERE part = ?1 AND series < ?2 ORDER BY series, ts, n",
-        )?
-        .execute([part, bound])?;
-    tx.prepare_cached("DELETE FROM history_stage WHERE part = ?1 AND series < ?2")?.execute([part, bound])?;
-    metrics::counter!("ingot_history_staged_moved_total").increment(moved as u64);
-    Ok(if at.is_none() { 0 } else { rows.saturating_sub(moved).max(1) })
-}
-
-/// One stored value as read: (ts, value as stored).
-pub(super) type Row = (i64, String);
-
-/// Which series [`read_series`] reads.
-pub(super) enum Series<'a> {
-    /// By id (the caller looked it up in the same read transaction).
-    Id(i64),
-    /// By (tenant, device, attribute), looked up in the same statement.
-    Named(&'a str, &'a str, &'a str),
-}
-
-/// The values of one series within `[from, to]`, oldest or newest first, at most
-/// `limit` (-1: all), from `history` and the staging table, in one statement, so in one
-/// snapshot. SQLite merges the two ordered sources (`MERGE (UNION ALL)`), sorting only
-/// readings of one millisecond, and stops at the limit.
+/// The values of one series within `[from, to]`, oldest or newest first, at most `limit`
+/// (-1: all): `history`'s rows in the read transaction `tx`, then `staged` (the series'
+/// staged values, as [`Staged::values`] took them when `tx` began), for readings of one
+/// millisecond.
 pub(super) fn read_series(
-    c: &Connection,
-    series: Series<'_>,
+    tx: &Connection,
+    series: i64,
+    staged: Vec<Value>,
     from: i64,
     to: i64,
     newest_first: bool,
     limit: i64,
 ) -> Result<Vec<Row>, StoreError> {
     let order = if newest_first { "DESC" } else { "ASC" };
-    let id = match series {
-        Series::Id(_) => "?4",
-        Series::Named(..) => "(SELECT id FROM series WHERE tenant = ?4 AND device_id = ?5 AND attr = ?6)",
-    };
-    // Columns: ts, value, which table (history first), tie-break (rowid, then n).
     let sql = format!(
-        "SELECT ts, value, 0, rowid FROM history WHERE series = {id} AND ts >= ?1 AND ts <= ?2
-         UNION ALL
-         SELECT ts, value, 1, n FROM history_stage WHERE part IN (0, 1) AND series = {id} AND ts >= ?1 AND ts <= ?2
-         ORDER BY 1 {order}, 3 {order}, 4 {order} LIMIT ?3"
+        "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts {order}, rowid {order} LIMIT ?4"
     );
-    let mut st = c.prepare_cached(&sql)?;
-    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
-    let rows = match series {
-        Series::Id(id) => st.query_map(params![from, to, limit, id], row)?,
-        Series::Named(tenant, device, attr) => st.query_map(params![from, to, limit, tenant, device, attr], row)?,
-    };
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut st = tx.prepare_cached(&sql)?;
+    let stored =
+        st.query_map(params![series, from, to, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let stored: Vec<Row> = stored.collect::<Result<_, _>>()?;
+    let staged = staged.into_iter().map(|(ts, _, value)| (ts, value));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(if newest_first { merge(stored, staged.rev(), limit, true) } else { merge(stored, staged, limit, false) })
 }
+
+/// Merges `stored` and `staged`, each in the order asked for, into the first `limit`.
+/// Of readings of one millisecond, `history`'s were written first.
+fn merge(stored: Vec<Row>, staged: impl Iterator<Item = Row>, limit: usize, newest_first: bool) -> Vec<Row> {
+    let mut staged = staged.peekable();
+    let mut stored = stored.into_iter().peekable();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let take_staged = match (stored.peek(), staged.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) if newest_first => b.0 >= a.0,
+            (Some(a), Some(b)) => b.0 < a.0,
+        };
+        out.extend(if take_staged { staged.next() } else { stored.next() });
+    }
+    out
+}
+
+/// One stored value as read: (ts, value as stored).
+pub(super) type Row = (i64, String);
 
 #[cfg(test)]
 mod tests {
@@ -210,7 +440,8 @@ mod tests {
     use crate::{SqliteStore, StoreOptions};
 
     fn open(dir: &std::path::Path, limit: usize) -> SqliteStore {
-        let store = SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false }).unwrap();
+        let store =
+            SqliteStore::open(dir, StoreOptions { readers: 2, sync_full: false, ..Default::default() }).unwrap();
         store.set_history_stage_limit(limit);
         store
     }
@@ -218,6 +449,11 @@ mod tests {
     fn count(store: &SqliteStore, table: &'static str) -> i64 {
         let c = store.inner.writer.lock().unwrap();
         c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    }
+
+    /// Values staged in memory.
+    fn staged(store: &SqliteStore) -> i64 {
+        super::read(&store.inner.staged).len() as i64
     }
 
     fn ints(points: Vec<crate::history::Point>) -> Vec<i64> {
@@ -263,15 +499,16 @@ mod tests {
                 }
             }
         }
-        let (stored, staged) = (count(&store, "history"), count(&store, "history_stage"));
+        let (stored, staged) = (count(&store, "history"), staged(&store));
         assert_eq!(stored + staged, 2 * i, "every value once");
         assert!(stored > 1_000 && staged > 0, "moved {stored}, staged {staged}");
     }
 
-    /// `n` starts over when a store opens with the staging table empty: readings of one
-    /// millisecond still read in the order written, `history`'s before the staged ones.
+    /// A store reopened once every value of a series has moved and the mover's log rows
+    /// are gone: readings of one millisecond still read in the order written,
+    /// `history`'s before the staged ones.
     #[tokio::test]
-    async fn readings_of_one_millisecond_keep_their_order_when_n_starts_over() {
+    async fn readings_of_one_millisecond_keep_their_order_after_a_reopen() {
         use crate::catalog::{CatalogChange, CatalogStore};
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 4);
@@ -291,7 +528,7 @@ mod tests {
             .await
             .unwrap();
         store.purge_orphan_history().await.unwrap();
-        assert_eq!(count(&store, "history_stage"), 0);
+        assert_eq!(staged(&store), 0);
         assert_eq!(count(&store, "history"), 20);
         drop(store);
         let store = open(dir.path(), 4);
@@ -299,6 +536,28 @@ mod tests {
         assert_eq!(ints(store.history(query("d", "v")).await.unwrap()), (1..=21).collect::<Vec<_>>());
         let newest = HistoryQuery { newest_first: true, limit: Some(1), ..query("d", "v") };
         assert_eq!(ints(store.history(newest).await.unwrap()), [21]);
+    }
+
+    /// The store reopens in every state of a move (just sealed, partly moved, moved with
+    /// its log rows not yet deleted): every reading is read once, in order.
+    #[tokio::test]
+    async fn a_reopen_at_any_point_of_a_move_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 40);
+        let mut want: Vec<Vec<i64>> = vec![Vec::new(); 5];
+        for i in 0..200_i64 {
+            let device = (i % 5) as usize;
+            want[device].push(i);
+            let (writer, batch) = (store.clone(), vec![reading(&format!("d{device}"), i, json!({"v": i}))]);
+            tokio::task::spawn_blocking(move || writer.write_history_blocking(&batch, None)).await.unwrap().unwrap();
+            drop(store);
+            store = open(dir.path(), 40);
+            for (device, want) in want.iter().enumerate() {
+                assert_eq!(ints(store.history(query(&format!("d{device}"), "v")).await.unwrap()), *want, "after {i}");
+            }
+        }
+        assert_eq!(count(&store, "history") + staged(&store), 200);
+        assert!(count(&store, "history_log") < 120, "moved generations' log rows are deleted");
     }
 
     /// A reader running while slices move sees each device's readings as a whole prefix
