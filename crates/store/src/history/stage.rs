@@ -6,8 +6,9 @@
 //! syncing those frames (issue 16, `history_bench`: 25 µs per value). A staging table
 //! clustered by series (issue 16, lever 2) took most of that off, but each commit still
 //! rewrote a page of it per few series touched: at 17,000 msg/s over 20,000 series, 8–9
-//! pages a commit and 54 MB/s of WAL (a page per value had devices published in random
-//! order), and the p99 of PUBACKs followed the checkpoints of those pages (lever 5).
+//! pages a commit and 54 MB/s of WAL (likely a page per value had devices published in
+//! random order, not measured), and the p99 of PUBACKs followed the checkpoints of
+//! those pages (lever 5).
 //!
 //! **How.** New readings are appended to `history_log` (its rowid is `n`, the order
 //! written), so a commit writes the log's last page or two whichever series it touches,
