@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
-const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     // 1: tenants, users, catalog documents, history.
     r#"
     CREATE TABLE tenants (
