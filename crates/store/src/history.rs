@@ -272,18 +272,19 @@ fn series_id(
     Ok(id)
 }
 
-/// Starts a read transaction on `c` for `q`'s series: its id and its staged values within
-/// `[from, to]`, or `None` if it never had a reading.
+/// Starts a read transaction on `c` for `q`'s series: its id and its staged values as
+/// [`Staged::values`] takes them, or `None` if it never had a reading.
 fn begin_series<'c>(
     c: &'c rusqlite::Connection,
     inner: &crate::Inner,
     q: &HistoryQuery,
-    from: i64,
-    to: i64,
+    bounds: (i64, i64),
+    newest_first: bool,
+    limit: i64,
 ) -> Result<Option<(Transaction<'c>, i64, Vec<stage::Value>)>, StoreError> {
     let (tx, taken) = stage::begin_read(c, &inner.staged, |tx, staged, moved| {
         let id = series_named(tx, &q.tenant, &q.device_id, &q.attr)?;
-        Ok(id.map(|id| (id, staged.values(id, from, to, moved))))
+        Ok(id.map(|id| (id, staged.values(id, bounds, moved, newest_first, limit))))
     })?;
     Ok(taken.map(|(id, staged)| (tx, id, staged)))
 }
@@ -411,7 +412,9 @@ impl HistoryStore for SqliteStore {
         let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
-            let Some((tx, id, staged)) = begin_series(c, &inner, &q, from, to)? else { return Ok(Vec::new()) };
+            let Some((tx, id, staged)) = begin_series(c, &inner, &q, (from, to), q.newest_first, limit)? else {
+                return Ok(Vec::new());
+            };
             let mut out = Vec::new();
             for (ts_ms, value) in stage::read_series(&tx, id, staged, from, to, q.newest_first, limit)? {
                 out.push(Point { attr: q.attr.clone(), ts_ms, value: serde_json::from_str(&value)? });
@@ -430,7 +433,9 @@ impl HistoryStore for SqliteStore {
         let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
-            let Some((tx, id, staged)) = begin_series(c, &inner, &q, from, to)? else { return Ok(Vec::new()) };
+            let Some((tx, id, staged)) = begin_series(c, &inner, &q, (from, to), false, -1)? else {
+                return Ok(Vec::new());
+            };
             // The staged values join `history`'s rows in the statement as a JSON array of
             // [ts, value as stored], so SQLite aggregates them all alike.
             let staged: Vec<(i64, String)> = staged.into_iter().map(|(ts, _, value)| (ts, value)).collect();
@@ -463,7 +468,7 @@ impl HistoryStore for SqliteStore {
                 series
                     .map(|row| {
                         let (attr, id): (String, i64) = row?;
-                        Ok((attr, id, staged.values(id, i64::MIN, i64::MAX, moved)))
+                        Ok((attr, id, staged.values(id, (i64::MIN, i64::MAX), moved, true, 1)))
                     })
                     .collect::<Result<Vec<_>, StoreError>>()
             })?;

@@ -74,7 +74,7 @@ const DELETE_CHUNK: i64 = 8_192;
 pub(super) type Value = (i64, i64, String);
 
 /// Which logged values are in `history` already, as of a snapshot (`history_log_moving`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Moved {
     below_n: i64,
     below_series: i64,
@@ -112,17 +112,27 @@ impl Staged {
     }
 
     /// `series`' staged values within `[from, to]` that `moved` does not place in
-    /// `history`, sorted by (ts, n).
-    pub(super) fn values(&self, series: i64, from: i64, to: i64, moved: Moved) -> Vec<Value> {
-        let mut out: Vec<Value> = [self.moving.get(&series), self.active.get(&series)]
+    /// `history`, by (ts, n), oldest or newest first, at most `limit` (-1: all): only
+    /// those are copied, under the caller's read lock.
+    pub(super) fn values(
+        &self,
+        series: i64,
+        (from, to): (i64, i64),
+        moved: Moved,
+        newest_first: bool,
+        limit: i64,
+    ) -> Vec<Value> {
+        let mut found: Vec<&Value> = [self.moving.get(&series), self.active.get(&series)]
             .into_iter()
             .flatten()
             .flatten()
             .filter(|(ts, n, _)| (from..=to).contains(ts) && !moved.covers(series, *n))
-            .cloned()
             .collect();
-        out.sort_unstable_by_key(|(ts, n, _)| (*ts, *n));
-        out
+        found.sort_unstable_by_key(|(ts, n, _)| (*ts, *n));
+        if newest_first {
+            found.reverse();
+        }
+        found.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).cloned().collect()
     }
 
     /// Whether `series` has a staged value (`ingot_staged(series)` in the writer's SQL).
@@ -383,8 +393,8 @@ impl Stage {
 
 /// The values of one series within `[from, to]`, oldest or newest first, at most `limit`
 /// (-1: all): `history`'s rows in the read transaction `tx`, then `staged` (the series'
-/// staged values, as [`Staged::values`] took them when `tx` began), for readings of one
-/// millisecond.
+/// staged values, as [`Staged::values`] took them, in the same order and limit, when `tx`
+/// began), for readings of one millisecond.
 pub(super) fn read_series(
     tx: &Connection,
     series: i64,
@@ -404,7 +414,7 @@ pub(super) fn read_series(
     let stored: Vec<Row> = stored.collect::<Result<_, _>>()?;
     let staged = staged.into_iter().map(|(ts, _, value)| (ts, value));
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(if newest_first { merge(stored, staged.rev(), limit, true) } else { merge(stored, staged, limit, false) })
+    Ok(merge(stored, staged, limit, newest_first))
 }
 
 /// Merges `stored` and `staged`, each in the order asked for, into the first `limit`.
