@@ -224,6 +224,10 @@ pub struct ServeArgs {
     /// they move into the history table; up to twice as many in memory, ~90 bytes each.
     #[arg(long, env = "INGOT_SQLITE_STAGE_VALUES", default_value_t = store::history::DEFAULT_STAGE_VALUES)]
     pub sqlite_stage_values: usize,
+    /// SQLite: seconds after which those values move into the history table however few
+    /// they are.
+    #[arg(long, env = "INGOT_SQLITE_STAGE_SECS", default_value_t = store::history::DEFAULT_STAGE_SECS)]
+    pub sqlite_stage_secs: u64,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -232,8 +236,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot install the metrics recorder")?;
 
     let location = args.store.clone().unwrap_or_else(|| store::StoreUrl::Sqlite(args.data_dir.join("ingot.db")));
-    let sqlite_options =
-        store::StoreOptions { readers: 4, sync_full: args.sync_full, stage_values: args.sqlite_stage_values };
+    let sqlite_options = store::StoreOptions {
+        readers: 4,
+        sync_full: args.sync_full,
+        stage_values: args.sqlite_stage_values,
+        stage_secs: args.sqlite_stage_secs,
+    };
     let pg_options =
         store::postgres::PgOptions { pool_size: args.store_pool_size, sync_full: args.sync_full, ..Default::default() };
     let store =

@@ -376,8 +376,10 @@ async fn history_is_written_queried_and_purged() {
 async fn readings_are_summed_up_in_time_buckets() {
     use crate::history::{Aggregate, Bucket};
     for Engine { name, store, .. } in &engines().await {
-        // 30 readings 10 s apart (v = 0..29), a string among them, one before the epoch.
-        let mut batch: Vec<_> = (0..30).map(|i| reading("d", i * 10_000, json!({"v": i}))).collect();
+        // 30 readings 10 s apart (v = 0..29), a string among them, one before the epoch,
+        // and two buckets of a string alone, written first (so into `history` on SQLite).
+        let mut batch = vec![reading("d", 400_000, json!({"v": "late"})), reading("d", 460_000, json!({"v": "later"}))];
+        batch.extend((0..30).map(|i| reading("d", i * 10_000, json!({"v": i}))));
         batch.push(reading("d", 5_000, json!({"v": "not a number"})));
         batch.push(reading("d", 290_001, json!({"v": "alone"})));
         batch.push(reading("d", -1, json!({"v": -7.5})));
@@ -397,7 +399,7 @@ async fn readings_are_summed_up_in_time_buckets() {
         let count = buckets(query("d", "v"), Aggregate::Count).await;
         assert_eq!(
             count.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
-            [json!(1), json!(7), json!(6), json!(6), json!(6), json!(7)],
+            [json!(1), json!(7), json!(6), json!(6), json!(6), json!(7), json!(1), json!(1)],
             "{name}: every reading"
         );
         let max = buckets(query("d", "v"), Aggregate::Max).await;
@@ -408,7 +410,13 @@ async fn readings_are_summed_up_in_time_buckets() {
         assert_eq!(sum[1].value, json!(15.0), "{name}");
         // Newest first, a limit on buckets, bounds on readings.
         let newest = HistoryQuery { newest_first: true, limit: Some(2), ..query("d", "v") };
-        assert_eq!(starts(&buckets(newest, Aggregate::Avg).await), [240_000, 180_000], "{name}");
+        let counts = |b: &[Bucket]| b.iter().map(|b| (b.start_ms, b.count)).collect::<Vec<_>>();
+        let avg = buckets(newest.clone(), Aggregate::Avg).await;
+        assert_eq!(counts(&avg), [(240_000, 6), (180_000, 6)], "{name}: buckets without numbers skipped");
+        let count = buckets(newest, Aggregate::Count).await;
+        assert_eq!(counts(&count), [(420_000, 1), (360_000, 1)], "{name}");
+        let oldest = HistoryQuery { limit: Some(2), ..query("d", "v") };
+        assert_eq!(starts(&buckets(oldest, Aggregate::Max).await), [-60_000, 0], "{name}");
         let bounded = HistoryQuery { from_ms: Some(30_000), to_ms: Some(70_000), ..query("d", "v") };
         let b = buckets(bounded, Aggregate::Avg).await;
         assert_eq!((starts(&b), b[0].count, &b[0].value), (vec![0, 60_000], 3, &json!(4.0)), "{name}");

@@ -5,10 +5,10 @@
 
 mod stage;
 
-pub use stage::DEFAULT_STAGE_VALUES;
+pub use stage::{DEFAULT_STAGE_SECS, DEFAULT_STAGE_VALUES};
 pub(crate) use stage::{Stage, Staged};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use model::DeviceData;
@@ -54,6 +54,17 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
+    /// The aggregate's SQL (of a column `num`, a number or NULL), and what it counts.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Avg => ("avg(num)", "count(num)"),
+            Self::Min => ("min(num)", "count(num)"),
+            Self::Max => ("max(num)", "count(num)"),
+            Self::Sum => ("sum(num)", "count(num)"),
+            Self::Count => ("count(*)", "count(*)"),
+        }
+    }
+
     /// The aggregate's column as JSON: an integer for count, a float otherwise.
     pub(crate) fn value<E>(
         self,
@@ -178,6 +189,17 @@ pub(crate) fn lock_cache(cache: &std::sync::Mutex<SeriesCache>) -> std::sync::Mu
 /// Stores every attribute of every reading in one transaction on the calling thread,
 /// skipping readings whose id (`ids[i]` for `batch[i]`) was stored before.
 fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[ReadingId]>) -> Result<usize, StoreError> {
+    write_batch_then(store, batch, ids, |_| ())
+}
+
+/// [`write_batch`], calling `committed` with what the transaction changed once it has
+/// committed, before the staged values in memory change (tests: what readers see then).
+fn write_batch_then(
+    store: &SqliteStore,
+    batch: &[Arc<DeviceData>],
+    ids: Option<&[ReadingId]>,
+    committed: impl FnOnce(&stage::Plan),
+) -> Result<usize, StoreError> {
     let inner = &store.inner;
     store
         .write_blocking_then(
@@ -210,6 +232,7 @@ fn write_batch(store: &SqliteStore, batch: &[Arc<DeviceData>], ids: Option<&[Rea
                 Ok(plan)
             },
             |plan| {
+                committed(&plan);
                 let written = plan.written();
                 inner.stage().apply(&inner.staged, plan);
                 written
@@ -272,21 +295,19 @@ fn series_id(
     Ok(id)
 }
 
-/// Starts a read transaction on `c` for `q`'s series: its id and its staged values as
-/// [`Staged::values`] takes them, or `None` if it never had a reading.
-fn begin_series<'c>(
+/// Starts a read transaction on `c` for `q`'s series: its id and what `take` takes of
+/// its staged values (under the read lock), or `None` if it never had a reading.
+fn begin_series<'c, T>(
     c: &'c rusqlite::Connection,
     inner: &crate::Inner,
     q: &HistoryQuery,
-    bounds: (i64, i64),
-    newest_first: bool,
-    limit: i64,
-) -> Result<Option<(Transaction<'c>, i64, Vec<stage::Value>)>, StoreError> {
+    take: impl FnOnce(&Staged, i64, stage::Moved) -> T,
+) -> Result<Option<(Transaction<'c>, i64, T)>, StoreError> {
     let (tx, taken) = stage::begin_read(c, &inner.staged, |tx, staged, moved| {
         let id = series_named(tx, &q.tenant, &q.device_id, &q.attr)?;
-        Ok(id.map(|id| (id, staged.values(id, bounds, moved, newest_first, limit))))
+        Ok(id.map(|id| (id, take(staged, id, moved))))
     })?;
-    Ok(taken.map(|(id, staged)| (tx, id, staged)))
+    Ok(taken.map(|(id, taken)| (tx, id, taken)))
 }
 
 /// The id of a series, if it has ever had a reading.
@@ -412,7 +433,8 @@ impl HistoryStore for SqliteStore {
         let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
-            let Some((tx, id, staged)) = begin_series(c, &inner, &q, (from, to), q.newest_first, limit)? else {
+            let take = |staged: &Staged, id, moved| staged.values(id, (from, to), moved, q.newest_first, limit);
+            let Some((tx, id, staged)) = begin_series(c, &inner, &q, take)? else {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
@@ -433,26 +455,38 @@ impl HistoryStore for SqliteStore {
         let inner = self.inner.clone();
         self.read(move |c| {
             let ((from, to), limit) = (q.bounds(), q.limit.map(i64::from).unwrap_or(-1));
-            let Some((tx, id, staged)) = begin_series(c, &inner, &q, (from, to), false, -1)? else {
+            let bucket_ms = bucket_ms.max(1); // the service asks for 1 s and up; never divide by 0
+            // The staged values are summed up in place, per bucket, under the read lock
+            // (neither copied nor handed to SQLite), then merged with `history`'s sums.
+            let take =
+                |staged: &Staged, id, moved| staged.buckets(id, (from, to), moved, Summing::new(bucket_ms, aggregate));
+            let Some((tx, id, mut sums)) = begin_series(c, &inner, &q, take)? else {
                 return Ok(Vec::new());
             };
-            // The staged values join `history`'s rows in the statement as a JSON array of
-            // [ts, value as stored], so SQLite aggregates them all alike.
-            let staged: Vec<(i64, String)> = staged.into_iter().map(|(ts, _, value)| (ts, value)).collect();
-            let staged = serde_json::to_string(&staged)?;
-            // A JSON value is a number when it starts with a digit or a minus sign (as on
-            // PostgreSQL; cheaper than parsing it).
-            let num = "CASE WHEN unicode(value) BETWEEN 48 AND 57 OR unicode(value) = 45 THEN CAST(value AS REAL) END";
-            let rows = "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
-                 UNION ALL
-                 SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?4) AS j";
-            let sql = bucket_sql(rows, num, "?5", aggregate, q.newest_first) + " LIMIT ?6";
+            // `history`'s rows, in the order asked, summed up alike (cheaper than SQL's
+            // GROUP BY, which sorts), as far as its first `limit` buckets: any later one
+            // has `limit` buckets before it.
+            let order = if q.newest_first { "DESC" } else { "ASC" };
+            let sql = format!(
+                "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts {order}"
+            );
             let mut st = tx.prepare_cached(&sql)?;
-            let rows = st.query_map(params![id, from, to, staged, bucket_ms, limit], |r| {
-                let value = aggregate.value(|| r.get(1), || r.get(1))?;
-                Ok(Bucket { start_ms: r.get(0)?, value, count: r.get::<_, i64>(2)? as u64 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut rows = st.query(params![id, from, to])?;
+            let (mut stored, most) = (Summing::new(bucket_ms, aggregate), usize::try_from(limit).unwrap_or(usize::MAX));
+            while let Some(r) = rows.next()? {
+                let value = r.get_ref(1)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                })?;
+                stored.add(r.get(0)?, value);
+                if stored.answered >= most {
+                    break; // the bucket just begun comes after `limit` others
+                }
+            }
+            for (start, part) in stored.finish() {
+                sums.entry(start).or_default().merge(&part);
+            }
+            let buckets = sums.into_iter().filter_map(|(start, sums)| sums.bucket(start, aggregate));
+            Ok(if q.newest_first { buckets.rev().take(most).collect() } else { buckets.take(most).collect() })
         })
         .await
     }
@@ -556,23 +590,116 @@ impl HistoryQuery {
     }
 }
 
-/// The query of [`HistoryStore::history_buckets`] on either engine: `rows` selects
+/// The query of [`HistoryStore::history_buckets`] on PostgreSQL: `rows` selects
 /// (ts, value) of the series within the bounds, `num` is a value as a number or NULL,
 /// `bucket` the bucket length's parameter. Columns: start, aggregate, count.
 pub(crate) fn bucket_sql(rows: &str, num: &str, bucket: &str, aggregate: Aggregate, newest_first: bool) -> String {
     let order = if newest_first { "DESC" } else { "ASC" };
-    let (value, counted) = match aggregate {
-        Aggregate::Avg => ("avg(num)", "count(num)"),
-        Aggregate::Min => ("min(num)", "count(num)"),
-        Aggregate::Max => ("max(num)", "count(num)"),
-        Aggregate::Sum => ("sum(num)", "count(num)"),
-        Aggregate::Count => ("count(*)", "count(*)"),
-    };
+    let (value, counted) = aggregate.sql();
     format!(
         "SELECT start, {value}, {counted} FROM (
            SELECT ts - (((ts % {bucket}) + {bucket}) % {bucket}) AS start, {num} AS num FROM ({rows}) AS readings
          ) AS b GROUP BY start HAVING {counted} > 0 ORDER BY start {order}"
     )
+}
+
+/// What a bucket's aggregate is made of, in a form that adds up across two sets of
+/// readings (on SQLite: those in `history` and those staged).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sums {
+    /// Readings, of any type.
+    all: i64,
+    /// Numeric readings, and their sum, least and greatest.
+    counted: i64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Sums {
+    /// Adds a value as stored (JSON): a number when it starts with a digit or a minus
+    /// sign, as PostgreSQL's SQL decides too.
+    fn add(&mut self, value: &str) {
+        self.all += 1;
+        if value.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+            && let Ok(num) = value.parse::<f64>()
+        {
+            self.merge(&Self { all: 0, counted: 1, sum: num, min: Some(num), max: Some(num) });
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.all += other.all;
+        self.counted += other.counted;
+        self.sum += other.sum;
+        self.min = [self.min, other.min].into_iter().flatten().reduce(f64::min);
+        self.max = [self.max, other.max].into_iter().flatten().reduce(f64::max);
+    }
+
+    /// The bucket starting at `start`, or `None` if `aggregate` has nothing in it to sum
+    /// up.
+    fn bucket(&self, start: i64, aggregate: Aggregate) -> Option<Bucket> {
+        let float = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+        let (value, count) = match aggregate {
+            Aggregate::Count => (Value::from(self.all), self.all),
+            Aggregate::Avg => (float(self.sum / self.counted as f64), self.counted),
+            Aggregate::Min => (self.min.map_or(Value::Null, float), self.counted),
+            Aggregate::Max => (self.max.map_or(Value::Null, float), self.counted),
+            Aggregate::Sum => (float(self.sum), self.counted),
+        };
+        (count > 0).then_some(Bucket { start_ms: start, value, count: count as u64 })
+    }
+}
+
+/// Readings summed up in buckets of `bucket_ms` aligned on the epoch, by start; fed in
+/// any order, fastest in time order (a series' readings mostly come so).
+pub(crate) struct Summing {
+    bucket_ms: i64,
+    aggregate: Aggregate,
+    buckets: BTreeMap<i64, Sums>,
+    last: Option<(i64, Sums)>,
+    /// Of readings fed in time order: buckets complete that `aggregate` answers with.
+    answered: usize,
+}
+
+impl Summing {
+    pub(crate) fn new(bucket_ms: i64, aggregate: Aggregate) -> Self {
+        Self { bucket_ms, aggregate, buckets: BTreeMap::new(), last: None, answered: 0 }
+    }
+
+    /// Adds a value (as stored) read at `ts`.
+    pub(crate) fn add(&mut self, ts: i64, value: &str) {
+        let start = ts - ts.rem_euclid(self.bucket_ms);
+        if let Some((at, sums)) = &mut self.last
+            && *at == start
+        {
+            sums.add(value);
+            return;
+        }
+        self.flush();
+        let mut sums = Sums::default();
+        sums.add(value);
+        self.last = Some((start, sums));
+    }
+
+    fn flush(&mut self) {
+        if let Some((at, sums)) = self.last.take() {
+            let answers = sums.bucket(at, self.aggregate).is_some();
+            match self.buckets.entry(at) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(sums);
+                    self.answered += usize::from(answers);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&sums),
+            }
+        }
+    }
+
+    /// The buckets with readings, by start.
+    pub(crate) fn finish(mut self) -> BTreeMap<i64, Sums> {
+        self.flush();
+        self.buckets
+    }
 }
 
 /// SQL true when series `id` has no reading left, stored or staged (in the writer's

@@ -99,11 +99,18 @@ pub struct StoreOptions {
     /// Values history's active generation takes before it seals and moves into `history`
     /// (see `history::stage`).
     pub stage_values: usize,
+    /// Seconds after which it seals however few values it holds.
+    pub stage_secs: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { readers: 4, sync_full: true, stage_values: history::DEFAULT_STAGE_VALUES }
+        Self {
+            readers: 4,
+            sync_full: true,
+            stage_values: history::DEFAULT_STAGE_VALUES,
+            stage_secs: history::DEFAULT_STAGE_SECS,
+        }
     }
 }
 
@@ -287,6 +294,7 @@ impl SqliteStore {
         let series = Mutex::new(history::SeriesCache::new(history::DEFAULT_SERIES_CACHE));
         let mut stage = history::Stage::new();
         stage.set_limit(options.stage_values);
+        stage.set_max_age(std::time::Duration::from_secs(options.stage_secs));
         let staged = Arc::new(std::sync::RwLock::new(history::Staged::default()));
         history::register_functions(&writer, &staged)?;
         // History's log back into memory, before any reader looks.
