@@ -539,11 +539,7 @@ impl HistoryStore for SqliteStore {
         let staged = self.delete_staged("SELECT id FROM dead_series", [], |_| true).await?;
         let stored = self
             .delete_in_chunks(|tx, chunk| {
-                Ok(tx.execute(
-                    "DELETE FROM history WHERE rowid IN (
-                       SELECT h.rowid FROM dead_series d JOIN history h ON h.series = d.id LIMIT ?1)",
-                    params![chunk],
-                )?)
+                Ok(tx.execute(&format!("DELETE FROM history WHERE rowid IN ({ORPHANS})"), params![chunk])?)
             })
             .await?;
         self.write(|tx| {
@@ -702,6 +698,12 @@ impl Summing {
     }
 }
 
+/// Rowids of at most `?1` readings of deleted devices. `CROSS JOIN` keeps `dead_series`
+/// the outer loop: without statistics SQLite chose to scan all of `history`'s index and
+/// look each row up in `dead_series` (0.8 s over 10 M readings, with the writer's lock
+/// held, at every retention pass, even with no device deleted).
+const ORPHANS: &str = "SELECT h.rowid FROM dead_series d CROSS JOIN history h ON h.series = d.id LIMIT ?1";
+
 /// SQL true when series `id` has no reading left, stored or staged (in the writer's
 /// transactions only: see [`register_functions`]).
 fn no_readings(id: &str) -> String {
@@ -797,5 +799,26 @@ mod tests {
         w.write_history(vec![reading("d", 1, serde_json::json!({"a": 1}))]).await.unwrap();
         assert_eq!(store.history(query("d", "a")).await.unwrap().len(), 1);
         assert!(store.history_attrs("t", "x").await.unwrap().is_empty(), "the panicked transaction rolled back");
+    }
+
+    /// Retention looks for deleted devices' readings from `dead_series`, not by reading
+    /// all of `history`.
+    #[tokio::test]
+    async fn the_orphan_purge_reads_history_by_dead_series_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let plan = store
+            .write(|tx| {
+                let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {ORPHANS}"))?;
+                let rows = st.query_map([1], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert!(plan.iter().any(|step| step.starts_with("SCAN d")), "{plan:?}");
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH h USING COVERING INDEX history_series_ts")),
+            "{plan:?}"
+        );
     }
 }

@@ -397,18 +397,39 @@ impl SqliteStore {
         // A panic inside `f` poisons the lock, but leaves a consistent connection behind:
         // the transaction was rolled back as it unwound. Refusing every later write would
         // turn one bad batch into a dead store.
+        let asked = std::time::Instant::now();
         let mut conn = self.inner.writer.lock().unwrap_or_else(|poisoned| {
             tracing::warn!("a database write panicked earlier; its transaction was rolled back");
             self.inner.writer.clear_poison();
             poisoned.into_inner()
         });
+        let locked = asked.elapsed();
         checkpoint::finish(&conn, &self.inner.finish_due);
+        let began = asked.elapsed();
         let tx = conn.transaction()?;
         let value = f(&tx)?;
+        let written = asked.elapsed();
         tx.commit()?;
-        Ok(committed(value))
+        let done = asked.elapsed();
+        let value = committed(value);
+        let applied = asked.elapsed();
+        if applied >= SLOW_WRITE {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            tracing::debug!(
+                lock_ms = ms(locked),
+                finish_ms = ms(began - locked),
+                statements_ms = ms(written - began),
+                commit_ms = ms(done - written),
+                after_ms = ms(applied - done),
+                "slow write"
+            );
+        }
+        Ok(value)
     }
 }
+
+/// A write this long or longer is logged (debug) with where its time went.
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

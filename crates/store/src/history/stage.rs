@@ -407,6 +407,7 @@ impl Stage {
             self.deleted_to = to;
         }
         if let Some(below) = plan.sealed_below {
+            let started = Instant::now();
             let staged = &mut *staged;
             staged.moving = std::mem::take(&mut staged.active);
             staged.active_values = 0;
@@ -416,6 +417,11 @@ impl Stage {
             staged.moved = 0;
             self.active_since = None;
             self.below_n = below;
+            tracing::debug!(
+                series = staged.order.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "history's active generation sealed"
+            );
         }
     }
 
