@@ -18,8 +18,8 @@
 //!    the WAL over from its beginning. Before it asks, the checkpointer syncs the
 //!    database file itself: SQLite syncs it only in a checkpoint that copies the whole
 //!    WAL, so the finish would otherwise wait for every page the passes wrote since the
-//!    last one (up to ~100 MB while history moves a generation: 20–40 ms, up to 150 ms,
-//!    with every device waiting; 2–6 ms once synced beforehand, issue 16).
+//!    last one (tens of MB while history moves a generation: 20–40 ms, up to 150 ms,
+//!    with every device waiting; 0–14 ms once synced beforehand, issue 16).
 //!
 //! Step 2 is what keeps the WAL bounded. Without it, under continuous ingest a checkpoint
 //! never catches up with the writer, SQLite never restarts the WAL, and the file grows

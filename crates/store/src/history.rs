@@ -1,7 +1,8 @@
 //! Readings over time: one row per (series, ts), a series being (tenant, device, attribute).
 //!
-//! SQLite writes them to a staging table first and moves them into `history` in sorted
-//! slices (`history::stage`); readers read both.
+//! SQLite writes them to an append-only log first, kept in memory too, and moves them
+//! into `history` in sorted slices (`history::stage`); readers read both, and time
+//! buckets are summed up as the values are read (`Summing`), on PostgreSQL in SQL.
 
 mod stage;
 

@@ -14,10 +14,9 @@
 //! written), so a commit writes the log's last page or two whichever series it touches,
 //! and are kept in memory by series ([`Staged`]) for readers and for the move. Once the
 //! *active* generation holds [`Stage::limit`] values, or is [`DEFAULT_STAGE_SECS`] old, it
-//! is *sealed*, and the next commits
-//! each move a slice of it, whole series in series order, from memory into `history`
-//! sorted by (series, ts, n): each series' index page in `history` is written once per
-//! move, not once per commit. When all of it is in `history`, its log rows are deleted,
+//! is *sealed*, and the next commits each move a slice of it, whole series in series
+//! order, from memory into `history` sorted by (series, ts, n): each series' index page
+//! in `history` is written once per move, not once per commit. When all of it is in `history`, its log rows are deleted,
 //! a chunk per commit (a range of rowids), and only then may the next generation seal.
 //!
 //! **What readers see.** The one row of `history_log_moving`, written in the same
