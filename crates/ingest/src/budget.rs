@@ -7,8 +7,9 @@
 //! would take a device past the cap, before anything is published: the device hears it
 //! in its protocol's terms (v5 PUBACK 0x97 quota exceeded, HTTP 400).
 //!
-//! What a device has is loaded from the store on its first reading since start (or since
-//! it was evicted), then kept in memory. The map is sharded by device so that the ntex
+//! What a device has is loaded from the store when it connects (MQTT) or proves itself
+//! (HTTP), or else on its first reading since start (or since it was evicted), then kept
+//! in memory. The map is sharded by device so that the ntex
 //! workers and HTTP handlers rarely meet on one mutex; each shard holds a bounded number
 //! of devices, and forgetting one only costs a reload. Labels whose series retention
 //! removed stay counted until the device is forgotten (evicted, deleted, or a restart).
@@ -74,6 +75,11 @@ impl AttrBudget {
         }
         known.extend(attrs.keys().cloned());
         Admission::Admitted
+    }
+
+    /// Whether `device`'s labels are loaded.
+    pub fn knows(&self, device: &DeviceRef) -> bool {
+        self.shard(device).contains_key(device)
     }
 
     /// Remembers what the store knows of `device` (kept if another caller loaded it first).

@@ -2,7 +2,7 @@
 //! a server on an ephemeral port, with a real `IngestService` and `MemoryBus`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ const WAIT: Duration = Duration::from_secs(5);
 const MAX_PAYLOAD: usize = 4096;
 
 /// Devices and secrets; tenant "open" is in unsecured mode (no secret needed), tenant
-/// "down" simulates a directory outage.
-struct Directory(HashMap<String, &'static str>);
+/// "down" simulates a directory outage. Counts the lookups of stored attributes.
+struct Directory(HashMap<String, &'static str>, Arc<AtomicUsize>);
 
 #[async_trait::async_trait]
 impl DeviceDirectory for Directory {
@@ -47,6 +47,7 @@ impl DeviceDirectory for Directory {
 
     /// No device has history yet in these tests.
     async fn stored_attrs(&self, _device: &DeviceRef) -> Result<Vec<String>, DeviceAuthError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         Ok(Vec::new())
     }
 }
@@ -60,6 +61,8 @@ struct Harness {
     /// While set, the durable subscriber keeps deliveries instead of acking them.
     withhold: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<Delivery<DeviceData>>>>,
+    /// How often the directory was asked for a device's stored attributes.
+    attrs_asked: Arc<AtomicUsize>,
 }
 
 impl Harness {
@@ -77,7 +80,8 @@ impl Harness {
     ) -> Self {
         let bus = Arc::new(MemoryBus::new(1024));
         let devices = [("acme:dev1", "s3cret"), ("acme:dev2", "other"), ("open:dev9", "unused")];
-        let directory = Directory(devices.iter().map(|(d, s)| (d.to_string(), *s)).collect());
+        let attrs_asked = Arc::new(AtomicUsize::new(0));
+        let directory = Directory(devices.iter().map(|(d, s)| (d.to_string(), *s)).collect(), attrs_asked.clone());
         let ingest = Arc::new(service(IngestService::new(
             bus.clone(),
             Arc::new(directory),
@@ -104,7 +108,7 @@ impl Harness {
         };
         tweak(&mut config);
         let server = MqttServer::start(config, ingest).await.expect("server starts");
-        Self { bus, server, consumer, readings, withhold, held }
+        Self { bus, server, consumer, readings, withhold, held, attrs_asked }
     }
 
     fn port(&self) -> u16 {
@@ -262,6 +266,21 @@ async fn max_connections_refuses_with_quota_exceeded() {
     let (_c, _el) = connect5(&h, "first", DEV1).await;
     assert_eq!(refused5(&h, "second", Some(("acme:dev2", "other"))).await, p5::ConnectReturnCode::QuotaExceeded);
     assert_eq!(refused3(&h, "third", Some(("acme:dev2", "other"))).await, r3::ConnectReturnCode::ServiceUnavailable);
+}
+
+/// A device's attribute budget is loaded when it connects, not by its first reading:
+/// with 10,000 devices connecting at once, their first readings waited a second for the
+/// store (issue 16).
+#[tokio::test]
+async fn a_devices_stored_attributes_are_read_when_it_connects() {
+    let mut h = Harness::start().await;
+    let (c, mut el) = connect3(&h, "c1", DEV1).await;
+    assert_eq!(h.attrs_asked.load(Ordering::SeqCst), 1, "read at CONNECT");
+    c.publish("acme:dev1/attrs", r3::QoS::AtLeastOnce, false, json!({"n": 1}).to_string()).await.unwrap();
+    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    assert_eq!(h.reading().await.attrs["n"], json!(1));
+    assert_eq!(h.attrs_asked.load(Ordering::SeqCst), 1, "not again for the reading");
+    driver.abort();
 }
 
 #[tokio::test]
