@@ -633,18 +633,27 @@ impl Sums {
         self.max = [self.max, other.max].into_iter().flatten().reduce(f64::max);
     }
 
+    /// How many of the bucket's readings `aggregate` sums up: all for count, the numeric
+    /// ones otherwise (0: no bucket).
+    fn count(&self, aggregate: Aggregate) -> i64 {
+        if aggregate == Aggregate::Count { self.all } else { self.counted }
+    }
+
     /// The bucket starting at `start`, or `None` if `aggregate` has nothing in it to sum
     /// up.
     fn bucket(&self, start: i64, aggregate: Aggregate) -> Option<Bucket> {
-        let float = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
-        let (value, count) = match aggregate {
-            Aggregate::Count => (Value::from(self.all), self.all),
-            Aggregate::Avg => (float(self.sum / self.counted as f64), self.counted),
-            Aggregate::Min => (self.min.map_or(Value::Null, float), self.counted),
-            Aggregate::Max => (self.max.map_or(Value::Null, float), self.counted),
-            Aggregate::Sum => (float(self.sum), self.counted),
+        let count = self.count(aggregate);
+        if count == 0 {
+            return None;
+        }
+        let float = match aggregate {
+            Aggregate::Avg => self.sum / self.counted as f64,
+            Aggregate::Min => self.min.unwrap_or(f64::NAN),
+            Aggregate::Max => self.max.unwrap_or(f64::NAN),
+            Aggregate::Sum | Aggregate::Count => self.sum,
         };
-        (count > 0).then_some(Bucket { start_ms: start, value, count: count as u64 })
+        let Ok(value) = aggregate.value(|| Ok::<_, std::convert::Infallible>(self.all), || Ok(float));
+        Some(Bucket { start_ms: start, value, count: count as u64 })
     }
 }
 
@@ -681,7 +690,7 @@ impl Summing {
 
     fn flush(&mut self) {
         if let Some((at, sums)) = self.last.take() {
-            let answers = sums.bucket(at, self.aggregate).is_some();
+            let answers = sums.count(self.aggregate) > 0;
             match self.buckets.entry(at) {
                 std::collections::btree_map::Entry::Vacant(e) => {
                     e.insert(sums);
