@@ -12,9 +12,16 @@ pub async fn run(store: SharedStore, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        let started = std::time::Instant::now();
         match purge_once(&store, chrono::Utc::now().timestamp_millis()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "expired history removed"),
+            Ok(n) => {
+                let took_ms = started.elapsed().as_millis() as u64;
+                if n > 0 {
+                    tracing::info!(deleted = n, took_ms, "expired history removed");
+                } else {
+                    tracing::debug!(took_ms, "history retention pass: nothing to remove");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "history retention pass failed"),
         }
     }

@@ -164,29 +164,31 @@ impl Staged {
         self.active.contains_key(&series) || self.moving.contains_key(&series)
     }
 
-    /// Removes the values `doomed` picks (purges), after their log rows were deleted.
-    fn remove(&mut self, doomed: impl Fn(i64, &Value) -> bool) -> usize {
-        let mut removed = 0;
-        for map in [&mut self.active, &mut self.moving] {
-            map.retain(|&series, values| {
-                let before = values.len();
-                values.retain(|v| !doomed(series, v));
-                removed += before - values.len();
-                !values.is_empty()
-            });
-        }
-        self.active_values = self.active.values().map(Vec::len).sum();
-        removed
+    /// The staged values of `series`, in no particular order.
+    fn of<'a>(&'a self, series: &'a [i64]) -> impl Iterator<Item = &'a Value> + 'a {
+        series.iter().flat_map(|s| [self.active.get(s), self.moving.get(s)]).flatten().flatten()
     }
 
-    /// The staged values `doomed` picks, as their `n`s.
-    fn picked(&self, doomed: impl Fn(i64, &Value) -> bool) -> Vec<i64> {
-        [&self.active, &self.moving]
-            .into_iter()
-            .flat_map(|map| map.iter().flat_map(|(&series, values)| values.iter().map(move |v| (series, v))))
-            .filter(|(series, v)| doomed(*series, v))
-            .map(|(_, v)| v.1)
-            .collect()
+    /// Removes the values of `series` that `doomed` picks (purges), after their log rows
+    /// were deleted.
+    fn remove(&mut self, series: &[i64], doomed: impl Fn(&Value) -> bool) -> usize {
+        let mut removed = 0;
+        for (map, active) in [(&mut self.active, true), (&mut self.moving, false)] {
+            for s in series {
+                let Some(values) = map.get_mut(s) else { continue };
+                let before = values.len();
+                values.retain(|v| !doomed(v));
+                let gone = before - values.len();
+                if values.is_empty() {
+                    map.remove(s);
+                }
+                removed += gone;
+                if active {
+                    self.active_values -= gone;
+                }
+            }
+        }
+        removed
     }
 
     /// How many values are staged (tests).
@@ -424,16 +426,18 @@ impl Stage {
         }
     }
 
-    /// Deletes the staged values `doomed` picks (purges), in the writer's transaction
-    /// `tx`; `staged` is changed when the caller's [`Self::forget`] runs after the commit.
+    /// Deletes the staged values of `series` that `doomed` picks (purges), in the writer's
+    /// transaction `tx`; `staged` is changed when the caller's [`Self::forget`] runs after
+    /// the commit.
     pub(crate) fn delete(
         &mut self,
         tx: &Transaction<'_>,
         staged: &RwLock<Staged>,
-        doomed: &impl Fn(i64, &Value) -> bool,
+        series: &[i64],
+        doomed: impl Fn(&Value) -> bool,
     ) -> Result<usize, StoreError> {
         self.load(tx, staged)?;
-        let picked = read(staged).picked(doomed);
+        let picked: Vec<i64> = read(staged).of(series).filter(|v| doomed(v)).map(|v| v.1).collect();
         let mut delete = tx.prepare_cached("DELETE FROM history_log WHERE n = ?1")?;
         for n in &picked {
             delete.execute([n])?;
@@ -442,8 +446,8 @@ impl Stage {
     }
 
     /// After [`Self::delete`]'s transaction committed.
-    pub(crate) fn forget(&mut self, staged: &RwLock<Staged>, doomed: impl Fn(i64, &Value) -> bool) -> usize {
-        write(staged).remove(doomed)
+    pub(crate) fn forget(&mut self, staged: &RwLock<Staged>, series: &[i64], doomed: impl Fn(&Value) -> bool) -> usize {
+        write(staged).remove(series, doomed)
     }
 }
 
