@@ -89,6 +89,20 @@ async fn a_dead_history_writer_refuses_readings_and_health_says_so_until_it_is_b
     assert_eq!(values, [2.5], "only the acknowledged reading is in history");
 }
 
+/// The server runs with transparent huge pages off: mimalloc asks for them, and with
+/// them a server holding 10,000 idle connections was resident at 295 MB instead of 186.
+#[tokio::test]
+async fn the_server_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("NOTE: this kernel does not report THP_enabled (Linux < 5.0): not checked");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 /// A server with one thermometer device that has a secret: (data dir, server, admin API, id, secret).
 async fn with_device() -> (tempfile::TempDir, Server, Api, String, String) {
     let dir = tempfile::tempdir().unwrap();
