@@ -13,7 +13,7 @@ use model::{DeviceData, DeviceEvent};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Bus, BusError, Delivery, Mode, Subscription};
+use crate::{Bus, BusError, Delivery, Interest, Mode, Subscription};
 
 /// In-process bus: one bounded queue per subscriber.
 #[derive(Clone)]
@@ -30,10 +30,15 @@ struct Topic<T> {
     changes: Mutex<()>,
 }
 
+/// Which messages a subscriber wants ([`Interest`] for any topic).
+type Wants<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+
 struct Subscriber<T> {
     name: String,
     tx: mpsc::Sender<Delivery<T>>,
     mode: Mode,
+    /// The messages it wants (all without).
+    interest: Option<Wants<T>>,
     queued: Gauge,
     dropped: Counter,
 }
@@ -44,6 +49,7 @@ impl<T> Clone for Subscriber<T> {
             name: self.name.clone(),
             tx: self.tx.clone(),
             mode: self.mode,
+            interest: self.interest.clone(),
             queued: self.queued.clone(),
             dropped: self.dropped.clone(),
         }
@@ -73,7 +79,7 @@ impl<T: Send + Sync + 'static> Topic<T> {
 
     /// A durable subscription replaces any earlier one of the same name: one consumer
     /// per durable group, the newest (a restarted consumer takes its group back).
-    fn subscribe(&self, consumer: &str, mode: Mode, capacity: usize) -> Subscription<T> {
+    fn subscribe(&self, consumer: &str, mode: Mode, capacity: usize, interest: Option<Wants<T>>) -> Subscription<T> {
         // One process is one node: each node's group is the group.
         let mode = if mode == Mode::EachNode { Mode::Durable } else { mode };
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -82,6 +88,7 @@ impl<T: Send + Sync + 'static> Topic<T> {
             name: consumer.to_string(),
             tx,
             mode,
+            interest,
             queued: metrics::gauge!("ingot_bus_queued_messages", &labels),
             dropped: metrics::counter!("ingot_bus_dropped_total", &labels),
         };
@@ -119,6 +126,9 @@ impl<T: Send + Sync + 'static> Topic<T> {
         let msg = Arc::new(msg);
         let mut acks = Vec::new();
         for sub in subs.iter() {
+            if sub.interest.as_ref().is_some_and(|wants| !wants(&msg)) {
+                continue;
+            }
             match sub.mode {
                 Mode::Durable | Mode::EachNode => {
                     let (ack, rx) = oneshot::channel();
@@ -154,11 +164,15 @@ impl Bus for MemoryBus {
     }
 
     fn subscribe_data(&self, name: &str, mode: Mode) -> Subscription<DeviceData> {
-        self.data.subscribe(name, mode, self.capacity)
+        self.data.subscribe(name, mode, self.capacity, None)
+    }
+
+    fn subscribe_data_where(&self, name: &str, mode: Mode, interest: Interest) -> Subscription<DeviceData> {
+        self.data.subscribe(name, mode, self.capacity, Some(interest))
     }
 
     fn subscribe_events(&self, name: &str, mode: Mode) -> Subscription<DeviceEvent> {
-        self.events.subscribe(name, mode, self.capacity)
+        self.events.subscribe(name, mode, self.capacity, None)
     }
 
     fn dead_groups(&self) -> Vec<String> {
@@ -191,6 +205,34 @@ mod tests {
         assert!(!publish.is_finished(), "publish must wait for the ack");
         d.ack();
         publish.await.unwrap().unwrap();
+    }
+
+    /// A consumer is handed only what it wants, and a durable one's ack is waited for
+    /// only on those.
+    #[tokio::test]
+    async fn a_consumer_is_handed_only_the_readings_it_wants() {
+        let bus = MemoryBus::new(16);
+        let mut all = bus.subscribe_data("history", Mode::Durable);
+        let wants: Interest = Arc::new(|d: &DeviceData| d.tenant == "watched");
+        let mut some = bus.subscribe_data_where("flows", Mode::Durable, wants.clone());
+        let mut lossy = bus.subscribe_data_where("realtime", Mode::Lossy, wants);
+        let b = bus.clone();
+        let publish = tokio::spawn(async move { b.publish_data(reading(1)).await });
+        all.recv().await.unwrap().ack();
+        let done = tokio::time::timeout(Duration::from_secs(5), publish).await;
+        done.expect("the publish waited for a consumer that does not want the reading").unwrap().unwrap();
+
+        let watched = DeviceData { tenant: "watched".into(), ..reading(2) };
+        let b = bus.clone();
+        let publish = tokio::spawn(async move { b.publish_data(watched).await });
+        all.recv().await.unwrap().ack();
+        let d = some.recv().await.unwrap();
+        assert_eq!((d.msg.tenant.as_str(), &d.msg.attrs["n"]), ("watched", &serde_json::json!(2)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!publish.is_finished(), "publish must wait for the ack of a consumer that wants it");
+        d.ack();
+        publish.await.unwrap().unwrap();
+        assert_eq!(lossy.recv().await.unwrap().msg.attrs["n"], serde_json::json!(2), "the first it gets");
     }
 
     #[tokio::test]

@@ -61,6 +61,11 @@ struct TenantFlows {
 }
 
 impl TenantFlows {
+    /// Whether an enabled flow names a device or a template.
+    fn names_devices(&self) -> bool {
+        !(self.devices.is_empty() && self.templates.is_empty())
+    }
+
     fn new(flows: Vec<Arc<CompiledFlow>>) -> Self {
         let (mut devices, mut templates) = (std::collections::HashSet::new(), std::collections::HashSet::new());
         for (_, head) in flows.iter().filter(|f| f.enabled).flat_map(|f| f.graph.heads()) {
@@ -197,6 +202,12 @@ impl FlowEngine {
         }
     }
 
+    /// Whether an enabled flow of `tenant` names a device or a template (so a reading
+    /// of the tenant may start one).
+    fn names_devices(&self, tenant: &str) -> bool {
+        self.flows.read().unwrap_or_else(|p| p.into_inner()).get(tenant).is_some_and(|t| t.names_devices())
+    }
+
     fn tenant_flows(&self, tenant: &str) -> Option<Arc<TenantFlows>> {
         self.flows.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
     }
@@ -210,7 +221,7 @@ impl FlowEngine {
     /// the device or one of its templates (else the reading is not queued at all).
     async fn wanted(&self, reading: &DeviceData) -> Option<Facts> {
         let t = self.tenant_flows(&reading.tenant)?;
-        if t.devices.is_empty() && t.templates.is_empty() {
+        if !t.names_devices() {
             return None;
         }
         let facts = self.devices.flow_facts(&reading.tenant, &reading.device_id).await?;
@@ -222,7 +233,12 @@ impl FlowEngine {
     /// Subscribes to readings and device events and runs flows on them until the bus
     /// ends. `decoupled`: the bus is in-process (see the module docs).
     pub fn start(self: &Arc<Self>, decoupled: bool) {
-        let mut data = self.bus.subscribe_data("flows", Mode::Durable);
+        // Readings of tenants whose flows name no device or template are not even handed
+        // over (nor waited for): `wanted` says no to them anyway.
+        let engine = Arc::downgrade(self);
+        let interest: bus::Interest =
+            Arc::new(move |d| engine.upgrade().is_some_and(|engine| engine.names_devices(&d.tenant)));
+        let mut data = self.bus.subscribe_data_where("flows", Mode::Durable, interest);
         let mut events = self.bus.subscribe_events("flows", Mode::Durable);
         let engine = self.clone();
         if decoupled {

@@ -18,10 +18,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// connections, whose state is spread thin over many pages, the server held 295 MB
 /// (243 MB of it huge pages) one run and 186 MB without them, the same figures as runs
 /// where the kernel happened to hand out none. Full-rate ingest was the same either way
-/// (BENCHMARKS.md, issue 16). Before anything else, so that no arena gets them.
+/// (BENCHMARKS.md, issue 16). Before anything else, so that no arena gets them. With
+/// `MIMALLOC_ALLOW_THP` set, mimalloc's own option decides instead.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none()
+        && let Err(e) = nix::sys::prctl::set_thp_disable(true)
+    {
         eprintln!("ingot: cannot turn transparent huge pages off ({e}); memory use may be higher");
     }
 }

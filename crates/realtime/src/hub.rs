@@ -329,7 +329,11 @@ impl Hub {
     /// Subscribes to the bus (lossy) and feeds every stream from it until the bus ends or
     /// the hub is dropped. Call once, before the bus is `ready()`.
     pub fn start(self: &Arc<Self>, bus: &dyn Bus) {
-        let mut data = bus.subscribe_data("realtime", Mode::Lossy);
+        // Readings of tenants nobody watches (nor watched within the replay window) are
+        // not even handed over.
+        let hub = Arc::downgrade(self);
+        let watched: bus::Interest = Arc::new(move |d| hub.upgrade().is_some_and(|hub| hub.watched(&d.tenant)));
+        let mut data = bus.subscribe_data_where("realtime", Mode::Lossy, watched);
         let mut events = bus.subscribe_events("realtime", Mode::Lossy);
         let hub = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -373,6 +377,11 @@ impl Hub {
         if let Some(v) = message::actuation_as_device_data(e) {
             self.publish(&tenant, Kind::Actuation, &device, v);
         }
+    }
+
+    /// Whether `tenant` has streams, or had within the replay window.
+    fn watched(&self, tenant: &str) -> bool {
+        self.tenants.read().expect("hub lock").contains_key(tenant)
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<Mutex<TenantHub>>> {
