@@ -379,9 +379,11 @@ impl Hub {
         }
     }
 
-    /// Whether `tenant` has streams, or had within the replay window.
+    /// Whether `tenant` has streams, or had within the replay window. Asked by every
+    /// publisher of a reading, so never a panic there, even on a poisoned lock (a map
+    /// of tenants is left whole by a panic).
     fn watched(&self, tenant: &str) -> bool {
-        self.tenants.read().expect("hub lock").contains_key(tenant)
+        self.tenants.read().unwrap_or_else(|p| p.into_inner()).contains_key(tenant)
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<Mutex<TenantHub>>> {
