@@ -152,7 +152,10 @@ pub async fn fill(c: &Client, css: &str, text: &str) {
     e.send_keys(text).await.unwrap();
 }
 
+/// Selects `value` in the `<select>` at `css`, once the page has put that option in it
+/// (lists are filled from the API after the page shows).
 pub async fn choose(c: &Client, css: &str, value: &str) {
+    find(c, &format!("{css} option[value='{value}']")).await;
     find(c, css).await.select_by_value(value).await.unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
 }
 
