@@ -205,7 +205,7 @@ impl FlowEngine {
     /// Whether an enabled flow of `tenant` names a device or a template (so a reading
     /// of the tenant may start one).
     fn names_devices(&self, tenant: &str) -> bool {
-        self.flows.read().unwrap_or_else(|p| p.into_inner()).get(tenant).is_some_and(|t| t.names_devices())
+        self.tenant_flows(tenant).is_some_and(|t| t.names_devices())
     }
 
     fn tenant_flows(&self, tenant: &str) -> Option<Arc<TenantFlows>> {

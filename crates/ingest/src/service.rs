@@ -253,12 +253,16 @@ impl IngestService {
     /// devices connected at once, their first readings waited for 10,000 reads (issue 16).
     /// A failure is left for the first reading to meet (and report).
     async fn load_budget(&self, device: &DeviceRef) {
-        if self.budget.knows(device) {
-            return;
+        if !self.budget.knows(device) {
+            let _ = self.read_budget(device).await;
         }
-        if let Ok(stored) = self.directory.stored_attrs(device).await {
-            self.budget.load(device, stored);
-        }
+    }
+
+    /// Reads `device`'s stored labels into its attribute budget.
+    async fn read_budget(&self, device: &DeviceRef) -> Result<(), DeviceAuthError> {
+        let stored = self.directory.stored_attrs(device).await?;
+        self.budget.load(device, stored);
+        Ok(())
     }
 
     /// Checks that `device` may publish readings on `topic`.
@@ -346,8 +350,7 @@ impl IngestService {
     async fn admit_attrs(&self, device: &DeviceRef, attrs: &Map<String, Value>) -> Result<(), IngestError> {
         let mut admission = self.budget.admit(device, attrs);
         if admission == Admission::Unknown {
-            let stored = self.directory.stored_attrs(device).await.map_err(|_| IngestError::Unavailable)?;
-            self.budget.load(device, stored);
+            self.read_budget(device).await.map_err(|_| IngestError::Unavailable)?;
             admission = self.budget.admit(device, attrs);
         }
         match admission {
