@@ -78,7 +78,12 @@ fn main() -> anyhow::Result<()> {
     // Fault injection (the `FAILPOINTS` variable) exists only in test builds, where the
     // end-to-end tests use it to kill the history writer; release builds compile it out.
     let _failpoints = fail::has_failpoints().then(fail::FailScenario::setup);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        // Bounded: the store runs every read and write on this pool, the MQTT agent's too.
+        runtime.max_blocking_threads(usize::from(args.blocking_threads));
+    }
+    let rt = runtime.enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,

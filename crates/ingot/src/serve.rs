@@ -228,6 +228,10 @@ pub struct ServeArgs {
     /// they are.
     #[arg(long, env = "INGOT_SQLITE_STAGE_SECS", default_value_t = store::history::DEFAULT_STAGE_SECS)]
     pub sqlite_stage_secs: u64,
+    /// Threads for blocking work (SQLite reads and writes, password hashing) at most;
+    /// more waits its turn.
+    #[arg(long, env = "INGOT_BLOCKING_THREADS", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub blocking_threads: u16,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

@@ -259,6 +259,9 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     options: StoreOptions,
+    /// The runtime that opened the store, if any: its blocking pool runs every read and
+    /// write ([`Inner::run_blocking`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl checkpoint::Writer for Inner {
@@ -311,6 +314,7 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             path,
             options,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         });
         checkpoint::spawn(checkpointer, Arc::downgrade(&inner), inner.path.clone());
         Ok(Self { inner })
@@ -350,21 +354,22 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        run_blocking(move || {
-            let conn = inner.readers.lock().expect("reader pool lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                // Pool exhausted: open a temporary extra reader rather than queueing.
-                None => Self::connect(&inner.path, &inner.options, true)?,
-            };
-            let result = f(&conn);
-            let mut pool = inner.readers.lock().expect("reader pool lock");
-            if pool.len() < inner.options.readers.max(1) {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
+        self.inner
+            .run_blocking(move || {
+                let conn = inner.readers.lock().expect("reader pool lock").pop();
+                let conn = match conn {
+                    Some(c) => c,
+                    // Pool exhausted: open a temporary extra reader rather than queueing.
+                    None => Self::connect(&inner.path, &inner.options, true)?,
+                };
+                let result = f(&conn);
+                let mut pool = inner.readers.lock().expect("reader pool lock");
+                if pool.len() < inner.options.readers.max(1) {
+                    pool.push(conn);
+                }
+                result
+            })
+            .await
     }
 
     /// Runs `f` in a write transaction, committed if `f` returns `Ok`.
@@ -374,7 +379,7 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        run_blocking(move || store.write_blocking(f)).await
+        self.inner.run_blocking(move || store.write_blocking(f)).await
     }
 
     /// [`Self::write`] on the calling thread, which it blocks: for a thread of its own
@@ -437,6 +442,25 @@ async fn run_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))?
 }
 
+impl Inner {
+    /// Runs `f` on the blocking pool of the runtime that opened the store, whichever
+    /// runtime asks. The MQTT agent's connections run on ntex's runtimes, one per worker,
+    /// each with a blocking pool of its own (tokio's default: up to 512 threads); 10,000
+    /// devices connecting at once had them start 130–170 threads, and every read beyond
+    /// the reader pool's connections opened a SQLite connection of its own (issue 16).
+    /// The serving runtime's pool is bounded (`ingot serve --blocking-threads`).
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn_blocking(f),
+            None => tokio::task::spawn_blocking(f),
+        };
+        task.await.map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -457,5 +481,28 @@ mod tests {
             let err = bad.parse::<StoreUrl>().unwrap_err();
             assert!(err.contains("sqlite://"), "{bad}: {err}");
         }
+    }
+
+    /// The MQTT agent asks from ntex's runtimes; the work runs on the bounded pool of the
+    /// runtime that opened the store, not on the asker's.
+    #[test]
+    fn blocking_work_runs_on_the_runtime_that_opened_the_store() {
+        let serving = tokio::runtime::Builder::new_multi_thread().thread_name("opened-here").build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = serving.block_on(async { SqliteStore::open(dir.path(), StoreOptions::default()) }).unwrap();
+        let asking = tokio::runtime::Builder::new_current_thread().thread_name("asks-here").build().unwrap();
+        let thread = |store: &SqliteStore| {
+            let (read, write) = (store.clone(), store.clone());
+            asking.block_on(async move {
+                let name = || Ok(std::thread::current().name().map(str::to_string));
+                (read.read(move |_| name()).await.unwrap(), write.write(move |_| name()).await.unwrap())
+            })
+        };
+        let opened = Some("opened-here".to_string());
+        assert_eq!(thread(&store), (opened.clone(), opened));
+        // Opened outside any runtime: the asker's pool.
+        let elsewhere = SqliteStore::open(&dir.path().join("other"), StoreOptions::default()).unwrap();
+        let asker = Some("asks-here".to_string());
+        assert_eq!(thread(&elsewhere), (asker.clone(), asker));
     }
 }
