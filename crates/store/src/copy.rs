@@ -550,7 +550,7 @@ async fn copy_in_chunks(
         )));
     }
     let path = from.to_path_buf();
-    let sqlite = run_blocking(move || {
+    let sqlite = run_blocking(None, move || {
         SqliteStore::open_file(&path, StoreOptions { readers: 1, sync_full: true, ..Default::default() })
     })
     .await?;

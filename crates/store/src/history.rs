@@ -782,7 +782,7 @@ impl SqliteStore {
         let (mut from, mut total) = (i64::MIN, 0);
         loop {
             let (store, purge) = (self.clone(), purge.clone());
-            let (n, next) = crate::run_blocking(move || {
+            let (n, next) = crate::run_blocking(self.inner.runtime.as_ref(), move || {
                 let inner = &store.inner;
                 let (ids, stored, doomed) = &*purge;
                 let picks = |value: &stage::Value| doomed(value.0);

@@ -209,7 +209,7 @@ impl StoreUrl {
         match self {
             Self::Sqlite(path) => {
                 let path = path.clone();
-                Ok(Arc::new(run_blocking(move || SqliteStore::open_file(&path, sqlite)).await?))
+                Ok(Arc::new(run_blocking(None, move || SqliteStore::open_file(&path, sqlite)).await?))
             }
             Self::Postgres(url) => postgres::PgStore::connect_shared(url, pg).await,
         }
@@ -260,7 +260,7 @@ struct Inner {
     path: PathBuf,
     options: StoreOptions,
     /// The runtime that opened the store, if any: its blocking pool runs every read and
-    /// write ([`Inner::run_blocking`]).
+    /// write ([`run_blocking`]).
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -354,22 +354,21 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        self.inner
-            .run_blocking(move || {
-                let conn = inner.readers.lock().expect("reader pool lock").pop();
-                let conn = match conn {
-                    Some(c) => c,
-                    // Pool exhausted: open a temporary extra reader rather than queueing.
-                    None => Self::connect(&inner.path, &inner.options, true)?,
-                };
-                let result = f(&conn);
-                let mut pool = inner.readers.lock().expect("reader pool lock");
-                if pool.len() < inner.options.readers.max(1) {
-                    pool.push(conn);
-                }
-                result
-            })
-            .await
+        run_blocking(self.inner.runtime.as_ref(), move || {
+            let conn = inner.readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                // Pool exhausted: open a temporary extra reader rather than queueing.
+                None => Self::connect(&inner.path, &inner.options, true)?,
+            };
+            let result = f(&conn);
+            let mut pool = inner.readers.lock().expect("reader pool lock");
+            if pool.len() < inner.options.readers.max(1) {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
     }
 
     /// Runs `f` in a write transaction, committed if `f` returns `Ok`.
@@ -379,7 +378,7 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        self.inner.run_blocking(move || store.write_blocking(f)).await
+        run_blocking(self.inner.runtime.as_ref(), move || store.write_blocking(f)).await
     }
 
     /// [`Self::write`] on the calling thread, which it blocks: for a thread of its own
@@ -436,29 +435,23 @@ impl SqliteStore {
 /// A write this long or longer is logged (debug) with where its time went.
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Runs `f` on the blocking pool of `runtime`, or of the calling runtime without one.
+///
+/// A store's reads and writes pass the runtime that opened it ([`Inner::runtime`]),
+/// whichever runtime asks. The MQTT agent's connections run on ntex's runtimes, one per
+/// worker, each with a blocking pool of its own (tokio's default: up to 512 threads);
+/// 10,000 devices connecting at once had them start 130–170 threads, and every read
+/// beyond the reader pool's connections opened a SQLite connection of its own (issue 16).
+/// The serving runtime's pool is bounded (`ingot serve --blocking-threads`).
 async fn run_blocking<T: Send + 'static>(
+    runtime: Option<&tokio::runtime::Handle>,
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))?
-}
-
-impl Inner {
-    /// Runs `f` on the blocking pool of the runtime that opened the store, whichever
-    /// runtime asks. The MQTT agent's connections run on ntex's runtimes, one per worker,
-    /// each with a blocking pool of its own (tokio's default: up to 512 threads); 10,000
-    /// devices connecting at once had them start 130–170 threads, and every read beyond
-    /// the reader pool's connections opened a SQLite connection of its own (issue 16).
-    /// The serving runtime's pool is bounded (`ingot serve --blocking-threads`).
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let task = match &self.runtime {
-            Some(runtime) => runtime.spawn_blocking(f),
-            None => tokio::task::spawn_blocking(f),
-        };
-        task.await.map_err(|e| StoreError::Task(e.to_string()))?
-    }
+    let task = match runtime {
+        Some(runtime) => runtime.spawn_blocking(f),
+        None => tokio::task::spawn_blocking(f),
+    };
+    task.await.map_err(|e| StoreError::Task(e.to_string()))?
 }
 
 /// Milliseconds since the epoch, now.
