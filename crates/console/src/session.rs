@@ -7,6 +7,7 @@
 //! `routes::SignedIn`), so a demotion takes effect at once too. "Last seen" is written
 //! at most every [`touch_interval`] (a request needs a read, not a write).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use model::secret::{hash_secret, random_hex};
@@ -47,19 +48,28 @@ fn touch_interval(idle_timeout: Duration) -> i64 {
     (idle_timeout / 4).min(Duration::from_secs(60)).as_millis() as i64
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+/// Milliseconds since the Unix epoch. The wall clock in service; tests drive their own,
+/// so that expiry is checked at exact instants rather than by sleeping on a busy machine.
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Sessions by id, expiring after the idle timeout or the absolute lifetime.
 pub struct SessionStore {
     config: ConsoleConfig,
     store: SharedStore,
+    clock: Clock,
 }
 
 impl SessionStore {
     pub fn new(config: ConsoleConfig, store: SharedStore) -> Self {
-        Self { config, store }
+        Self::with_clock(config, store, Arc::new(|| chrono::Utc::now().timestamp_millis()))
+    }
+
+    fn with_clock(config: ConsoleConfig, store: SharedStore, clock: Clock) -> Self {
+        Self { config, store, clock }
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
     }
 
     /// How long a session lasts at most.
@@ -80,7 +90,7 @@ impl SessionStore {
         profile: &str,
     ) -> Result<(String, Session), store::StoreError> {
         let id = random_hex(32);
-        let now = now_ms();
+        let now = self.now_ms();
         let record = SessionRecord {
             id_hash: hash_secret(id.as_bytes()),
             tenant: tenant.into(),
@@ -102,7 +112,7 @@ impl SessionStore {
     pub async fn get(&self, id: &str) -> Result<Option<Session>, store::StoreError> {
         let id_hash = hash_secret(id.as_bytes());
         let Some(record) = self.store.session(&id_hash).await? else { return Ok(None) };
-        let now = now_ms();
+        let now = self.now_ms();
         let idle = now - record.last_seen_ms;
         if idle >= Self::ms(self.config.idle_timeout) || now - record.created_ms >= Self::ms(self.config.max_lifetime) {
             self.store.delete_session(&id_hash).await?;
@@ -118,7 +128,7 @@ impl SessionStore {
     /// touching it: for a server push that is open already. `created_ms` is the session's,
     /// so that no read is needed once the lifetime is over.
     pub async fn is_open(&self, id: &str, session: &Session) -> bool {
-        if now_ms() - session.created_ms >= Self::ms(self.config.max_lifetime) {
+        if self.now_ms() - session.created_ms >= Self::ms(self.config.max_lifetime) {
             return false;
         }
         matches!(self.store.session(&hash_secret(id.as_bytes())).await, Ok(Some(_)))
@@ -138,6 +148,8 @@ impl SessionStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
 
     fn config(idle_ms: u64, max_lifetime_ms: u64, max_sessions: usize) -> ConsoleConfig {
@@ -148,19 +160,42 @@ mod tests {
         }
     }
 
+    /// A clock the test moves by hand, starting at a plausible wall-clock time.
+    #[derive(Clone)]
+    struct ManualClock(Arc<AtomicI64>);
+
+    impl ManualClock {
+        fn new() -> Self {
+            Self(Arc::new(AtomicI64::new(1_780_000_000_000)))
+        }
+
+        fn advance(&self, ms: i64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+
+        fn sessions(&self, config: ConsoleConfig, store: SharedStore) -> SessionStore {
+            let now = self.0.clone();
+            SessionStore::with_clock(config, store, Arc::new(move || now.load(Ordering::SeqCst)))
+        }
+    }
+
     #[tokio::test]
     async fn idle_timeout_logout_and_bound() {
         for engine in store::testing::engines().await {
-            let sessions = SessionStore::new(config(200, 60_000, 2), engine.store.clone());
+            let clock = ManualClock::new();
+            let sessions = clock.sessions(config(200, 60_000, 2), engine.store.clone());
             let (a, s) = sessions.create(1, "alice", "acme", "admin").await.unwrap();
             assert_eq!(sessions.get(&a).await.unwrap().unwrap().csrf, s.csrf);
             assert!(sessions.get("forged").await.unwrap().is_none());
-            // Used every 100 ms (touched every 50): alive after 400 ms.
+            // Used every 100 ms (touched every 50): alive after 400 ms, and 1 ms short of
+            // the idle timeout after the last use.
             for _ in 0..4 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                clock.advance(100);
                 assert!(sessions.get(&a).await.unwrap().is_some(), "{}: in use", engine.name);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            clock.advance(199);
+            assert!(sessions.get(&a).await.unwrap().is_some(), "{}: within the idle timeout", engine.name);
+            clock.advance(200);
             assert!(sessions.get(&a).await.unwrap().is_none(), "{}: idle timeout", engine.name);
             let (b, _) = sessions.create(2, "bob", "acme", "user").await.unwrap();
             sessions.remove(&b).await.unwrap();
@@ -168,9 +203,10 @@ mod tests {
             let mut ids = Vec::new();
             for _ in 0..3 {
                 ids.push(sessions.create(3, "x", "t", "user").await.unwrap().0);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                clock.advance(5);
             }
             assert!(sessions.get(&ids[0]).await.unwrap().is_none(), "oldest evicted beyond max_sessions");
+            assert!(sessions.get(&ids[1]).await.unwrap().is_some());
             assert!(sessions.get(&ids[2]).await.unwrap().is_some());
         }
     }
@@ -178,15 +214,17 @@ mod tests {
     #[tokio::test]
     async fn a_busy_session_still_ends_at_its_absolute_lifetime() {
         for engine in store::testing::engines().await {
-            let sessions = SessionStore::new(config(60_000, 300, 10), engine.store.clone());
+            let clock = ManualClock::new();
+            let sessions = clock.sessions(config(60_000, 300, 10), engine.store.clone());
             let (id, session) = sessions.create(1, "alice", "acme", "admin").await.unwrap();
-            let started = std::time::Instant::now();
-            while started.elapsed() < Duration::from_millis(200) {
+            for _ in 0..14 {
+                clock.advance(20);
                 assert!(sessions.get(&id).await.unwrap().is_some(), "used within its lifetime");
                 assert!(sessions.is_open(&id, &session).await);
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            clock.advance(19);
+            assert!(sessions.is_open(&id, &session).await, "1 ms short of its lifetime");
+            clock.advance(1);
             assert!(!sessions.is_open(&id, &session).await);
             assert!(sessions.get(&id).await.unwrap().is_none(), "over however busy");
         }
