@@ -60,6 +60,29 @@ async fn every_durable_group_gets_every_reading_in_publish_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_sent_ahead_keep_their_order_and_all_become_durable() {
+    for (name, bus) in buses("ahead").await {
+        let mut history = bus.subscribe_data("history", Mode::Durable);
+        bus.ready().await.unwrap();
+        // One sender, nothing awaited in between: the way a connection pipelines.
+        let mut durable = Vec::new();
+        for i in 0..50 {
+            durable.push(bus.send_data(reading("d", i)).await.unwrap());
+        }
+        for i in 0..50 {
+            let d = next(&mut history).await;
+            assert_eq!(d.msg.attrs["seq"], i, "{name}: in the order sent");
+            d.ack();
+        }
+        for (i, d) in durable.into_iter().enumerate() {
+            tokio::time::timeout(Duration::from_secs(5), d).await.expect("durable within 5 s").unwrap_or_else(|e| {
+                panic!("{name}: reading {i} not durable: {e}");
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_durable_and_lossy_subscribers_alike() {
     for (name, bus) in buses("events").await {
         let mut relay = bus.subscribe_events("mqtt", Mode::Durable);

@@ -31,6 +31,8 @@ mod contract;
 mod memory;
 pub mod nats;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use model::{DeviceData, DeviceEvent};
@@ -70,11 +72,22 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// A reading on the bus, not yet durable: resolves once it is (see [`Bus::send_data`]).
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>;
+
 /// The bus as services see it.
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes one reading; resolves when it is durable (see crate docs).
-    async fn publish_data(&self, data: DeviceData) -> Result<(), BusError>;
+    /// Puts one reading on the bus after those sent before it, and returns as soon as it
+    /// is there, with a future that resolves once it is durable (see crate docs). Whoever
+    /// sends readings one after another and awaits their futures later keeps their order
+    /// and lets them be stored together: an MQTT connection with several publishes in
+    /// flight. Dropping the future does not take the reading back.
+    async fn send_data(&self, data: DeviceData) -> Result<Durable, BusError>;
+    /// Publishes one reading; resolves when it is durable.
+    async fn publish_data(&self, data: DeviceData) -> Result<(), BusError> {
+        self.send_data(data).await?.await
+    }
     /// Publishes a lifecycle or actuation event; resolves once queued for every subscriber.
     async fn publish_event(&self, event: DeviceEvent) -> Result<(), BusError>;
     /// Subscribes to readings. `name` identifies the consumer in metrics.

@@ -13,7 +13,7 @@ use model::{DeviceData, DeviceEvent};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Bus, BusError, Delivery, Interest, Mode, Subscription};
+use crate::{Bus, BusError, Delivery, Durable, Interest, Mode, Subscription};
 
 /// In-process bus: one bounded queue per subscriber.
 #[derive(Clone)]
@@ -151,11 +151,14 @@ impl<T: Send + Sync + 'static> Topic<T> {
 
 #[async_trait::async_trait]
 impl Bus for MemoryBus {
-    async fn publish_data(&self, data: DeviceData) -> Result<(), BusError> {
-        for ack in self.data.publish(data).await? {
-            ack.await.map_err(|_| BusError::NotAcked)?;
-        }
-        Ok(())
+    async fn send_data(&self, data: DeviceData) -> Result<Durable, BusError> {
+        let acks = self.data.publish(data).await?;
+        Ok(Box::pin(async move {
+            for ack in acks {
+                ack.await.map_err(|_| BusError::NotAcked)?;
+            }
+            Ok(())
+        }))
     }
 
     async fn publish_event(&self, event: DeviceEvent) -> Result<(), BusError> {
@@ -205,6 +208,22 @@ mod tests {
         assert!(!publish.is_finished(), "publish must wait for the ack");
         d.ack();
         publish.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reading_sent_ahead_is_durable_only_once_acked() {
+        use futures_util::FutureExt;
+        let bus = MemoryBus::new(16);
+        let mut sub = bus.subscribe_data("history", Mode::Durable);
+        let mut durable = bus.send_data(reading(1)).await.unwrap();
+        let d = sub.recv().await.unwrap();
+        assert!((&mut durable).now_or_never().is_none(), "not durable before the ack");
+        d.ack();
+        durable.await.unwrap();
+        // A consumer that drops it unacked fails it.
+        let durable = bus.send_data(reading(2)).await.unwrap();
+        drop(sub.recv().await.unwrap());
+        assert!(matches!(durable.await, Err(BusError::NotAcked)));
     }
 
     /// A consumer is handed only what it wants, and a durable one's ack is waited for

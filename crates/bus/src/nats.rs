@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Bus, BusError, Delivery, Mode, Subscription};
+use crate::{Bus, BusError, Delivery, Durable, Mode, Subscription};
 
 /// Settings of [`NatsBus::connect`].
 #[derive(Debug, Clone)]
@@ -209,6 +209,12 @@ impl NatsBus {
     /// publish of it within its duplicate window, and consumers get it with every
     /// delivery ([`Delivery::id`]) to store a redelivered message once.
     async fn publish<T: Serialize>(&self, topic: Topic, subject: String, msg: &T) -> Result<(), BusError> {
+        self.send(topic, subject, msg).await?.await
+    }
+
+    /// Hands a message to the NATS client, in order after those handed to it before;
+    /// the future resolves once JetStream stored it.
+    async fn send<T: Serialize>(&self, topic: Topic, subject: String, msg: &T) -> Result<Durable, BusError> {
         self.consumers_made(topic).await?;
         let payload = serde_json::to_vec(msg).map_err(|e| unavailable("cannot encode the message", e))?;
         let mut headers = async_nats::HeaderMap::new();
@@ -219,8 +225,10 @@ impl NatsBus {
             .publish_with_headers(subject, headers, payload.into())
             .await
             .map_err(|e| unavailable("publish", e))?;
-        ack.await.map_err(|e| unavailable("JetStream did not store the message", e))?;
-        Ok(())
+        Ok(Box::pin(async move {
+            ack.await.map_err(|e| unavailable("JetStream did not store the message", e))?;
+            Ok(())
+        }))
     }
 
     fn subscribe<T>(&self, topic: Topic, name: &str, mode: Mode) -> Subscription<T>
@@ -414,9 +422,9 @@ pub fn token(s: &str) -> String {
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
-    async fn publish_data(&self, data: DeviceData) -> Result<(), BusError> {
+    async fn send_data(&self, data: DeviceData) -> Result<Durable, BusError> {
         let subject = self.subject(Topic::Data, &[&data.tenant, &data.device_id]);
-        self.publish(Topic::Data, subject, &data).await
+        self.send(Topic::Data, subject, &data).await
     }
 
     async fn publish_event(&self, event: DeviceEvent) -> Result<(), BusError> {

@@ -10,5 +10,5 @@ mod service;
 
 pub use service::{
     CertificateRefusal, CertificateRegistry, ClientCertificate, DEFAULT_MAX_ATTRS_PER_DEVICE, DeviceAuth,
-    DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService,
+    DeviceAuthError, DeviceDirectory, DeviceLogin, IngestError, IngestService, Submitted,
 };

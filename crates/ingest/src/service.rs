@@ -1,6 +1,9 @@
 //! [`IngestService`]: what every device agent does, independent of protocol.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bus::{Bus, BusError};
 use chrono::{DateTime, Utc};
@@ -298,8 +301,22 @@ impl IngestService {
         payload: &[u8],
         received_at: DateTime<Utc>,
     ) -> Result<(), IngestError> {
+        self.submit_payload(agent, device, payload, received_at).await?.await
+    }
+
+    /// [`IngestService::ingest_payload`] in two steps: resolves once the reading is on the
+    /// bus, after those this caller submitted before, with a future that resolves once it
+    /// is durable. A connection submits its publishes one by one as they arrive and awaits
+    /// their durability together, so they keep their order and share commits.
+    pub async fn submit_payload(
+        &self,
+        agent: &'static str,
+        device: &DeviceRef,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Submitted, IngestError> {
         let result = self.parse_payload(device, payload, received_at);
-        self.publish(agent, device, result).await
+        self.submit(agent, device, result).await
     }
 
     /// Like [`IngestService::ingest_payload`] for an already parsed JSON object (HTTP).
@@ -310,7 +327,7 @@ impl IngestService {
         attrs: Map<String, Value>,
     ) -> Result<(), IngestError> {
         let result = DeviceData::from_attrs(device, attrs, Utc::now(), &self.limits).map_err(IngestError::from);
-        self.publish(agent, device, result).await
+        self.submit(agent, device, result).await?.await
     }
 
     fn parse_payload(
@@ -325,32 +342,36 @@ impl IngestService {
         Ok(DeviceData::from_payload(device, payload, received_at, &self.limits)?)
     }
 
-    async fn publish(
+    /// Admits a reading and puts it on the bus; counted once its fate is known.
+    async fn submit(
         &self,
         agent: &'static str,
         device: &DeviceRef,
         data: Result<DeviceData, IngestError>,
-    ) -> Result<(), IngestError> {
-        let outcome = match data {
+    ) -> Result<Submitted, IngestError> {
+        let sent = match data {
             Ok(data) => match self.admit_attrs(device, &data.attrs).await {
-                Ok(()) => self.bus.publish_data(data).await.map_err(IngestError::from),
+                Ok(()) => self.bus.send_data(data).await.map_err(IngestError::from),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        match &outcome {
-            Ok(()) => metrics::counter!("ingot_messages_in_total", "agent" => agent, "tenant" => device.tenant.clone())
-                .increment(1),
-            Err(e) => self.count_rejected(agent, &device.tenant, e.reason()),
+        match sent {
+            Ok(durable) => Ok(Submitted(Box::pin(counted(agent, device.tenant.clone(), durable)))),
+            Err(e) => {
+                count_rejected(agent, &device.tenant, e.reason());
+                Err(e)
+            }
         }
-        outcome
     }
 
     /// Checks the reading against the device's attribute budget (see [`AttrBudget`]).
     async fn admit_attrs(&self, device: &DeviceRef, attrs: &Map<String, Value>) -> Result<(), IngestError> {
         let mut admission = self.budget.admit(device, attrs);
         if admission == Admission::Unknown {
-            self.read_budget(device).await.map_err(|_| IngestError::Unavailable)?;
+            // Boxed: rare (a device not seen since start), and a store read is a large
+            // future that every connection's task would otherwise hold room for.
+            Box::pin(self.read_budget(device)).await.map_err(|_| IngestError::Unavailable)?;
             admission = self.budget.admit(device, attrs);
         }
         match admission {
@@ -361,7 +382,33 @@ impl IngestService {
 
     /// Counts a rejected message (or connection) for metrics.
     pub fn count_rejected(&self, agent: &'static str, tenant: &str, reason: &'static str) {
-        metrics::counter!("ingot_messages_rejected_total", "agent" => agent, "tenant" => tenant.to_string(), "reason" => reason)
-            .increment(1);
+        count_rejected(agent, tenant, reason);
+    }
+}
+
+fn count_rejected(agent: &'static str, tenant: &str, reason: &'static str) {
+    metrics::counter!("ingot_messages_rejected_total", "agent" => agent, "tenant" => tenant.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Waits for a submitted reading to become durable and counts its outcome.
+async fn counted(agent: &'static str, tenant: String, durable: bus::Durable) -> Result<(), IngestError> {
+    let outcome = durable.await.map_err(IngestError::from);
+    match &outcome {
+        Ok(()) => metrics::counter!("ingot_messages_in_total", "agent" => agent, "tenant" => tenant).increment(1),
+        Err(e) => count_rejected(agent, &tenant, e.reason()),
+    }
+    outcome
+}
+
+/// A reading on the bus ([`IngestService::submit_payload`]): resolves once it is durable.
+#[must_use = "a submitted reading is acknowledged only once this resolves"]
+pub struct Submitted(Pin<Box<dyn Future<Output = Result<(), IngestError>> + Send>>);
+
+impl Future for Submitted {
+    type Output = Result<(), IngestError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
     }
 }
