@@ -1,4 +1,4 @@
-//! Raw bytes into the real MQTT agent (`ingest::mqtt`, ntex-mqtt 3.1.1 and 5), over TCP.
+//! Raw bytes into the real MQTT agent (`ingest::mqtt`, 3.1.1 and 5), over TCP.
 //!
 //! One server per fuzzing process, started on first use on 127.0.0.1:0 with a small
 //! in-memory device directory and a `MemoryBus` whose durable consumer acks (as

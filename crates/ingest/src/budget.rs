@@ -9,7 +9,7 @@
 //!
 //! What a device has is loaded from the store when it connects (MQTT) or proves itself
 //! (HTTP), or else on its first reading since start (or since it was evicted), then kept
-//! in memory. The map is sharded by device so that the ntex workers and HTTP handlers
+//! in memory. The map is sharded by device so that MQTT connections and HTTP handlers
 //! rarely meet on one mutex; each shard holds a bounded number of devices, and forgetting
 //! one only costs a reload. Labels whose series retention
 //! removed stay counted until the device is forgotten (evicted, deleted, or a restart).

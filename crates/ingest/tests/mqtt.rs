@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bus::{Bus, Delivery, MemoryBus, Mode};
 use chrono::Utc;
-use ingest::mqtt::{MqttConfig, MqttHandle, MqttServer};
+use ingest::mqtt::{MqttConfig, MqttError, MqttHandle, MqttServer};
 use ingest::{DeviceAuth, DeviceAuthError, DeviceDirectory, IngestService};
 use model::data::PayloadLimits;
 use model::{DeviceData, DeviceEvent, DeviceRef, EventKind};
@@ -100,12 +100,8 @@ impl Harness {
                 if w.load(Ordering::SeqCst) { h.lock().unwrap().push(d) } else { d.ack() }
             }
         });
-        let mut config = MqttConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            workers: 1,
-            max_keep_alive_secs: 60,
-            ..MqttConfig::default()
-        };
+        let mut config =
+            MqttConfig { listen: "127.0.0.1:0".parse().unwrap(), max_keep_alive_secs: 60, ..MqttConfig::default() };
         tweak(&mut config);
         let server = MqttServer::start(config, ingest).await.expect("server starts");
         Self { bus, server, consumer, readings, withhold, held, attrs_asked }
@@ -666,7 +662,7 @@ async fn will_is_stored_after_an_abnormal_disconnect_only() {
     h.no_reading().await;
 }
 
-/// A hand-made MQTT 3.1.1 CONNECT (client side only; the server uses ntex-mqtt's codec).
+/// A hand-made MQTT 3.1.1 CONNECT.
 fn raw_connect(client_id: &str, username: &str, password: &str, keep_alive: u16) -> Vec<u8> {
     raw_connect_level(4, client_id, username, password, keep_alive)
 }
@@ -682,6 +678,26 @@ fn raw_connect_level(level: u8, client_id: &str, username: &str, password: &str,
     body.extend(field(username));
     body.extend(field(password));
     [&[0x10, body.len() as u8][..], &body].concat()
+}
+
+/// The server makes a runtime of its own before it binds: failing after that must be an
+/// error, not a panic (a runtime cannot be dropped in async code).
+#[tokio::test]
+async fn a_port_in_use_is_a_clear_error() {
+    let h = Harness::start().await;
+    let directory = Directory(HashMap::new(), Arc::new(AtomicUsize::new(0)));
+    let ingest = Arc::new(IngestService::new(
+        Arc::new(MemoryBus::new(16)),
+        Arc::new(directory),
+        PayloadLimits::default(),
+        MAX_PAYLOAD,
+    ));
+    let config = MqttConfig { listen: h.server.local_addr(), ..MqttConfig::default() };
+    match MqttServer::start(config, ingest).await {
+        Err(MqttError::Bind { addr, .. }) => assert_eq!(addr, h.server.local_addr()),
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(_) => panic!("two servers on one port"),
+    }
 }
 
 #[tokio::test]
@@ -714,10 +730,11 @@ async fn garbage_closes_that_connection_only() {
 }
 
 /// Found by the `mqtt_server` fuzz target (FUZZING.md): a PUBLISH whose topic length (and,
-/// in v5, property length) claims more bytes than its remaining length. ntex-mqtt 8.2.1
-/// subtracts one from the other unchecked: a panic where overflow checks are on, and
-/// otherwise a payload length near 4 GiB that the connection would buffer whole, beyond
-/// any packet limit. The connection must be closed, nothing stored, the server kept up.
+/// in v5, property length) claims more bytes than its remaining length. ntex-mqtt 8.2.1,
+/// used before, subtracted one from the other unchecked: a panic where overflow checks
+/// are on, and otherwise a payload length near 4 GiB that the connection would buffer
+/// whole, beyond any packet limit. The connection must be closed, nothing stored, the
+/// server kept up.
 #[tokio::test]
 async fn publish_header_longer_than_its_packet_closes_the_connection() {
     let mut h = Harness::start().await;
@@ -756,12 +773,11 @@ async fn publish_header_longer_than_its_packet_closes_the_connection() {
     assert_eq!(h.reading().await.attrs["still"], json!("up"));
 }
 
-/// Known ntex-mqtt 8.2.1 bug (FUZZING.md, reported, not patched here): the v5 codec waits
-/// for a PUBLISH's whole property section before comparing it with the packet's remaining
-/// length, so a header claiming 256 MiB of properties makes the server buffer up to that
-/// much for one connection, whatever the packet limit. Fails until fixed upstream.
+/// Found in ntex-mqtt 8.2.1, used before (FUZZING.md): its v5 codec waited for a
+/// PUBLISH's whole property section before comparing it with the packet's remaining
+/// length, so a header claiming 256 MiB of properties made the server buffer up to that
+/// much for one connection, whatever the packet limit. A packet is read within its frame.
 #[tokio::test]
-#[ignore = "ntex-mqtt 8.2.1 buffers a v5 PUBLISH's claimed property length (FUZZING.md)"]
 async fn publish_property_length_beyond_its_packet_is_not_buffered() {
     let h = Harness::start().await;
     let mut s = raw_session(&h, 5, "props", 60).await;
@@ -807,8 +823,8 @@ fn publish_qos1_parts(level: u8, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 /// Found by the `mqtt_server` fuzz target (FUZZING.md): when a PUBLISH's payload arrives
 /// after its header (a later TCP segment: any payload bigger than one on a real network),
-/// ntex-mqtt hands the header to the handler and streams the payload after it, but the
-/// in-order middleware kept the dispatcher from decoding that payload while the handler
+/// ntex-mqtt, used before, handed the header over and streamed the payload after it, and
+/// Ingot's in-order middleware kept it from decoding that payload while the handler
 /// waited for it: never acknowledged, never stored, the connection stuck.
 #[tokio::test]
 async fn publish_whose_payload_comes_after_its_header_is_stored() {

@@ -111,7 +111,9 @@ pub struct ServeArgs {
     /// Longest MQTT keep-alive the server accepts, in seconds.
     #[arg(long, env = "INGOT_MQTT_MAX_KEEP_ALIVE_SECS", default_value_t = 300)]
     pub mqtt_max_keep_alive_secs: u16,
-    /// Unacknowledged QoS 1 messages in flight per MQTT connection, each way.
+    /// Publishes of one MQTT connection in flight at once, received and not yet answered
+    /// (v5 CONNACK's receive maximum); they share commits. The connection reads no further
+    /// until one is answered.
     #[arg(long, env = "INGOT_MQTT_MAX_INFLIGHT", default_value_t = 32)]
     pub mqtt_max_inflight: u16,
     /// How long a persistent MQTT session outlives its connection, in seconds.

@@ -1,9 +1,12 @@
 //! The MQTT device agent: an MQTT 3.1.1 and 5 server for devices.
 //!
-//! Built on [ntex-mqtt], which owns the wire format, handshakes, keep-alive and packet
-//! ids. The server runs its own ntex system on a dedicated thread (plus `workers` worker
-//! threads, each a tokio current-thread runtime); [`MqttServer::start`] and
-//! [`MqttHandle::shutdown`] are called from the rest of Ingot's tokio runtime.
+//! Each connection is a task running [`connection`]'s loop on the MQTT server's own tokio
+//! runtime (`workers` threads, "ingot-mqtt"): a bulkhead, so that device traffic and the
+//! HTTP API each get the CPU by the kernel's fair share rather than by waiting behind the
+//! other's tasks (sharing the API's runtime, `lastN=1` p99 went from 8.2 to 12.1 ms and
+//! PUBACK p99 from 17 to 47 ms under a mixed load; BENCHMARKS.md, lever 11). rumqttc's
+//! codecs read and write the packets (`v3`, `v5`). [`MqttServer::start`] binds the
+//! listeners and accepts; [`MqttHandle::shutdown`] ends every connection.
 //!
 //! What a device may do (dojot's VerneMQ and mosca agents):
 //! - connect as `tenant:device` (username + device secret as password, or, mosca style,
@@ -19,29 +22,28 @@
 //! a connection told so accepts no further PUBLISH.
 //!
 //! QoS 2 is not offered: v5 CONNACK advertises maximum QoS 1, and a QoS 2 PUBLISH ends
-//! the connection (v5 DISCONNECT 0x9B QoS not supported, v3 plain close; ntex-mqtt
-//! enforces both). Downgrading silently would acknowledge with weaker guarantees than
-//! the device asked for.
+//! the connection (v5 DISCONNECT 0x9B QoS not supported, v3 plain close). Downgrading
+//! silently would acknowledge with weaker guarantees than the device asked for.
 //!
-//! Modules: [`session`] per-connection logic, [`registry`] live and persistent sessions,
-//! `v3`/`v5` thin protocol adapters, `in_order` per-connection ordering.
+//! Modules: [`connection`] the per-connection loop, [`session`] what a connection does,
+//! [`registry`] live and persistent sessions, `wire` packets whatever the version, and
+//! `v3`/`v5` the versions' encodings.
 //!
 //! In a cluster ([`MqttConfig::cluster`]) a node announces each session it binds; the
 //! node that held it closes its connection and hands a persistent session over (see
 //! `hand_over`), so one session has one connection across nodes.
 //!
-//! Limits worth knowing: persistent sessions are kept in memory only; the publishes of
-//! one connection are handled one at a time (see `in_order`); v5 will delay and
-//! message expiry are not implemented (a will is published at once).
-//!
-//! [ntex-mqtt]: https://docs.rs/ntex-mqtt
+//! Limits worth knowing: persistent sessions are kept in memory only; v5 will delay,
+//! message expiry and enhanced authentication (AUTH) are not implemented (a will is
+//! published at once); passwords must be UTF-8 (rumqttc's codec reads them as text).
 
-mod in_order;
+mod connection;
 mod registry;
 mod session;
 mod tls;
 mod v3;
 mod v5;
+mod wire;
 
 pub use tls::MqttTls;
 
@@ -53,15 +55,15 @@ use std::time::Duration;
 use bus::{Mode, Subscription};
 use bytes::Bytes;
 use model::{DeviceEvent, DeviceRef, EventKind};
-use ntex_mqtt::{v3 as mqtt3, v5 as mqtt5};
-use ntex_service::cfg::SharedCfg;
-use ntex_service::fn_service;
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::IngestService;
-use in_order::InOrder;
+use connection::Transport;
 use registry::Registry;
-use session::Connection;
 
 /// Room for the topic, packet id and v5 properties on top of the largest payload.
 pub const PACKET_HEADROOM: usize = 1024;
@@ -84,9 +86,12 @@ pub struct MqttConfig {
     /// Keep-alive the server enforces at most, in seconds; a client asking for more (or
     /// none) gets this (v5 tells it in CONNACK "server keep alive"). Default 300.
     pub max_keep_alive_secs: u16,
-    /// Unacknowledged QoS 1 messages in flight per connection, each way (v5 "receive
-    /// maximum"). Default 32.
+    /// Publishes of one connection in flight at once, not yet answered (v5 "receive
+    /// maximum"): they share commits, and the connection reads no further until one is
+    /// answered. Default 32.
     pub max_inflight: u16,
+    /// Threads of the MQTT server's runtime. Default: the number of CPUs.
+    pub workers: usize,
     /// Longest life of a persistent session after its connection ended, in seconds
     /// (v3 `clean_session=false` gets exactly this). Default 86 400 (1 day).
     pub session_expiry_secs: u32,
@@ -97,8 +102,6 @@ pub struct MqttConfig {
     /// offline longest, or is refused (v3 ServerUnavailable, v5 0x97) when all are live.
     /// Default 16.
     pub max_sessions_per_device: usize,
-    /// ntex worker threads. Default: the number of CPUs.
-    pub workers: usize,
     /// One node of several on a shared bus: a session bound here is announced, so that
     /// another node holding it closes its connection and hands its state over. Default
     /// false (one node: nothing to announce).
@@ -140,37 +143,6 @@ pub enum MqttError {
     Bus(#[from] bus::BusError),
 }
 
-/// Why ntex-mqtt must close a connection (logged by ntex-mqtt, never sent).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectionError {
-    #[error("could not store a reading: {0}")]
-    Storage(String),
-    #[error("the device's credentials were revoked")]
-    Revoked,
-    #[error("could not read a payload: {0}")]
-    Payload(String),
-    #[error("connection service failed to start")]
-    Init,
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-}
-
-// ntex-mqtt's service plumbing converts initialisation errors of `fn_service` (`()`).
-impl From<()> for ConnectionError {
-    fn from((): ()) -> Self {
-        Self::Init
-    }
-}
-
-// v5 publish errors would become PUBACKs through this; the v5 adapter never returns one.
-impl TryFrom<ConnectionError> for mqtt5::PublishAck {
-    type Error = ConnectionError;
-
-    fn try_from(err: ConnectionError) -> Result<Self, Self::Error> {
-        Err(err)
-    }
-}
-
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
     ingest: Arc<IngestService>,
@@ -189,28 +161,37 @@ pub(crate) struct Shared {
 /// Starts MQTT servers.
 pub struct MqttServer;
 
+/// Sockets open at once beyond `max_connections`: connections still to authenticate.
+/// Beyond them, new sockets are closed at once (counted as refused, reason "sockets").
+const UNAUTHENTICATED_SOCKETS: usize = 1024;
+
 impl MqttServer {
     /// Binds `config.listen`, starts the server and the actuation relay, and returns once
-    /// it accepts connections. Must be called from a tokio runtime.
+    /// it accepts connections. Must be called from a tokio runtime, which then runs it.
     pub async fn start(mut config: MqttConfig, ingest: Arc<IngestService>) -> Result<MqttHandle, MqttError> {
         if config.max_payload == 0 {
             config.max_payload = ingest.max_payload();
         }
         validate(&config)?;
         let runtime = Handle::try_current().map_err(|_| MqttError::NoRuntime)?;
-        let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|source| MqttError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| MqttError::Bind { addr: config.listen, source })?;
+        let own = OwnRuntime::new(config.workers)?;
+        // Listeners belong to the runtime that polls them.
+        let bind = |addr: SocketAddr| {
+            let std = std::net::TcpListener::bind(addr).map_err(|source| MqttError::Bind { addr, source })?;
+            std.set_nonblocking(true).map_err(|source| MqttError::Bind { addr, source })?;
+            let local = std.local_addr().map_err(|source| MqttError::Bind { addr, source })?;
+            let _in = own.enter();
+            Ok::<_, MqttError>((TcpListener::from_std(std).map_err(|source| MqttError::Bind { addr, source })?, local))
+        };
+        let (listener, local_addr) = bind(config.listen)?;
         let tls_listener = match &config.tls {
             Some(tls) => {
-                let l = std::net::TcpListener::bind(tls.listen)
-                    .map_err(|source| MqttError::Bind { addr: tls.listen, source })?;
-                let addr = l.local_addr().map_err(|source| MqttError::Bind { addr: tls.listen, source })?;
-                Some((l, addr))
+                let (l, addr) = bind(tls.listen)?;
+                Some((l, addr, tokio_rustls::TlsAcceptor::from(tls.config.clone())))
             }
             None => None,
         };
-        let tls_local_addr = tls_listener.as_ref().map(|(_, a)| *a);
+        let tls_local_addr = tls_listener.as_ref().map(|(_, a, _)| *a);
 
         // Subscribed before accepting connections, so no actuation request slips by;
         // durable, so that no revocation (device deleted, secret changed) is ever dropped;
@@ -219,6 +200,7 @@ impl MqttServer {
         // On NATS the relay's consumer is made after subscribing: wait for it, so that no
         // other node's revocation or actuation slips by before the first connection.
         ingest.bus().ready().await?;
+        let sockets = Arc::new(Semaphore::new(config.max_connections.saturating_add(UNAUTHENTICATED_SOCKETS)));
         let shared = Arc::new(Shared {
             registry: Registry::new(config.max_queued_per_session, config.max_sessions_per_device),
             ingest,
@@ -228,21 +210,54 @@ impl MqttServer {
             runtime: runtime.clone(),
             instance: model::secret::random_hex(8),
         });
-
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ingot-mqtt".into())
-            .spawn(move || run_server(thread_shared, listener, tls_listener.map(|(l, _)| l), ready_tx))
-            .map_err(|e| MqttError::Start(e.to_string()))?;
-        let server = match ready_rx.await {
-            Ok(Ok(server)) => server,
-            Ok(Err(e)) => return Err(MqttError::Start(e.to_string())),
-            Err(_) => return Err(MqttError::Start("the server thread ended early".into())),
+        let stop = CancellationToken::new();
+        let server = Server {
+            shared: shared.clone(),
+            sockets,
+            tasks: TaskTracker::new(),
+            listening: stop.child_token(),
+            stop,
+            runtime: own.handle().clone(),
         };
+        server.tasks.spawn_on(server.clone().accept(listener, None), &server.runtime);
+        if let Some((l, _, acceptor)) = tls_listener {
+            server.tasks.spawn_on(server.clone().accept(l, Some(acceptor)), &server.runtime);
+        }
         let relay = runtime.spawn(relay_events(shared.clone(), events));
         tracing::info!(%local_addr, tls = ?tls_local_addr, "mqtt server listening");
-        Ok(MqttHandle { local_addr, tls_local_addr, server: Some(server), thread: Some(thread), relay, shared })
+        Ok(MqttHandle { local_addr, tls_local_addr, server, _runtime: own, relay, shared })
+    }
+}
+
+/// The MQTT server's runtime. Dropped, it stops in the background: a runtime cannot be
+/// dropped in async code, and `start` may fail after making it.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn new(workers: usize) -> Result<Self, MqttError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("ingot-mqtt")
+            .enable_all()
+            .build()
+            .map_err(|e| MqttError::Start(e.to_string()))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+
+    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.handle().enter()
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -262,12 +277,78 @@ fn validate(config: &MqttConfig) -> Result<(), MqttError> {
     Ok(())
 }
 
+/// The accepting side of a running server: its listeners' tasks and every connection's.
+#[derive(Clone)]
+struct Server {
+    shared: Arc<Shared>,
+    /// Open sockets, authenticated or not (see [`UNAUTHENTICATED_SOCKETS`]).
+    sockets: Arc<Semaphore>,
+    tasks: TaskTracker,
+    /// Cancelled to stop accepting.
+    listening: CancellationToken,
+    /// Cancelled to end every connection at once (the handle was dropped); also stops
+    /// accepting.
+    stop: CancellationToken,
+    /// The MQTT server's runtime, where listeners and connections run.
+    runtime: Handle,
+}
+
+impl Server {
+    /// Accepts connections on `listener` until stopped; `tls` for the mutual-TLS one.
+    async fn accept(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+        loop {
+            let (stream, _) = tokio::select! {
+                () = self.listening.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait, rather than spin.
+                        tracing::warn!(error = %e, "mqtt listener cannot accept; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = self.sockets.clone().try_acquire_owned() else {
+                metrics::counter!("ingot_mqtt_connections_refused_total", "reason" => "sockets").increment(1);
+                continue;
+            };
+            // PUBACKs are small and waited for: send each batch at once.
+            let _ = stream.set_nodelay(true);
+            let (shared, stop, tls) = (self.shared.clone(), self.stop.clone(), tls.clone());
+            self.tasks.spawn_on(
+                async move {
+                    let _permit = permit;
+                    let serve = async {
+                        let (transport, certificate) = match tls {
+                            None => (Transport::Plain(stream), None),
+                            // Boxed: the handshake's state would otherwise take room in
+                            // every connection's task, plain ones too.
+                            Some(acceptor) => match Box::pin(tls::accept(&acceptor, stream)).await {
+                                Some(accepted) => accepted,
+                                None => return,
+                            },
+                        };
+                        connection::serve(shared, transport, certificate).await;
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = serve => {}
+                    }
+                },
+                &self.runtime,
+            );
+        }
+    }
+}
+
 /// A running MQTT server. Dropping it stops the server abruptly; prefer [`MqttHandle::shutdown`].
 pub struct MqttHandle {
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
-    server: Option<ntex_server::Server<ntex_server::net::Connection>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Server,
+    /// Stopped when the handle is dropped.
+    _runtime: OwnRuntime,
     relay: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
@@ -289,212 +370,24 @@ impl MqttHandle {
     }
 
     /// Graceful shutdown: stops accepting, asks every connection to close (v5 DISCONNECT
-    /// 0x8B), waits for them (at most a few seconds) and stops the server's threads.
-    pub async fn shutdown(mut self) {
+    /// 0x8B), and waits for them (at most a few seconds).
+    pub async fn shutdown(self) {
+        self.server.listening.cancel();
         self.shared.registry.close_all();
-        if let Some(server) = self.server.take() {
-            server.stop(true).await;
-        }
-        self.relay.abort();
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let tasks = &self.server.tasks;
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, tasks.wait()).await.is_err() {
+            tracing::warn!(left = tasks.len(), "mqtt connections still open after the shutdown timeout; ending them");
         }
         tracing::info!(local_addr = %self.local_addr, "mqtt server stopped");
+        // Dropping the handle ends whatever is left, and the runtime.
     }
 }
 
 impl Drop for MqttHandle {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            // `stop` sends its command at once; the returned future only waits for it.
-            drop(server.stop(false));
-            self.relay.abort();
-        }
-    }
-}
-
-type StartResult = Result<ntex_server::Server<ntex_server::net::Connection>, std::io::Error>;
-
-/// The server thread: an ntex system running the MQTT service until it is stopped.
-fn run_server(
-    shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    tls_listener: Option<std::net::TcpListener>,
-    ready: tokio::sync::oneshot::Sender<StartResult>,
-) {
-    let workers = shared.config.workers;
-    // ntex's limit is per worker and process-wide; ours (at CONNECT) is the one that
-    // answers with a CONNACK, so ntex's only has to be above it.
-    let maxconn = shared.config.max_connections.saturating_add(1024);
-    let packet_limit = u32::try_from(shared.config.max_payload + PACKET_HEADROOM).unwrap_or(u32::MAX);
-    let max_inflight = shared.config.max_inflight.max(1);
-    ntex_rt::System::new("ingot-mqtt", ntex_net::DefaultRuntime).block_on(async move {
-        let mqtt_cfg: SharedCfg = SharedCfg::new("mqtt")
-            .add(
-                ntex_mqtt::MqttServiceConfig::new()
-                    .set_max_qos(ntex_mqtt::QoS::AtLeastOnce)
-                    .set_max_size(packet_limit)
-                    // Payloads are handed over whole when they arrived whole; a PUBLISH split
-                    // across reads still comes in chunks (see in_order).
-                    .set_min_chunk_size(packet_limit)
-                    .set_max_receive(max_inflight)
-                    .set_max_send(max_inflight)
-                    .set_connect_timeout(ntex_util::time::Seconds(10)),
-            )
-            .into();
-        let tls_shared = shared.clone();
-        let built = ntex_server::net::build()
-            .workers(workers)
-            .disable_signals()
-            .maxconn(maxconn)
-            .shutdown_timeout(SHUTDOWN_TIMEOUT)
-            .stop_runtime()
-            .listen("mqtt", listener, async move |_| mqtt_service(shared.clone()))
-            .map(|builder| builder.config("mqtt", mqtt_cfg.clone()))
-            .and_then(|builder| match (tls_listener, tls_shared.config.tls.clone()) {
-                (Some(l), Some(tls)) => builder
-                    .listen("mqtts", l, async move |_| {
-                        ntex_service::chain_factory(ntex_tls::rustls::TlsAcceptor::new(tls.config.clone()))
-                            .map_err(|e| {
-                                // No certificate, another CA's, expired, or not TLS at all.
-                                metrics::counter!("ingot_mqtt_connections_refused_total", "reason" => "tls")
-                                    .increment(1);
-                                tracing::warn!(error = %e, "mqtts connection refused at the TLS handshake");
-                                ntex_mqtt::MqttError::Service(ConnectionError::Tls(e))
-                            })
-                            .and_then(mqtt_service(tls_shared.clone()))
-                    })
-                    .map(|builder| builder.config("mqtts", mqtt_cfg)),
-                _ => Ok(builder),
-            });
-        match built {
-            Ok(builder) => {
-                let server = builder.run();
-                if ready.send(Ok(server.clone())).is_ok() {
-                    let _ = server.await;
-                } else {
-                    server.stop(false).await;
-                }
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-            }
-        }
-    });
-}
-
-/// What ntex-mqtt needs for one protocol version (a named bound keeps signatures short).
-trait ProtocolService:
-    ntex_service::ServiceFactory<
-        ntex_io::IoBoxed,
-        SharedCfg,
-        Response = (),
-        Error = ntex_mqtt::MqttError<ConnectionError>,
-        InitError = (),
-    > + 'static
-{
-}
-
-impl<T> ProtocolService for T where
-    T: ntex_service::ServiceFactory<
-            ntex_io::IoBoxed,
-            SharedCfg,
-            Response = (),
-            Error = ntex_mqtt::MqttError<ConnectionError>,
-            InitError = (),
-        > + 'static
-{
-}
-
-/// The per-worker MQTT service: v3 and v5 adapters around [`Connection`].
-fn mqtt_service(
-    shared: Arc<Shared>,
-) -> ntex_mqtt::MqttServer<impl ProtocolService, impl ProtocolService, ConnectionError, ()> {
-    let v3_shared = shared.clone();
-    let v5_shared = shared;
-    ntex_mqtt::MqttServer::new()
-        .v3(mqtt3::MqttServer::new(fn_service(async move |h: mqtt3::Handshake| v3::handshake(&v3_shared, h).await))
-            .replace_middlewares(InOrder)
-            .protocol(ntex_service::fn_factory_with_config(async |conn: mqtt3::Session<Connection>| {
-                Ok::<_, ConnectionError>(fn_service(async move |msg| v3::protocol(&conn, msg).await))
-            }))
-            .publish(ntex_service::fn_factory_with_config(async |conn: mqtt3::Session<Connection>| {
-                Ok::<_, ConnectionError>(fn_service(async move |msg| v3::publish(&conn, msg).await))
-            })))
-        .v5(mqtt5::MqttServer::new(fn_service(async move |h: mqtt5::Handshake| v5::handshake(&v5_shared, h).await))
-            .replace_middlewares(InOrder)
-            .protocol(ntex_service::fn_factory_with_config(async |conn: mqtt5::Session<Connection>| {
-                Ok::<_, ConnectionError>(fn_service(async move |msg| v5::protocol(&conn, msg).await))
-            }))
-            .publish(ntex_service::fn_factory_with_config(async |conn: mqtt5::Session<Connection>| {
-                Ok::<_, ConnectionError>(fn_service(async move |msg| v5::publish(&conn, msg).await))
-            })))
-}
-
-/// One subscription of a SUBSCRIBE packet, whatever its protocol version: the adapters
-/// implement it for ntex-mqtt's v3 and v5 types, [`subscribe_each`] holds the logic.
-trait SubscriptionRequest {
-    fn filter(&self) -> &str;
-    fn requested(&self) -> ntex_mqtt::QoS;
-    fn grant(&mut self, qos: ntex_mqtt::QoS);
-    fn refuse(&mut self);
-}
-
-/// Grants each subscription to the device's own config topic (at most QoS 1) and refuses
-/// every other one.
-fn subscribe_each<S: SubscriptionRequest>(conn: &Connection, subscriptions: impl Iterator<Item = S>) {
-    for mut sub in subscriptions {
-        match conn.subscribe(sub.filter(), qos_in(sub.requested())) {
-            Ok(granted) => sub.grant(qos_out(granted)),
-            Err(_) => sub.refuse(),
-        }
-    }
-}
-
-/// Reads a PUBLISH's payload (`read`: ntex-mqtt's `read_all`), refusing what no honest
-/// packet does. Found by `fuzz/mqtt_server`, see FUZZING.md:
-/// - a payload longer than its packet: ntex-mqtt 8.2.1's codecs compute the payload length
-///   as remaining length minus header length unchecked, so a header (topic, packet id, v5
-///   properties) claiming more bytes than the packet wraps it to nearly 4 GiB (and panics
-///   where overflow checks are on), which `read_all` would buffer whatever the packet limit;
-/// - a payload that stops coming: ntex-mqtt does not count a connection whose handler
-///   waits as idle, so keep-alive never ends it; the wait is bounded by 1.5 × keep-alive,
-///   the time a connection may go without a whole packet ([MQTT-3.1.2-24]).
-async fn read_payload<F>(
-    conn: &Connection,
-    payload_size: usize,
-    packet_size: u32,
-    read: F,
-) -> Result<ntex_bytes::Bytes, ConnectionError>
-where
-    F: Future<Output = Result<ntex_bytes::Bytes, ntex_mqtt::error::PayloadError>>,
-{
-    if payload_size > packet_size as usize {
-        return Err(ConnectionError::Payload(format!(
-            "malformed PUBLISH: a {payload_size}-byte payload in a {packet_size}-byte packet"
-        )));
-    }
-    match ntex_util::time::timeout(conn.packet_timeout(), read).await {
-        Ok(Ok(payload)) => Ok(payload),
-        Ok(Err(e)) => Err(ConnectionError::Payload(e.to_string())),
-        Err(()) => Err(ConnectionError::Payload("the rest of the payload did not come in time".into())),
-    }
-}
-
-/// A requested QoS as the session keeps it: QoS 2 subscriptions are granted QoS 1.
-/// (ntex-mqtt's `QoS` is one type for v3 and v5.)
-fn qos_in(qos: ntex_mqtt::QoS) -> registry::Qos {
-    match qos {
-        ntex_mqtt::QoS::AtMostOnce => registry::Qos::AtMostOnce,
-        ntex_mqtt::QoS::AtLeastOnce | ntex_mqtt::QoS::ExactlyOnce => registry::Qos::AtLeastOnce,
-    }
-}
-
-/// The session's QoS on the wire.
-fn qos_out(qos: registry::Qos) -> ntex_mqtt::QoS {
-    match qos {
-        registry::Qos::AtMostOnce => ntex_mqtt::QoS::AtMostOnce,
-        registry::Qos::AtLeastOnce => ntex_mqtt::QoS::AtLeastOnce,
+        self.server.stop.cancel();
+        self.relay.abort();
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! A session holds the device's config subscriptions and its outbound queue. Every message
 //! for a device goes through that queue, whether the device is connected or not: the
-//! connection's outbound task drains it, and while a persistent session is offline it
+//! connection's loop drains it, and while a persistent session is offline it
 //! fills up to `max_queued` (oldest dropped first, counted).
 //!
 //! The store is in memory: persistent sessions survive reconnects, not a restart.
@@ -46,14 +46,7 @@ pub(crate) struct SessionState {
     pub queue: Vec<(String, Qos, String)>,
 }
 
-impl Outbound {
-    /// The payload as ntex-mqtt sends it (its own `Bytes` type).
-    pub fn wire_payload(&self) -> ntex_bytes::Bytes {
-        ntex_bytes::Bytes::copy_from_slice(&self.payload)
-    }
-}
-
-/// Why a connection's outbound task must stop.
+/// Why a connection must close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
     /// Another connection with the same identity and client id took the session over.
@@ -66,10 +59,10 @@ pub(crate) enum CloseReason {
     NotAuthorized,
 }
 
-/// Wakes a connection's outbound task: a message was queued, or it must close.
+/// Wakes a connection's loop: a message was queued for it, or it must close.
 ///
-/// `Send + Sync`, so the registry (any thread) can reach a connection that lives on an
-/// ntex worker thread.
+/// `Send + Sync`, so the registry (any thread) can reach a connection's task on any
+/// worker thread.
 #[derive(Debug, Default)]
 pub(crate) struct LiveSignal {
     notify: Notify,
@@ -94,9 +87,9 @@ impl LiveSignal {
         *self.close.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for the next wake-up.
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// The next wake-up: a future the connection's loop keeps across its turns.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 

@@ -1,13 +1,12 @@
 //! Per-connection state, and what a device connection does whatever its protocol version.
 //!
 //! [`connect`] authenticates and attaches a session; the resulting [`Connection`] lives as
-//! long as the network connection (it is ntex-mqtt's session state) and handles publishes,
+//! long as the network connection (the `connection` loop owns it) and handles publishes,
 //! subscriptions and the outbound (actuation) queue. Dropping it ends the connection's
 //! share of the session and, after an abnormal disconnect, publishes the will.
 
-use std::cell::{Cell, RefCell};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +14,7 @@ use model::DeviceRef;
 
 use super::Shared;
 use super::registry::{CloseReason, Credential, LiveSignal, NewConnection, Outbound, Qos};
-use crate::{CertificateRefusal, DeviceAuth, DeviceAuthError, DeviceLogin, IngestError};
+use crate::{CertificateRefusal, DeviceAuth, DeviceAuthError, DeviceLogin, IngestError, Submitted};
 
 /// The agent name readings and rejections are counted under.
 pub(crate) const AGENT: &str = "mqtt";
@@ -41,12 +40,6 @@ impl Protocol {
 pub(crate) struct Will {
     pub topic: String,
     pub payload: Bytes,
-}
-
-impl Will {
-    pub fn new(topic: &str, message: &[u8]) -> Self {
-        Self { topic: topic.to_string(), payload: Bytes::copy_from_slice(message) }
-    }
 }
 
 /// What a CONNECT asks for, independent of protocol version.
@@ -83,6 +76,8 @@ pub(crate) enum Refusal {
     TooManyConnections,
     /// The device has `max_sessions_per_device` sessions, all of them live.
     TooManySessions,
+    /// A protocol level other than 4 (3.1.1) or 5.
+    UnsupportedVersion,
 }
 
 impl Refusal {
@@ -97,6 +92,7 @@ impl Refusal {
             Self::Unavailable => "unavailable",
             Self::TooManyConnections => "too_many_connections",
             Self::TooManySessions => "too_many_sessions",
+            Self::UnsupportedVersion => "unsupported_version",
         }
     }
 
@@ -218,9 +214,9 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
         conn_id,
         protocol,
         keep_alive_secs,
-        will: RefCell::new(p.will.clone()),
-        clean_disconnect: Cell::new(false),
-        last_received_ms: Cell::new(0),
+        will: Mutex::new(p.will.clone()),
+        clean_disconnect: AtomicBool::new(false),
+        last_received_ms: AtomicI64::new(0),
         signal,
         _slot: slot,
     };
@@ -234,17 +230,7 @@ async fn try_connect(shared: &Arc<Shared>, p: &ConnectParams<'_>) -> Result<Acce
     })
 }
 
-/// Where the outbound task writes: one implementation per protocol version.
-pub(crate) trait DeviceSink: 'static {
-    /// Sends a QoS 0 message; false when the connection is gone.
-    fn send_qos0(&self, msg: &Outbound) -> bool;
-    /// Sends a QoS 1 message and waits for its PUBACK; false when it did not come.
-    async fn send_qos1(&self, msg: &Outbound) -> bool;
-    /// Closes the connection for `reason` (v5 tells the client why).
-    fn close(&self, reason: CloseReason);
-}
-
-/// One authenticated device connection: ntex-mqtt's per-connection session state.
+/// One authenticated device connection, owned by its connection loop.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
     pub device: DeviceRef,
@@ -253,10 +239,10 @@ pub(crate) struct Connection {
     protocol: Protocol,
     /// Keep-alive in force (the client's, capped).
     keep_alive_secs: u16,
-    will: RefCell<Option<Will>>,
-    clean_disconnect: Cell<bool>,
+    will: Mutex<Option<Will>>,
+    clean_disconnect: AtomicBool,
     /// The time (ms) this connection last stamped a reading with ([`Self::next_received_at`]).
-    last_received_ms: Cell<i64>,
+    last_received_ms: AtomicI64,
     signal: Arc<LiveSignal>,
     _slot: ConnectionSlot,
 }
@@ -267,10 +253,10 @@ pub(crate) struct Connection {
 const MAX_STAMP_LEAD_MS: i64 = 1000;
 
 impl Connection {
-    /// How long a packet may take to arrive whole once it started: 1.5 × keep-alive, the
-    /// time a connection may go without a whole packet ([MQTT-3.1.2-24]).
-    pub fn packet_timeout(&self) -> ntex_util::time::Millis {
-        ntex_util::time::Millis(u32::from(self.keep_alive_secs) * 1500)
+    /// How long the connection may go without a whole packet: 1.5 × keep-alive
+    /// ([MQTT-3.1.2-24]). A packet that stops half-way counts as none.
+    pub fn packet_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.keep_alive_secs) * 1500)
     }
 
     /// The time to stamp this connection's next reading with (one without a time of its
@@ -280,38 +266,43 @@ impl Connection {
     /// a device's order in a cluster too.
     fn next_received_at(&self) -> chrono::DateTime<chrono::Utc> {
         let now = chrono::Utc::now().timestamp_millis();
-        let last = self.last_received_ms.get();
+        // Only the connection's own loop stamps, one reading at a time.
+        let last = self.last_received_ms.load(Ordering::Relaxed);
         let ms = if last >= now && last - now < MAX_STAMP_LEAD_MS { last + 1 } else { now };
-        self.last_received_ms.set(ms);
+        self.last_received_ms.store(ms, Ordering::Relaxed);
         chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)
     }
 
     /// Handles a PUBLISH: only the device's own attrs topic, payload stored durably.
-    /// Resolves once the reading is durable (or refused).
-    pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), IngestError> {
+    /// Resolves once the reading is on the bus, after this connection's earlier ones; the
+    /// [`Submitted`] resolves once it is durable. Pass either outcome to [`Self::published`].
+    pub async fn submit(&self, topic: &str, payload: &[u8]) -> Result<Submitted, IngestError> {
         let ingest = &self.shared.ingest;
         // Deleted or re-keyed while connected: nothing more is accepted, even before the
-        // outbound task has closed the connection.
+        // connection loop has closed the connection.
         let revoked = self.signal.close_reason() == Some(CloseReason::NotAuthorized);
         let checked = if revoked { Err(IngestError::Revoked) } else { ingest.check_publish_topic(&self.device, topic) };
-        let outcome = match checked {
-            Ok(()) => ingest.ingest_payload(AGENT, &self.device, payload, self.next_received_at()).await,
+        match checked {
+            Ok(()) => ingest.submit_payload(AGENT, &self.device, payload, self.next_received_at()).await,
             Err(e) => {
-                // ingest_payload counts its own rejections; topic refusals are counted here.
+                // submit_payload counts its own rejections; topic refusals are counted here.
                 ingest.count_rejected(AGENT, &self.device.tenant, e.reason());
                 Err(e)
             }
-        };
-        let label = match &outcome {
+        }
+    }
+
+    /// Counts (and logs, if refused) how a PUBLISH ended.
+    pub fn published(&self, outcome: &Result<(), IngestError>) {
+        let label = match outcome {
             Ok(()) => "accepted",
             Err(IngestError::Bus(_) | IngestError::Unavailable) => "failed",
             Err(_) => "refused",
         };
         metrics::counter!("ingot_mqtt_publishes_total", "outcome" => label).increment(1);
-        if let Err(e) = &outcome {
-            tracing::debug!(device = %self.device, topic, reason = e.reason(), error = %e, "mqtt publish not accepted");
+        if let Err(e) = outcome {
+            tracing::debug!(device = %self.device, reason = e.reason(), error = %e, "mqtt publish not accepted");
         }
-        outcome
     }
 
     /// Handles one SUBSCRIBE filter: only the device's own config topic, in either form.
@@ -331,7 +322,7 @@ impl Connection {
     }
 
     /// Handles the filters of an UNSUBSCRIBE (only the device's own topics mean anything).
-    pub fn unsubscribe_each<'a>(&self, filters: impl Iterator<Item = &'a ntex_bytes::ByteString>) {
+    pub fn unsubscribe_each<'a>(&self, filters: impl Iterator<Item = &'a str>) {
         for filter in filters {
             if let Ok(topic) = self.shared.ingest.check_subscribe_topic(&self.device, filter) {
                 self.shared.registry.unsubscribe(&self.device, &self.client_id, self.conn_id, topic.form);
@@ -341,41 +332,35 @@ impl Connection {
 
     /// The client sent DISCONNECT: no will, unless it asked for it (v5 reason 0x04).
     pub fn disconnected_by_client(&self, keep_will: bool) {
-        self.clean_disconnect.set(!keep_will);
+        self.clean_disconnect.store(!keep_will, Ordering::Relaxed);
     }
 
-    /// Delivers this session's queued messages until the connection ends or must close.
-    /// Spawned on the connection's ntex worker right after CONNACK.
-    pub fn outbound_task<S: DeviceSink>(&self, sink: S) -> impl Future<Output = ()> + 'static {
-        let (shared, signal) = (self.shared.clone(), self.signal.clone());
-        let (device, client_id, conn_id) = (self.device.clone(), self.client_id.clone(), self.conn_id);
-        async move {
-            loop {
-                if let Some(reason) = signal.close_reason() {
-                    sink.close(reason);
-                    return;
-                }
-                let Some(msg) = shared.registry.next_outbound(&device, &client_id, conn_id) else {
-                    signal.wait().await;
-                    continue;
-                };
-                let delivered = match msg.qos {
-                    Qos::AtMostOnce => sink.send_qos0(&msg),
-                    Qos::AtLeastOnce => sink.send_qos1(&msg).await,
-                };
-                let outcome = if delivered {
-                    "delivered"
-                } else if msg.qos == Qos::AtLeastOnce && shared.registry.requeue(&device, &client_id, msg) {
-                    "requeued"
-                } else {
-                    "dropped"
-                };
-                metrics::counter!("ingot_mqtt_actuations_total", "outcome" => outcome).increment(1);
-                if !delivered {
-                    return;
-                }
-            }
-        }
+    /// Why the connection must close, once it must (taken over, revoked, shutdown).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.signal.close_reason()
+    }
+
+    /// Resolves when actuation was queued for this connection or it must close.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.signal.notified()
+    }
+
+    /// The next actuation message queued for this connection's session.
+    pub fn next_outbound(&self) -> Option<Outbound> {
+        self.shared.registry.next_outbound(&self.device, &self.client_id, self.conn_id)
+    }
+
+    /// Counts how an actuation message ended; an undelivered QoS 1 one is queued again for
+    /// the session's next connection when it is persistent.
+    pub fn actuated(&self, msg: Outbound, delivered: bool) {
+        let outcome = if delivered {
+            "delivered"
+        } else if msg.qos == Qos::AtLeastOnce && self.shared.registry.requeue(&self.device, &self.client_id, msg) {
+            "requeued"
+        } else {
+            "dropped"
+        };
+        metrics::counter!("ingot_mqtt_actuations_total", "outcome" => outcome).increment(1);
     }
 
     fn publish_will(&self, will: Will) {
@@ -399,8 +384,9 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.signal.close(CloseReason::Ended);
         self.shared.registry.detach(&self.device, &self.client_id, self.conn_id);
-        let abnormal = !self.clean_disconnect.get();
-        if abnormal && let Some(will) = self.will.take() {
+        let abnormal = !self.clean_disconnect.load(Ordering::Relaxed);
+        let will = self.will.get_mut().map_or(None, Option::take);
+        if abnormal && let Some(will) = will {
             self.publish_will(will);
         }
         tracing::info!(

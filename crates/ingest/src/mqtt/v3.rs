@@ -1,133 +1,145 @@
-//! MQTT 3.1.1 adapter: turns ntex-mqtt v3 packets into [`Connection`] calls and the
-//! outcomes back into v3 answers.
+//! MQTT 3.1.1 on the wire (rumqttc's `mqttbytes::v4` codec).
 //!
 //! v3 has no negative PUBACK, so a refused message (foreign topic, bad payload) is
 //! acknowledged and dropped — as dojot's VerneMQ agent did — and counted. A storage
-//! failure is not acknowledged: the connection is closed, so the device resends.
+//! failure is not acknowledged: the connection is closed, so the device resends. v3
+//! cannot say why the server closes; it just does.
 
-use std::sync::Arc;
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{self, ConnectReturnCode, Packet, SubscribeReasonCode};
+use rumqttc::mqttbytes::{Error, QoS};
 
-use ntex_mqtt::v3::{self, codec};
-
-use super::registry::{CloseReason, Outbound};
-use super::session::{self, ConnectParams, Connection, DeviceSink, Protocol, Refusal, Will};
-use super::{ConnectionError, Shared, SubscriptionRequest};
+use super::registry::Qos;
+use super::session::{Accepted, Protocol, Refusal};
+use super::wire::{self, Answer, Close, Connect, Inbound, Publish, Wire, WireError};
 use crate::IngestError;
 
-/// CONNECT → authenticate, attach the session, start its outbound task.
-pub(super) async fn handshake(
-    shared: &Arc<Shared>,
-    handshake: v3::Handshake,
-) -> Result<v3::HandshakeAck<Connection>, ConnectionError> {
-    let pkt = handshake.packet();
-    let will = pkt.last_will.as_ref().map(|w| Will::new(&w.topic, &w.message));
-    let params = ConnectParams {
-        protocol: Protocol::V3,
-        client_id: &pkt.client_id,
-        username: pkt.username.as_deref(),
-        password: pkt.password.as_deref(),
-        clean_start: pkt.clean_session,
-        // v3 has no expiry of its own: a persistent session lives for the configured time.
-        session_expiry_secs: if pkt.clean_session { 0 } else { shared.config.session_expiry_secs },
-        keep_alive_secs: pkt.keep_alive,
-        will,
-        certificate: super::tls::client_certificate(handshake.io()),
-    };
-    match session::connect(shared, params).await {
-        Ok(accepted) => {
-            let sink = handshake.sink();
-            let outbound = accepted.conn.outbound_task(V3Sink(sink));
-            let keep_alive = accepted.keep_alive_secs;
-            let ack = handshake
-                .ack(accepted.conn, accepted.session_present)
-                // [MQTT-3.1.2-24]: the server closes after 1.5 × keep-alive without a packet.
-                .idle_timeout(ntex_util::time::Seconds(keep_alive.saturating_add(keep_alive / 2)))
-                .max_send(Some(shared.config.max_inflight));
-            // Spawned tasks first run after this handler returns, so after the CONNACK is written.
-            ntex_rt::spawn(outbound);
-            Ok(ack)
-        }
-        Err(refusal) => Ok(handshake.failed(connack_code(refusal))),
+/// MQTT 3.1.1.
+pub(crate) struct V3;
+
+impl Wire for V3 {
+    const PROTOCOL: Protocol = Protocol::V3;
+
+    fn decode_connect(buf: &mut BytesMut, max_size: usize) -> Result<Connect, WireError> {
+        let Some(Packet::Connect(c)) = read(buf, max_size)? else {
+            return Err(WireError::Malformed("expected CONNECT".into()));
+        };
+        let will = c.last_will.as_ref().map(|w| wire::will(w.topic.as_bytes(), &w.message)).transpose()?;
+        let (username, password) = match c.login {
+            Some(login) => (Some(login.username), Some(login.password.into_bytes())),
+            None => (None, None),
+        };
+        Ok(Connect {
+            client_id: c.client_id,
+            username,
+            password,
+            clean_start: c.clean_session,
+            keep_alive_secs: c.keep_alive,
+            will,
+            session_expiry_secs: None,
+            max_packet_size: None,
+        })
+    }
+
+    fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Inbound>, WireError> {
+        let Some(packet) = read(buf, max_size)? else { return Ok(None) };
+        Ok(Some(match packet {
+            Packet::Publish(p) => Inbound::Publish(Publish {
+                topic: p.topic,
+                qos: p.qos as u8,
+                pkid: p.pkid,
+                payload: p.payload,
+                topic_alias: false,
+            }),
+            Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid, accepted: true },
+            Packet::Subscribe(s) => Inbound::Subscribe {
+                pkid: s.pkid,
+                filters: s.filters.into_iter().map(|f| (f.path, wire::requested(f.qos as u8))).collect(),
+            },
+            Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.topics },
+            Packet::PingReq => Inbound::PingReq,
+            Packet::Disconnect => Inbound::Disconnect { keep_will: false },
+            Packet::Connect(_) => Inbound::Unexpected("CONNECT"),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => Inbound::Unexpected("QoS 2 flow"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Inbound::Unexpected("a server's packet")
+            }
+        }))
+    }
+
+    fn connack(accepted: &Accepted, _: Option<u32>, _: &super::MqttConfig, buf: &mut BytesMut) {
+        write(Packet::ConnAck(v4::ConnAck::new(ConnectReturnCode::Success, accepted.session_present)), buf);
+    }
+
+    fn refuse(refusal: Refusal, buf: &mut BytesMut) {
+        let code = match refusal {
+            Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+            Refusal::BadCertificate(_) | Refusal::UnknownDevice | Refusal::BadIdentity { .. } => {
+                ConnectReturnCode::NotAuthorized
+            }
+            Refusal::ClientIdRequired => ConnectReturnCode::BadClientId,
+            Refusal::Unavailable | Refusal::TooManyConnections | Refusal::TooManySessions => {
+                ConnectReturnCode::ServiceUnavailable
+            }
+            Refusal::UnsupportedVersion => ConnectReturnCode::RefusedProtocolVersion,
+        };
+        write(Packet::ConnAck(v4::ConnAck::new(code, false)), buf);
+    }
+
+    fn encode(answer: Answer<'_>, buf: &mut BytesMut) -> Result<(), Close> {
+        let packet = match answer {
+            Answer::PubAck { pkid, outcome } => match outcome {
+                // Not stored and not acked: the connection closes, the device resends later.
+                Err(IngestError::Bus(_) | IngestError::Unavailable) => return Err(Close::Storage),
+                // v3 cannot refuse a PUBLISH; the connection is closing anyway.
+                Err(IngestError::Revoked) => return Err(Close::Session(super::registry::CloseReason::NotAuthorized)),
+                // Stored, or refused (counted and logged by the connection): ack and drop.
+                Ok(()) | Err(_) => Packet::PubAck(v4::PubAck::new(pkid)),
+            },
+            Answer::SubAck { pkid, granted } => Packet::SubAck(v4::SubAck::new(
+                pkid,
+                granted
+                    .iter()
+                    .map(|g| g.map_or(SubscribeReasonCode::Failure, |q| SubscribeReasonCode::Success(qos_out(q))))
+                    .collect(),
+            )),
+            Answer::UnsubAck { pkid, .. } => Packet::UnsubAck(v4::UnsubAck::new(pkid)),
+            Answer::PingResp => Packet::PingResp,
+            Answer::Publish { topic, qos, pkid, payload } => Packet::Publish(v4::Publish {
+                dup: false,
+                qos: qos_out(qos),
+                retain: false,
+                topic: topic.to_string(),
+                pkid,
+                payload: payload.clone(),
+            }),
+        };
+        write(packet, buf);
+        Ok(())
+    }
+
+    fn disconnect(_: Close, _: &mut BytesMut) {}
+}
+
+fn read(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, WireError> {
+    match Packet::read(buf, max_size) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(Error::InsufficientBytes(_)) => Ok(None),
+        Err(Error::PayloadSizeLimitExceeded(_)) => Err(WireError::TooLarge(max_size)),
+        Err(e) => Err(WireError::Malformed(e.to_string())),
     }
 }
 
-fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
-    match refusal {
-        Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
-        Refusal::BadCertificate(_) => codec::ConnectAckReason::NotAuthorized,
-        Refusal::UnknownDevice | Refusal::BadIdentity { .. } => codec::ConnectAckReason::NotAuthorized,
-        Refusal::ClientIdRequired => codec::ConnectAckReason::IdentifierRejected,
-        Refusal::Unavailable | Refusal::TooManyConnections | Refusal::TooManySessions => {
-            codec::ConnectAckReason::ServiceUnavailable
-        }
+fn write(packet: Packet, buf: &mut BytesMut) {
+    // Only what this server builds is written, and it always fits the format.
+    if let Err(e) = packet.write(buf, usize::MAX) {
+        tracing::error!(error = %e, "an MQTT packet could not be encoded");
     }
 }
 
-/// PUBLISH → store; `Ok` makes ntex-mqtt send the PUBACK (QoS 1).
-pub(super) async fn publish(conn: &Connection, publish: v3::Publish) -> Result<(), ConnectionError> {
-    let payload = super::read_payload(conn, publish.payload_size(), publish.packet_size(), publish.read_all()).await?;
-    match conn.publish(publish.publish_topic(), &payload).await {
-        Ok(()) => Ok(()),
-        Err(IngestError::Bus(e)) => Err(ConnectionError::Storage(e.to_string())),
-        // Not stored and not acked: the connection closes, the device resends later.
-        Err(e @ IngestError::Unavailable) => Err(ConnectionError::Storage(e.to_string())),
-        // v3 cannot refuse a PUBLISH; the connection is closing anyway.
-        Err(IngestError::Revoked) => Err(ConnectionError::Revoked),
-        // Refused (counted and logged by the connection): ack and drop.
-        Err(_) => Ok(()),
-    }
-}
-
-/// SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, PINGREQ.
-pub(super) async fn protocol(
-    conn: &Connection,
-    msg: v3::ProtocolMessage,
-) -> Result<v3::ProtocolMessageAck, ConnectionError> {
-    Ok(match msg {
-        v3::ProtocolMessage::Subscribe(mut subscribe) => {
-            super::subscribe_each(conn, subscribe.iter_mut());
-            subscribe.ack()
-        }
-        v3::ProtocolMessage::Unsubscribe(unsubscribe) => {
-            conn.unsubscribe_each(unsubscribe.iter());
-            unsubscribe.ack()
-        }
-        v3::ProtocolMessage::Disconnect(disconnect) => {
-            conn.disconnected_by_client(false);
-            disconnect.ack()
-        }
-        other => other.ack(),
-    })
-}
-
-impl SubscriptionRequest for v3::control::Subscription<'_> {
-    fn filter(&self) -> &str {
-        self.topic()
-    }
-    fn requested(&self) -> v3::QoS {
-        self.qos()
-    }
-    fn grant(&mut self, qos: v3::QoS) {
-        self.confirm(qos);
-    }
-    fn refuse(&mut self) {
-        self.fail();
-    }
-}
-
-struct V3Sink(v3::MqttSink);
-
-impl DeviceSink for V3Sink {
-    fn send_qos0(&self, msg: &Outbound) -> bool {
-        self.0.publish(msg.topic.as_str()).send_at_most_once(msg.wire_payload()).is_ok()
-    }
-
-    async fn send_qos1(&self, msg: &Outbound) -> bool {
-        self.0.publish(msg.topic.as_str()).send_at_least_once(msg.wire_payload()).await.is_ok()
-    }
-
-    fn close(&self, _reason: CloseReason) {
-        // v3 cannot say why; the connection just ends.
-        self.0.close();
+fn qos_out(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
     }
 }

@@ -1,167 +1,222 @@
-//! MQTT 5 adapter: turns ntex-mqtt v5 packets into [`Connection`] calls and the outcomes
-//! back into v5 reason codes.
+//! MQTT 5 on the wire (rumqttc's `mqttbytes::v5` codec).
 //!
 //! Every PUBLISH gets an answer: PUBACK 0x00 once the reading is durable, or a negative
-//! PUBACK (the connection stays up). QoS 2 never gets here: CONNACK advertises maximum
-//! QoS 1 and ntex-mqtt disconnects a client that ignores it (DISCONNECT 0x9B).
+//! PUBACK (the connection stays up). CONNACK advertises maximum QoS 1, no topic aliases,
+//! no wildcard or shared subscriptions and our receive maximum; a client that ignores it
+//! is disconnected with the matching reason code (0x9B, 0x94).
 
-use std::sync::Arc;
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5::{
+    self, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, Packet, PubAckReason, SubscribeReasonCode,
+    UnsubAckReason,
+};
+use rumqttc::v5::mqttbytes::{Error, QoS};
 
-use ntex_mqtt::v5::{self, codec};
-
-use super::registry::{CloseReason, Outbound};
-use super::session::{self, ConnectParams, Connection, DeviceSink, Protocol, Refusal, Will};
-use super::{ConnectionError, Shared, SubscriptionRequest};
+use super::registry::{CloseReason, Qos};
+use super::session::{Accepted, Protocol, Refusal};
+use super::wire::{self, Answer, Close, Connect, Inbound, Publish, Wire, WireError};
 use crate::IngestError;
 
-/// CONNECT → authenticate, attach the session, start its outbound task.
-pub(super) async fn handshake(
-    shared: &Arc<Shared>,
-    handshake: v5::Handshake,
-) -> Result<v5::HandshakeAck<Connection>, ConnectionError> {
-    let pkt = handshake.packet();
-    let will = pkt.last_will.as_ref().map(|w| Will::new(&w.topic, &w.message));
-    let requested_expiry = pkt.session_expiry_interval_secs;
-    let params = ConnectParams {
-        protocol: Protocol::V5,
-        client_id: &pkt.client_id,
-        username: pkt.username.as_deref(),
-        password: pkt.password.as_deref(),
-        clean_start: pkt.clean_start,
-        session_expiry_secs: requested_expiry,
-        keep_alive_secs: pkt.keep_alive,
-        will,
-        certificate: super::tls::client_certificate(handshake.io()),
-    };
-    match session::connect(shared, params).await {
-        Ok(accepted) => {
-            let sink = handshake.sink();
-            let outbound = accepted.conn.outbound_task(V5Sink(sink));
-            let keep_alive = accepted.keep_alive_secs;
-            let ack = handshake
-                .ack(accepted.conn)
-                // [MQTT-3.1.2-22]: the server closes after 1.5 × keep-alive without a packet.
-                .keep_alive(keep_alive.saturating_add(keep_alive / 2))
-                .max_send(Some(shared.config.max_inflight))
-                .with(|ack| {
-                    ack.session_present = accepted.session_present;
-                    ack.assigned_client_id = accepted.assigned_client_id.map(Into::into);
-                    if accepted.keep_alive_capped {
-                        ack.server_keepalive_sec = Some(keep_alive);
-                    }
-                    if accepted.session_expiry_secs != requested_expiry {
-                        ack.session_expiry_interval_secs = Some(accepted.session_expiry_secs);
-                    }
-                    // Ingot offers each device its own topics only.
-                    ack.wildcard_subscription_available = false;
-                    ack.shared_subscription_available = false;
-                    ack.subscription_identifiers_available = false;
-                });
-            // Spawned tasks first run after this handler returns, so after the CONNACK is written.
-            ntex_rt::spawn(outbound);
-            Ok(ack)
-        }
-        Err(refusal) => Ok(handshake.failed(connack_code(refusal))),
-    }
-}
+/// MQTT 5.
+pub(crate) struct V5;
 
-fn connack_code(refusal: Refusal) -> codec::ConnectAckReason {
-    match refusal {
-        Refusal::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
-        Refusal::BadCertificate(_) => codec::ConnectAckReason::NotAuthorized,
-        Refusal::UnknownDevice | Refusal::BadIdentity { from_client_id: false } => {
-            codec::ConnectAckReason::NotAuthorized
-        }
-        Refusal::BadIdentity { from_client_id: true } | Refusal::ClientIdRequired => {
-            codec::ConnectAckReason::ClientIdentifierNotValid
-        }
-        Refusal::Unavailable => codec::ConnectAckReason::ServerUnavailable,
-        Refusal::TooManyConnections | Refusal::TooManySessions => codec::ConnectAckReason::QuotaExceeded,
-    }
-}
+impl Wire for V5 {
+    const PROTOCOL: Protocol = Protocol::V5;
 
-/// PUBLISH → store, answer with the matching PUBACK reason code.
-pub(super) async fn publish(conn: &Connection, publish: v5::Publish) -> Result<v5::PublishAck, ConnectionError> {
-    let payload = super::read_payload(conn, publish.payload_size(), publish.packet_size(), publish.read_all()).await?;
-    let outcome = conn.publish(publish.publish_topic(), &payload).await;
-    Ok(match outcome {
-        Ok(()) => publish.ack(),
-        Err(e) => publish.ack().reason_code(puback_code(&e)),
-    })
+    fn decode_connect(buf: &mut BytesMut, max_size: usize) -> Result<Connect, WireError> {
+        let Some(Packet::Connect(c, will, login)) = read(buf, max_size)? else {
+            return Err(WireError::Malformed("expected CONNECT".into()));
+        };
+        let will = will.as_ref().map(|w| wire::will(&w.topic, &w.message)).transpose()?;
+        let (username, password) = match login {
+            Some(login) => (Some(login.username), Some(login.password.into_bytes())),
+            None => (None, None),
+        };
+        let properties = c.properties.as_ref();
+        Ok(Connect {
+            client_id: c.client_id,
+            username,
+            password,
+            clean_start: c.clean_start,
+            keep_alive_secs: c.keep_alive,
+            will,
+            // Absent means 0: the session ends with the connection.
+            session_expiry_secs: Some(properties.and_then(|p| p.session_expiry_interval).unwrap_or(0)),
+            max_packet_size: properties.and_then(|p| p.max_packet_size),
+        })
+    }
+
+    fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Inbound>, WireError> {
+        // rumqttc reads a DISCONNECT without reason code (remaining length 0, "normal")
+        // as an error; MQTT 5 allows it.
+        if buf.starts_with(&[0xE0, 0x00]) {
+            let _ = buf.split_to(2);
+            return Ok(Some(Inbound::Disconnect { keep_will: false }));
+        }
+        let Some(packet) = read(buf, max_size)? else { return Ok(None) };
+        Ok(Some(match packet {
+            Packet::Publish(p) => Inbound::Publish(Publish {
+                topic: String::from_utf8(p.topic.to_vec())
+                    .map_err(|_| WireError::Malformed("topic is not UTF-8".into()))?,
+                qos: p.qos as u8,
+                pkid: p.pkid,
+                payload: p.payload,
+                topic_alias: p.properties.as_ref().is_some_and(|p| p.topic_alias.is_some()),
+            }),
+            Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid, accepted: a.reason == PubAckReason::Success },
+            Packet::Subscribe(s) => Inbound::Subscribe {
+                pkid: s.pkid,
+                filters: s.filters.into_iter().map(|f| (f.path, wire::requested(f.qos as u8))).collect(),
+            },
+            Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.filters },
+            Packet::PingReq(_) => Inbound::PingReq,
+            Packet::Disconnect(d) => {
+                Inbound::Disconnect { keep_will: d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage }
+            }
+            Packet::Connect(..) => Inbound::Unexpected("CONNECT"),
+            Packet::Auth(_) => Inbound::Unexpected("AUTH"),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => Inbound::Unexpected("QoS 2 flow"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp(_) => {
+                Inbound::Unexpected("a server's packet")
+            }
+        }))
+    }
+
+    fn connack(accepted: &Accepted, requested_expiry: Option<u32>, config: &super::MqttConfig, buf: &mut BytesMut) {
+        let properties = ConnAckProperties {
+            session_expiry_interval: (Some(accepted.session_expiry_secs) != requested_expiry)
+                .then_some(accepted.session_expiry_secs),
+            receive_max: Some(config.max_inflight.max(1)),
+            max_qos: Some(1),
+            retain_available: None,
+            max_packet_size: u32::try_from(config.max_payload + super::PACKET_HEADROOM).ok(),
+            assigned_client_identifier: accepted.assigned_client_id.clone(),
+            topic_alias_max: None,
+            reason_string: None,
+            user_properties: Vec::new(),
+            // Ingot offers each device its own topics only.
+            wildcard_subscription_available: Some(0),
+            subscription_identifiers_available: Some(0),
+            shared_subscription_available: Some(0),
+            server_keep_alive: accepted.keep_alive_capped.then_some(accepted.keep_alive_secs),
+            response_information: None,
+            server_reference: None,
+            authentication_method: None,
+            authentication_data: None,
+        };
+        let ack = v5::ConnAck {
+            session_present: accepted.session_present,
+            code: ConnectReturnCode::Success,
+            properties: Some(properties),
+        };
+        write(Packet::ConnAck(ack), buf);
+    }
+
+    fn refuse(refusal: Refusal, buf: &mut BytesMut) {
+        let code = match refusal {
+            Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+            Refusal::BadCertificate(_) | Refusal::UnknownDevice | Refusal::BadIdentity { from_client_id: false } => {
+                ConnectReturnCode::NotAuthorized
+            }
+            Refusal::BadIdentity { from_client_id: true } | Refusal::ClientIdRequired => {
+                ConnectReturnCode::ClientIdentifierNotValid
+            }
+            Refusal::Unavailable => ConnectReturnCode::ServerUnavailable,
+            Refusal::TooManyConnections | Refusal::TooManySessions => ConnectReturnCode::QuotaExceeded,
+            Refusal::UnsupportedVersion => ConnectReturnCode::UnsupportedProtocolVersion,
+        };
+        write(Packet::ConnAck(v5::ConnAck { session_present: false, code, properties: None }), buf);
+    }
+
+    fn encode(answer: Answer<'_>, buf: &mut BytesMut) -> Result<(), Close> {
+        let packet = match answer {
+            Answer::PubAck { pkid, outcome } => {
+                let reason = match outcome {
+                    Ok(()) => PubAckReason::Success,
+                    Err(e) => puback_code(e),
+                };
+                Packet::PubAck(v5::PubAck { pkid, reason, properties: None })
+            }
+            Answer::SubAck { pkid, granted } => Packet::SubAck(v5::SubAck {
+                pkid,
+                return_codes: granted
+                    .iter()
+                    .map(|g| g.map_or(SubscribeReasonCode::NotAuthorized, |q| SubscribeReasonCode::Success(qos_out(q))))
+                    .collect(),
+                properties: None,
+            }),
+            Answer::UnsubAck { pkid, filters } => Packet::UnsubAck(v5::UnsubAck {
+                pkid,
+                reasons: vec![UnsubAckReason::Success; filters],
+                properties: None,
+            }),
+            Answer::PingResp => Packet::PingResp(v5::PingResp),
+            Answer::Publish { topic, qos, pkid, payload } => Packet::Publish(v5::Publish {
+                dup: false,
+                qos: qos_out(qos),
+                retain: false,
+                topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+                pkid,
+                payload: payload.clone(),
+                properties: None,
+            }),
+        };
+        write(packet, buf);
+        Ok(())
+    }
+
+    fn disconnect(reason: Close, buf: &mut BytesMut) {
+        let code = match reason {
+            Close::Session(CloseReason::TakenOver) => DisconnectReasonCode::SessionTakenOver,
+            Close::Session(CloseReason::ServerShutdown) => DisconnectReasonCode::ServerShuttingDown,
+            Close::Session(CloseReason::Ended) => DisconnectReasonCode::NormalDisconnection,
+            Close::Session(CloseReason::NotAuthorized) => DisconnectReasonCode::NotAuthorized,
+            Close::KeepAlive => DisconnectReasonCode::KeepAliveTimeout,
+            Close::TooLarge => DisconnectReasonCode::PacketTooLarge,
+            Close::QosNotSupported => DisconnectReasonCode::QoSNotSupported,
+            Close::TopicAlias => DisconnectReasonCode::TopicAliasInvalid,
+            Close::Malformed => DisconnectReasonCode::MalformedPacket,
+            Close::Protocol => DisconnectReasonCode::ProtocolError,
+            Close::Storage => DisconnectReasonCode::UnspecifiedError,
+        };
+        // By hand: rumqttc 0.25 writes a reason code without properties as remaining
+        // length 1 followed by two bytes. Reason code and an empty property length (some
+        // clients, rumqttc's among them, read no DISCONNECT without it).
+        buf.extend_from_slice(&[0xE0, 2, code as u8, 0]);
+    }
 }
 
 /// PUBACK reason for a refused message. MQTT 5 allows no 0x95 (packet too large) in a
 /// PUBACK; an over-limit payload that still fits the packet limit gets 0x97.
-fn puback_code(e: &IngestError) -> codec::PublishAckReason {
+fn puback_code(e: &IngestError) -> PubAckReason {
     match e {
-        IngestError::ForeignTopic => codec::PublishAckReason::NotAuthorized,
-        IngestError::BadTopic => codec::PublishAckReason::TopicNameInvalid,
-        IngestError::Payload(_) => codec::PublishAckReason::PayloadFormatInvalid,
-        IngestError::TooLarge(_) | IngestError::TooManyAttributes(_) => codec::PublishAckReason::QuotaExceeded,
-        IngestError::Revoked => codec::PublishAckReason::NotAuthorized,
-        IngestError::Bus(_) | IngestError::Unavailable => codec::PublishAckReason::UnspecifiedError,
+        IngestError::ForeignTopic | IngestError::Revoked => PubAckReason::NotAuthorized,
+        IngestError::BadTopic => PubAckReason::TopicNameInvalid,
+        IngestError::Payload(_) => PubAckReason::PayloadFormatInvalid,
+        IngestError::TooLarge(_) | IngestError::TooManyAttributes(_) => PubAckReason::QuotaExceeded,
+        IngestError::Bus(_) | IngestError::Unavailable => PubAckReason::UnspecifiedError,
     }
 }
 
-/// SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, PINGREQ, AUTH.
-pub(super) async fn protocol(
-    conn: &Connection,
-    msg: v5::ProtocolMessage,
-) -> Result<v5::ProtocolMessageAck, ConnectionError> {
-    Ok(match msg {
-        v5::ProtocolMessage::Subscribe(mut subscribe) => {
-            super::subscribe_each(conn, subscribe.iter_mut());
-            subscribe.ack()
-        }
-        v5::ProtocolMessage::Unsubscribe(unsubscribe) => {
-            conn.unsubscribe_each(unsubscribe.iter());
-            unsubscribe.ack()
-        }
-        v5::ProtocolMessage::Disconnect(disconnect) => {
-            let keep_will = disconnect.packet().reason_code == codec::DisconnectReasonCode::DisconnectWithWillMessage;
-            conn.disconnected_by_client(keep_will);
-            disconnect.ack()
-        }
-        other => other.ack(),
-    })
-}
-
-impl SubscriptionRequest for v5::control::Subscription<'_> {
-    fn filter(&self) -> &str {
-        self.topic()
-    }
-    fn requested(&self) -> v5::QoS {
-        self.options().qos
-    }
-    fn grant(&mut self, qos: v5::QoS) {
-        self.confirm(qos);
-    }
-    fn refuse(&mut self) {
-        self.fail(codec::SubscribeAckReason::NotAuthorized);
+fn read(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, WireError> {
+    match Packet::read(buf, Some(u32::try_from(max_size).unwrap_or(u32::MAX))) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(Error::InsufficientBytes(_)) => Ok(None),
+        Err(Error::PayloadSizeLimitExceeded { .. }) => Err(WireError::TooLarge(max_size)),
+        Err(e) => Err(WireError::Malformed(e.to_string())),
     }
 }
 
-struct V5Sink(v5::MqttSink);
-
-impl DeviceSink for V5Sink {
-    fn send_qos0(&self, msg: &Outbound) -> bool {
-        self.0.publish(msg.topic.as_str()).send_at_most_once(msg.wire_payload()).is_ok()
+fn write(packet: Packet, buf: &mut BytesMut) {
+    // Only what this server builds is written, and it always fits the format.
+    if let Err(e) = packet.write(buf, None) {
+        tracing::error!(error = %e, "an MQTT packet could not be encoded");
     }
+}
 
-    async fn send_qos1(&self, msg: &Outbound) -> bool {
-        match self.0.publish(msg.topic.as_str()).send_at_least_once(msg.wire_payload()).await {
-            Ok(ack) => ack.reason_code == codec::PublishAckReason::Success,
-            Err(_) => false,
-        }
-    }
-
-    fn close(&self, reason: CloseReason) {
-        let code = match reason {
-            CloseReason::TakenOver => codec::DisconnectReasonCode::SessionTakenOver,
-            CloseReason::ServerShutdown => codec::DisconnectReasonCode::ServerShuttingDown,
-            CloseReason::Ended => codec::DisconnectReasonCode::NormalDisconnection,
-            CloseReason::NotAuthorized => codec::DisconnectReasonCode::NotAuthorized,
-        };
-        self.0.close_with_reason(codec::Disconnect::new(code));
+fn qos_out(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
     }
 }
