@@ -271,8 +271,13 @@ async fn a_go_lo_load_test_is_called_over_net_rpc() {
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "one call per sequence number, none lost");
     assert!(results.iter().all(|r| r["status"] == 201 && r["method"] == "POST"));
 
-    // The port taken by someone else: the job says so and the agent goes on.
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // The port taken by someone else: the job says so and the agent goes on. Another
+    // test of this binary may hold it already (it was free when picked, not reserved):
+    // busy either way.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port));
+    if let Err(e) = &squatter {
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    }
     let job = json!({"name": "busy", "users": 1, "duration": 1, "binary": binary, "protocol": "gob"});
     assert_eq!(agent.queue(job).await.0, 201);
     idle(&agent, Duration::from_secs(10)).await;

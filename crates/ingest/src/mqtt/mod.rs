@@ -167,7 +167,8 @@ const UNAUTHENTICATED_SOCKETS: usize = 1024;
 
 impl MqttServer {
     /// Binds `config.listen`, starts the server and the actuation relay, and returns once
-    /// it accepts connections. Must be called from a tokio runtime, which then runs it.
+    /// it accepts connections. Must be called from a tokio runtime, which runs the relay
+    /// and stores wills; the connections run on the server's own runtime.
     pub async fn start(mut config: MqttConfig, ingest: Arc<IngestService>) -> Result<MqttHandle, MqttError> {
         if config.max_payload == 0 {
             config.max_payload = ingest.max_payload();
