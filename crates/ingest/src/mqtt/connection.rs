@@ -31,12 +31,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::Shared;
 use super::registry::{Outbound, Qos};
 use super::session::{self, ConnectParams, Connection, Refusal};
 use super::v3::V3;
 use super::v5::V5;
 use super::wire::{self, Answer, Close, Inbound, Wire};
-use super::{PACKET_HEADROOM, Shared};
 use crate::{ClientCertificate, IngestError, Submitted};
 
 /// How long a client has, once connected, to send its CONNECT.
@@ -91,7 +91,7 @@ impl Transport {
 
 /// Serves one connection from its first byte to its end.
 pub(super) async fn serve(shared: Arc<Shared>, mut io: Transport, certificate: Option<ClientCertificate>) {
-    let max_size = shared.config.max_payload + PACKET_HEADROOM;
+    let max_size = shared.config.max_packet();
     let mut buf = BytesMut::new();
     let level = match timeout(CONNECT_TIMEOUT, read_connect(&mut io, &mut buf, max_size)).await {
         Ok(Ok(level)) => level,
@@ -200,8 +200,8 @@ async fn handshake<W: Wire>(
     mut buf: BytesMut,
     certificate: Option<ClientCertificate>,
 ) -> Option<(Connection, Loop)> {
-    let max_size = shared.config.max_payload + PACKET_HEADROOM;
-    let connect = match W::decode_connect(&mut buf, max_size) {
+    let max_size = shared.config.max_packet();
+    let mut connect = match W::decode_connect(&mut buf, max_size) {
         Ok(connect) => connect,
         Err(e) => {
             tracing::debug!(error = %e, "mqtt CONNECT unreadable");
@@ -214,6 +214,7 @@ async fn handshake<W: Wire>(
         // v3 has no expiry of its own: a persistent session lives for the configured time.
         shared.config.session_expiry_secs
     });
+    let will = connect.will.take();
     let params = ConnectParams {
         protocol: W::PROTOCOL,
         client_id: &connect.client_id,
@@ -222,7 +223,7 @@ async fn handshake<W: Wire>(
         clean_start: connect.clean_start,
         session_expiry_secs,
         keep_alive_secs: connect.keep_alive_secs,
-        will: connect.will.clone(),
+        will,
         certificate,
     };
     let mut out = BytesMut::new();

@@ -128,6 +128,13 @@ impl Default for MqttConfig {
     }
 }
 
+impl MqttConfig {
+    /// The largest packet accepted: `max_payload` plus [`PACKET_HEADROOM`].
+    pub(crate) fn max_packet(&self) -> usize {
+        self.max_payload.saturating_add(PACKET_HEADROOM)
+    }
+}
+
 /// Why the MQTT server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -272,7 +279,7 @@ fn validate(config: &MqttConfig) -> Result<(), MqttError> {
     if config.max_sessions_per_device == 0 {
         return Err(MqttError::Config("max_sessions_per_device must be at least 1"));
     }
-    if config.max_payload.saturating_add(PACKET_HEADROOM) > u32::MAX as usize {
+    if config.max_packet() > u32::MAX as usize {
         return Err(MqttError::Config("max_payload is too large"));
     }
     Ok(())

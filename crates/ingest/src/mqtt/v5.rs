@@ -89,7 +89,7 @@ impl Wire for V5 {
             receive_max: Some(config.max_inflight.max(1)),
             max_qos: Some(1),
             retain_available: None,
-            max_packet_size: u32::try_from(config.max_payload + super::PACKET_HEADROOM).ok(),
+            max_packet_size: u32::try_from(config.max_packet()).ok(),
             assigned_client_identifier: accepted.assigned_client_id.clone(),
             topic_alias_max: None,
             reason_string: None,
