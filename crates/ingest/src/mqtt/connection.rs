@@ -369,7 +369,9 @@ impl Loop {
                     return Err(End::Server(Close::TopicAlias));
                 }
                 let pkid = if p.qos == 1 { p.pkid } else { 0 };
-                let turn = match conn.submit(&p.topic, &p.payload).await {
+                // Boxed: kept inline, its state (~600 bytes) would be part of every
+                // connection's task for as long as it lives, idle or not.
+                let turn = match Box::pin(conn.submit(&p.topic, &p.payload)).await {
                     Ok(submitted) => Turn::Publish { pkid, submitted },
                     Err(e) => Turn::Ready(Some(Reply::Published { pkid, outcome: Err(e) })),
                 };
