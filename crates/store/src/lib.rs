@@ -257,6 +257,9 @@ struct Inner {
     /// transaction, so that the WAL starts over (see [`checkpoint`]).
     finish_due: std::sync::atomic::AtomicBool,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per pooled reader: a read waits for one (asynchronously) before it takes
+    /// a blocking thread, so reads hold at most `readers` of them.
+    read_slots: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
     options: StoreOptions,
     /// The runtime that opened the store, if any: its blocking pool runs every read and
@@ -312,6 +315,7 @@ impl SqliteStore {
             staged,
             finish_due: Default::default(),
             readers: Mutex::new(readers),
+            read_slots: Arc::new(tokio::sync::Semaphore::new(options.readers.max(1))),
             path,
             options,
             runtime: tokio::runtime::Handle::try_current().ok(),
@@ -347,18 +351,28 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` on a read connection.
+    /// Runs `f` on a read connection, once one of the pool's is free.
+    ///
+    /// Reads queue for the pool rather than open connections of their own: when 10,000
+    /// devices connected at once, each reading its attribute budget, the pool ran dry,
+    /// 32 blocking threads opened a temporary SQLite connection each, over and over, and
+    /// what those threads allocated stayed scattered over their heaps, ~0.5 KB more per
+    /// idle connection (issue 16).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // Never closed, so `acquire` cannot fail. Held until the blocking work ends, even
+        // when the caller stops waiting for it.
+        let slot = self.inner.read_slots.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
         let inner = self.inner.clone();
         run_blocking(self.inner.runtime.as_ref(), move || {
+            let _slot = slot;
             let conn = inner.readers.lock().expect("reader pool lock").pop();
             let conn = match conn {
                 Some(c) => c,
-                // Pool exhausted: open a temporary extra reader rather than queueing.
+                // Only when a read panicked and its connection went with it: a new one.
                 None => Self::connect(&inner.path, &inner.options, true)?,
             };
             let result = f(&conn);
@@ -438,11 +452,11 @@ const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Runs `f` on the blocking pool of `runtime`, or of the calling runtime without one.
 ///
 /// A store's reads and writes pass the runtime that opened it ([`Inner::runtime`]),
-/// whichever runtime asks. The MQTT agent's connections run on ntex's runtimes, one per
-/// worker, each with a blocking pool of its own (tokio's default: up to 512 threads);
-/// 10,000 devices connecting at once had them start 130–170 threads, and every read
-/// beyond the reader pool's connections opened a SQLite connection of its own (issue 16).
-/// The serving runtime's pool is bounded (`ingot serve --blocking-threads`).
+/// whichever runtime asks. The MQTT agent's connections run on a runtime of their own
+/// (`ingest::mqtt`) whose blocking pool would be another one, unbounded (tokio's default:
+/// up to 512 threads). The serving runtime's pool is bounded (`ingot serve
+/// --blocking-threads`), and reads take no more of it than the reader pool has
+/// connections ([`SqliteStore::read`]).
 async fn run_blocking<T: Send + 'static>(
     runtime: Option<&tokio::runtime::Handle>,
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -476,8 +490,8 @@ mod tests {
         }
     }
 
-    /// The MQTT agent asks from ntex's runtimes; the work runs on the bounded pool of the
-    /// runtime that opened the store, not on the asker's.
+    /// The MQTT agent asks from a runtime of its own; the work runs on the bounded pool of
+    /// the runtime that opened the store, not on the asker's.
     #[test]
     fn blocking_work_runs_on_the_runtime_that_opened_the_store() {
         let serving = tokio::runtime::Builder::new_multi_thread().thread_name("opened-here").build().unwrap();
@@ -497,5 +511,58 @@ mod tests {
         let elsewhere = SqliteStore::open(&dir.path().join("other"), StoreOptions::default()).unwrap();
         let asker = Some("asks-here".to_string());
         assert_eq!(thread(&elsewhere), (asker.clone(), asker));
+    }
+
+    /// A burst of reads waits for the pool's connections; none opens one of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_wait_for_the_pool_rather_than_open_connections() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { readers: 2, sync_full: false, ..Default::default() };
+        let store = SqliteStore::open(dir.path(), options).unwrap();
+        let (busy, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reads = (0..16).map(|_| {
+            let (store, busy, most) = (store.clone(), busy.clone(), most.clone());
+            tokio::spawn(async move {
+                store
+                    .read(move |c| {
+                        most.fetch_max(busy.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        let one: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                        Ok(one)
+                    })
+                    .await
+            })
+        });
+        for read in futures_util::future::join_all(reads).await {
+            assert_eq!(read.unwrap().unwrap(), 1);
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{most:?} reads at once");
+
+        // A read its caller stopped waiting for keeps its connection until it ends.
+        let (started, wait_started) = mpsc::channel();
+        let (release, wait_release) = mpsc::channel::<()>();
+        let reader = store.clone();
+        let waiting = tokio::spawn(async move {
+            reader
+                .read(move |_| {
+                    started.send(()).unwrap();
+                    wait_release.recv().unwrap();
+                    Ok(())
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || wait_started.recv().unwrap()).await.unwrap();
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(store.inner.read_slots.available_permits(), 1);
+        assert_eq!(store.inner.readers.lock().unwrap().len(), 1);
+        release.send(()).unwrap();
+        while store.inner.read_slots.available_permits() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.inner.readers.lock().unwrap().len(), 2);
     }
 }
