@@ -7,6 +7,10 @@
 #   bench/mqtt.sh                     # every scenario, 15 s each
 #   DURATION=5s bench/mqtt.sh         # shorter
 #   SCENARIOS="max-1000 idle-10k" bench/mqtt.sh
+#   SCENARIOS=steady-10k DURATION=600s STORES=sqlite BROKER= bench/mqtt.sh
+#                                     # issue 16's 10-minute run: 10,000 devices at a fixed
+#                                     # STEADY_RATE (default 17000 msg/s); its report adds
+#                                     # each second's PUBACK p99 summed up
 #   PERF=max-200 bench/mqtt.sh        # also perf-profile the server in that scenario
 #   PERF=max-200 PERF_KEEP=/tmp/p.txt bench/mqtt.sh   # and keep perf's whole report there
 #   STORES=sqlite bench/mqtt.sh       # only the embedded store (default: sqlite postgres)
@@ -232,6 +236,7 @@ run_scenario() {
         max-1000-nosync) scenario max-1000-nosync 1000 0 --sync-full false ;;
         rate-10k) scenario rate-10k 1000 10000 ;;
         idle-10k) scenario idle-10k 10000 idle ;;
+        steady-10k) scenario steady-10k 10000 "${STEADY_RATE:-17000}" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }

@@ -423,26 +423,14 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
     assert!(!ok && err.contains("not loopback"), "{err}");
 
     // MQTT: 20 devices, provisioned here, connected and publishing from the agents.
-    let (ok, out, err) = ingot_load(
-        &[
-            "mqtt",
-            "--http",
-            &server.http,
-            "--mqtt",
-            server.mqtt.as_deref().unwrap(),
-            "--devices",
-            "20",
-            "--duration",
-            "2s",
-            "--label",
-            "spread-mqtt",
-            "--agents",
-            &list,
-            "--agent-token",
-            TOKEN,
-        ],
-        &[("INGOT_LOAD_PASSWORD", support::ADMIN_PASSWORD)],
-    );
+    let mqtt = server.mqtt.as_deref().unwrap();
+    let load_mqtt = |devices: &str, label: &str, more: &[&str]| {
+        let mut args = vec!["mqtt", "--http", &server.http, "--mqtt", mqtt, "--devices", devices];
+        args.extend(["--duration", "2s", "--label", label]);
+        args.extend_from_slice(more);
+        ingot_load(&args, &[("INGOT_LOAD_PASSWORD", support::ADMIN_PASSWORD)])
+    };
+    let (ok, out, err) = load_mqtt("20", "spread-mqtt", &["--agents", &list, "--agent-token", TOKEN]);
     assert!(ok, "{out}\n{err}");
     let acked = number_after(&out, "acknowledged ") as u64;
     assert!(acked > 20, "{out}");
@@ -451,6 +439,10 @@ async fn scenarios_spread_over_two_agents_merge_exactly_and_reach_the_collector(
     assert!(out.contains(", 0 devices not visible)"), "every acknowledged reading is in history: {out}");
     assert!(out.contains(&format!("({acked} samples)")), "one PUBACK latency per acknowledged reading: {out}");
     let mqtt_job = queued_job(&err);
+    // Here, without agents: the report also sums up each second's PUBACK p99.
+    let (ok, here, err) = load_mqtt("5", "here-mqtt", &[]);
+    assert!(ok && here.contains("unacknowledged 0"), "{here}\n{err}");
+    assert!(here.contains("PUBACK p99 by second median "), "{here}");
     for agent in &agents {
         let (_, result) = reply(agent.http(reqwest::Method::GET, &format!("/jobs/{mqtt_job}"))).await;
         assert_eq!(result["mqtt"]["devices"], 10, "{result}");

@@ -104,6 +104,9 @@ pub struct Report {
     pub puback_from_due: Latency,
     /// publish → seen in history (sampled).
     pub visible: Latency,
+    /// Each second's publish→PUBACK p99 (µs) while publishing, as the progress line showed
+    /// it: a whole run's p99 can hide single slow seconds.
+    pub puback_p99_by_second: Vec<u64>,
     pub resources: Resources,
     /// Against a plain broker (`--plain-broker`): no history, end to end is the PUBACKs.
     pub plain_broker: bool,
@@ -174,6 +177,25 @@ impl Report {
         (self.connect_errors + self.connection_errors + self.not_visible) as u64 + self.unacked + self.http_errors
     }
 
+    /// The seconds' PUBACK p99s summed up: median, worst, how many over 20 and 100 ms.
+    pub fn seconds_summary(&self) -> Option<String> {
+        let mut p99s = self.puback_p99_by_second.clone();
+        if p99s.is_empty() {
+            return None;
+        }
+        p99s.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let over = |limit_ms: u64| p99s.iter().filter(|&&us| us > limit_ms * 1000).count();
+        Some(format!(
+            "median {:.2} ms, worst {:.2} ms; over 20 ms in {} of {} s, over 100 ms in {}",
+            ms(p99s[p99s.len() / 2]),
+            ms(p99s[p99s.len() - 1]),
+            over(20),
+            p99s.len(),
+            over(100)
+        ))
+    }
+
     fn mode(&self) -> String {
         match (self.idle, self.rate) {
             (true, _) => "idle".into(),
@@ -232,6 +254,9 @@ impl Report {
                 );
             }
             let _ = writeln!(s, "publish→PUBACK       {}", self.puback.long());
+            if let Some(seconds) = self.seconds_summary() {
+                let _ = writeln!(s, "PUBACK p99 by second {seconds}");
+            }
             if self.rate.is_some() {
                 let _ = writeln!(s, "due time→PUBACK      {}", self.puback_from_due.long());
             }
@@ -361,6 +386,19 @@ mod tests {
         let columns = |s: &str| s.matches('|').count();
         assert_eq!(columns(&r.markdown_row()), columns(Report::MARKDOWN_HEADER.lines().next().unwrap()));
         assert!(r.text().contains("end-to-end msg/s           1500"));
+        assert!(!r.text().contains("by second"), "no seconds, no line");
+    }
+
+    #[test]
+    fn single_slow_seconds_are_reported() {
+        let r = Report { puback_p99_by_second: vec![150_000, 1_000, 25_000, 5_000, 20_000], ..sample() };
+        assert!(
+            r.text().contains(
+                "PUBACK p99 by second median 20.00 ms, worst 150.00 ms; over 20 ms in 2 of 5 s, over 100 ms in 1\n"
+            ),
+            "{}",
+            r.text()
+        );
     }
 
     #[test]

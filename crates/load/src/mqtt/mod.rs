@@ -133,6 +133,8 @@ struct Histograms {
     /// PUBACK latency since it was last taken: each second, by the progress line (a run
     /// here) or for the collector (an agent's share).
     interval: Histogram<u64>,
+    /// Each publishing second's p99 of `interval` (µs), as the progress line took it.
+    second_p99s: Vec<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -195,6 +197,7 @@ impl Stats {
                 puback_from_due: histogram(),
                 visible: histogram(),
                 interval: histogram(),
+                second_p99s: Vec::new(),
             }),
             samples: Mutex::new(None),
         }
@@ -477,6 +480,7 @@ async fn connect_and_publish(
         report.puback = Latency::from_histogram(&h.puback);
         report.puback_from_due = Latency::from_histogram(&h.puback_from_due);
         report.visible = Latency::from_histogram(&h.visible);
+        report.puback_p99_by_second = h.second_p99s.clone();
     }
     Ok(Session { report, conns })
 }
@@ -997,6 +1001,9 @@ async fn progress(stats: Arc<Stats>, server_pid: Option<String>, devices: usize,
                     let mut h = stats.hist.lock().expect("histogram lock");
                     let r = (h.interval.len(), h.interval.value_at_quantile(0.99));
                     h.interval.reset();
+                    if phase == Phase::Publishing && r.0 > 0 {
+                        h.second_p99s.push(r.1);
+                    }
                     r
                 };
                 line += &format!(
